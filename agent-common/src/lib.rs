@@ -1,0 +1,190 @@
+//! The kernel/userspace ABI of egress-agent: every type that crosses a map or the ring buffer, and
+//! the names of the maps and programs. Both sides compile this crate, so a layout change is seen by
+//! both at once. Every struct is `#[repr(C)]` with explicit padding: the kernel copies these bytes
+//! verbatim and implicit padding would leak stack garbage or shift fields.
+#![no_std]
+
+/// Map names, as they appear in the eBPF object.
+pub mod maps {
+    pub const EVENTS: &str = "EVENTS";
+    pub const EVENTS_DROPPED: &str = "EVENTS_DROPPED";
+    pub const CONFIG: &str = "CONFIG";
+    pub const ACTIVE_SLOT: &str = "ACTIVE_SLOT";
+    pub const SLOT_META: &str = "SLOT_META";
+    pub const RULES: &str = "RULES";
+    /// Indexed by slot: `DESTS_V4[slot]` is the IPv4 trie of that slot.
+    pub const DESTS_V4: [&str; 2] = ["DESTS_V4_0", "DESTS_V4_1"];
+    pub const DESTS_V6: [&str; 2] = ["DESTS_V6_0", "DESTS_V6_1"];
+}
+
+/// Program names (the Rust function names in agent-ebpf) and the hook each attaches to.
+pub mod programs {
+    pub const CONNECT4: &str = "connect4";
+    pub const CONNECT6: &str = "connect6";
+    pub const SENDMSG4: &str = "sendmsg4";
+    pub const SENDMSG6: &str = "sendmsg6";
+}
+
+/// Capacity of the ring buffer that carries [`Event`]s, in bytes (a power of two, page multiple).
+pub const EVENTS_RING_BYTES: u32 = 1 << 22;
+/// Rule entries per slot; `RULES` holds two slots back to back.
+pub const MAX_RULE_ENTRIES: u32 = 1 << 16;
+/// Prefixes per family per slot.
+pub const MAX_PREFIXES: u32 = 1 << 16;
+/// How many rule entries one destination prefix may carry. The kernel walks them in a bounded
+/// loop, so this is a verifier budget, not a soft limit: a policy that needs more is refused.
+pub const MAX_RULES_PER_PREFIX: u32 = 64;
+
+/// Hook that produced an event.
+pub mod hook {
+    pub const CONNECT4: u8 = 1;
+    pub const CONNECT6: u8 = 2;
+    pub const SENDMSG4: u8 = 3;
+    pub const SENDMSG6: u8 = 4;
+}
+
+/// What was decided for an attempt.
+pub mod verdict {
+    pub const ALLOW: u8 = 0;
+    /// Refused in the kernel with EPERM.
+    pub const DENY: u8 = 1;
+    /// Let through, but no rule allows it (monitor mode or `default: alert`).
+    pub const ALERT: u8 = 2;
+}
+
+/// Policy enforcement mode of a slot.
+pub mod mode {
+    pub const MONITOR: u8 = 0;
+    pub const ENFORCE: u8 = 1;
+}
+
+/// Bits of [`RuleEntry::protocols`].
+pub mod proto_bits {
+    pub const TCP: u8 = 1;
+    pub const UDP: u8 = 2;
+}
+
+/// Bits of [`Event::flags`].
+pub mod event_flags {
+    /// The destination was an IPv4-mapped IPv6 address and was matched as IPv4.
+    pub const V4_MAPPED: u8 = 1;
+    /// The executable's inode could not be read (kernel thread, no offsets, read fault).
+    pub const EXE_UNKNOWN: u8 = 2;
+}
+
+/// Rule id reported when no rule matched and the slot's default action decided.
+pub const RULE_DEFAULT: u32 = u32::MAX;
+
+/// One outbound attempt, as seen by a cgroup hook. 104 bytes, 8-byte aligned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub cookie: u64,
+    pub cgroup_id: u64,
+    pub exe_ino: u64,
+    /// Thread-group id.
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Kernel-internal `dev_t` (major << 20 | minor) of the executable's filesystem.
+    pub exe_dev: u32,
+    /// Rule that decided, or [`RULE_DEFAULT`].
+    pub rule_id: u32,
+    /// Policy generation that decided: lets userspace name the rule even across a reload.
+    pub generation: u32,
+    pub _pad0: u32,
+    /// Destination address in network order; IPv4 (and matched IPv4-mapped) uses the first 4 bytes.
+    pub daddr: [u8; 16],
+    pub comm: [u8; 16],
+    /// Destination port, host order.
+    pub dport: u16,
+    /// `AF_INET` (2) or `AF_INET6` (10) as matched.
+    pub family: u8,
+    /// IPPROTO_TCP (6) or IPPROTO_UDP (17).
+    pub proto: u8,
+    pub verdict: u8,
+    pub hook: u8,
+    pub flags: u8,
+    pub _pad1: u8,
+}
+
+/// Field offsets in kernel structs, computed by the agent from the running kernel's BTF.
+/// `valid == 0` means the agent could not compute them and the programs skip the exe lookup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    pub task_mm: u32,
+    pub mm_exe_file: u32,
+    pub file_inode: u32,
+    pub inode_ino: u32,
+    pub inode_sb: u32,
+    pub sb_dev: u32,
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+/// `CONFIG[0]`: settings that do not change with the policy.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+}
+
+/// `SLOT_META[slot]`: the policy-wide settings of one slot. Written before the slot is activated
+/// through `ACTIVE_SLOT`, never while it is active, so readers never see a torn value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotMeta {
+    pub generation: u32,
+    pub mode: u8,
+    /// Verdict for traffic no rule allows, before the mode is applied (see [`verdict`]).
+    pub default_verdict: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of a destination trie: the rule entries `RULES[first .. first + count]` that apply to
+/// every address under the prefix (the prefix's own rules and those of every enclosing prefix,
+/// most specific first), so one longest-prefix lookup finds all candidates.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestValue {
+    pub first: u32,
+    pub count: u32,
+}
+
+/// One allow rule as the kernel checks it after the destination matched.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleEntry {
+    pub rule_id: u32,
+    /// Inclusive port range, host order; 0..=65535 for any port.
+    pub port_lo: u16,
+    pub port_hi: u16,
+    /// [`proto_bits`].
+    pub protocols: u8,
+    pub _pad: [u8; 3],
+}
+
+/// LPM trie key data for IPv4: the address in network order.
+pub type AddrV4 = [u8; 4];
+/// LPM trie key data for IPv6: the address in network order.
+pub type AddrV6 = [u8; 16];
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C), Copy, made of integers, with explicit padding.
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::SlotMeta {}
+    unsafe impl aya::Pod for super::DestValue {}
+    unsafe impl aya::Pod for super::RuleEntry {}
+}
+
+// The layout is an ABI: fail the build of both sides if it drifts.
+const _: () = assert!(core::mem::size_of::<Event>() == 104);
+const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
+const _: () = assert!(core::mem::size_of::<RuleEntry>() == 12);

@@ -1,0 +1,335 @@
+//! Kernel side of egress-agent: cgroup socket-address hooks that attribute every outbound TCP/UDP
+//! attempt to its process, decide it against the destination tries the agent fills, and report it
+//! through a ring buffer.
+//!
+//! Coverage, and why these four hooks suffice:
+//! - connect4/connect6 run for TCP connect(), UDP connect() (so a connected UDP socket is checked
+//!   once, when it is connected) and TCP Fast Open (`sendto(MSG_FASTOPEN)` goes through the same
+//!   `pre_connect` path).
+//! - sendmsg4/sendmsg6 run for every datagram sent with an explicit address on an unconnected UDP
+//!   socket. An IPv4-mapped destination on an IPv6 UDP socket is handed to the IPv4 path by the
+//!   kernel and arrives at sendmsg4; on connect6 we unmap it ourselves.
+//! - The hooks are inherited by every descendant cgroup and every process, so children after
+//!   fork/exec are covered without tracking them.
+#![no_std]
+#![no_main]
+
+use agent_common::{
+    event_flags, hook, mode, proto_bits, verdict, AddrV4, AddrV6, Config, DestValue, Event,
+    RuleEntry, SlotMeta, EVENTS_RING_BYTES, MAX_PREFIXES, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
+    RULE_DEFAULT,
+};
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
+        bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_socket_cookie,
+            bpf_ktime_get_ns,
+        },
+    },
+    macros::{cgroup_sock_addr, map},
+    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, RingBuf},
+    programs::SockAddrContext,
+    EbpfContext,
+};
+
+const AF_INET: u8 = 2;
+const AF_INET6: u8 = 10;
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+
+/// Return values of a cgroup sock_addr program.
+const PASS: i32 = 1;
+const REFUSE: i32 = 0; // the syscall fails with EPERM
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Events that found the ring buffer full, per CPU (index 0).
+#[map(name = "EVENTS_DROPPED")]
+static EVENTS_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "CONFIG")]
+static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Which of the two policy slots is in force (0 or 1). The agent fills the other slot and then
+/// flips this single word, so no attempt is ever decided by a half-written rule set.
+#[map(name = "ACTIVE_SLOT")]
+static ACTIVE_SLOT: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "SLOT_META")]
+static SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
+
+/// Rule entries of both slots: slot `s` owns `[s * MAX_RULE_ENTRIES, (s + 1) * MAX_RULE_ENTRIES)`.
+#[map(name = "RULES")]
+static RULES: Array<RuleEntry> = Array::with_max_entries(2 * MAX_RULE_ENTRIES, 0);
+
+#[map(name = "DESTS_V4_0")]
+static DESTS_V4_0: LpmTrie<AddrV4, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map(name = "DESTS_V4_1")]
+static DESTS_V4_1: LpmTrie<AddrV4, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map(name = "DESTS_V6_0")]
+static DESTS_V6_0: LpmTrie<AddrV6, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map(name = "DESTS_V6_1")]
+static DESTS_V6_1: LpmTrie<AddrV6, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    on_v4(&ctx, hook::CONNECT4)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn sendmsg4(ctx: SockAddrContext) -> i32 {
+    on_v4(&ctx, hook::SENDMSG4)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    on_v6(&ctx, hook::CONNECT6)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
+    on_v6(&ctx, hook::SENDMSG6)
+}
+
+/// The destination of one attempt, as it will be matched.
+struct Dest {
+    addr: [u8; 16],
+    family: u8,
+    port: u16,
+    proto: u8,
+    flags: u8,
+}
+
+#[inline(always)]
+fn sock_addr(ctx: &SockAddrContext) -> &bpf_sock_addr {
+    // SAFETY: the kernel hands every sock_addr program a valid context for its whole run.
+    unsafe { &*ctx.sock_addr }
+}
+
+#[inline(always)]
+fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
+    let sa = sock_addr(ctx);
+    let Some(proto) = protocol(sa) else {
+        return PASS;
+    };
+    let mut addr = [0u8; 16];
+    // user_ip4 is in network order in memory: its native bytes are the address bytes.
+    let ip4 = sa.user_ip4.to_ne_bytes();
+    addr[..4].copy_from_slice(&ip4);
+    let dest = Dest {
+        addr,
+        family: AF_INET,
+        port: u16::from_be(sa.user_port as u16),
+        proto,
+        flags: 0,
+    };
+    handle(ctx, hook, &dest)
+}
+
+#[inline(always)]
+fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
+    let sa = sock_addr(ctx);
+    let Some(proto) = protocol(sa) else {
+        return PASS;
+    };
+    // The verifier only allows 4-byte loads of user_ip6, one word at a time.
+    let w0 = sa.user_ip6[0].to_ne_bytes();
+    let w1 = sa.user_ip6[1].to_ne_bytes();
+    let w2 = sa.user_ip6[2].to_ne_bytes();
+    let w3 = sa.user_ip6[3].to_ne_bytes();
+    let port = u16::from_be(sa.user_port as u16);
+    let mut addr = [0u8; 16];
+    // ::ffff:a.b.c.d is IPv4 on the wire: match it against the IPv4 rules, or it would bypass them.
+    let mapped = w0 == [0; 4] && w1 == [0; 4] && w2 == [0, 0, 0xff, 0xff];
+    let dest = if mapped {
+        addr[..4].copy_from_slice(&w3);
+        Dest { addr, family: AF_INET, port, proto, flags: event_flags::V4_MAPPED }
+    } else {
+        addr[0..4].copy_from_slice(&w0);
+        addr[4..8].copy_from_slice(&w1);
+        addr[8..12].copy_from_slice(&w2);
+        addr[12..16].copy_from_slice(&w3);
+        Dest { addr, family: AF_INET6, port, proto, flags: 0 }
+    };
+    handle(ctx, hook, &dest)
+}
+
+/// TCP or UDP, as an IPPROTO number; `None` for everything else (ICMP ping sockets also pass
+/// through connect4), which the policy language does not cover.
+#[inline(always)]
+fn protocol(sa: &bpf_sock_addr) -> Option<u8> {
+    match sa.protocol {
+        IPPROTO_TCP => Some(IPPROTO_TCP as u8),
+        IPPROTO_UDP => Some(IPPROTO_UDP as u8),
+        _ => None,
+    }
+}
+
+struct Decision {
+    verdict: u8,
+    rule_id: u32,
+    generation: u32,
+}
+
+#[inline(always)]
+fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
+    let decision = decide(dest);
+    emit(ctx, hook, dest, &decision);
+    if decision.verdict == verdict::DENY {
+        REFUSE
+    } else {
+        PASS
+    }
+}
+
+#[inline(always)]
+fn decide(dest: &Dest) -> Decision {
+    let slot = match ACTIVE_SLOT.get(0) {
+        Some(&s) if s < 2 => s,
+        _ => 0,
+    };
+    let Some(meta) = SLOT_META.get(slot) else {
+        // Unreachable with a loaded agent (array maps always have their entries); never refuse
+        // on an internal fault.
+        return Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, generation: 0 };
+    };
+    let value = if dest.family == AF_INET {
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&dest.addr[..4]);
+        let key = Key::new(32, a4);
+        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
+    } else {
+        let key = Key::new(128, dest.addr);
+        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
+    };
+    if let Some(value) = value {
+        if let Some(rule_id) = match_rules(slot, &value, dest) {
+            return Decision { verdict: verdict::ALLOW, rule_id, generation: meta.generation };
+        }
+    }
+    let verdict = match (meta.default_verdict, meta.mode) {
+        (verdict::ALLOW, _) => verdict::ALLOW,
+        (verdict::DENY, mode::ENFORCE) => verdict::DENY,
+        _ => verdict::ALERT,
+    };
+    Decision { verdict, rule_id: RULE_DEFAULT, generation: meta.generation }
+}
+
+#[inline(always)]
+fn match_rules(slot: u32, value: &DestValue, dest: &Dest) -> Option<u32> {
+    let bit = if dest.proto == IPPROTO_TCP as u8 { proto_bits::TCP } else { proto_bits::UDP };
+    let base = slot * MAX_RULE_ENTRIES;
+    for i in 0..MAX_RULES_PER_PREFIX {
+        if i >= value.count {
+            break;
+        }
+        let Some(rule) = RULES.get(base + value.first + i) else {
+            break;
+        };
+        if rule.protocols & bit != 0 && dest.port >= rule.port_lo && dest.port <= rule.port_hi {
+            return Some(rule.rule_id);
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, decision: &Decision) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_drop();
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let uid_gid = bpf_get_current_uid_gid();
+    let (exe_dev, exe_ino) = current_exe();
+    let mut flags = dest.flags;
+    if exe_ino == 0 {
+        flags |= event_flags::EXE_UNKNOWN;
+    }
+    // SAFETY: plain helpers without pointer arguments, or with the program's own context.
+    let (ts_ns, cgroup_id, cookie) = unsafe {
+        (bpf_ktime_get_ns(), bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr()))
+    };
+    entry.write(Event {
+        ts_ns,
+        cookie,
+        cgroup_id,
+        exe_ino,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        exe_dev,
+        rule_id: decision.rule_id,
+        generation: decision.generation,
+        _pad0: 0,
+        daddr: dest.addr,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        dport: dest.port,
+        family: dest.family,
+        proto: dest.proto,
+        verdict: decision.verdict,
+        hook,
+        flags,
+        _pad1: 0,
+    });
+    entry.submit(0);
+}
+
+#[inline(always)]
+fn count_drop() {
+    if let Some(counter) = EVENTS_DROPPED.get_ptr_mut(0) {
+        // SAFETY: per-CPU slot, and sock_addr programs do not nest on one CPU.
+        unsafe { *counter += 1 };
+    }
+}
+
+/// (device, inode) of the current task's executable: task->mm->exe_file->f_inode->{i_sb->s_dev,
+/// i_ino}. aya-ebpf has no CO-RE, so the offsets come from the agent, which reads them from this
+/// kernel's BTF. Unlike comm, this identity cannot be chosen by the process itself.
+#[inline(always)]
+fn current_exe() -> (u32, u64) {
+    let Some(cfg) = CONFIG.get(0) else {
+        return (0, 0);
+    };
+    let off = &cfg.offsets;
+    if off.valid == 0 {
+        return (0, 0);
+    }
+    // SAFETY: bpf_probe_read_kernel validates every address it reads; a fault returns Err.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let Ok(mm) = read_ptr(task, off.task_mm) else { return (0, 0) };
+        let Ok(file) = read_ptr(mm, off.mm_exe_file) else { return (0, 0) };
+        let Ok(inode) = read_ptr(file, off.file_inode) else { return (0, 0) };
+        let Ok(sb) = read_ptr(inode, off.inode_sb) else { return (0, 0) };
+        let ino = bpf_probe_read_kernel(inode.add(off.inode_ino as usize) as *const u64).unwrap_or(0);
+        let dev = bpf_probe_read_kernel(sb.add(off.sb_dev as usize) as *const u32).unwrap_or(0);
+        (dev, ino)
+    }
+}
+
+/// Reads the pointer at `base + offset`; a null base or a null result is an error (kernel threads
+/// have no mm, a task in exit has no exe_file).
+#[inline(always)]
+unsafe fn read_ptr(base: *const u8, offset: u32) -> Result<*const u8, i32> {
+    if base.is_null() {
+        return Err(-1);
+    }
+    let p = unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const *const u8)? };
+    if p.is_null() { Err(-1) } else { Ok(p) }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,156 @@
+//! The kernel datapath: loads the embedded programs, attaches them to the watched cgroup, and
+//! installs compiled policies into the maps. Dropping a [`Datapath`] detaches everything.
+
+use std::{fs::File, path::Path};
+
+use agent_common::{maps, programs, AddrV4, AddrV6, Config, DestValue, KernelOffsets, RuleEntry, SlotMeta, MAX_RULE_ENTRIES};
+use aya::{
+    maps::{lpm_trie::Key, Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
+    Ebpf, EbpfError,
+};
+
+use crate::policy::CompiledPolicy;
+
+/// The kernel programs, built by build.rs for this kernel's BPF target and embedded in the binary.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+/// The four hooks, with the name their program has in the object.
+const HOOKS: [(&str, &str); 4] = [
+    (programs::CONNECT4, "cgroup/connect4"),
+    (programs::CONNECT6, "cgroup/connect6"),
+    (programs::SENDMSG4, "cgroup/sendmsg4"),
+    (programs::SENDMSG6, "cgroup/sendmsg6"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatapathError {
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] EbpfError),
+    #[error("program `{program}` ({hook}): {source}")]
+    Program { program: &'static str, hook: &'static str, source: ProgramError },
+    #[error("attaching `{program}` ({hook}) to cgroup {cgroup}: {source}")]
+    Attach { program: &'static str, hook: &'static str, cgroup: String, source: ProgramError },
+    #[error("opening cgroup {cgroup}: {source}")]
+    Cgroup { cgroup: String, source: std::io::Error },
+    #[error("map `{map}` is missing from the eBPF object")]
+    MissingMap { map: &'static str },
+    #[error("map `{map}`: {source}")]
+    Map { map: &'static str, source: MapError },
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
+    move |source| DatapathError::Map { map, source }
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    active_slot: u32,
+}
+
+impl Datapath {
+    /// Loads the programs into the kernel (not attached yet) and writes the kernel offsets.
+    pub fn load(offsets: KernelOffsets) -> Result<Self, DatapathError> {
+        let mut ebpf = Ebpf::load(OBJECT)?;
+        for (program, hook) in HOOKS {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { program, hook, source })?;
+            prog.load().map_err(|source| DatapathError::Program { program, hook, source })?;
+        }
+        let mut dp = Self { ebpf, active_slot: 0 };
+        let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
+        config.set(0, Config { offsets }, 0).map_err(map_err(maps::CONFIG))?;
+        Ok(dp)
+    }
+
+    /// Attaches every hook to `cgroup` through bpf links. A cgroup link always coexists with the
+    /// programs others attached (the kernel refuses attach flags on link creation, hence
+    /// `Single`): the agent adds a check, it never replaces one. Closing the link detaches it.
+    pub fn attach(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
+        let cg = cgroup.display().to_string();
+        let fd = File::open(cgroup).map_err(|source| DatapathError::Cgroup { cgroup: cg.clone(), source })?;
+        for (program, hook) in HOOKS {
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { program, hook, source })?;
+            prog.attach(&fd, CgroupAttachMode::Single)
+                .map_err(|source| DatapathError::Attach { program, hook, cgroup: cg.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    fn map_mut<'a, T>(&'a mut self, map: &'static str) -> Result<T, DatapathError>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let m = self.ebpf.map_mut(map).ok_or(DatapathError::MissingMap { map })?;
+        T::try_from(m).map_err(map_err(map))
+    }
+
+    /// Installs `policy` with generation `generation`: fills the inactive slot completely, then
+    /// switches `ACTIVE_SLOT` to it with one word write. Attempts decided during the install see
+    /// either the old rule set or the new one, never a mix.
+    pub fn install(&mut self, policy: &CompiledPolicy, generation: u32) -> Result<(), DatapathError> {
+        let slot = 1 - self.active_slot;
+        let slot_idx = slot as usize;
+        {
+            let mut v4: LpmTrie<_, AddrV4, DestValue> = self.map_mut(maps::DESTS_V4[slot_idx])?;
+            clear_trie(&mut v4, maps::DESTS_V4[slot_idx])?;
+            for (net, value) in &policy.v4 {
+                v4.insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), value, 0)
+                    .map_err(map_err(maps::DESTS_V4[slot_idx]))?;
+            }
+        }
+        {
+            let mut v6: LpmTrie<_, AddrV6, DestValue> = self.map_mut(maps::DESTS_V6[slot_idx])?;
+            clear_trie(&mut v6, maps::DESTS_V6[slot_idx])?;
+            for (net, value) in &policy.v6 {
+                v6.insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), value, 0)
+                    .map_err(map_err(maps::DESTS_V6[slot_idx]))?;
+            }
+        }
+        {
+            let mut rules: Array<_, RuleEntry> = self.map_mut(maps::RULES)?;
+            let base = slot * MAX_RULE_ENTRIES;
+            for (i, e) in policy.entries.iter().enumerate() {
+                rules.set(base + i as u32, e, 0).map_err(map_err(maps::RULES))?;
+            }
+        }
+        {
+            let mut meta: Array<_, SlotMeta> = self.map_mut(maps::SLOT_META)?;
+            let m = SlotMeta { generation, mode: policy.mode_bits(), default_verdict: policy.default_verdict_bits(), _pad: [0; 2] };
+            meta.set(slot, m, 0).map_err(map_err(maps::SLOT_META))?;
+        }
+        let mut active: Array<_, u32> = self.map_mut(maps::ACTIVE_SLOT)?;
+        active.set(0, slot, 0).map_err(map_err(maps::ACTIVE_SLOT))?;
+        self.active_slot = slot;
+        Ok(())
+    }
+
+    /// The ring buffer of events; can be taken once.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, DatapathError> {
+        let map = self.ebpf.take_map(maps::EVENTS).ok_or(DatapathError::MissingMap { map: maps::EVENTS })?;
+        RingBuf::try_from(map).map_err(map_err(maps::EVENTS))
+    }
+
+    /// Events the kernel could not deliver because the ring buffer was full, summed over CPUs.
+    pub fn events_dropped(&mut self) -> Result<u64, DatapathError> {
+        let counter: PerCpuArray<_, u64> = self.map_mut(maps::EVENTS_DROPPED)?;
+        let values = counter.get(&0, 0).map_err(map_err(maps::EVENTS_DROPPED))?;
+        Ok(values.iter().sum())
+    }
+}
+
+fn clear_trie<K: aya::Pod>(trie: &mut LpmTrie<&mut MapData, K, DestValue>, map: &'static str) -> Result<(), DatapathError> {
+    let keys: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>().map_err(map_err(map))?;
+    for k in keys {
+        trie.remove(&k).map_err(map_err(map))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Who made an attempt: executable path, command line, cgroup and container, from /proc and the
+//! cgroup hierarchy. Caches are bounded (LRU). The process may be gone by the time its event is
+//! read; it still yields an event, with what the kernel recorded and what the caches remember.
+
+use std::{num::NonZeroUsize, os::unix::fs::MetadataExt as _, path::PathBuf, sync::Arc};
+
+use agent_common::Event;
+use lru::LruCache;
+
+use crate::{cgroup, events};
+
+#[derive(Debug, Clone, Default)]
+pub struct ProcInfo {
+    pub exe: Option<String>,
+    pub cmdline: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Enriched {
+    pub proc: Arc<ProcInfo>,
+    pub cgroup: Option<String>,
+    pub container: Option<String>,
+}
+
+/// Upper bounds of the caches; a busy host with more live processes only costs extra /proc reads.
+const PROC_CACHE: usize = 4096;
+const EXE_CACHE: usize = 4096;
+/// Command lines are cut here: enough to identify a process, bounded per event.
+const MAX_CMDLINE_BYTES: usize = 1024;
+
+pub struct Enricher {
+    /// Keyed by (pid, executable inode): an exec or a reused pid gives a new key.
+    procs: LruCache<(u32, u64), Arc<ProcInfo>>,
+    /// Executable paths by (userspace st_dev, inode), to name the exe of processes already gone.
+    exes: LruCache<(u64, u64), String>,
+    cgroups: cgroup::CgroupNames,
+    cmdline: bool,
+}
+
+impl Enricher {
+    pub fn new(cgroup_mount: PathBuf, cmdline: bool) -> Self {
+        let nz = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
+        Self { procs: LruCache::new(nz(PROC_CACHE)), exes: LruCache::new(nz(EXE_CACHE)), cgroups: cgroup::CgroupNames::new(cgroup_mount), cmdline }
+    }
+
+    pub fn enrich(&mut self, ev: &Event) -> Enriched {
+        let proc = self.proc_info(ev);
+        let cgroup = self.cgroups.lookup(ev.cgroup_id);
+        let container = cgroup.as_deref().and_then(cgroup::container_id);
+        Enriched { proc, cgroup, container }
+    }
+
+    fn proc_info(&mut self, ev: &Event) -> Arc<ProcInfo> {
+        let key = (ev.pid, ev.exe_ino);
+        if let Some(p) = self.procs.get(&key) {
+            return p.clone();
+        }
+        let dev = events::kernel_dev_to_user(ev.exe_dev);
+        let base = format!("/proc/{}", ev.pid);
+        // Trust /proc only if it still shows the executable the kernel saw: the pid may have been
+        // reused, or the process may have exec'd something else since.
+        let exe = std::fs::metadata(format!("{base}/exe"))
+            .ok()
+            .filter(|m| ev.exe_ino == 0 || (m.ino() == ev.exe_ino && m.dev() == dev))
+            .and_then(|_| std::fs::read_link(format!("{base}/exe")).ok())
+            .map(|p| p.to_string_lossy().into_owned());
+        let info = match exe {
+            Some(exe) => {
+                if ev.exe_ino != 0 {
+                    self.exes.put((dev, ev.exe_ino), exe.clone());
+                }
+                let cmdline = if self.cmdline { read_cmdline(&format!("{base}/cmdline")) } else { None };
+                ProcInfo { exe: Some(exe), cmdline }
+            }
+            // Gone (or replaced): name the executable from an earlier sighting of the same file.
+            None => ProcInfo { exe: self.exes.get(&(dev, ev.exe_ino)).cloned(), cmdline: None },
+        };
+        let info = Arc::new(info);
+        if info.exe.is_some() {
+            self.procs.put(key, info.clone());
+        }
+        info
+    }
+}
+
+fn read_cmdline(path: &str) -> Option<Vec<String>> {
+    let raw = std::fs::read(path).ok()?;
+    let raw = &raw[..raw.len().min(MAX_CMDLINE_BYTES)];
+    let args: Vec<String> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    (!args.is_empty()).then_some(args)
+}

@@ -1,0 +1,98 @@
+//! The event stream: one JSON object per line, to stdout or a file. Field names and meanings are a
+//! stable interface (README "Event format"); new fields may be added, none renamed or removed.
+
+use std::{
+    fs::OpenOptions,
+    io::{self, BufWriter, Write},
+    path::Path,
+};
+
+use agent_common::{event_flags, Event, RULE_DEFAULT};
+use serde::Serialize;
+
+use crate::{enrich::Enriched, events, policy::CompiledPolicy};
+
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    pub ts: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub exe: Option<&'a str>,
+    pub cmdline: Option<&'a [String]>,
+    pub cgroup: Option<&'a str>,
+    pub cgroup_id: u64,
+    pub container: Option<&'a str>,
+    pub proto: &'static str,
+    pub dst: String,
+    pub dport: u16,
+    pub verdict: &'static str,
+    pub vendor: Option<&'a str>,
+    pub rule: &'a str,
+    /// Name of the policy (metadata.name) that decided; null if that policy is no longer known.
+    pub policy: Option<&'a str>,
+    pub hook: &'static str,
+    pub cookie: u64,
+    /// The application asked for an IPv4-mapped IPv6 address; `dst` is the IPv4 address matched.
+    pub v4_mapped: bool,
+}
+
+/// Builds the record of one event. `policy` is the policy of the event's generation, if known.
+pub fn record<'a>(ev: &Event, who: &'a Enriched, policy: Option<&'a CompiledPolicy>, ts_offset: i128) -> Record<'a> {
+    let rule = policy.and_then(|p| p.rule(ev.rule_id));
+    Record {
+        ts: events::rfc3339(ts_offset + i128::from(ev.ts_ns)),
+        pid: ev.pid,
+        tid: ev.tid,
+        uid: ev.uid,
+        gid: ev.gid,
+        comm: events::comm(ev),
+        exe: who.proc.exe.as_deref(),
+        cmdline: who.proc.cmdline.as_deref(),
+        cgroup: who.cgroup.as_deref(),
+        cgroup_id: ev.cgroup_id,
+        container: who.container.as_deref(),
+        proto: events::proto(ev),
+        dst: events::dst(ev).to_string(),
+        dport: ev.dport,
+        verdict: events::verdict(ev),
+        vendor: rule.and_then(|r| r.vendor.as_deref()),
+        rule: match rule {
+            Some(r) => &r.name,
+            None if ev.rule_id == RULE_DEFAULT => "default",
+            None => "unknown",
+        },
+        policy: policy.map(|p| p.name.as_str()),
+        hook: events::hook(ev),
+        cookie: ev.cookie,
+        v4_mapped: ev.flags & event_flags::V4_MAPPED != 0,
+    }
+}
+
+pub struct Sink {
+    out: BufWriter<Box<dyn Write + Send>>,
+}
+
+impl Sink {
+    /// `-` is stdout; anything else a file, appended to (so a restart does not erase history).
+    pub fn open(target: &Path) -> io::Result<Self> {
+        let w: Box<dyn Write + Send> = if target == Path::new("-") {
+            Box::new(io::stdout())
+        } else {
+            Box::new(OpenOptions::new().create(true).append(true).open(target)?)
+        };
+        Ok(Self { out: BufWriter::with_capacity(64 * 1024, w) })
+    }
+
+    pub fn write(&mut self, rec: &Record<'_>) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, rec).map_err(io::Error::other)?;
+        self.out.write_all(b"\n")
+    }
+
+    /// Called after each batch read from the ring buffer, so readers see events promptly.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}

@@ -1,0 +1,270 @@
+//! The policy file format (`apiVersion: egress-agent/v1`, `kind: EgressPolicy`).
+//!
+//! Every value is checked while it is deserialized, so that a bad value is reported with the line
+//! and column the YAML parser is at and the field path serde is at (see [`super::parse`]).
+
+use std::{fmt, net::IpAddr, str::FromStr};
+
+use ipnet::IpNet;
+use serde::{
+    de::{self, SeqAccess, Visitor},
+    Deserialize, Deserializer,
+};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicyDoc {
+    #[expect(dead_code, reason = "checked while parsing; read once a second version exists")]
+    pub api_version: ApiVersion,
+    #[expect(dead_code, reason = "checked while parsing; read once a second kind exists")]
+    pub kind: Kind,
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum ApiVersion {
+    #[serde(rename = "egress-agent/v1")]
+    V1,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+pub enum Kind {
+    EgressPolicy,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: Name,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub default: DefaultAction,
+    /// Infrastructure egress allowed to every process (resolvers, mirrors, ...).
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
+    #[serde(default)]
+    pub vendors: Vendors,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Nothing is refused; would-be denials are reported as `alert`.
+    #[default]
+    Monitor,
+    /// Egress no rule allows fails with EPERM.
+    Enforce,
+}
+
+/// What happens to egress that no rule allows.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    #[default]
+    Deny,
+    Alert,
+    Allow,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// Optional label, used as the rule name in events (`allow/<name>`).
+    #[serde(default)]
+    pub name: Option<Name>,
+    pub cidr: Cidr,
+    #[serde(default)]
+    pub ports: Vec<PortRange>,
+    #[serde(default)]
+    pub protocols: Vec<Protocol>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vendor {
+    pub name: Name,
+    pub destinations: Vec<Destination>,
+    #[serde(default)]
+    pub ports: Vec<PortRange>,
+    #[serde(default)]
+    pub protocols: Vec<Protocol>,
+}
+
+/// Where a vendor lives. Domains (`*.stripe.com`) join CIDRs here when DNS-based allowing lands.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Destination {
+    pub cidr: Cidr,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+/// The vendor list; a name defined twice is an error located at the second definition.
+#[derive(Debug, Clone, Default)]
+pub struct Vendors(pub Vec<Vendor>);
+
+impl<'de> Deserialize<'de> for Vendors {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Vendors;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list of vendors")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vendors, A::Error> {
+                let mut out: Vec<Vendor> = Vec::new();
+                while let Some(v) = seq.next_element::<Vendor>()? {
+                    if let Some(i) = out.iter().position(|o| o.name == v.name) {
+                        return Err(de::Error::custom(format!(
+                            "vendor `{}` is defined twice (first as vendors[{i}])",
+                            v.name
+                        )));
+                    }
+                    out.push(v);
+                }
+                Ok(Vendors(out))
+            }
+        }
+        d.deserialize_seq(V)
+    }
+}
+
+/// A name: 1 to 63 characters of `[a-z0-9._-]`, starting with a letter or digit, so that it is
+/// safe in metric labels, file names and log fields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(pub String);
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for Name {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+        let starts_ok = s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if s.is_empty() || s.len() > 63 || !starts_ok || !s.chars().all(ok_char) {
+            return Err(format!(
+                "invalid name `{s}`: use 1-63 characters of a-z, 0-9, `.`, `_`, `-`, starting with a letter or digit"
+            ));
+        }
+        Ok(Name(s.to_owned()))
+    }
+}
+
+/// A network in canonical form: a bare address is a host route (/32 or /128); host bits set
+/// under the mask are refused, since `10.0.0.1/8` is almost always a typo for something narrower.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr(pub IpNet);
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(addr) = s.parse::<IpAddr>() {
+            return Ok(Cidr(IpNet::from(addr)));
+        }
+        let net: IpNet = s
+            .parse()
+            .map_err(|_| format!("invalid CIDR `{s}`: expected an address or address/prefix-length"))?;
+        if net.trunc() != net {
+            return Err(format!(
+                "CIDR `{s}` has host bits set under its /{} mask; did you mean `{}`?",
+                net.prefix_len(),
+                net.trunc()
+            ));
+        }
+        Ok(Cidr(net))
+    }
+}
+
+/// An inclusive port range. In YAML: `443` or `"8000-8100"`. Port 0 is not a destination port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    pub const ANY: PortRange = PortRange { lo: 1, hi: u16::MAX };
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.lo == self.hi {
+            write!(f, "{}", self.lo)
+        } else {
+            write!(f, "{}-{}", self.lo, self.hi)
+        }
+    }
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        _ => Err(format!("invalid port `{}`: expected 1-65535", s.trim())),
+    }
+}
+
+impl FromStr for PortRange {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (lo, hi) = match s.split_once('-') {
+            Some((lo, hi)) => (parse_port(lo)?, parse_port(hi)?),
+            None => {
+                let p = parse_port(s)?;
+                (p, p)
+            }
+        };
+        if lo > hi {
+            return Err(format!("invalid port range `{s}`: {lo} is above {hi}"));
+        }
+        Ok(PortRange { lo, hi })
+    }
+}
+
+/// Deserializes a `FromStr` type from a YAML string (or, for ports, an integer), so that its
+/// error carries the parser's location.
+macro_rules! deserialize_from_str {
+    ($ty:ty, $what:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> Visitor<'de> for V {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                        f.write_str($what)
+                    }
+                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$ty, E> {
+                        s.parse().map_err(E::custom)
+                    }
+                    fn visit_u64<E: de::Error>(self, n: u64) -> Result<$ty, E> {
+                        n.to_string().parse().map_err(E::custom)
+                    }
+                    fn visit_i64<E: de::Error>(self, n: i64) -> Result<$ty, E> {
+                        n.to_string().parse().map_err(E::custom)
+                    }
+                }
+                d.deserialize_any(V)
+            }
+        }
+    };
+}
+
+deserialize_from_str!(Name, "a name");
+deserialize_from_str!(Cidr, "a CIDR such as 10.0.0.0/8 or an address");
+deserialize_from_str!(PortRange, "a port (443) or a port range (\"8000-8100\")");
