@@ -1,1 +1,341 @@
+//! Harness for the kernel tests and the benchmarks: a private network namespace whose loopback
+//! owns the test addresses, a child cgroup for the clients, the real agent attached to that
+//! cgroup only, and real servers and clients. Every piece cleans up on drop, also when a test
+//! panics, so a failed test leaves no namespace, cgroup or attached program behind.
+//!
+//! Safety: the agent is only ever attached to the child cgroup created here, and all traffic goes
+//! to addresses inside the private namespace (198.18.0.0/15 and 2001:db8::/32, reserved for
+//! benchmarking and documentation).
 
+use std::{
+    fs,
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+/// IPv4 addresses on the test namespace's loopback.
+pub const ADDR4: &str = "198.18.0.10";
+pub const ADDR4_OTHER: &str = "198.18.0.11";
+/// IPv6 addresses on the test namespace's loopback.
+pub const ADDR6: &str = "2001:db8::10";
+pub const ADDR6_OTHER: &str = "2001:db8::11";
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Runs a command to completion; panics with its stderr if it fails.
+pub fn sh(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// The cgroup v2 mount point, from /proc/self/mountinfo.
+pub fn cgroup2_mount() -> PathBuf {
+    let text = fs::read_to_string("/proc/self/mountinfo").expect("read /proc/self/mountinfo");
+    text.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            if post.split_whitespace().next()? != "cgroup2" {
+                return None;
+            }
+            pre.split_whitespace().nth(4).map(PathBuf::from)
+        })
+        .expect("no cgroup2 mount: the kernel tests need cgroup v2")
+}
+
+pub fn require_root() {
+    // SAFETY: no preconditions.
+    assert_eq!(unsafe { libc::geteuid() }, 0, "the kernel tests must run as root (cargo xtask test); they do not skip");
+}
+
+/// The agent binary under test: `EGRESS_AGENT_BIN` (set by `cargo xtask test`).
+pub fn agent_bin() -> PathBuf {
+    let p = PathBuf::from(std::env::var_os("EGRESS_AGENT_BIN").expect("EGRESS_AGENT_BIN is not set: run the kernel tests with `cargo xtask test`"));
+    assert!(p.is_file(), "EGRESS_AGENT_BIN={} does not exist", p.display());
+    p
+}
+
+/// The namespace, the cgroup and a scratch directory of one test.
+pub struct TestEnv {
+    pub netns: String,
+    pub cgroup: PathBuf,
+    pub dir: PathBuf,
+    children: Vec<Child>,
+}
+
+impl TestEnv {
+    pub fn new(name: &str) -> Self {
+        require_root();
+        let id = format!("ea-{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
+        let dir = std::env::temp_dir().join(&id);
+        fs::create_dir_all(&dir).expect("scratch dir");
+        let cgroup = cgroup2_mount().join(&id);
+        // Build the env first so that Drop cleans up whatever part of the set-up succeeded.
+        let env = Self { netns: id.clone(), cgroup, dir, children: Vec::new() };
+        sh(Command::new("ip").args(["netns", "add", &env.netns]));
+        fs::create_dir(&env.cgroup).unwrap_or_else(|e| panic!("mkdir {}: {e}", env.cgroup.display()));
+        env.ip(&["link", "set", "lo", "up"]);
+        for a in [ADDR4, ADDR4_OTHER] {
+            env.ip(&["addr", "add", &format!("{a}/32"), "dev", "lo"]);
+        }
+        for a in [ADDR6, ADDR6_OTHER] {
+            env.ip(&["-6", "addr", "add", &format!("{a}/128"), "dev", "lo", "nodad"]);
+        }
+        env
+    }
+
+    fn ip(&self, args: &[&str]) {
+        sh(Command::new("ip").args(["-n", &self.netns]).args(args));
+    }
+
+    /// Sets a sysctl inside the namespace (per-namespace ones only, e.g. net.ipv4.tcp_fastopen).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        sh(Command::new("ip").args(["netns", "exec", &self.netns, "sysctl", "-qw", &format!("{key}={value}")]));
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// A server inside the namespace but outside the watched cgroup, logging what reaches it.
+    pub fn server(&mut self, proto: &str, addr: &str, port: u16) -> ServerLog {
+        let log = self.path(&format!("server-{proto}-{}-{port}.log", addr.replace(':', "_")));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns, "python3", &py("server.py"), proto, addr, &port.to_string()])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server");
+        self.children.push(child);
+        let server = ServerLog { log };
+        wait_for(Duration::from_secs(10), || server.lines().iter().any(|l| l == "ready"), || format!("server {proto} {addr}:{port} did not start"));
+        server
+    }
+
+    /// Starts the agent on this test's cgroup with the given policy text.
+    pub fn agent(&self, policy: &str) -> Agent {
+        let policy_path = self.path("policy.yaml");
+        fs::write(&policy_path, policy).expect("write policy");
+        Agent::start(&agent_bin(), &policy_path, &self.cgroup, &self.dir, &[])
+    }
+
+    /// A command run inside the namespace and inside the watched cgroup (it joins the cgroup
+    /// before it enters the namespace: `ip netns exec` remounts /sys, hiding the cgroup mount).
+    pub fn in_cgroup(&self, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo $$ > \"$1/cgroup.procs\" && shift && exec ip netns exec \"$@\"", "sh"])
+            .arg(&self.cgroup)
+            .arg(&self.netns)
+            .arg(program)
+            .args(args);
+        c
+    }
+
+    /// Runs tests/py/client.py in the cgroup and returns its JSON report.
+    pub fn client(&self, mode: &str, addr: &str, port: u16) -> Value {
+        let out = self.in_cgroup("python3", &[&py("client.py"), mode, addr, &port.to_string()]).output().expect("run client");
+        assert!(out.status.success(), "client {mode} {addr}:{port} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("client output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+    }
+
+    /// Runs the client in the namespace but outside the watched cgroup.
+    pub fn client_outside(&self, mode: &str, addr: &str, port: u16) -> Value {
+        let out = sh(Command::new("ip").args(["netns", "exec", &self.netns, "python3", &py("client.py"), mode, addr, &port.to_string(), "0"]));
+        serde_json::from_slice(&out.stdout).expect("client output")
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // A cgroup can only be removed once empty: kill whatever a test left in it.
+        let procs = self.cgroup.join("cgroup.procs");
+        for _ in 0..50 {
+            let pids = fs::read_to_string(&procs).unwrap_or_default();
+            if pids.trim().is_empty() {
+                break;
+            }
+            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+                // SAFETY: plain syscall.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let _ = fs::remove_dir(&self.cgroup);
+        let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn py(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("py").join(name).display().to_string()
+}
+
+/// What a test server received.
+pub struct ServerLog {
+    log: PathBuf,
+}
+
+impl ServerLog {
+    pub fn lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.log).unwrap_or_default().lines().map(str::to_owned).collect()
+    }
+
+    /// Everything after the ready line.
+    pub fn received(&self) -> Vec<String> {
+        self.lines().into_iter().filter(|l| l != "ready").collect()
+    }
+
+    pub fn wait_received(&self, n: usize) -> Vec<String> {
+        wait_for(Duration::from_secs(10), || self.received().len() >= n, || format!("server got {:?}, expected {n} entries", self.received()));
+        self.received()
+    }
+}
+
+/// A running `egress-agent run`. Dropping it sends SIGTERM and waits, which detaches the programs.
+pub struct Agent {
+    child: Option<Child>,
+    pub events: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Agent {
+    pub fn start(bin: &Path, policy: &Path, cgroup: &Path, dir: &Path, extra: &[&str]) -> Self {
+        let n = SEQ.fetch_add(1, Ordering::Relaxed);
+        let events = dir.join(format!("events-{n}.jsonl"));
+        let stderr = dir.join(format!("agent-{n}.log"));
+        let child = Command::new(bin)
+            .arg("run")
+            .arg("--policy")
+            .arg(policy)
+            .arg("--cgroup")
+            .arg(cgroup)
+            .arg("--events")
+            .arg(&events)
+            .args(extra)
+            .env("EGRESS_AGENT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(&stderr).expect("agent log"))
+            .spawn()
+            .expect("start egress-agent");
+        let mut agent = Self { child: Some(child), events, stderr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !agent.log().contains("egress-agent ready") {
+            if let Some(c) = agent.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("egress-agent exited ({status}) before it was ready:\n{}", agent.log());
+                }
+            }
+            assert!(Instant::now() < deadline, "egress-agent not ready after 30 s:\n{}", agent.log());
+            sleep(Duration::from_millis(20));
+        }
+        agent
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}")))
+            .collect()
+    }
+
+    /// Waits for the first event that satisfies `pred`.
+    pub fn wait_event(&self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
+                return e;
+            }
+            assert!(Instant::now() < deadline, "no event {what} within 10 s; events:\n{:#?}\nagent log:\n{}", self.events(), self.log());
+            sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The event of process `pid` to `dst`:`dport`.
+    pub fn event_of(&self, pid: u64, dst: &str, dport: u16) -> Value {
+        self.wait_event(&format!("of pid {pid} to {dst}:{dport}"), |e| e["pid"] == pid && e["dst"] == dst && e["dport"] == dport)
+    }
+
+    /// Sends a signal to the agent.
+    pub fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: plain syscall on our own child.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    /// Stops the agent with SIGTERM and returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().expect("agent running");
+        // SAFETY: plain syscall on our own child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(s)) = c.try_wait() {
+                return s;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("egress-agent did not stop within 10 s of SIGTERM:\n{}", self.log());
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: plain syscall on our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool, what: impl Fn() -> String) {
+    let deadline = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{}", what());
+        sleep(Duration::from_millis(20));
+    }
+}
+
+/// A policy document with the given spec body (indented two spaces under `spec:`).
+pub fn policy(spec: &str) -> String {
+    let mut s = String::from("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: test}\nspec:\n");
+    s.push_str(spec);
+    s
+}
+
+/// Writes to a file, replacing it atomically (rename), as config management tools do.
+pub fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp).expect("create temp");
+    f.write_all(text.as_bytes()).expect("write temp");
+    f.sync_all().expect("sync temp");
+    fs::rename(&tmp, path).expect("rename");
+}

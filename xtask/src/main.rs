@@ -1,1 +1,129 @@
-fn main(){}
+//! Project tasks: `cargo xtask setup | build | run | test | bench`.
+//! Every task that needs the kernel toolchain provisions it first, so a fresh machine needs
+//! nothing but these commands.
+
+mod bench;
+mod setup;
+mod util;
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::util::{run, workspace_root};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building the kernel programs needs (idempotent).
+    Setup {
+        /// Also install the clients and servers the kernel tests drive (curl, python3, iproute2 ...).
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Build the agent (and the embedded kernel programs).
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build and run the agent; arguments after `--` go to `egress-agent run`.
+    /// With none, it runs on the embedded default policy (monitor mode) for the whole host.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Unit tests, then the kernel tests (root; real programs, real kernel, real clients).
+    Test {
+        /// Only the tests whose name contains this.
+        filter: Option<String>,
+    },
+    /// Benchmarks; prints ratios against a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        which: bench::Which,
+    },
+    /// Internal: the benchmark's client, run inside the test namespace and cgroup.
+    #[command(hide = true)]
+    BenchClient(bench::ClientArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Setup { test_deps } => {
+            setup::kernel_toolchain()?;
+            if test_deps {
+                setup::test_deps()?;
+            }
+            Ok(())
+        }
+        Cmd::Build { release } => {
+            setup::kernel_toolchain()?;
+            build_agent(release).map(|_| ())
+        }
+        Cmd::Run { args } => {
+            setup::kernel_toolchain()?;
+            let bin = build_agent(true)?;
+            let status = Command::new(&bin).arg("run").args(&args).status().with_context(|| format!("starting {}", bin.display()))?;
+            if !status.success() {
+                bail!("egress-agent exited with {status}");
+            }
+            Ok(())
+        }
+        Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::Bench { which } => {
+            setup::kernel_toolchain()?;
+            let bin = build_agent(true)?;
+            bench::run(which, &bin)
+        }
+        Cmd::BenchClient(args) => bench::client(&args),
+    }
+}
+
+/// Builds `egress-agent` and returns the path of the binary.
+fn build_agent(release: bool) -> Result<PathBuf> {
+    let root = workspace_root();
+    let mut cmd = Command::new(env_cargo());
+    cmd.current_dir(&root).args(["build", "--package", "agent"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run(&mut cmd)?;
+    Ok(root.join("target").join(if release { "release" } else { "debug" }).join("egress-agent"))
+}
+
+fn env_cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn test(filter: Option<&str>) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the kernel tests load eBPF programs and create network namespaces: run `cargo xtask test` as root");
+    }
+    setup::kernel_toolchain()?;
+    setup::test_deps()?;
+    let root = workspace_root();
+    // Unit tests of the pure logic (default members).
+    let mut unit = Command::new(env_cargo());
+    unit.current_dir(&root).arg("test");
+    if let Some(f) = filter {
+        unit.arg(f);
+    }
+    run(&mut unit)?;
+    let bin = build_agent(false)?;
+    // Kernel tests share kernel state (cgroups, namespaces, attached programs): one at a time.
+    let mut kernel = Command::new(env_cargo());
+    kernel.current_dir(&root).args(["test", "--package", "egress-agent-tests", "--"]);
+    if let Some(f) = filter {
+        kernel.arg(f);
+    }
+    kernel.args(["--test-threads=1"]).env("EGRESS_AGENT_BIN", &bin);
+    run(&mut kernel)
+}

@@ -107,7 +107,7 @@ mod tests {
 
     #[test]
     fn ports_and_ranges() {
-        let doc = parse("p", &format!("{HEAD}spec:\n  allow:\n    - {{cidr: ::1, ports: [443, \"8000-8100\"]}}\n")).expect("parses");
+        let doc = parse("p", &format!("{HEAD}spec:\n  allow:\n    - {{cidr: \"::1\", ports: [443, \"8000-8100\"]}}\n")).expect("parses");
         let r = &doc.spec.allow[0];
         assert_eq!(r.ports, vec![model::PortRange { lo: 443, hi: 443 }, model::PortRange { lo: 8000, hi: 8100 }]);
         assert_eq!(r.cidr.0.prefix_len(), 128);

@@ -1,0 +1,371 @@
+//! Kernel tests: the real programs in the real kernel, attached to a child cgroup, driven by real
+//! clients (curl, python3 sockets, nc) against real servers in a private network namespace.
+//! Run with `cargo xtask test` (root, one test at a time).
+
+use std::{process::Command, thread::sleep, time::Duration};
+
+use egress_agent_tests::{policy, py, TestEnv, ADDR4, ADDR4_OTHER, ADDR6};
+use serde_json::Value;
+
+const EPERM: u64 = 1;
+/// Allowed for vendor `web` (tcp) and `feeds` (udp); the `*_DENIED` ports are allowed by nothing.
+const TCP_OK: u16 = 8080;
+const TCP_DENIED: u16 = 8081;
+const UDP_OK: u16 = 9000;
+const UDP_DENIED: u16 = 9001;
+
+fn spec(mode: &str, default: &str) -> String {
+    policy(&format!(
+        "  mode: {mode}
+  default: {default}
+  allow:
+    - {{name: infra-dns, cidr: {ADDR4_OTHER}, ports: [53], protocols: [udp]}}
+  vendors:
+    - name: web
+      destinations: [{{cidr: {ADDR4}}}, {{cidr: \"{ADDR6}\"}}]
+      ports: [{TCP_OK}]
+      protocols: [tcp]
+    - name: feeds
+      destinations: [{{cidr: {ADDR4}}}, {{cidr: \"{ADDR6}\"}}]
+      ports: [\"{UDP_OK}-{UDP_OK}\"]
+      protocols: [udp]
+"
+    ))
+}
+
+fn pid(report: &Value) -> u64 {
+    report["pid"].as_u64().unwrap_or_else(|| panic!("no pid in {report}"))
+}
+
+fn assert_allowed(report: &Value) {
+    assert_eq!(report["ok"], true, "expected the attempt to succeed: {report}");
+}
+
+fn assert_eperm(report: &Value) {
+    assert_eq!(report["ok"], false, "expected EPERM: {report}");
+    assert_eq!(report["errno"], EPERM, "expected EPERM: {report}");
+}
+
+fn assert_event(ev: &Value, verdict: &str, vendor: Option<&str>, rule: &str, proto: &str) {
+    assert_eq!(ev["verdict"], verdict, "{ev}");
+    assert_eq!(ev["vendor"], vendor.map_or(Value::Null, Value::from), "{ev}");
+    assert_eq!(ev["rule"], rule, "{ev}");
+    assert_eq!(ev["proto"], proto, "{ev}");
+}
+
+/// Gives a refused attempt time to have arrived, were it not refused, before asserting absence.
+fn settle() {
+    sleep(Duration::from_millis(300));
+}
+
+fn realpath_of(bin: &str) -> String {
+    let out = Command::new("sh").args(["-c", &format!("readlink -f \"$(command -v {bin})\"")]).output().expect("readlink");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The interpreter behind `python3` (which may be a wrapper script, e.g. a pyenv shim).
+fn python_exe() -> String {
+    let out = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn tcp4_allowed_connection_is_attributed_to_its_process() {
+    let mut env = TestEnv::new("tcp4-allow");
+    let server = env.server("http", ADDR4, TCP_OK);
+    let agent = env.agent(&spec("enforce", "deny"));
+    let url = format!("http://{ADDR4}:{TCP_OK}/vendor");
+    let child = env.in_cgroup("curl", &["-sS", "-o", "/dev/null", "-w", "%{http_code}", &url]).output().expect("curl");
+    assert_eq!(String::from_utf8_lossy(&child.stdout), "200", "curl: {}", String::from_utf8_lossy(&child.stderr));
+    assert_eq!(server.wait_received(1).len(), 1);
+    let ev = agent.wait_event("of curl", |e| e["comm"] == "curl");
+    assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
+    assert_eq!(ev["dst"], ADDR4);
+    assert_eq!(ev["dport"], TCP_OK);
+    assert_eq!(ev["exe"], realpath_of("curl"), "{ev}");
+    assert_eq!(ev["uid"], 0);
+    assert_eq!(ev["hook"], "connect4");
+    assert_eq!(ev["cgroup"], format!("/{}", env.netns), "{ev}");
+    assert_eq!(ev["tid"], ev["pid"]);
+    assert!(ev["cookie"].as_u64().is_some_and(|c| c > 0), "{ev}");
+    assert!(ev["ts"].as_str().is_some_and(|t| t.ends_with('Z') && t.contains('T')), "{ev}");
+    // The pid is the client's own: the python client reports it.
+    let report = env.client("tcp", ADDR4, TCP_OK);
+    assert_allowed(&report);
+    let ev = agent.event_of(pid(&report), ADDR4, TCP_OK);
+    assert_eq!(ev["comm"], "python3");
+    assert_eq!(ev["exe"], python_exe(), "{ev}");
+    assert!(ev["cmdline"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.ends_with("client.py")))), "{ev}");
+}
+
+#[test]
+fn tcp4_denied_connection_fails_with_eperm_and_never_reaches_the_server() {
+    let mut env = TestEnv::new("tcp4-deny");
+    let server = env.server("tcp", ADDR4, TCP_DENIED);
+    let agent = env.agent(&spec("enforce", "deny"));
+    let report = env.client("tcp", ADDR4, TCP_DENIED);
+    assert_eperm(&report);
+    let ev = agent.event_of(pid(&report), ADDR4, TCP_DENIED);
+    assert_event(&ev, "deny", None, "default", "tcp");
+    // curl sees the same refusal: "Couldn't connect" (exit 7).
+    let curl = env.in_cgroup("curl", &["-sS", &format!("http://{ADDR4}:{TCP_DENIED}/")]).output().expect("curl");
+    assert_eq!(curl.status.code(), Some(7), "{}", String::from_utf8_lossy(&curl.stderr));
+    settle();
+    assert_eq!(server.received(), Vec::<String>::new());
+}
+
+#[test]
+fn monitor_mode_lets_denied_egress_through_and_reports_alert() {
+    let mut env = TestEnv::new("monitor");
+    let server = env.server("tcp", ADDR4, TCP_DENIED);
+    let agent = env.agent(&spec("monitor", "deny"));
+    let report = env.client("tcp", ADDR4, TCP_DENIED);
+    assert_allowed(&report);
+    assert_eq!(server.wait_received(1).len(), 1);
+    assert_event(&agent.event_of(pid(&report), ADDR4, TCP_DENIED), "alert", None, "default", "tcp");
+    // An allowed destination is still `allow` in monitor mode.
+    env.server("tcp", ADDR4, TCP_OK);
+    let report = env.client("tcp", ADDR4, TCP_OK);
+    assert_event(&agent.event_of(pid(&report), ADDR4, TCP_OK), "allow", Some("web"), "vendor/web", "tcp");
+}
+
+#[test]
+fn tcp6_allowed_and_denied() {
+    let mut env = TestEnv::new("tcp6");
+    let ok = env.server("tcp", ADDR6, TCP_OK);
+    let denied = env.server("tcp", ADDR6, TCP_DENIED);
+    let agent = env.agent(&spec("enforce", "deny"));
+    let report = env.client("tcp", ADDR6, TCP_OK);
+    assert_allowed(&report);
+    let ev = agent.event_of(pid(&report), ADDR6, TCP_OK);
+    assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
+    assert_eq!(ev["hook"], "connect6");
+    assert_eq!(ok.wait_received(1).len(), 1);
+    let report = env.client("tcp", ADDR6, TCP_DENIED);
+    assert_eperm(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR6, TCP_DENIED), "deny", None, "default", "tcp");
+    settle();
+    assert!(denied.received().is_empty());
+}
+
+#[test]
+fn ipv4_mapped_ipv6_destinations_are_matched_as_ipv4() {
+    let mut env = TestEnv::new("mapped");
+    let ok = env.server("tcp", ADDR4, TCP_OK);
+    let denied = env.server("tcp", ADDR4, TCP_DENIED);
+    let udp_denied = env.server("udp", ADDR4, UDP_DENIED);
+    let udp_ok = env.server("udp", ADDR4, UDP_OK);
+    let agent = env.agent(&spec("enforce", "deny"));
+    let mapped = format!("::ffff:{ADDR4}");
+    let report = env.client("tcp", &mapped, TCP_OK);
+    assert_allowed(&report);
+    let ev = agent.event_of(pid(&report), ADDR4, TCP_OK);
+    assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
+    assert_eq!(ev["v4_mapped"], true, "{ev}");
+    assert_eq!(ev["hook"], "connect6");
+    assert_eq!(ok.wait_received(1).len(), 1);
+    let report = env.client("tcp", &mapped, TCP_DENIED);
+    assert_eperm(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR4, TCP_DENIED), "deny", None, "default", "tcp");
+    // Unconnected UDP on an IPv6 socket to a mapped address: the kernel takes the IPv4 path.
+    let report = env.client("udp-sendto", &mapped, UDP_OK);
+    assert_allowed(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR4, UDP_OK), "allow", Some("feeds"), "vendor/feeds", "udp");
+    assert_eq!(udp_ok.wait_received(1).len(), 1);
+    let report = env.client("udp-sendto", &mapped, UDP_DENIED);
+    assert_eperm(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR4, UDP_DENIED), "deny", None, "default", "udp");
+    settle();
+    assert!(denied.received().is_empty());
+    assert!(udp_denied.received().is_empty());
+}
+
+/// Connected UDP is checked at connect(); unconnected UDP at every sendto().
+#[test]
+fn udp_connected_and_unconnected_both_families() {
+    let mut env = TestEnv::new("udp");
+    let mut servers = Vec::new();
+    for addr in [ADDR4, ADDR6] {
+        servers.push((addr, env.server("udp", addr, UDP_OK), env.server("udp", addr, UDP_DENIED)));
+    }
+    let agent = env.agent(&spec("enforce", "deny"));
+    for (addr, ok, denied) in &servers {
+        let v6 = addr.contains(':');
+        for (mode, hook) in [("udp-connect", if v6 { "connect6" } else { "connect4" }), ("udp-sendto", if v6 { "sendmsg6" } else { "sendmsg4" })] {
+            let before = ok.received().len();
+            let report = env.client(mode, addr, UDP_OK);
+            assert_allowed(&report);
+            let ev = agent.event_of(pid(&report), addr, UDP_OK);
+            assert_event(&ev, "allow", Some("feeds"), "vendor/feeds", "udp");
+            assert_eq!(ev["hook"], hook, "{mode} {addr}: {ev}");
+            assert_eq!(ok.wait_received(before + 1).len(), before + 1);
+            let report = env.client(mode, addr, UDP_DENIED);
+            assert_eperm(&report);
+            let ev = agent.event_of(pid(&report), addr, UDP_DENIED);
+            assert_event(&ev, "deny", None, "default", "udp");
+            assert_eq!(ev["hook"], hook);
+        }
+        // A TCP rule does not open the port to UDP, nor the other way round.
+        let report = env.client("udp-sendto", addr, TCP_OK);
+        assert_eperm(&report);
+        settle();
+        assert!(denied.received().is_empty(), "{addr}: {:?}", denied.received());
+    }
+    // nc: an ordinary tool sees the refusal too.
+    let nc = env.in_cgroup("sh", &["-c", &format!("echo hi | nc -u -w1 {ADDR4} {UDP_DENIED}")]).output().expect("nc");
+    assert!(!nc.status.success() || String::from_utf8_lossy(&nc.stderr).contains("ermitted"), "nc should be refused: {nc:?}");
+    settle();
+    assert!(servers[0].2.received().is_empty());
+}
+
+#[test]
+fn tcp_fast_open_is_checked_like_connect() {
+    let mut env = TestEnv::new("tfo");
+    // Client and server Fast Open, without cookies, so the data rides in the SYN.
+    env.sysctl("net.ipv4.tcp_fastopen", "0x603");
+    let ok = env.server("tcp", ADDR4, TCP_OK);
+    let denied = env.server("tcp", ADDR4, TCP_DENIED);
+    let agent = env.agent(&spec("enforce", "deny"));
+    let report = env.client("tfo", ADDR4, TCP_OK);
+    assert_allowed(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR4, TCP_OK), "allow", Some("web"), "vendor/web", "tcp");
+    let got = ok.wait_received(1);
+    assert!(got[0].ends_with("hello"), "{got:?}");
+    let report = env.client("tfo", ADDR4, TCP_DENIED);
+    assert_eperm(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR4, TCP_DENIED), "deny", None, "default", "tcp");
+    settle();
+    assert!(denied.received().is_empty());
+}
+
+#[test]
+fn children_after_fork_and_exec_are_covered_and_attributed() {
+    let mut env = TestEnv::new("children");
+    let denied = env.server("tcp", ADDR4, TCP_DENIED);
+    let agent = env.agent(&spec("enforce", "deny"));
+    // fork: the child makes the attempt and is named as itself.
+    let report = env.client("fork-tcp", ADDR4, TCP_DENIED);
+    assert_eperm(&report);
+    assert_ne!(report["pid"], report["parent_pid"]);
+    let ev = agent.event_of(pid(&report), ADDR4, TCP_DENIED);
+    assert_event(&ev, "deny", None, "default", "tcp");
+    // exec from a shell (not its last command, so the shell forks): curl is refused and named.
+    let sh = env
+        .in_cgroup("sh", &["-c", &format!("curl -sS http://{ADDR4}:{TCP_DENIED}/; echo curl=$?")])
+        .output()
+        .expect("sh");
+    assert!(String::from_utf8_lossy(&sh.stdout).contains("curl=7"), "{sh:?}");
+    let ev = agent.wait_event("of curl under sh", |e| e["comm"] == "curl");
+    assert_event(&ev, "deny", None, "default", "tcp");
+    assert_eq!(ev["exe"], realpath_of("curl"));
+    settle();
+    assert!(denied.received().is_empty());
+}
+
+#[test]
+fn processes_outside_the_watched_cgroup_are_untouched() {
+    let mut env = TestEnv::new("outside");
+    let server = env.server("tcp", ADDR4, TCP_DENIED);
+    let agent = env.agent(&spec("enforce", "deny"));
+    let report = env.client_outside("tcp", ADDR4, TCP_DENIED);
+    assert_allowed(&report);
+    assert_eq!(server.wait_received(1).len(), 1);
+    // And the same attempt from inside is refused: the difference is the cgroup alone.
+    assert_eperm(&env.client("tcp", ADDR4, TCP_DENIED));
+    settle();
+    assert!(agent.events().iter().all(|e| e["pid"] != report["pid"]), "{:?}", agent.events());
+}
+
+#[test]
+fn default_alert_and_default_allow_in_enforce_mode() {
+    for (default, verdict) in [("alert", "alert"), ("allow", "allow")] {
+        let mut env = TestEnv::new(&format!("default-{default}"));
+        let server = env.server("tcp", ADDR4, TCP_DENIED);
+        let agent = env.agent(&spec("enforce", default));
+        let report = env.client("tcp", ADDR4, TCP_DENIED);
+        assert_allowed(&report);
+        assert_eq!(server.wait_received(1).len(), 1);
+        assert_event(&agent.event_of(pid(&report), ADDR4, TCP_DENIED), verdict, None, "default", "tcp");
+    }
+}
+
+#[test]
+fn infrastructure_rules_allow_without_a_vendor() {
+    let mut env = TestEnv::new("infra");
+    let dns = env.server("udp", ADDR4_OTHER, 53);
+    let agent = env.agent(&spec("enforce", "deny"));
+    let report = env.client("udp-sendto", ADDR4_OTHER, 53);
+    assert_allowed(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR4_OTHER, 53), "allow", None, "allow/infra-dns", "udp");
+    assert_eq!(dns.wait_received(1).len(), 1);
+    // Same address, other port: refused.
+    assert_eperm(&env.client("udp-sendto", ADDR4_OTHER, 54));
+}
+
+#[test]
+fn a_process_that_exits_at_once_still_yields_its_event() {
+    let env = TestEnv::new("exited");
+    let agent = env.agent(&spec("enforce", "deny"));
+    let out = env
+        .in_cgroup("python3", &[&py("client.py"), "tcp", ADDR4, &TCP_DENIED.to_string(), "0"])
+        .output()
+        .expect("client");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eperm(&report);
+    let ev = agent.event_of(pid(&report), ADDR4, TCP_DENIED);
+    assert_event(&ev, "deny", None, "default", "tcp");
+    assert_eq!(ev["comm"], "python3");
+}
+
+#[test]
+fn stopping_the_agent_detaches_the_programs() {
+    let mut env = TestEnv::new("detach");
+    let server = env.server("tcp", ADDR4, TCP_DENIED);
+    let mut agent = env.agent(&spec("enforce", "deny"));
+    assert_eperm(&env.client("tcp", ADDR4, TCP_DENIED));
+    let status = agent.stop();
+    assert!(status.success(), "agent exit {status}:\n{}", agent.log());
+    assert!(agent.log().contains("detached"), "{}", agent.log());
+    assert_allowed(&env.client("tcp", ADDR4, TCP_DENIED));
+    assert_eq!(server.wait_received(1).len(), 1);
+}
+
+#[test]
+fn a_bad_policy_is_refused_at_start_with_its_place() {
+    let mut env = TestEnv::new("badpolicy");
+    let server = env.server("tcp", ADDR4, TCP_DENIED);
+    let path = env.path("bad.yaml");
+    std::fs::write(&path, policy("  mode: enforce\n  allow:\n    - {cidr: 10.0.0.1/8}\n")).expect("write");
+    let out = Command::new(egress_agent_tests::agent_bin())
+        .args(["run", "--policy"])
+        .arg(&path)
+        .arg("--cgroup")
+        .arg(&env.cgroup)
+        .output()
+        .expect("agent");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:7:", path.display())) && err.contains("spec.allow[0].cidr"), "{err}");
+    // Nothing was attached: egress from the cgroup is not refused.
+    assert_allowed(&env.client("tcp", ADDR4, TCP_DENIED));
+    assert_eq!(server.wait_received(1).len(), 1);
+}
+
+#[test]
+fn check_accepts_every_example_policy_and_names_the_place_of_an_error() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join("policies");
+    let files: Vec<_> = std::fs::read_dir(&root).expect("policies/").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    assert!(files.len() >= 3, "{files:?}");
+    let out = Command::new(egress_agent_tests::agent_bin()).arg("check").args(&files).output().expect("check");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches(": ok:").count(), files.len());
+    let env = TestEnv::new("check");
+    let bad = env.path("bad.yaml");
+    std::fs::write(&bad, policy("  vendors:\n    - name: x\n      destinations: [{cidr: 1.2.3.4}]\n      ports: [70000]\n")).expect("write");
+    let out = Command::new(egress_agent_tests::agent_bin()).arg("check").arg(&bad).output().expect("check");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:8:", bad.display())) && err.contains("spec.vendors[0].ports[0]"), "{err}");
+    let v = Command::new(egress_agent_tests::agent_bin()).arg("--version").output().expect("version");
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("egress-agent "), "{v:?}");
+}
