@@ -12,6 +12,8 @@ pub mod maps {
     pub const ACTIVE_SLOT: &str = "ACTIVE_SLOT";
     pub const SLOT_META: &str = "SLOT_META";
     pub const RULES: &str = "RULES";
+    /// `CgroupArray` whose entry 0 is the watched cgroup: filters the (host-wide) exec tracepoint.
+    pub const WATCHED_CGROUP: &str = "WATCHED_CGROUP";
     /// Indexed by slot: `DESTS_V4[slot]` is the IPv4 trie of that slot.
     pub const DESTS_V4: [&str; 2] = ["DESTS_V4_0", "DESTS_V4_1"];
     pub const DESTS_V6: [&str; 2] = ["DESTS_V6_0", "DESTS_V6_1"];
@@ -23,10 +25,25 @@ pub mod programs {
     pub const CONNECT6: &str = "connect6";
     pub const SENDMSG4: &str = "sendmsg4";
     pub const SENDMSG6: &str = "sendmsg6";
+    /// raw_tracepoint on `sched_process_exec`.
+    pub const EXEC: &str = "sched_process_exec";
+}
+
+/// First field of every ring-buffer record: which struct follows.
+pub mod record {
+    /// An [`super::Event`]: one outbound attempt.
+    pub const CONNECT: u32 = 1;
+    /// An [`super::ExecEvent`]: a process in the watched cgroup executed a program.
+    pub const EXEC: u32 = 2;
 }
 
 /// Capacity of the ring buffer that carries [`Event`]s, in bytes (a power of two, page multiple).
 pub const EVENTS_RING_BYTES: u32 = 1 << 22;
+/// The kernel wakes the reader once this many bytes of events are pending (an eighth of the ring,
+/// about 5,000 events); below it the reader drains every [`EVENTS_POLL_MS`].
+pub const EVENTS_WAKEUP_BYTES: u32 = EVENTS_RING_BYTES / 8;
+/// How often the reader drains the ring without being woken.
+pub const EVENTS_POLL_MS: u64 = 50;
 /// Rule entries per slot; `RULES` holds two slots back to back.
 pub const MAX_RULE_ENTRIES: u32 = 1 << 16;
 /// Prefixes per family per slot.
@@ -79,11 +96,8 @@ pub const RULE_DEFAULT: u32 = u32::MAX;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
-    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
-    pub ts_ns: u64,
-    pub cookie: u64,
-    pub cgroup_id: u64,
-    pub exe_ino: u64,
+    /// [`record::CONNECT`].
+    pub kind: u32,
     /// Thread-group id.
     pub pid: u32,
     pub tid: u32,
@@ -95,7 +109,11 @@ pub struct Event {
     pub rule_id: u32,
     /// Policy generation that decided: lets userspace name the rule even across a reload.
     pub generation: u32,
-    pub _pad0: u32,
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC).
+    pub ts_ns: u64,
+    pub cookie: u64,
+    pub cgroup_id: u64,
+    pub exe_ino: u64,
     /// Destination address in network order; IPv4 (and matched IPv4-mapped) uses the first 4 bytes.
     pub daddr: [u8; 16],
     pub comm: [u8; 16],
@@ -111,6 +129,26 @@ pub struct Event {
     pub _pad1: u8,
 }
 
+/// Bytes of the exec'd path carried by an [`ExecEvent`] (longer paths are cut, NUL-terminated).
+pub const EXEC_FILENAME_LEN: usize = 256;
+
+/// A process in the watched cgroup executed a program. Lets the agent name the executable of a
+/// process that has exited before its connection events are read (a `curl` in a script).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecEvent {
+    /// [`record::EXEC`].
+    pub kind: u32,
+    pub pid: u32,
+    /// Kernel `dev_t` and inode of the new executable, as in [`Event`].
+    pub exe_dev: u32,
+    pub _pad: u32,
+    pub exe_ino: u64,
+    pub ts_ns: u64,
+    /// The path given to execve (`linux_binprm.filename`), NUL-terminated; may be relative.
+    pub filename: [u8; EXEC_FILENAME_LEN],
+}
+
 /// Field offsets in kernel structs, computed by the agent from the running kernel's BTF.
 /// `valid == 0` means the agent could not compute them and the programs skip the exe lookup.
 #[repr(C)]
@@ -122,8 +160,8 @@ pub struct KernelOffsets {
     pub inode_ino: u32,
     pub inode_sb: u32,
     pub sb_dev: u32,
+    pub binprm_filename: u32,
     pub valid: u32,
-    pub _pad: u32,
 }
 
 /// `CONFIG[0]`: settings that do not change with the policy.
@@ -177,6 +215,7 @@ pub type AddrV6 = [u8; 16];
 mod pod {
     // SAFETY: all of these are repr(C), Copy, made of integers, with explicit padding.
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ExecEvent {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SlotMeta {}
     unsafe impl aya::Pod for super::DestValue {}
@@ -185,6 +224,7 @@ mod pod {
 
 // The layout is an ABI: fail the build of both sides if it drifts.
 const _: () = assert!(core::mem::size_of::<Event>() == 104);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 32 + EXEC_FILENAME_LEN);
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 12);

@@ -11,31 +11,38 @@
 //!   kernel and arrives at sendmsg4; on connect6 we unmap it ourselves.
 //! - The hooks are inherited by every descendant cgroup and every process, so children after
 //!   fork/exec are covered without tracking them.
+//!
+//! A raw tracepoint on `sched_process_exec` reports each program executed in the watched cgroup,
+//! so userspace can name the executable of a process that is gone before its events are read.
 #![no_std]
 #![no_main]
 
 use agent_common::{
-    event_flags, hook, mode, proto_bits, verdict, AddrV4, AddrV6, Config, DestValue, Event,
-    RuleEntry, SlotMeta, EVENTS_RING_BYTES, MAX_PREFIXES, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
-    RULE_DEFAULT,
+    event_flags, hook, mode, proto_bits, record, verdict, AddrV4, AddrV6, Config, DestValue,
+    Event, ExecEvent, RuleEntry, SlotMeta, EVENTS_RING_BYTES, EVENTS_WAKEUP_BYTES, MAX_PREFIXES,
+    MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_socket_cookie,
             bpf_ktime_get_ns,
         },
     },
-    macros::{cgroup_sock_addr, map},
-    maps::{lpm_trie::Key, Array, LpmTrie, PerCpuArray, RingBuf},
-    programs::SockAddrContext,
+    macros::{cgroup_sock_addr, map, raw_tracepoint},
+    maps::{lpm_trie::Key, Array, CgroupArray, LpmTrie, PerCpuArray, RingBuf},
+    programs::{RawTracePointContext, SockAddrContext},
     EbpfContext,
 };
 
 const AF_INET: u8 = 2;
+// bpf_ringbuf_submit / bpf_ringbuf_query flags (uapi/linux/bpf.h).
+const BPF_RB_NO_WAKEUP: u64 = 1;
+const BPF_RB_FORCE_WAKEUP: u64 = 2;
+const BPF_RB_AVAIL_DATA: u64 = 0;
 const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
@@ -74,6 +81,9 @@ static DESTS_V4_1: LpmTrie<AddrV4, DestValue> = LpmTrie::with_max_entries(MAX_PR
 static DESTS_V6_0: LpmTrie<AddrV6, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
 #[map(name = "DESTS_V6_1")]
 static DESTS_V6_1: LpmTrie<AddrV6, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "WATCHED_CGROUP")]
+static WATCHED_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -255,10 +265,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, decision: &Decision) {
         (bpf_ktime_get_ns(), bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr()))
     };
     entry.write(Event {
-        ts_ns,
-        cookie,
-        cgroup_id,
-        exe_ino,
+        kind: record::CONNECT,
         pid: (pid_tgid >> 32) as u32,
         tid: pid_tgid as u32,
         uid: uid_gid as u32,
@@ -266,7 +273,10 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, decision: &Decision) {
         exe_dev,
         rule_id: decision.rule_id,
         generation: decision.generation,
-        _pad0: 0,
+        ts_ns,
+        cookie,
+        cgroup_id,
+        exe_ino,
         daddr: dest.addr,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         dport: dest.port,
@@ -277,7 +287,60 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, decision: &Decision) {
         flags,
         _pad1: 0,
     });
-    entry.submit(0);
+    entry.submit(wakeup_flags());
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`: runs
+/// in the context of the task that exec'd, after its new mm (and exe_file) is installed.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
+    // The tracepoint is host-wide; report only what the hooks can see.
+    if !WATCHED_CGROUP.current_task_under_cgroup(0).unwrap_or(false) {
+        return 0;
+    }
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    if cfg.offsets.valid == 0 {
+        return 0;
+    }
+    let bprm: *const u8 = ctx.arg(2);
+    let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
+        count_drop();
+        return 0;
+    };
+    let (exe_dev, exe_ino) = current_exe();
+    let p = entry.as_mut_ptr();
+    // SAFETY: `p` points at a reserved record of the right size; every field is written before
+    // submit. The filename read is bounded by the array and NUL-terminated by the helper.
+    unsafe {
+        (*p).kind = record::EXEC;
+        (*p).pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        (*p).exe_dev = exe_dev;
+        (*p)._pad = 0;
+        (*p).exe_ino = exe_ino;
+        (*p).ts_ns = bpf_ktime_get_ns();
+        match read_ptr(bprm, cfg.offsets.binprm_filename) {
+            Ok(name) => {
+                if bpf_probe_read_kernel_str_bytes(name, &mut (*p).filename).is_err() {
+                    (*p).filename[0] = 0;
+                }
+            }
+            Err(_) => (*p).filename[0] = 0,
+        }
+    }
+    entry.submit(wakeup_flags());
+    0
+}
+
+/// Waking the reader for every event costs more than the rest of the hook together (an irq_work
+/// and a cross-CPU wakeup per connect). The reader is woken only once a batch has piled up, and
+/// otherwise drains on its own short timer (`EVENTS_POLL_MS`), so connect() pays for neither.
+#[inline(always)]
+fn wakeup_flags() -> u64 {
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(EVENTS_WAKEUP_BYTES) {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    }
 }
 
 #[inline(always)]

@@ -1,5 +1,5 @@
 //! Field offsets of the kernel structs the programs walk (task_struct -> mm -> exe_file -> inode
-//! -> super_block), read from the running kernel's BTF. aya-ebpf has no CO-RE relocation, and
+//! -> super_block, and linux_binprm -> filename), read from the running kernel's BTF. aya-ebpf has no CO-RE relocation, and
 //! hard-coded offsets break with every kernel build, so the agent computes them at load time and
 //! hands them to the programs through the CONFIG map.
 
@@ -29,8 +29,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         inode_ino: field_offset(&btf, "inode", "i_ino")?,
         inode_sb: field_offset(&btf, "inode", "i_sb")?,
         sb_dev: field_offset(&btf, "super_block", "s_dev")?,
+        binprm_filename: field_offset(&btf, "linux_binprm", "filename")?,
         valid: 1,
-        _pad: 0,
     })
 }
 
@@ -89,7 +89,7 @@ mod tests {
         let o = kernel_offsets(Path::new(VMLINUX)).expect("kernel BTF present (Linux >= 5.4 with CONFIG_DEBUG_INFO_BTF)");
         assert_eq!(o.valid, 1);
         // Each pointer field sits inside its struct, at a pointer-aligned offset.
-        for off in [o.task_mm, o.mm_exe_file, o.file_inode, o.inode_sb] {
+        for off in [o.task_mm, o.mm_exe_file, o.file_inode, o.inode_sb, o.binprm_filename] {
             assert!(off > 0 && off % 8 == 0 && off < 16384, "{o:?}");
         }
         assert!(o.inode_ino % 8 == 0, "{o:?}");

@@ -1,12 +1,12 @@
 //! The kernel datapath: loads the embedded programs, attaches them to the watched cgroup, and
 //! installs compiled policies into the maps. Dropping a [`Datapath`] detaches everything.
 
-use std::{fs::File, path::Path};
+use std::{fs::File, os::fd::AsRawFd as _, path::Path};
 
-use agent_common::{maps, programs, AddrV4, AddrV6, Config, DestValue, KernelOffsets, RuleEntry, SlotMeta, MAX_RULE_ENTRIES};
+use agent_common::{maps, programs as progs, AddrV4, AddrV6, Config, DestValue, KernelOffsets, RuleEntry, SlotMeta, MAX_RULE_ENTRIES};
 use aya::{
-    maps::{lpm_trie::Key, Array, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError},
+    maps::{lpm_trie::Key, Array, CgroupArray, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint},
     Ebpf, EbpfError,
 };
 
@@ -17,11 +17,19 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ag
 
 /// The four hooks, with the name their program has in the object.
 const HOOKS: [(&str, &str); 4] = [
-    (programs::CONNECT4, "cgroup/connect4"),
-    (programs::CONNECT6, "cgroup/connect6"),
-    (programs::SENDMSG4, "cgroup/sendmsg4"),
-    (programs::SENDMSG6, "cgroup/sendmsg6"),
+    (progs::CONNECT4, "cgroup/connect4"),
+    (progs::CONNECT6, "cgroup/connect6"),
+    (progs::SENDMSG4, "cgroup/sendmsg4"),
+    (progs::SENDMSG6, "cgroup/sendmsg6"),
 ];
+
+/// The raw tracepoint that reports execs in the watched cgroup.
+const EXEC_HOOK: &str = "sched_process_exec";
+
+fn exec_program(ebpf: &mut Ebpf) -> Result<&mut RawTracePoint, DatapathError> {
+    let err = |source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source };
+    ebpf.program_mut(progs::EXEC).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -60,6 +68,8 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { program, hook, source })?;
             prog.load().map_err(|source| DatapathError::Program { program, hook, source })?;
         }
+        let exec = exec_program(&mut ebpf)?;
+        exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
         let mut dp = Self { ebpf, active_slot: 0 };
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
         config.set(0, Config { offsets }, 0).map_err(map_err(maps::CONFIG))?;
@@ -72,6 +82,14 @@ impl Datapath {
     pub fn attach(&mut self, cgroup: &Path) -> Result<(), DatapathError> {
         let cg = cgroup.display().to_string();
         let fd = File::open(cgroup).map_err(|source| DatapathError::Cgroup { cgroup: cg.clone(), source })?;
+        // The exec tracepoint first, so that no process starts unseen once the hooks decide.
+        {
+            let mut watched: CgroupArray<_> = self.map_mut(maps::WATCHED_CGROUP)?;
+            watched.set(0, fd.as_raw_fd(), 0).map_err(map_err(maps::WATCHED_CGROUP))?;
+        }
+        exec_program(&mut self.ebpf)?
+            .attach(EXEC_HOOK)
+            .map_err(|source| DatapathError::Attach { program: progs::EXEC, hook: EXEC_HOOK, cgroup: cg.clone(), source })?;
         for (program, hook) in HOOKS {
             let prog: &mut CgroupSockAddr = self
                 .ebpf

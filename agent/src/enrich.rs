@@ -4,7 +4,7 @@
 
 use std::{num::NonZeroUsize, os::unix::fs::MetadataExt as _, path::PathBuf, sync::Arc};
 
-use agent_common::Event;
+use agent_common::{Event, ExecEvent};
 use lru::LruCache;
 
 use crate::{cgroup, events};
@@ -48,6 +48,27 @@ impl Enricher {
         let cgroup = self.cgroups.lookup(ev.cgroup_id);
         let container = cgroup.as_deref().and_then(cgroup::container_id);
         Enriched { proc, cgroup, container }
+    }
+
+    /// Learns the executable of a process from its exec record, while /proc may still show it.
+    /// The path given to execve is trusted only once it resolves to the very file the kernel
+    /// reported (same device and inode), so a renamed or replaced file is not misnamed.
+    pub fn on_exec(&mut self, ex: &ExecEvent) {
+        if ex.exe_ino == 0 {
+            return;
+        }
+        let dev = events::kernel_dev_to_user(ex.exe_dev);
+        let same_file = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ex.exe_ino && m.dev() == dev);
+        let given = PathBuf::from(events::c_str(&ex.filename));
+        let base = format!("/proc/{}", ex.pid);
+        let exe = std::fs::read_link(format!("{base}/exe"))
+            .ok()
+            .filter(|p| same_file(p))
+            .or_else(|| std::fs::canonicalize(&given).ok().filter(|p| given.is_absolute() && same_file(p)));
+        let Some(exe) = exe.map(|p| p.to_string_lossy().into_owned()) else { return };
+        self.exes.put((dev, ex.exe_ino), exe.clone());
+        let cmdline = if self.cmdline { read_cmdline(&format!("{base}/cmdline")) } else { None };
+        self.procs.put((ex.pid, ex.exe_ino), Arc::new(ProcInfo { exe: Some(exe), cmdline }));
     }
 
     fn proc_info(&mut self, ev: &Event) -> Arc<ProcInfo> {

@@ -2,17 +2,38 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agent_common::{hook, verdict, Event};
+use agent_common::{hook, record, verdict, Event, ExecEvent};
 
-/// Copies an event out of a ring-buffer record; `None` if the record is too short (an ABI
+/// One ring-buffer record.
+pub enum Record {
+    Connect(Event),
+    Exec(Box<ExecEvent>),
+}
+
+/// Copies a record out of the ring buffer; `None` for an unknown kind or a short record (an ABI
 /// mismatch between the embedded object and this binary, which cannot happen in one build).
-pub fn decode(bytes: &[u8]) -> Option<Event> {
-    if bytes.len() < std::mem::size_of::<Event>() {
+pub fn decode(bytes: &[u8]) -> Option<Record> {
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    match kind {
+        record::CONNECT => read::<Event>(bytes).map(Record::Connect),
+        record::EXEC => read::<ExecEvent>(bytes).map(|e| Record::Exec(Box::new(e))),
+        _ => None,
+    }
+}
+
+fn read<T: aya::Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
         return None;
     }
-    // SAFETY: Event is repr(C) plain data and the length was checked; ring-buffer records are
-    // 8-byte aligned but read_unaligned does not rely on it.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    // SAFETY: T is repr(C) plain data (Pod) and the length was checked; read_unaligned does not
+    // rely on the ring buffer's 8-byte alignment.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// A NUL-terminated byte array as text.
+pub fn c_str(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&c| c == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
 pub fn dst(ev: &Event) -> IpAddr {
@@ -50,8 +71,7 @@ pub fn hook(ev: &Event) -> &'static str {
 
 /// The task's comm, up to its first NUL.
 pub fn comm(ev: &Event) -> String {
-    let end = ev.comm.iter().position(|&c| c == 0).unwrap_or(ev.comm.len());
-    String::from_utf8_lossy(&ev.comm[..end]).into_owned()
+    c_str(&ev.comm)
 }
 
 /// The kernel's internal dev_t (12-bit major << 20 | 20-bit minor) as userspace `st_dev`.
@@ -83,8 +103,8 @@ mod tests {
 
     fn event() -> Event {
         Event {
-            ts_ns: 0, cookie: 0, cgroup_id: 0, exe_ino: 0, pid: 0, tid: 0, uid: 0, gid: 0, exe_dev: 0,
-            rule_id: 0, generation: 0, _pad0: 0, daddr: [0; 16], comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            kind: record::CONNECT, pid: 0, tid: 0, uid: 0, gid: 0, exe_dev: 0, rule_id: 0, generation: 0,
+            ts_ns: 0, cookie: 0, cgroup_id: 0, exe_ino: 0, daddr: [0; 16], comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
             dport: 0, family: 2, proto: 6, verdict: 0, hook: 1, flags: 0, _pad1: 0,
         }
     }
@@ -95,12 +115,15 @@ mod tests {
         ev.daddr[..4].copy_from_slice(&[192, 0, 2, 1]);
         // SAFETY: test-only view of a repr(C) value as bytes.
         let bytes = unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>()) };
-        let back = decode(bytes).expect("full record");
+        let Some(Record::Connect(back)) = decode(bytes) else { panic!("a connect record") };
         assert_eq!(back, ev);
         assert_eq!(dst(&back).to_string(), "192.0.2.1");
         assert_eq!(comm(&back), "curl");
         assert_eq!(proto(&back), "tcp");
         assert!(decode(&bytes[..50]).is_none());
+        let mut unknown = bytes.to_vec();
+        unknown[0] = 99;
+        assert!(decode(&unknown).is_none());
         ev.family = 10;
         ev.daddr = "2001:db8::5".parse::<Ipv6Addr>().expect("v6").octets();
         assert_eq!(dst(&ev).to_string(), "2001:db8::5");

@@ -111,6 +111,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut sigterm = sig(SignalKind::terminate(), "installing the SIGTERM handler")?;
     let mut sighup = sig(SignalKind::hangup(), "installing the SIGHUP handler")?;
     let mut drop_check = tokio::time::interval(Duration::from_secs(10));
+    // The kernel only wakes us for a full batch (see agent-ebpf `wakeup_flags`): poll for the rest.
+    let mut poll = tokio::time::interval(Duration::from_millis(agent_common::EVENTS_POLL_MS));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut dropped_seen = 0u64;
 
     info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = gen, "egress-agent ready");
@@ -122,6 +125,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 drain(guard.get_inner_mut(), &mut sink, &mut enricher, &gens, ts_offset, &args.events)?;
                 guard.clear_ready();
             }
+            _ = poll.tick() => drain(ring.get_mut(), &mut sink, &mut enricher, &gens, ts_offset, &args.events)?,
             _ = sigint.recv() => { info!("SIGINT: detaching"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: detaching"); break; }
             _ = sighup.recv() => reload(&mut dp, &mut gens, args.policy.as_deref()),
@@ -146,11 +150,19 @@ fn drain(
 ) -> Result<(), RunError> {
     let out_err = |source| RunError::Output { path: path.display().to_string(), source };
     while let Some(item) = ring.next() {
-        let Some(ev) = events::decode(&item) else {
-            warn!(len = item.len(), "short event record ignored");
-            continue;
-        };
+        let decoded = events::decode(&item);
         drop(item);
+        let ev = match decoded {
+            Some(events::Record::Connect(ev)) => ev,
+            Some(events::Record::Exec(exec)) => {
+                enricher.on_exec(&exec);
+                continue;
+            }
+            None => {
+                warn!("malformed event record ignored");
+                continue;
+            }
+        };
         let who = enricher.enrich(&ev);
         let policy = gens.by_gen.get(&ev.generation).map(Arc::as_ref);
         sink.write(&output::record(&ev, &who, policy, ts_offset)).map_err(out_err)?;

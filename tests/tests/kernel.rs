@@ -315,6 +315,8 @@ fn a_process_that_exits_at_once_still_yields_its_event() {
     let ev = agent.event_of(pid(&report), ADDR4, TCP_DENIED);
     assert_event(&ev, "deny", None, "default", "tcp");
     assert_eq!(ev["comm"], "python3");
+    // Named from its exec record, though /proc no longer has it.
+    assert_eq!(ev["exe"], python_exe(), "{ev}");
 }
 
 #[test]

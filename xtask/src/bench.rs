@@ -114,23 +114,27 @@ pub fn run(which: Which, agent_bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs inside the namespace and cgroup: a listener thread, then the timed loops. Prints
+/// Runs inside the namespace and cgroup: a listener, then the timed loops. Prints
 /// "<tcp ns/op> <udp ns/op>".
 pub fn client(args: &ClientArgs) -> Result<()> {
     let listener = TcpListener::bind((args.addr.as_str(), args.port)).context("bench listener")?;
-    std::thread::spawn(move || {
-        for s in listener.incoming() {
-            drop(s);
-        }
-    });
     let target = (args.addr.as_str(), args.port);
+    // Each connection is accepted by this same thread right after connect() returns, so the
+    // listen backlog never overflows (a dropped SYN costs a 1 s retransmit and swamps the result).
+    let once = || -> Result<()> {
+        let c = TcpStream::connect(target).context("tcp connect")?;
+        let (s, _) = listener.accept().context("accept")?;
+        close_with_reset(c);
+        drop(s);
+        Ok(())
+    };
     // Warm-up: page in code, fill caches, let the agent's reader settle.
     for _ in 0..200 {
-        drop(TcpStream::connect(target)?);
+        once()?;
     }
     let t0 = Instant::now();
     for _ in 0..args.tcp {
-        drop(TcpStream::connect(target).context("tcp connect")?);
+        once()?;
     }
     let tcp_ns = t0.elapsed().as_nanos() as f64 / f64::from(args.tcp.max(1));
     let sock = UdpSocket::bind("0.0.0.0:0")?;
@@ -144,4 +148,23 @@ pub fn client(args: &ClientArgs) -> Result<()> {
     let udp_ns = t0.elapsed().as_nanos() as f64 / f64::from(args.udp.max(1));
     println!("{tcp_ns} {udp_ns}");
     Ok(())
+}
+
+/// Closes with RST (SO_LINGER 0) so no TIME_WAIT piles up: thousands of connections per round
+/// would otherwise exhaust ephemeral ports and make later rounds slower for reasons unrelated to
+/// the agent.
+fn close_with_reset(s: TcpStream) {
+    use std::os::fd::AsRawFd as _;
+    let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: valid socket fd and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+    drop(s);
 }
