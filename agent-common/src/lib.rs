@@ -12,6 +12,8 @@ pub mod maps {
     pub const ACTIVE_SLOT: &str = "ACTIVE_SLOT";
     pub const SLOT_META: &str = "SLOT_META";
     pub const RULES: &str = "RULES";
+    pub const SELECTORS: &str = "SELECTORS";
+    pub const EXE_SET: &str = "EXE_SET";
     /// `CgroupArray` whose entry 0 is the watched cgroup: filters the (host-wide) exec tracepoint.
     pub const WATCHED_CGROUP: &str = "WATCHED_CGROUP";
     /// Indexed by slot: `DESTS_V4[slot]` is the IPv4 trie of that slot.
@@ -48,6 +50,11 @@ pub const EVENTS_POLL_MS: u64 = 50;
 pub const MAX_RULE_ENTRIES: u32 = 1 << 16;
 /// Prefixes per family per slot.
 pub const MAX_PREFIXES: u32 = 1 << 16;
+/// Process selectors per slot; `SELECTORS` holds two slots back to back. Index 0 of a slot is
+/// unused: a rule entry with selector 0 is for any process.
+pub const MAX_SELECTORS: u32 = 1 << 12;
+/// (selector, executable) pairs, both slots together.
+pub const MAX_EXE_KEYS: u32 = 1 << 16;
 /// How many rule entries one destination prefix may carry. The kernel walks them in a bounded
 /// loop, so this is a verifier budget, not a soft limit: a policy that needs more is refused.
 pub const MAX_RULES_PER_PREFIX: u32 = 64;
@@ -87,6 +94,27 @@ pub mod event_flags {
     pub const V4_MAPPED: u8 = 1;
     /// The executable's inode could not be read (kernel thread, no offsets, read fault).
     pub const EXE_UNKNOWN: u8 = 2;
+    /// A vendor's destination, port and protocol matched, but the process is not one the vendor
+    /// allows; `rule_id` names that vendor's rule.
+    pub const PROCESS_NOT_ALLOWED: u8 = 4;
+}
+
+/// Bits of [`Selector::flags`]: which fields must match (all of them).
+pub mod selector_flags {
+    pub const EXE: u32 = 1;
+    pub const COMM: u32 = 2;
+    pub const UID: u32 = 4;
+    pub const CGROUP: u32 = 8;
+    /// Could not be resolved (no such user, executable or cgroup): matches nothing.
+    pub const NEVER: u32 = 16;
+}
+
+/// Bits of [`RuleEntry::flags`].
+pub mod rule_flags {
+    /// The vendor overrides the policy mode: its process mismatches are only reported.
+    pub const MODE_MONITOR: u8 = 1;
+    /// The vendor overrides the policy mode: its process mismatches are refused.
+    pub const MODE_ENFORCE: u8 = 2;
 }
 
 /// Rule id reported when no rule matched and the slot's default action decided.
@@ -203,7 +231,37 @@ pub struct RuleEntry {
     pub port_hi: u16,
     /// [`proto_bits`].
     pub protocols: u8,
-    pub _pad: [u8; 3],
+    /// [`rule_flags`].
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    /// Index of the [`Selector`] within the slot; 0: any process.
+    pub selector: u32,
+}
+
+/// Which processes a rule entry is for, as the kernel checks it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// [`selector_flags`].
+    pub flags: u32,
+    pub uid: u32,
+    /// Depth of `cgroup_id` in the hierarchy (the root is 0), for
+    /// `bpf_get_current_ancestor_cgroup_id`.
+    pub cgroup_level: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    /// NUL-padded task name.
+    pub comm: [u8; 16],
+}
+
+/// Key of `EXE_SET`: this executable (kernel dev_t, inode) satisfies the selector at absolute
+/// index `selector` (slot * MAX_SELECTORS + index), whose `exe` glob it matched at load time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ExeKey {
+    pub selector: u32,
+    pub dev: u32,
+    pub ino: u64,
 }
 
 /// LPM trie key data for IPv4: the address in network order.
@@ -220,6 +278,8 @@ mod pod {
     unsafe impl aya::Pod for super::SlotMeta {}
     unsafe impl aya::Pod for super::DestValue {}
     unsafe impl aya::Pod for super::RuleEntry {}
+    unsafe impl aya::Pod for super::Selector {}
+    unsafe impl aya::Pod for super::ExeKey {}
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.
@@ -227,4 +287,6 @@ const _: () = assert!(core::mem::size_of::<Event>() == 104);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 32 + EXEC_FILENAME_LEN);
 const _: () = assert!(core::mem::size_of::<Config>() == 32);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
-const _: () = assert!(core::mem::size_of::<RuleEntry>() == 12);
+const _: () = assert!(core::mem::size_of::<RuleEntry>() == 16);
+const _: () = assert!(core::mem::size_of::<Selector>() == 40);
+const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);

@@ -18,9 +18,10 @@
 #![no_main]
 
 use agent_common::{
-    event_flags, hook, mode, proto_bits, record, verdict, AddrV4, AddrV6, Config, DestValue,
-    Event, ExecEvent, RuleEntry, SlotMeta, EVENTS_RING_BYTES, EVENTS_WAKEUP_BYTES, MAX_PREFIXES,
-    MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, RULE_DEFAULT,
+    event_flags, hook, mode, proto_bits, record, rule_flags, selector_flags, verdict, AddrV4,
+    AddrV6, Config, DestValue, Event, ExeKey, ExecEvent, RuleEntry, Selector, SlotMeta,
+    EVENTS_RING_BYTES, EVENTS_WAKEUP_BYTES, MAX_EXE_KEYS, MAX_PREFIXES, MAX_RULES_PER_PREFIX,
+    MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -28,12 +29,12 @@ use aya_ebpf::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
         bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_socket_cookie,
-            bpf_ktime_get_ns,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
+            bpf_get_socket_cookie, bpf_ktime_get_ns,
         },
     },
     macros::{cgroup_sock_addr, map, raw_tracepoint},
-    maps::{lpm_trie::Key, Array, CgroupArray, LpmTrie, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, PerCpuArray, RingBuf},
     programs::{RawTracePointContext, SockAddrContext},
     EbpfContext,
 };
@@ -72,6 +73,14 @@ static SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
 /// Rule entries of both slots: slot `s` owns `[s * MAX_RULE_ENTRIES, (s + 1) * MAX_RULE_ENTRIES)`.
 #[map(name = "RULES")]
 static RULES: Array<RuleEntry> = Array::with_max_entries(2 * MAX_RULE_ENTRIES, 0);
+
+/// Process selectors of both slots, laid out like `RULES`.
+#[map(name = "SELECTORS")]
+static SELECTORS: Array<Selector> = Array::with_max_entries(2 * MAX_SELECTORS, 0);
+
+/// Executables (by device and inode) that satisfy a selector's `exe`.
+#[map(name = "EXE_SET")]
+static EXE_SET: HashMap<ExeKey, u8> = HashMap::with_max_entries(MAX_EXE_KEYS, 0);
 
 #[map(name = "DESTS_V4_0")]
 static DESTS_V4_0: LpmTrie<AddrV4, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
@@ -183,12 +192,35 @@ struct Decision {
     verdict: u8,
     rule_id: u32,
     generation: u32,
+    flags: u8,
+}
+
+/// The calling task, read once per attempt: the verdict and the event both use it.
+struct Proc {
+    pid_tgid: u64,
+    uid_gid: u64,
+    comm: [u8; 16],
+    exe_dev: u32,
+    exe_ino: u64,
+}
+
+#[inline(always)]
+fn current_proc() -> Proc {
+    let (exe_dev, exe_ino) = current_exe();
+    Proc {
+        pid_tgid: bpf_get_current_pid_tgid(),
+        uid_gid: bpf_get_current_uid_gid(),
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        exe_dev,
+        exe_ino,
+    }
 }
 
 #[inline(always)]
 fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
-    let decision = decide(dest);
-    emit(ctx, hook, dest, &decision);
+    let proc = current_proc();
+    let decision = decide(dest, &proc);
+    emit(ctx, hook, dest, &proc, &decision);
     if decision.verdict == verdict::DENY {
         REFUSE
     } else {
@@ -197,7 +229,7 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
 }
 
 #[inline(always)]
-fn decide(dest: &Dest) -> Decision {
+fn decide(dest: &Dest, proc: &Proc) -> Decision {
     let slot = match ACTIVE_SLOT.get(0) {
         Some(&s) if s < 2 => s,
         _ => 0,
@@ -205,7 +237,7 @@ fn decide(dest: &Dest) -> Decision {
     let Some(meta) = SLOT_META.get(slot) else {
         // Unreachable with a loaded agent (array maps always have their entries); never refuse
         // on an internal fault.
-        return Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, generation: 0 };
+        return Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, generation: 0, flags: 0 };
     };
     let value = if dest.family == AF_INET {
         let mut a4 = [0u8; 4];
@@ -216,23 +248,49 @@ fn decide(dest: &Dest) -> Decision {
         let key = Key::new(128, dest.addr);
         if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
     };
+    let generation = meta.generation;
+    let mut scoped: Option<(u32, u8)> = None;
     if let Some(value) = value {
-        if let Some(rule_id) = match_rules(slot, &value, dest) {
-            return Decision { verdict: verdict::ALLOW, rule_id, generation: meta.generation };
+        match match_rules(slot, &value, dest, proc) {
+            Match::Allowed(rule_id) => {
+                return Decision { verdict: verdict::ALLOW, rule_id, generation, flags: 0 };
+            }
+            Match::WrongProcess(rule_id, flags) => scoped = Some((rule_id, flags)),
+            Match::None => {}
         }
+    }
+    // A vendor's destination from a process the vendor does not allow: refused (or, in monitor
+    // mode, reported) whatever `default` says, since the destination is reserved to the vendor's
+    // processes. The vendor's own mode, if it has one, decides over the policy's.
+    if let Some((rule_id, flags)) = scoped {
+        let enforce = if flags & rule_flags::MODE_MONITOR != 0 {
+            false
+        } else {
+            flags & rule_flags::MODE_ENFORCE != 0 || meta.mode == mode::ENFORCE
+        };
+        let verdict = if enforce { verdict::DENY } else { verdict::ALERT };
+        return Decision { verdict, rule_id, generation, flags: event_flags::PROCESS_NOT_ALLOWED };
     }
     let verdict = match (meta.default_verdict, meta.mode) {
         (verdict::ALLOW, _) => verdict::ALLOW,
         (verdict::DENY, mode::ENFORCE) => verdict::DENY,
         _ => verdict::ALERT,
     };
-    Decision { verdict, rule_id: RULE_DEFAULT, generation: meta.generation }
+    Decision { verdict, rule_id: RULE_DEFAULT, generation, flags: 0 }
+}
+
+enum Match {
+    Allowed(u32),
+    /// First entry whose destination, port and protocol matched but whose process did not.
+    WrongProcess(u32, u8),
+    None,
 }
 
 #[inline(always)]
-fn match_rules(slot: u32, value: &DestValue, dest: &Dest) -> Option<u32> {
+fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
     let bit = if dest.proto == IPPROTO_TCP as u8 { proto_bits::TCP } else { proto_bits::UDP };
     let base = slot * MAX_RULE_ENTRIES;
+    let mut wrong = Match::None;
     for i in 0..MAX_RULES_PER_PREFIX {
         if i >= value.count {
             break;
@@ -240,23 +298,62 @@ fn match_rules(slot: u32, value: &DestValue, dest: &Dest) -> Option<u32> {
         let Some(rule) = RULES.get(base + value.first + i) else {
             break;
         };
-        if rule.protocols & bit != 0 && dest.port >= rule.port_lo && dest.port <= rule.port_hi {
-            return Some(rule.rule_id);
+        if rule.protocols & bit == 0 || dest.port < rule.port_lo || dest.port > rule.port_hi {
+            continue;
+        }
+        if rule.selector == 0 || selector_matches(slot, rule.selector, proc) {
+            return Match::Allowed(rule.rule_id);
+        }
+        if let Match::None = wrong {
+            wrong = Match::WrongProcess(rule.rule_id, rule.flags);
         }
     }
-    None
+    wrong
 }
 
 #[inline(always)]
-fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, decision: &Decision) {
+fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
+    if index >= MAX_SELECTORS {
+        return false;
+    }
+    let abs = slot * MAX_SELECTORS + index;
+    let Some(sel) = SELECTORS.get(abs) else {
+        return false;
+    };
+    let f = sel.flags;
+    if f & selector_flags::NEVER != 0 {
+        return false;
+    }
+    if f & selector_flags::UID != 0 && sel.uid != proc.uid_gid as u32 {
+        return false;
+    }
+    if f & selector_flags::COMM != 0 && sel.comm != proc.comm {
+        return false;
+    }
+    if f & selector_flags::CGROUP != 0 {
+        // SAFETY: plain helper; an out-of-range level yields 0, which is never a cgroup id.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(sel.cgroup_level as i32) };
+        if ancestor != sel.cgroup_id {
+            return false;
+        }
+    }
+    if f & selector_flags::EXE != 0 {
+        let key = ExeKey { selector: abs, dev: proc.exe_dev, ino: proc.exe_ino };
+        if proc.exe_ino == 0 || EXE_SET.get_ptr(&key).is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &Decision) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_drop();
         return;
     };
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let uid_gid = bpf_get_current_uid_gid();
-    let (exe_dev, exe_ino) = current_exe();
-    let mut flags = dest.flags;
+    let (pid_tgid, uid_gid, exe_dev, exe_ino) = (proc.pid_tgid, proc.uid_gid, proc.exe_dev, proc.exe_ino);
+    let mut flags = dest.flags | decision.flags;
     if exe_ino == 0 {
         flags |= event_flags::EXE_UNKNOWN;
     }
@@ -278,7 +375,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, decision: &Decision) {
         cgroup_id,
         exe_ino,
         daddr: dest.addr,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: proc.comm,
         dport: dest.port,
         family: dest.family,
         proto: dest.proto,

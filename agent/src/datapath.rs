@@ -3,9 +3,12 @@
 
 use std::{fs::File, os::fd::AsRawFd as _, path::Path};
 
-use agent_common::{maps, programs as progs, AddrV4, AddrV6, Config, DestValue, KernelOffsets, RuleEntry, SlotMeta, MAX_RULE_ENTRIES};
+use agent_common::{
+    maps, programs as progs, AddrV4, AddrV6, Config, DestValue, ExeKey, KernelOffsets, RuleEntry, Selector, SlotMeta,
+    MAX_RULE_ENTRIES, MAX_SELECTORS,
+};
 use aya::{
-    maps::{lpm_trie::Key, Array, CgroupArray, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
     programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint},
     Ebpf, EbpfError,
 };
@@ -117,10 +120,11 @@ impl Datapath {
     pub fn install(&mut self, policy: &CompiledPolicy, generation: u32) -> Result<(), DatapathError> {
         let slot = 1 - self.active_slot;
         let slot_idx = slot as usize;
+        let t = &policy.tables;
         {
             let mut v4: LpmTrie<_, AddrV4, DestValue> = self.map_mut(maps::DESTS_V4[slot_idx])?;
             clear_trie(&mut v4, maps::DESTS_V4[slot_idx])?;
-            for (net, value) in &policy.v4 {
+            for (net, value) in &t.v4 {
                 v4.insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), value, 0)
                     .map_err(map_err(maps::DESTS_V4[slot_idx]))?;
             }
@@ -128,7 +132,7 @@ impl Datapath {
         {
             let mut v6: LpmTrie<_, AddrV6, DestValue> = self.map_mut(maps::DESTS_V6[slot_idx])?;
             clear_trie(&mut v6, maps::DESTS_V6[slot_idx])?;
-            for (net, value) in &policy.v6 {
+            for (net, value) in &t.v6 {
                 v6.insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), value, 0)
                     .map_err(map_err(maps::DESTS_V6[slot_idx]))?;
             }
@@ -136,8 +140,28 @@ impl Datapath {
         {
             let mut rules: Array<_, RuleEntry> = self.map_mut(maps::RULES)?;
             let base = slot * MAX_RULE_ENTRIES;
-            for (i, e) in policy.entries.iter().enumerate() {
+            for (i, e) in t.entries.iter().enumerate() {
                 rules.set(base + i as u32, e, 0).map_err(map_err(maps::RULES))?;
+            }
+        }
+        let sel_base = slot * MAX_SELECTORS;
+        {
+            let mut sels: Array<_, Selector> = self.map_mut(maps::SELECTORS)?;
+            for (i, s) in t.selectors.iter().enumerate() {
+                sels.set(sel_base + i as u32, s, 0).map_err(map_err(maps::SELECTORS))?;
+            }
+        }
+        {
+            let mut exes: HashMap<_, ExeKey, u8> = self.map_mut(maps::EXE_SET)?;
+            // Both slots share this map: drop only the inactive slot's keys.
+            let range = sel_base..sel_base + MAX_SELECTORS;
+            let keys: Vec<ExeKey> = exes.keys().collect::<Result<_, _>>().map_err(map_err(maps::EXE_SET))?;
+            let stale = keys.into_iter().filter(|k| range.contains(&k.selector));
+            for k in stale {
+                exes.remove(&k).map_err(map_err(maps::EXE_SET))?;
+            }
+            for &(sel, dev, ino) in &t.exe_keys {
+                exes.insert(ExeKey { selector: sel_base + sel, dev, ino }, 1, 0).map_err(map_err(maps::EXE_SET))?;
             }
         }
         {

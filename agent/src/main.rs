@@ -3,6 +3,7 @@
 
 mod btf;
 mod cgroup;
+mod cli;
 mod datapath;
 mod enrich;
 mod events;
@@ -10,51 +11,23 @@ mod logging;
 mod output;
 mod policy;
 mod run;
+mod watch;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser as _;
 
-#[derive(Parser)]
-#[command(name = "egress-agent", version, about = "Per-process egress allowlisting for third-party vendors, in the kernel")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use crate::cli::{Cli, Command};
 
-#[derive(Subcommand)]
-enum Command {
-    /// Load the kernel programs, enforce or monitor the policy, and write events as JSON lines.
-    Run {
-        /// Policy file; without it the embedded default (monitor mode) is used.
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// cgroup v2 directory to watch (absolute, or relative to the cgroup2 mount); default: the
-        /// root of the hierarchy, i.e. the whole host.
-        #[arg(long)]
-        cgroup: Option<PathBuf>,
-        /// Where events go: a file (appended to) or `-` for stdout.
-        #[arg(long, default_value = "-")]
-        events: PathBuf,
-        /// Leave command lines out of events (they can carry secrets passed as arguments).
-        #[arg(long)]
-        no_cmdline: bool,
-    },
-    /// Validate policy files; exits non-zero naming file, line and field of the first problem.
-    Check {
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
-}
-
-/// Exit code for configuration errors (EX_USAGE would be 64; 2 is what clap uses).
+/// Exit code for configuration errors (what clap uses for usage errors).
 const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     match cli.command {
-        Command::Check { files } => check(&files),
+        Command::Check { paths } => cli::check(&paths),
+        Command::Explain(args) => cli::explain(&args),
         Command::Run { policy, cgroup, events, no_cmdline } => {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
@@ -67,48 +40,10 @@ fn main() -> ExitCode {
             match rt.block_on(run::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!(error = %error_chain(&e), "egress-agent stopped");
+                    tracing::error!(error = %cli::error_chain(&e), "egress-agent stopped");
                     if e.is_usage() { ExitCode::from(EXIT_USAGE) } else { ExitCode::FAILURE }
                 }
             }
         }
     }
-}
-
-fn check(files: &[PathBuf]) -> ExitCode {
-    let mut failed = false;
-    for f in files {
-        match run::load_policy(Some(f)) {
-            Ok(p) => println!(
-                "{}: ok: policy `{}`, mode {:?}, default {:?}, {} rules, {} IPv4 and {} IPv6 prefixes",
-                f.display(),
-                p.name,
-                p.mode,
-                p.default,
-                p.rules.len(),
-                p.v4.len(),
-                p.v6.len()
-            ),
-            Err(e) => {
-                eprintln!("{e}");
-                failed = true;
-            }
-        }
-    }
-    if failed { ExitCode::from(EXIT_USAGE) } else { ExitCode::SUCCESS }
-}
-
-/// An error with its causes, each said once (our messages often embed their source already).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let msg = s.to_string();
-        if !out.contains(&msg) {
-            out.push_str(": ");
-            out.push_str(&msg);
-        }
-        cur = s.source();
-    }
-    out
 }

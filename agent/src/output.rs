@@ -37,6 +37,9 @@ pub struct Record<'a> {
     pub cookie: u64,
     /// The application asked for an IPv4-mapped IPv6 address; `dst` is the IPv4 address matched.
     pub v4_mapped: bool,
+    /// Why: `rule` (a rule allowed it), `process` (a vendor's destination, from a process the
+    /// vendor does not allow; `vendor` and `rule` name that vendor) or `default` (no rule).
+    pub reason: &'static str,
 }
 
 /// Builds the record of one event. `policy` is the policy of the event's generation, if known.
@@ -68,6 +71,13 @@ pub fn record<'a>(ev: &Event, who: &'a Enriched, policy: Option<&'a CompiledPoli
         hook: events::hook(ev),
         cookie: ev.cookie,
         v4_mapped: ev.flags & event_flags::V4_MAPPED != 0,
+        reason: if ev.flags & event_flags::PROCESS_NOT_ALLOWED != 0 {
+            "process"
+        } else if ev.rule_id == RULE_DEFAULT {
+            "default"
+        } else {
+            "rule"
+        },
     }
 }
 

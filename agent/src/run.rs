@@ -1,31 +1,38 @@
 //! `egress-agent run`: load the policy, load and attach the kernel programs, then turn kernel
-//! events into JSON lines until SIGINT/SIGTERM. SIGHUP reloads the policy file; a policy that
-//! fails validation is refused and the running one stays in force.
+//! events into JSON lines until SIGINT/SIGTERM.
+//!
+//! The policy is reloaded on SIGHUP and when its files change (including the atomic `..data`
+//! symlink swap of a mounted Kubernetes ConfigMap). A policy that fails validation is refused and
+//! the running one stays in force. Selectors are re-resolved every 30 s (a package upgrade gives
+//! a binary a new inode; a pod's cgroup appears when it is scheduled), and the policy is compiled
+//! again when a temporary approval expires.
 
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
+    sync::mpsc,
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     btf, cgroup,
     datapath::{Datapath, DatapathError},
     enrich::Enricher,
     events, output,
-    policy::{self, CompiledPolicy, PolicyError},
+    policy::{self, compile, CompiledPolicy, Merged, PolicyError, Problem},
+    watch,
 };
 
 pub struct RunArgs {
-    pub policy: Option<PathBuf>,
+    pub policy: Vec<PathBuf>,
     pub cgroup: Option<PathBuf>,
     pub events: PathBuf,
     pub cmdline: bool,
@@ -52,56 +59,123 @@ impl RunError {
     }
 }
 
-/// Loads and compiles the policy at `path`, or the embedded default.
-pub fn load_policy(path: Option<&Path>) -> Result<CompiledPolicy, PolicyError> {
-    match path {
-        Some(p) => policy::compile::compile(&p.display().to_string(), &policy::load_file(p)?),
-        None => policy::compile::compile(policy::EMBEDDED_NAME, &policy::parse(policy::EMBEDDED_NAME, policy::EMBEDDED_DEFAULT)?),
+/// How often process selectors are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(30);
+/// File events closer together than this are one change (an editor or kubelet writes in steps).
+const DEBOUNCE: Duration = Duration::from_millis(250);
+
+fn log_warnings(warnings: &[Problem]) {
+    for w in warnings {
+        warn!(problem = %w, "policy warning");
     }
 }
 
-/// Policies by generation: the one in force and the one before it, so that events decided just
-/// before a reload still name their rule.
-struct Generations {
-    current: u32,
+/// The policy in force and the generations events may still name.
+struct PolicyState {
+    paths: Vec<PathBuf>,
+    merged: Merged,
+    generation: u32,
+    /// The one in force and the one before it, so that events decided just before a reload
+    /// still name their rule.
     by_gen: BTreeMap<u32, Arc<CompiledPolicy>>,
 }
 
-impl Generations {
-    fn push(&mut self, p: CompiledPolicy) -> u32 {
-        self.current += 1;
-        self.by_gen.insert(self.current, Arc::new(p));
+impl PolicyState {
+    fn current(&self) -> &CompiledPolicy {
+        &self.by_gen[&self.generation]
+    }
+
+    /// Installs `p` as a new generation, unless it is identical to the one in force.
+    fn install(&mut self, dp: &mut Datapath, merged: Merged, p: CompiledPolicy, why: &str) -> Result<(), DatapathError> {
+        let cur = self.current();
+        if cur.tables == p.tables && cur.mode == p.mode && cur.default == p.default && cur.rules == p.rules {
+            debug!(why, "policy unchanged");
+            self.merged = merged;
+            return Ok(());
+        }
+        let started = Instant::now();
+        let generation = self.generation + 1;
+        dp.install(&p, generation)?;
+        let name = p.name.clone();
+        let prefixes = p.tables.v4.len() + p.tables.v6.len();
+        self.generation = generation;
+        self.merged = merged;
+        self.by_gen.insert(generation, Arc::new(p));
         while self.by_gen.len() > 2 {
             self.by_gen.pop_first();
         }
-        self.current
+        info!(why, policy = %name, generation, prefixes, install_us = started.elapsed().as_micros() as u64, "policy installed");
+        Ok(())
+    }
+
+    /// Reads the files again; a bad policy is refused and the current one stays.
+    fn reload(&mut self, dp: &mut Datapath, why: &str) {
+        if self.paths.is_empty() {
+            info!(why, "running the embedded default policy: nothing to reload");
+            return;
+        }
+        let started = Instant::now();
+        match policy::load(&self.paths, time::OffsetDateTime::now_utc()) {
+            Ok((merged, compiled, warnings)) => {
+                log_warnings(&warnings);
+                let compile_us = started.elapsed().as_micros() as u64;
+                debug!(compile_us, "policy compiled");
+                if let Err(e) = self.install(dp, merged, compiled, why) {
+                    error!(error = %e, "installing the policy failed; the previous policy stays in force");
+                }
+            }
+            Err(e) => error!(why, error = %e, policy = %policy::describe(&self.paths), "policy refused; the previous policy stays in force"),
+        }
+    }
+
+    /// Compiles the policy in force again: selectors may resolve differently, approvals expire.
+    fn recompile(&mut self, dp: &mut Datapath, why: &str) {
+        let merged = self.merged.clone();
+        match compile::compile(&merged, &policy::resolve::HostResolver::new(), time::OffsetDateTime::now_utc()) {
+            Ok((compiled, warnings)) => {
+                if compiled.tables != self.current().tables {
+                    log_warnings(&warnings);
+                }
+                if let Err(e) = self.install(dp, merged, compiled, why) {
+                    error!(error = %e, "installing the policy failed; the previous policy stays in force");
+                }
+            }
+            Err(e) => error!(why, error = %e, "recompiling the policy failed; the previous policy stays in force"),
+        }
+    }
+
+    fn until_expiry(&self) -> Duration {
+        self.current().next_expiry.map_or(Duration::from_secs(24 * 3600), |t| {
+            let left = t - time::OffsetDateTime::now_utc();
+            Duration::try_from(left).unwrap_or(Duration::ZERO).min(Duration::from_secs(24 * 3600))
+        })
     }
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let compiled = load_policy(args.policy.as_deref())?;
+    let (merged, compiled, warnings) = policy::load(&args.policy, time::OffsetDateTime::now_utc())?;
+    log_warnings(&warnings);
     let mount = cgroup::cgroup2_mount()?;
     let watched = cgroup::resolve_watched(args.cgroup.as_deref())?;
 
     let offsets = match btf::kernel_offsets(Path::new(btf::VMLINUX)) {
         Ok(o) => o,
         Err(e) => {
-            warn!(error = %e, "kernel BTF unusable: events will carry no executable identity");
+            warn!(error = %e, "kernel BTF unusable: no executable identity, so `exe` selectors match nothing");
             Default::default()
         }
     };
     let mut dp = Datapath::load(offsets)?;
-    let mut gens = Generations { current: 0, by_gen: BTreeMap::new() };
     let (name, mode) = (compiled.name.clone(), compiled.mode);
-    let gen = gens.push(compiled);
-    dp.install(&gens.by_gen[&gen], gen)?;
+    dp.install(&compiled, 1)?;
+    let mut state = PolicyState { paths: args.policy.clone(), merged, generation: 1, by_gen: BTreeMap::from([(1, Arc::new(compiled))]) };
     // Policy first, then attach: the first attempt the hooks see is already decided by it.
     dp.attach(&watched)?;
 
     let mut sink = output::Sink::open(&args.events).map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
     // which is as long as the AsyncFd that owns it.
-    let ring = unsafe { AsyncFd::register(dp.take_events()?) }
+    let mut ring = unsafe { AsyncFd::register(dp.take_events()?) }
         .map_err(|e| RunError::Io { what: "polling the event ring buffer", source: e.into() })?;
     let mut enricher = Enricher::new(mount, args.cmdline);
     let ts_offset = events::monotonic_to_realtime_offset();
@@ -111,28 +185,60 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut sigterm = sig(SignalKind::terminate(), "installing the SIGTERM handler")?;
     let mut sighup = sig(SignalKind::hangup(), "installing the SIGHUP handler")?;
     let mut drop_check = tokio::time::interval(Duration::from_secs(10));
+    let mut dropped_seen = 0u64;
     // The kernel only wakes us for a full batch (see agent-ebpf `wakeup_flags`): poll for the rest.
     let mut poll = tokio::time::interval(Duration::from_millis(agent_common::EVENTS_POLL_MS));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut dropped_seen = 0u64;
+    let mut resolve = tokio::time::interval_at(tokio::time::Instant::now() + RESOLVE_EVERY, RESOLVE_EVERY);
+    resolve.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-    info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = gen, "egress-agent ready");
-    let mut ring = ring;
+    let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
+    let _watcher = match watch::watch(&args.policy, changed_tx) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "cannot watch the policy files; reload with SIGHUP");
+            None
+        }
+    };
+    let mut pending_change: Option<tokio::time::Instant> = None;
+
+    let out_path = args.events.clone();
+    let mut drain_now = |ring: &mut RingBuf<MapData>, state: &PolicyState| drain(ring, &mut sink, &mut enricher, &state.by_gen, ts_offset, &out_path);
+
+    info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = 1, "egress-agent ready");
     loop {
+        let debounce = async {
+            match pending_change {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| RunError::Io { what: "polling the event ring buffer", source })?;
-                drain(guard.get_inner_mut(), &mut sink, &mut enricher, &gens, ts_offset, &args.events)?;
+                drain_now(guard.get_inner_mut(), &state)?;
                 guard.clear_ready();
             }
-            _ = poll.tick() => drain(ring.get_mut(), &mut sink, &mut enricher, &gens, ts_offset, &args.events)?,
+            _ = poll.tick() => drain_now(ring.get_mut(), &state)?,
             _ = sigint.recv() => { info!("SIGINT: detaching"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: detaching"); break; }
-            _ = sighup.recv() => reload(&mut dp, &mut gens, args.policy.as_deref()),
+            _ = sighup.recv() => {
+                // Events decided by the old policy are written before the swap.
+                drain_now(ring.get_mut(), &state)?;
+                state.reload(&mut dp, "SIGHUP");
+            }
+            Some(()) = changed_rx.recv() => pending_change = Some(tokio::time::Instant::now() + DEBOUNCE),
+            () = debounce => {
+                pending_change = None;
+                drain_now(ring.get_mut(), &state)?;
+                state.reload(&mut dp, "policy files changed");
+            }
+            _ = resolve.tick() => state.recompile(&mut dp, "selectors re-resolved"),
+            () = tokio::time::sleep(state.until_expiry()) => state.recompile(&mut dp, "a vendor approval expired"),
             _ = drop_check.tick() => report_drops(&mut dp, &mut dropped_seen),
         }
     }
-    drain(ring.get_mut(), &mut sink, &mut enricher, &gens, ts_offset, &args.events)?;
+    drain_now(ring.get_mut(), &state)?;
     report_drops(&mut dp, &mut dropped_seen);
     drop(ring);
     drop(dp); // detaches every program
@@ -144,7 +250,7 @@ fn drain(
     ring: &mut RingBuf<MapData>,
     sink: &mut output::Sink,
     enricher: &mut Enricher,
-    gens: &Generations,
+    gens: &BTreeMap<u32, Arc<CompiledPolicy>>,
     ts_offset: i128,
     path: &Path,
 ) -> Result<(), RunError> {
@@ -164,28 +270,10 @@ fn drain(
             }
         };
         let who = enricher.enrich(&ev);
-        let policy = gens.by_gen.get(&ev.generation).map(Arc::as_ref);
+        let policy = gens.get(&ev.generation).map(Arc::as_ref);
         sink.write(&output::record(&ev, &who, policy, ts_offset)).map_err(out_err)?;
     }
     sink.flush().map_err(out_err)
-}
-
-fn reload(dp: &mut Datapath, gens: &mut Generations, path: Option<&Path>) {
-    let Some(path) = path else {
-        info!("SIGHUP: running the embedded default policy, nothing to reload");
-        return;
-    };
-    match load_policy(Some(path)) {
-        Ok(p) => {
-            let name = p.name.clone();
-            let gen = gens.push(p);
-            match dp.install(&gens.by_gen[&gen], gen) {
-                Ok(()) => info!(policy = %name, generation = gen, "policy reloaded"),
-                Err(e) => error!(error = %e, "installing the reloaded policy failed; the previous policy stays in force"),
-            }
-        }
-        Err(e) => error!(error = %e, "policy refused; the previous policy stays in force"),
-    }
 }
 
 fn report_drops(dp: &mut Datapath, seen: &mut u64) {

@@ -1,22 +1,29 @@
-//! Compiles a policy into the tables the kernel matches against (see `agent_common::DestValue`):
-//! one longest-prefix-match entry per distinct prefix, carrying the rule entries of that prefix and
-//! of every enclosing prefix, most specific first. One trie lookup then yields every rule that can
-//! apply to an address, and the kernel only has to check ports and protocols.
+//! Compiles a merged policy into the tables the kernel matches against (see
+//! `agent_common::DestValue`): one longest-prefix-match entry per distinct prefix, carrying the
+//! rule entries of that prefix and of every enclosing prefix, most specific first. One trie
+//! lookup then yields every rule that can apply to an address, and the kernel only checks ports,
+//! protocols and the process.
 //!
-//! [`CompiledPolicy::decide`] answers from the same tables with the same algorithm as the kernel,
-//! so tools (and tests) can ask what the kernel would do.
+//! [`CompiledPolicy::decide`] answers from the same tables with the same algorithm as the kernel:
+//! `explain` and the tests ask it what the kernel would do.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use agent_common::{
-    mode, proto_bits, verdict, DestValue, RuleEntry, MAX_PREFIXES, MAX_RULES_PER_PREFIX,
-    MAX_RULE_ENTRIES, RULE_DEFAULT,
+    event_flags, proto_bits, rule_flags, selector_flags, verdict, DestValue, RuleEntry, Selector,
+    MAX_EXE_KEYS, MAX_PREFIXES, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    RULE_DEFAULT,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use time::OffsetDateTime;
 
 use super::{
-    model::{DefaultAction, Mode, PolicyDoc, PortRange, Protocol},
-    PolicyError,
+    model::{DefaultAction, Mode, PortRange, ProcessSelector, Protocol},
+    resolve::Resolver,
+    Merged, Place, PolicyError, Problem,
 };
 
 /// What an event's `rule` and `vendor` fields name.
@@ -24,6 +31,18 @@ use super::{
 pub struct RuleInfo {
     pub name: String,
     pub vendor: Option<String>,
+    pub place: Option<Place>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tables {
+    pub entries: Vec<RuleEntry>,
+    pub v4: Vec<(Ipv4Net, DestValue)>,
+    pub v6: Vec<(Ipv6Net, DestValue)>,
+    /// Index 0 is unused (selector 0 means any process).
+    pub selectors: Vec<Selector>,
+    /// (selector index within the slot, kernel dev_t, inode).
+    pub exe_keys: Vec<(u32, u32, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -33,10 +52,22 @@ pub struct CompiledPolicy {
     pub default: DefaultAction,
     /// Indexed by rule id.
     pub rules: Vec<RuleInfo>,
-    /// The flattened entries referenced by the tries.
-    pub entries: Vec<RuleEntry>,
-    pub v4: Vec<(Ipv4Net, DestValue)>,
-    pub v6: Vec<(Ipv6Net, DestValue)>,
+    pub tables: Tables,
+    /// When the next temporary approval ends: the policy must be compiled again then.
+    pub next_expiry: Option<OffsetDateTime>,
+    /// Executables each vendor's `exe` selectors resolved to, for summaries.
+    pub vendor_exes: HashMap<String, Vec<String>>,
+}
+
+/// The process an attempt comes from, as the kernel sees it.
+#[derive(Debug, Clone, Default)]
+pub struct ProcIdentity {
+    /// Kernel dev_t and inode of the executable.
+    pub exe: Option<(u32, u64)>,
+    pub uid: u32,
+    pub comm: String,
+    /// Ids of the process's cgroup and its ancestors, indexed by depth (root first).
+    pub cgroup_ancestors: Vec<u64>,
 }
 
 /// The outcome for one attempt, as the kernel would decide it.
@@ -44,13 +75,15 @@ pub struct CompiledPolicy {
 pub struct Decision {
     pub verdict: u8,
     pub rule_id: u32,
+    /// [`event_flags::PROCESS_NOT_ALLOWED`] when a vendor's destination refused the process.
+    pub flags: u8,
 }
 
 impl CompiledPolicy {
     pub fn mode_bits(&self) -> u8 {
         match self.mode {
-            Mode::Monitor => mode::MONITOR,
-            Mode::Enforce => mode::ENFORCE,
+            Mode::Monitor => agent_common::mode::MONITOR,
+            Mode::Enforce => agent_common::mode::ENFORCE,
         }
     }
 
@@ -67,35 +100,78 @@ impl CompiledPolicy {
         self.rules.get(id as usize)
     }
 
-    /// What the kernel decides for a destination (IPv4-mapped IPv6 is matched as IPv4).
-    #[cfg_attr(not(test), expect(dead_code, reason = "used by `explain` (next issue) and the unit tests"))]
-    pub fn decide(&self, addr: IpAddr, port: u16, proto: Protocol) -> Decision {
+    /// What the kernel decides for an attempt (IPv4-mapped IPv6 is matched as IPv4).
+    pub fn decide(&self, addr: IpAddr, port: u16, proto: Protocol, proc: &ProcIdentity) -> Decision {
+        let t = &self.tables;
         let addr = match addr {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
             v4 => v4,
         };
         let value = match addr {
-            IpAddr::V4(a) => longest_match(&self.v4, |n| n.contains(&a), |n| n.prefix_len()),
-            IpAddr::V6(a) => longest_match(&self.v6, |n| n.contains(&a), |n| n.prefix_len()),
+            IpAddr::V4(a) => t.v4.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|x| x.1),
+            IpAddr::V6(a) => t.v6.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|x| x.1),
         };
         let bit = proto_bit(proto);
+        let mut wrong: Option<&RuleEntry> = None;
         if let Some(v) = value {
-            let cands = &self.entries[v.first as usize..(v.first + v.count) as usize];
-            if let Some(e) = cands.iter().find(|e| e.protocols & bit != 0 && e.port_lo <= port && port <= e.port_hi) {
-                return Decision { verdict: verdict::ALLOW, rule_id: e.rule_id };
+            for e in &t.entries[v.first as usize..(v.first + v.count) as usize] {
+                if e.protocols & bit == 0 || port < e.port_lo || port > e.port_hi {
+                    continue;
+                }
+                if e.selector == 0 || self.selector_matches(e.selector, proc) {
+                    return Decision { verdict: verdict::ALLOW, rule_id: e.rule_id, flags: 0 };
+                }
+                wrong.get_or_insert(e);
             }
+        }
+        if let Some(e) = wrong {
+            let enforce = if e.flags & rule_flags::MODE_MONITOR != 0 {
+                false
+            } else {
+                e.flags & rule_flags::MODE_ENFORCE != 0 || self.mode == Mode::Enforce
+            };
+            let verdict = if enforce { verdict::DENY } else { verdict::ALERT };
+            return Decision { verdict, rule_id: e.rule_id, flags: event_flags::PROCESS_NOT_ALLOWED };
         }
         let verdict = match (self.default, self.mode) {
             (DefaultAction::Allow, _) => verdict::ALLOW,
             (DefaultAction::Deny, Mode::Enforce) => verdict::DENY,
             _ => verdict::ALERT,
         };
-        Decision { verdict, rule_id: RULE_DEFAULT }
+        Decision { verdict, rule_id: RULE_DEFAULT, flags: 0 }
+    }
+
+    fn selector_matches(&self, index: u32, proc: &ProcIdentity) -> bool {
+        let Some(s) = self.tables.selectors.get(index as usize) else { return false };
+        if s.flags & selector_flags::NEVER != 0 {
+            return false;
+        }
+        if s.flags & selector_flags::UID != 0 && s.uid != proc.uid {
+            return false;
+        }
+        if s.flags & selector_flags::COMM != 0 && s.comm != comm_bytes(&proc.comm) {
+            return false;
+        }
+        if s.flags & selector_flags::CGROUP != 0 && proc.cgroup_ancestors.get(s.cgroup_level as usize) != Some(&s.cgroup_id) {
+            return false;
+        }
+        if s.flags & selector_flags::EXE != 0 {
+            let Some((dev, ino)) = proc.exe else { return false };
+            if !self.tables.exe_keys.contains(&(index, dev, ino)) {
+                return false;
+            }
+        }
+        true
     }
 }
 
-fn longest_match<N: Copy>(table: &[(N, DestValue)], contains: impl Fn(&N) -> bool, len: impl Fn(&N) -> u8) -> Option<DestValue> {
-    table.iter().filter(|(n, _)| contains(n)).max_by_key(|(n, _)| len(n)).map(|(_, v)| *v)
+/// A task name as the kernel stores it: at most 15 bytes, NUL-padded.
+pub fn comm_bytes(comm: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let b = comm.as_bytes();
+    let n = b.len().min(15);
+    out[..n].copy_from_slice(&b[..n]);
+    out
 }
 
 fn proto_bit(p: Protocol) -> u8 {
@@ -113,36 +189,89 @@ fn proto_mask(ps: &[Protocol]) -> u8 {
     }
 }
 
-/// Compiles a parsed policy. `file` names it in limit errors.
-pub fn compile(file: &str, doc: &PolicyDoc) -> Result<CompiledPolicy, PolicyError> {
+/// At most this many shadowing warnings are listed; the rest are counted.
+const MAX_SHADOW_WARNINGS: usize = 20;
+
+/// Compiles a merged policy at time `now`, resolving selectors with `resolver`.
+pub fn compile(m: &Merged, resolver: &dyn Resolver, now: OffsetDateTime) -> Result<(CompiledPolicy, Vec<Problem>), PolicyError> {
+    let mut warnings = Vec::new();
     let mut rules = Vec::new();
+    let mut selectors = vec![Selector::default()];
+    let mut exe_keys = Vec::new();
+    let mut vendor_exes = HashMap::new();
+    let mut next_expiry: Option<OffsetDateTime> = None;
     // Rule entries per exact prefix, in policy order.
     let mut by_prefix: HashMap<IpNet, Vec<RuleEntry>> = HashMap::new();
-    let mut add = |rule_id: u32, net: IpNet, ports: &[PortRange], protocols: u8| {
+    let mut add = |net: IpNet, ports: &[PortRange], template: RuleEntry| {
         let ports = if ports.is_empty() { &[PortRange::ANY][..] } else { ports };
         let list = by_prefix.entry(net).or_default();
         for p in ports {
-            list.push(RuleEntry { rule_id, port_lo: p.lo, port_hi: p.hi, protocols, _pad: [0; 3] });
+            list.push(RuleEntry { port_lo: p.lo, port_hi: p.hi, ..template });
         }
     };
-    for (i, a) in doc.spec.allow.iter().enumerate() {
+
+    for (i, (a, place)) in m.allow.iter().enumerate() {
         let name = match &a.name {
             Some(n) => format!("allow/{n}"),
             None => format!("allow/{i}"),
         };
-        let id = rules.len() as u32;
-        rules.push(RuleInfo { name, vendor: None });
-        add(id, a.cidr.0, &a.ports, proto_mask(&a.protocols));
+        let rule_id = rules.len() as u32;
+        rules.push(RuleInfo { name, vendor: None, place: Some(place.clone()) });
+        let template = RuleEntry { rule_id, protocols: proto_mask(&a.protocols), ..Default::default() };
+        add(a.cidr.0, &a.ports, template);
     }
-    for v in &doc.spec.vendors.0 {
-        let id = rules.len() as u32;
-        rules.push(RuleInfo { name: format!("vendor/{}", v.name), vendor: Some(v.name.0.clone()) });
+
+    for (v, places) in &m.vendors {
+        let place = &places.name;
+        if let Some(exp) = v.expires {
+            if exp.0 <= now {
+                warnings.push(Problem::warning(place.clone(), format!("vendor `{}` expired at {}: its rules are not installed", v.name, exp.0)));
+                continue;
+            }
+            next_expiry = Some(next_expiry.map_or(exp.0, |n| n.min(exp.0)));
+        }
+        let rule_id = rules.len() as u32;
+        rules.push(RuleInfo { name: format!("vendor/{}", v.name), vendor: Some(v.name.0.clone()), place: Some(place.clone()) });
+        let flags = match v.mode {
+            Some(Mode::Monitor) => rule_flags::MODE_MONITOR,
+            Some(Mode::Enforce) => rule_flags::MODE_ENFORCE,
+            None => 0,
+        };
+        let mut sel_indexes = Vec::new();
+        let mut exes = Vec::new();
+        for (j, sel) in v.processes.iter().enumerate() {
+            let at = places.processes.get(j).cloned().unwrap_or_else(|| place.clone());
+            let (compiled, files, problem) = compile_selector(sel, resolver);
+            if let Some(msg) = problem {
+                warnings.push(Problem::warning(at, msg));
+            }
+            exes.extend(files.iter().map(|f| f.path.clone()));
+            let index = selectors.len() as u32;
+            exe_keys.extend(files.iter().map(|f| (index, f.dev, f.ino)));
+            selectors.push(compiled);
+            sel_indexes.push(index);
+        }
+        vendor_exes.insert(v.name.0.clone(), exes);
+        if sel_indexes.is_empty() {
+            sel_indexes.push(0);
+        }
         for d in &v.destinations {
-            add(id, d.cidr.0, &v.ports, proto_mask(&v.protocols));
+            for &selector in &sel_indexes {
+                add(d.cidr.0, &v.ports, RuleEntry { rule_id, protocols: proto_mask(&v.protocols), flags, selector, ..Default::default() });
+            }
         }
     }
 
-    let limit = |message: String| PolicyError::Limit { file: file.to_owned(), message };
+    warnings.extend(shadowing(&by_prefix, &rules));
+
+    let limit = |message: String| PolicyError::Limit { message };
+    if selectors.len() > MAX_SELECTORS as usize {
+        return Err(limit(format!("{} process selectors; the kernel holds at most {}", selectors.len() - 1, MAX_SELECTORS - 1)));
+    }
+    // Both slots share one hash map, so each may use half of it.
+    if exe_keys.len() > (MAX_EXE_KEYS / 2) as usize {
+        return Err(limit(format!("{} executables matched by `exe` selectors; the kernel holds at most {}", exe_keys.len(), MAX_EXE_KEYS / 2)));
+    }
     let mut entries = Vec::new();
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
@@ -151,17 +280,15 @@ pub fn compile(file: &str, doc: &PolicyDoc) -> Result<CompiledPolicy, PolicyErro
     prefixes.sort();
     for net in prefixes {
         let first = entries.len() as u32;
-        // Walk from the prefix itself up to /0: most specific rules first.
-        for len in (0..=net.prefix_len()).rev() {
-            let Ok(up) = IpNet::new(net.addr(), len) else { continue };
-            if let Some(list) = by_prefix.get(&up.trunc()) {
+        for up in enclosing(net) {
+            if let Some(list) = by_prefix.get(&up) {
                 entries.extend_from_slice(list);
             }
         }
         let count = entries.len() as u32 - first;
         if count > MAX_RULES_PER_PREFIX {
             return Err(limit(format!(
-                "{count} port/rule entries apply to {net} (its own and those of enclosing prefixes); the kernel checks at most {MAX_RULES_PER_PREFIX} per destination"
+                "{count} rule entries (ports x process selectors) apply to {net}, its own and those of enclosing prefixes; the kernel checks at most {MAX_RULES_PER_PREFIX} per destination"
             )));
         }
         let value = DestValue { first, count };
@@ -171,72 +298,262 @@ pub fn compile(file: &str, doc: &PolicyDoc) -> Result<CompiledPolicy, PolicyErro
         }
     }
     if entries.len() > MAX_RULE_ENTRIES as usize {
-        return Err(limit(format!(
-            "{} rule entries after expanding prefixes and ports; the kernel holds at most {MAX_RULE_ENTRIES}",
-            entries.len()
-        )));
+        return Err(limit(format!("{} rule entries after expanding prefixes, ports and selectors; the kernel holds at most {MAX_RULE_ENTRIES}", entries.len())));
     }
     for (family, n) in [("IPv4", v4.len()), ("IPv6", v6.len())] {
         if n > MAX_PREFIXES as usize {
             return Err(limit(format!("{n} distinct {family} prefixes; the kernel holds at most {MAX_PREFIXES}")));
         }
     }
-    Ok(CompiledPolicy {
-        name: doc.metadata.name.0.clone(),
-        mode: doc.spec.mode,
-        default: doc.spec.default,
+    let policy = CompiledPolicy {
+        name: m.name.clone(),
+        mode: m.mode,
+        default: m.default,
         rules,
-        entries,
-        v4,
-        v6,
-    })
+        tables: Tables { entries, v4, v6, selectors, exe_keys },
+        next_expiry,
+        vendor_exes,
+    };
+    Ok((policy, warnings))
+}
+
+/// The prefix itself and every enclosing prefix, most specific first.
+fn enclosing(net: IpNet) -> impl Iterator<Item = IpNet> {
+    (0..=net.prefix_len()).rev().filter_map(move |len| IpNet::new(net.addr(), len).ok().map(|n| n.trunc()))
+}
+
+/// Resolves one selector. Parts that resolve to nothing make it match nothing (and say why):
+/// an unknown user, no executable matching the glob, a cgroup that does not exist yet.
+fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Selector, Vec<super::resolve::ExeFile>, Option<String>) {
+    let mut s = Selector::default();
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    if let Some(exe) = &sel.exe {
+        s.flags |= selector_flags::EXE;
+        files = r.exes(&exe.0);
+        if files.is_empty() {
+            problems.push(format!("exe `{}` matches no executable file on this host", exe.0));
+        }
+    }
+    if let Some(c) = &sel.comm {
+        s.flags |= selector_flags::COMM;
+        s.comm = comm_bytes(&c.0);
+    }
+    if let Some(uid) = sel.uid {
+        s.flags |= selector_flags::UID;
+        s.uid = uid;
+    }
+    if let Some(user) = &sel.user {
+        s.flags |= selector_flags::UID;
+        match r.user(user) {
+            Some(uid) => s.uid = uid,
+            None => problems.push(format!("user `{user}` does not exist on this host")),
+        }
+    }
+    if let Some(cg) = &sel.cgroup {
+        s.flags |= selector_flags::CGROUP;
+        match r.cgroup(&cg.0) {
+            Some((id, level)) => {
+                s.cgroup_id = id;
+                s.cgroup_level = level;
+            }
+            None => problems.push(format!("cgroup `{}` does not exist (yet)", cg.0)),
+        }
+    }
+    if problems.is_empty() {
+        return (s, files, None);
+    }
+    s.flags |= selector_flags::NEVER;
+    let msg = format!("{}: this selector matches no process until it resolves (the agent retries every 30 s and on reload)", problems.join("; "));
+    (s, files, Some(msg))
+}
+
+/// Rules that allow to every process what another rule allows: an `allow` rule that covers a
+/// scoped vendor's destination and port makes the vendor's `processes` meaningless, and an
+/// `allow` rule covered by another is redundant. Each warning names both places.
+fn shadowing(by_prefix: &HashMap<IpNet, Vec<RuleEntry>>, rules: &[RuleInfo]) -> Vec<Problem> {
+    let mut found = BTreeSet::new();
+    for (net, list) in by_prefix {
+        for e in list {
+            for up in enclosing(*net) {
+                let Some(cover) = by_prefix.get(&up) else { continue };
+                for f in cover {
+                    let covers = f.selector == 0
+                        && f.rule_id != e.rule_id
+                        && f.protocols & e.protocols == e.protocols
+                        && f.port_lo <= e.port_lo
+                        && e.port_hi <= f.port_hi
+                        // Between two any-process rules, report the later one as redundant.
+                        && (e.selector != 0 || f.rule_id < e.rule_id);
+                    if covers {
+                        found.insert((e.rule_id, f.rule_id, *net, up));
+                    }
+                }
+            }
+        }
+    }
+    let total = found.len();
+    let mut out: Vec<Problem> = found
+        .into_iter()
+        .take(MAX_SHADOW_WARNINGS)
+        .filter_map(|(shadowed, by, net, up)| {
+            let (s, b) = (rules.get(shadowed as usize)?, rules.get(by as usize)?);
+            let place = s.place.clone()?;
+            let by_place = b.place.as_ref().map_or_else(String::new, |p| format!(" at {p}"));
+            let what = if s.vendor.is_some() { "its `processes` do not restrict it" } else { "this rule is redundant" };
+            Some(Problem::warning(place, format!("{} to {net} is also allowed to every process by {} ({up}){by_place}: {what}", s.name, b.name)))
+        })
+        .collect();
+    if total > MAX_SHADOW_WARNINGS {
+        if let Some(first) = out.first().map(|p| p.place.clone()) {
+            out.push(Problem::warning(first, format!("... and {} more shadowed rules", total - MAX_SHADOW_WARNINGS)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
 
-    use super::*;
-    use crate::policy::parse;
+    use super::{super::resolve::ExeFile, *};
+    use crate::policy::{merge, parse};
 
-    fn compiled(spec: &str) -> CompiledPolicy {
+    /// A host with two executables, one user and one cgroup.
+    struct FakeHost;
+
+    impl Resolver for FakeHost {
+        fn exes(&self, pattern: &str) -> Vec<ExeFile> {
+            let all = [("/opt/billing/bin/api", 7, 100), ("/usr/bin/curl", 7, 200)];
+            all.iter()
+                .filter(|(p, ..)| glob::Pattern::new(pattern).is_ok_and(|g| g.matches(p)))
+                .map(|(p, dev, ino)| ExeFile { path: (*p).into(), dev: *dev, ino: *ino })
+                .collect()
+        }
+        fn user(&self, name: &str) -> Option<u32> {
+            (name == "billing").then_some(1001)
+        }
+        fn cgroup(&self, path: &str) -> Option<(u64, u32)> {
+            (path == "/system.slice/billing.service").then_some((55, 2))
+        }
+    }
+
+    fn compiled(spec: &str) -> (CompiledPolicy, Vec<Problem>) {
         let text = format!("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n{spec}");
-        let doc = parse("t.yaml", &text).expect("valid policy");
-        compile("t.yaml", &doc).expect("compiles")
+        let docs = parse("t.yaml", &text).unwrap_or_else(|e| panic!("{e:?}"));
+        let (m, _) = merge(&docs).unwrap_or_else(|e| panic!("{e}"));
+        compile(&m, &FakeHost, time::macros::datetime!(2026-11-23 12:00 UTC)).unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("address")
     }
 
+    fn api() -> ProcIdentity {
+        ProcIdentity { exe: Some((7, 100)), uid: 1001, comm: "api".into(), cgroup_ancestors: vec![1, 20, 55] }
+    }
+
+    fn curl() -> ProcIdentity {
+        ProcIdentity { exe: Some((7, 200)), uid: 0, comm: "curl".into(), cgroup_ancestors: vec![1, 20, 21] }
+    }
+
     #[test]
     fn enclosing_prefix_rules_apply_under_a_longer_prefix() {
-        let p = compiled(
+        let (p, _) = compiled(
             "  mode: enforce\n  allow:\n    - {cidr: 10.0.0.0/8, ports: [53], protocols: [udp]}\n  vendors:\n    - {name: s, destinations: [{cidr: 10.1.0.0/16}], ports: [443], protocols: [tcp]}\n",
         );
-        // 10.1.2.3 hits the /16 entry, which must still carry the /8's port 53 rule.
-        assert_eq!(p.decide(ip("10.1.2.3"), 53, Protocol::Udp).rule_id, 0);
-        assert_eq!(p.decide(ip("10.1.2.3"), 443, Protocol::Tcp).rule_id, 1);
-        assert_eq!(p.decide(ip("10.1.2.3"), 443, Protocol::Udp).verdict, verdict::DENY);
-        assert_eq!(p.decide(ip("10.2.0.1"), 443, Protocol::Tcp).verdict, verdict::DENY);
-        assert_eq!(p.rules[1], RuleInfo { name: "vendor/s".into(), vendor: Some("s".into()) });
+        let any = ProcIdentity::default();
+        assert_eq!(p.decide(ip("10.1.2.3"), 53, Protocol::Udp, &any).rule_id, 0);
+        assert_eq!(p.decide(ip("10.1.2.3"), 443, Protocol::Tcp, &any).rule_id, 1);
+        assert_eq!(p.decide(ip("10.1.2.3"), 443, Protocol::Udp, &any).verdict, verdict::DENY);
+        assert_eq!(p.decide(ip("10.2.0.1"), 443, Protocol::Tcp, &any).verdict, verdict::DENY);
+        assert_eq!(p.rules[1].vendor.as_deref(), Some("s"));
     }
 
     #[test]
     fn v4_mapped_is_matched_as_v4() {
-        let p = compiled("  mode: enforce\n  allow:\n    - {cidr: 192.0.2.0/24}\n");
-        assert_eq!(p.decide(ip("::ffff:192.0.2.7"), 80, Protocol::Tcp).verdict, verdict::ALLOW);
-        assert_eq!(p.decide(ip("2001:db8::1"), 80, Protocol::Tcp).verdict, verdict::DENY);
+        let (p, _) = compiled("  mode: enforce\n  allow:\n    - {cidr: 192.0.2.0/24}\n");
+        let any = ProcIdentity::default();
+        assert_eq!(p.decide(ip("::ffff:192.0.2.7"), 80, Protocol::Tcp, &any).verdict, verdict::ALLOW);
+        assert_eq!(p.decide(ip("2001:db8::1"), 80, Protocol::Tcp, &any).verdict, verdict::DENY);
     }
 
     #[test]
     fn monitor_turns_deny_into_alert_and_default_allow_allows() {
-        let p = compiled("  mode: monitor\n");
-        assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp), Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT });
-        let p = compiled("  mode: enforce\n  default: allow\n");
-        assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp).verdict, verdict::ALLOW);
-        let p = compiled("  mode: enforce\n  default: alert\n");
-        assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp).verdict, verdict::ALERT);
+        let any = ProcIdentity::default();
+        let (p, _) = compiled("  mode: monitor\n");
+        assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp, &any), Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, flags: 0 });
+        let (p, _) = compiled("  mode: enforce\n  default: allow\n");
+        assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp, &any).verdict, verdict::ALLOW);
+        let (p, _) = compiled("  mode: enforce\n  default: alert\n");
+        assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp, &any).verdict, verdict::ALERT);
+    }
+
+    const SCOPED: &str = "  mode: enforce\n  default: allow\n  vendors:\n    - name: stripe\n      destinations: [{cidr: 192.0.2.0/24}]\n      ports: [443]\n      processes:\n        - {exe: /opt/billing/bin/*}\n        - {comm: curl, user: billing}\n";
+
+    #[test]
+    fn a_vendor_is_reserved_to_its_processes() {
+        let (p, w) = compiled(SCOPED);
+        assert!(w.is_empty(), "{w:?}");
+        let d = p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &api());
+        assert_eq!((d.verdict, d.rule_id), (verdict::ALLOW, 0));
+        // curl as root: comm matches, uid does not (selector fields are and-ed).
+        let d = p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &curl());
+        assert_eq!(d, Decision { verdict: verdict::DENY, rule_id: 0, flags: event_flags::PROCESS_NOT_ALLOWED });
+        // ... even though `default: allow` lets everything else through.
+        assert_eq!(p.decide(ip("198.51.100.1"), 443, Protocol::Tcp, &curl()).verdict, verdict::ALLOW);
+        // curl as the billing user matches the second selector (alternatives are or-ed).
+        let billing_curl = ProcIdentity { uid: 1001, ..curl() };
+        assert_eq!(p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &billing_curl).verdict, verdict::ALLOW);
+        // A copy of the binary elsewhere (another inode) does not pass, whatever its name.
+        let copy = ProcIdentity { exe: Some((7, 999)), ..api() };
+        assert_eq!(p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &copy).verdict, verdict::DENY);
+        assert_eq!(p.vendor_exes["stripe"], vec!["/opt/billing/bin/api".to_owned()]);
+    }
+
+    #[test]
+    fn vendor_mode_overrides_the_policy_mode_for_its_mismatches() {
+        let (p, _) = compiled(&SCOPED.replace("      ports: [443]\n", "      ports: [443]\n      mode: monitor\n"));
+        assert_eq!(p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &curl()).verdict, verdict::ALERT);
+        let (p, _) = compiled(&SCOPED.replace("mode: enforce", "mode: monitor").replace("      ports: [443]\n", "      ports: [443]\n      mode: enforce\n"));
+        assert_eq!(p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &curl()).verdict, verdict::DENY);
+        // Unscoped egress still follows the policy's monitor mode.
+        assert_eq!(p.mode, Mode::Monitor);
+    }
+
+    #[test]
+    fn cgroup_selectors_match_descendants() {
+        let (p, _) = compiled("  mode: enforce\n  vendors:\n    - name: s\n      destinations: [{cidr: 192.0.2.1}]\n      processes: [{cgroup: /system.slice/billing.service}]\n");
+        assert_eq!(p.decide(ip("192.0.2.1"), 1, Protocol::Udp, &api()).verdict, verdict::ALLOW);
+        let child = ProcIdentity { cgroup_ancestors: vec![1, 20, 55, 56], ..curl() };
+        assert_eq!(p.decide(ip("192.0.2.1"), 1, Protocol::Udp, &child).verdict, verdict::ALLOW);
+        assert_eq!(p.decide(ip("192.0.2.1"), 1, Protocol::Udp, &curl()).verdict, verdict::DENY);
+    }
+
+    #[test]
+    fn unresolvable_selectors_match_nothing_and_warn() {
+        let (p, w) = compiled("  mode: enforce\n  vendors:\n    - name: s\n      destinations: [{cidr: 192.0.2.1}]\n      processes:\n        - {exe: /nowhere/*}\n        - {user: nobody-here}\n        - {cgroup: /missing}\n");
+        assert_eq!(w.len(), 3, "{w:?}");
+        assert!(w[0].to_string().starts_with("t.yaml:10:11: warning: spec.vendors[0].processes[0]: exe `/nowhere/*` matches no executable"), "{}", w[0]);
+        assert!(w[1].message.contains("user `nobody-here` does not exist"), "{}", w[1]);
+        assert_eq!(p.decide(ip("192.0.2.1"), 1, Protocol::Udp, &api()).verdict, verdict::DENY);
+    }
+
+    #[test]
+    fn expired_vendors_are_not_installed_and_the_next_expiry_is_known() {
+        let (p, w) = compiled("  mode: enforce\n  vendors:\n    - {name: old, destinations: [{cidr: 192.0.2.1}], expires: 2026-01-31}\n    - {name: new, destinations: [{cidr: 192.0.2.2}], expires: \"2026-12-01T00:00:00Z\"}\n");
+        assert!(w.iter().any(|x| x.message.contains("vendor `old` expired")), "{w:?}");
+        assert_eq!(p.decide(ip("192.0.2.1"), 1, Protocol::Tcp, &api()).verdict, verdict::DENY);
+        assert_eq!(p.decide(ip("192.0.2.2"), 1, Protocol::Tcp, &api()).verdict, verdict::ALLOW);
+        assert_eq!(p.next_expiry, Some(time::macros::datetime!(2026-12-01 0:00 UTC)));
+    }
+
+    #[test]
+    fn shadowing_rules_are_reported_with_both_places() {
+        let (_, w) = compiled(&format!("{SCOPED}  allow:\n    - {{name: wide, cidr: 192.0.0.0/16, ports: [443]}}\n    - {{name: narrow, cidr: 192.0.5.0/24, ports: [443]}}\n"));
+        let text: Vec<String> = w.iter().map(ToString::to_string).collect();
+        assert!(text.iter().any(|t| t.contains("vendor/stripe to 192.0.2.0/24 is also allowed to every process by allow/wide") && t.contains("its `processes` do not restrict it") && t.starts_with("t.yaml:8:13:") && t.contains("at t.yaml:15:7")), "{text:#?}");
+        assert!(text.iter().any(|t| t.contains("allow/narrow") && t.contains("redundant")), "{text:#?}");
     }
 
     #[test]
@@ -246,8 +563,9 @@ mod tests {
             "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n  allow:\n    - {{cidr: 10.0.0.0/8, ports: [{}]}}\n",
             ports.join(", ")
         );
-        let doc = parse("t.yaml", &text).expect("valid");
-        let e = compile("t.yaml", &doc).expect_err("over the limit").to_string();
+        let docs = parse("t.yaml", &text).expect("valid");
+        let (m, _) = merge(&docs).expect("merges");
+        let e = compile(&m, &FakeHost, OffsetDateTime::UNIX_EPOCH).expect_err("over the limit").to_string();
         assert!(e.contains("at most 64"), "{e}");
     }
 
@@ -265,7 +583,8 @@ mod tests {
             let proto = if i % 2 == 0 { Protocol::Tcp } else { Protocol::Udp };
             reference.push((n.parse::<crate::policy::model::Cidr>().expect("cidr").0, lo, hi, proto));
         }
-        let p = compiled(&spec);
+        let (p, _) = compiled(&spec);
+        let any = ProcIdentity::default();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut next = || {
             seed ^= seed << 13;
@@ -284,7 +603,7 @@ mod tests {
             let port = 100 + (next() % 700) as u16;
             let proto = if next() % 2 == 0 { Protocol::Tcp } else { Protocol::Udp };
             let allowed = reference.iter().any(|(n, lo, hi, pr)| n.contains(&IpAddr::V4(a)) && *lo <= port && port <= *hi && *pr == proto);
-            let d = p.decide(IpAddr::V4(a), port, proto);
+            let d = p.decide(IpAddr::V4(a), port, proto, &any);
             assert_eq!(d.verdict == verdict::ALLOW, allowed, "{a}:{port} {proto:?}");
         }
     }

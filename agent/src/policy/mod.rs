@@ -1,82 +1,323 @@
-//! Policy: the file format, its validation, and its compilation into the kernel's tables.
+//! Policy: the file format, loading and merging of files and documents, validation with the
+//! place of every problem, and compilation into the kernel's tables.
 
 pub mod compile;
+pub mod locate;
 pub mod model;
+pub mod resolve;
 
-use std::path::Path;
+use std::{collections::HashMap, fmt, path::PathBuf};
 
 pub use compile::CompiledPolicy;
-pub use model::PolicyDoc;
+use locate::Pos;
+use model::{AllowRule, DefaultAction, Mode, PolicyDoc, Vendor};
 
 /// The policy the agent runs when none is given: monitor mode, so it refuses nothing on any host.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../policies/default.yaml");
 /// How the embedded default is named in messages.
 pub const EMBEDDED_NAME: &str = "<embedded default policy>";
 
-/// A policy that cannot be used, with the place that makes it so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// Where a value is: file, line, column and field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub file: String,
+    pub pos: Pos,
+    pub field: String,
+}
+
+impl fmt::Display for Place {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "{}:{}:{} ({})", self.file, self.pos.line, self.pos.column, self.field)
+    }
+}
+
+/// One problem in a policy, with its place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub severity: Severity,
+    pub place: Place,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn error(place: Place, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Error, place, message: message.into() }
+    }
+
+    pub fn warning(place: Place, message: impl Into<String>) -> Self {
+        Self { severity: Severity::Warning, place, message: message.into() }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        let p = &self.place;
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        write!(f, "{}:{}:{}: {sev}: {}: {}", p.file, p.pos.line, p.pos.column, p.field, self.message)
+    }
+}
+
+/// A policy that cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyError {
-    #[error("{file}: cannot read: {source}")]
+    #[error("{path}: cannot read: {source}")]
     Read {
-        file: String,
+        path: String,
         #[source]
         source: std::io::Error,
     },
-    /// A syntax or value error found while parsing.
-    #[error("{file}:{line}:{column}: {field}: {message}")]
-    Invalid { file: String, line: usize, column: usize, field: String, message: String },
+    #[error("{path}: no policy files (*.yaml, *.yml) in this directory")]
+    Empty { path: String },
+    /// Every error found (warnings travel separately).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<Problem>),
     /// The policy is valid but does not fit the kernel's maps.
-    #[error("{file}: policy exceeds a kernel limit: {message}")]
-    Limit { file: String, message: String },
+    #[error("policy exceeds a kernel limit: {message}")]
+    Limit { message: String },
 }
 
-/// Reads and parses one policy file.
-pub fn load_file(path: &Path) -> Result<PolicyDoc, PolicyError> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read { file: file.clone(), source })?;
-    parse(&file, &text)
+/// One parsed YAML document, with the index that names places in it.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: String,
+    pub doc: PolicyDoc,
+    locs: HashMap<String, Pos>,
 }
 
-/// Parses a policy document, reporting the first problem with file, line, column and field path.
-pub fn parse(file: &str, text: &str) -> Result<PolicyDoc, PolicyError> {
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    serde_path_to_error::deserialize::<_, PolicyDoc>(de).map_err(|err| {
-        let field = match err.path().to_string() {
-            p if p == "." || p.is_empty() => "(document)".to_owned(),
-            p => p,
+impl Document {
+    /// The place of `field`, or of its closest enclosing value that has one.
+    pub fn place(&self, field: &str) -> Place {
+        let mut f = field;
+        let pos = loop {
+            if let Some(p) = self.locs.get(f) {
+                break *p;
+            }
+            match f.rfind(['.', '[']) {
+                Some(i) => f = &f[..i],
+                None => break self.locs.get("").copied().unwrap_or_default(),
+            }
         };
-        let inner = err.into_inner();
-        let (line, column) = inner.location().map_or((0, 0), |l| (l.line(), l.column()));
-        // serde_yaml_ng appends " at line L column C" to its messages; the prefix says it already.
-        let message = strip_location(&inner.to_string());
-        PolicyError::Invalid { file: file.to_owned(), line, column, field, message }
-    })
+        Place { file: self.file.clone(), pos, field: field.to_owned() }
+    }
+}
+
+/// Policy files to read: files as given, directories expanded to their `*.yaml`/`*.yml` files
+/// (sorted, hidden ones skipped, so a ConfigMap's `..data` internals are not read twice).
+pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|source| PolicyError::Read { path: p.display().to_string(), source })?;
+        if !meta.is_dir() {
+            out.push(p.clone());
+            continue;
+        }
+        let rd = std::fs::read_dir(p).map_err(|source| PolicyError::Read { path: p.display().to_string(), source })?;
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|f| {
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && f.is_file()
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(PolicyError::Empty { path: p.display().to_string() });
+        }
+        files.sort();
+        out.extend(files);
+    }
+    Ok(out)
+}
+
+/// Reads and parses every document of every path; all parse errors of all files are reported.
+pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Document>, PolicyError> {
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    for f in expand(paths)? {
+        let text = std::fs::read_to_string(&f).map_err(|source| PolicyError::Read { path: f.display().to_string(), source })?;
+        match parse(&f.display().to_string(), &text) {
+            Ok(d) => docs.extend(d),
+            Err(p) => problems.extend(p),
+        }
+    }
+    if problems.is_empty() { Ok(docs) } else { Err(PolicyError::Invalid(problems)) }
+}
+
+/// Parses every document of a text; the first problem of each bad document is reported.
+pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
+    let mut locs = locate::index_documents(text).into_iter();
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    for de in serde_yaml_ng::Deserializer::from_str(text) {
+        let idx = locs.next().unwrap_or_default();
+        match serde_path_to_error::deserialize::<_, PolicyDoc>(de) {
+            Ok(doc) => docs.push(Document { file: file.to_owned(), doc, locs: idx }),
+            Err(err) => {
+                let field = match err.path().to_string() {
+                    p if p == "." || p.is_empty() => "(document)".to_owned(),
+                    p => p,
+                };
+                let inner = err.into_inner();
+                let pos = inner.location().map_or(Pos::default(), |l| Pos { line: l.line(), column: l.column() });
+                let message = strip_location(&inner.to_string());
+                problems.push(Problem::error(Place { file: file.to_owned(), pos, field }, message));
+            }
+        }
+    }
+    if docs.is_empty() && problems.is_empty() {
+        problems.push(Problem::error(Place { file: file.to_owned(), pos: Pos { line: 1, column: 1 }, field: "(document)".into() }, "no policy document"));
+    }
+    if problems.is_empty() { Ok(docs) } else { Err(problems) }
 }
 
 fn strip_location(message: &str) -> String {
+    // serde_yaml_ng appends " at line L column C"; the problem's prefix says it already.
     match message.rfind(" at line ") {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
 }
 
+/// The documents merged into one policy, each rule with its place.
+#[derive(Debug, Clone)]
+pub struct Merged {
+    pub name: String,
+    pub mode: Mode,
+    pub default: DefaultAction,
+    pub allow: Vec<(AllowRule, Place)>,
+    pub vendors: Vec<(Vendor, VendorPlaces)>,
+}
+
+/// Where a vendor and each of its process selectors are defined.
+#[derive(Debug, Clone)]
+pub struct VendorPlaces {
+    pub name: Place,
+    pub processes: Vec<Place>,
+}
+
+/// Merges documents: lists concatenate; a vendor defined twice, or `mode`/`default` set to
+/// different values, is an error naming both places. Also checks each selector's shape.
+pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut mode: Option<(Mode, Place)> = None;
+    let mut default: Option<(DefaultAction, Place)> = None;
+    let mut allow = Vec::new();
+    let mut vendors: Vec<(Vendor, VendorPlaces)> = Vec::new();
+    for d in docs {
+        let spec = &d.doc.spec;
+        if !names.contains(&d.doc.metadata.name.0) {
+            names.push(d.doc.metadata.name.0.clone());
+        }
+        if let Some(m) = spec.mode {
+            match &mode {
+                Some((prev, at)) if *prev != m => errors.push(Problem::error(d.place("spec.mode"), format!("mode {m:?} conflicts with mode {prev:?} at {at}"))),
+                Some(_) => {}
+                None => mode = Some((m, d.place("spec.mode"))),
+            }
+        }
+        if let Some(v) = spec.default {
+            match &default {
+                Some((prev, at)) if *prev != v => errors.push(Problem::error(d.place("spec.default"), format!("default {v:?} conflicts with default {prev:?} at {at}"))),
+                Some(_) => {}
+                None => default = Some((v, d.place("spec.default"))),
+            }
+        }
+        for (i, a) in spec.allow.iter().enumerate() {
+            allow.push((a.clone(), d.place(&format!("spec.allow[{i}]"))));
+        }
+        for (i, v) in spec.vendors.iter().enumerate() {
+            let here = d.place(&format!("spec.vendors[{i}].name"));
+            if let Some((_, first)) = vendors.iter().find(|(o, _)| o.name == v.name) {
+                errors.push(Problem::error(here.clone(), format!("vendor `{}` is defined twice: here and at {}", v.name, first.name)));
+                continue;
+            }
+            let mut processes = Vec::new();
+            for (j, sel) in v.processes.iter().enumerate() {
+                let at = d.place(&format!("spec.vendors[{i}].processes[{j}]"));
+                processes.push(at.clone());
+                if *sel == model::ProcessSelector::default() {
+                    errors.push(Problem::error(at, "empty selector: it would match every process; omit `processes` to allow any process"));
+                } else if sel.uid.is_some() && sel.user.is_some() {
+                    errors.push(Problem::error(at, "give `uid` or `user`, not both"));
+                }
+            }
+            if v.destinations.is_empty() {
+                warnings.push(Problem::warning(d.place(&format!("spec.vendors[{i}].destinations")), "no destinations: this vendor allows nothing"));
+            }
+            vendors.push((v.clone(), VendorPlaces { name: here, processes }));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(PolicyError::Invalid(errors));
+    }
+    let merged = Merged {
+        name: names.join(","),
+        mode: mode.map_or(Mode::Monitor, |m| m.0),
+        default: default.map_or(DefaultAction::Deny, |d| d.0),
+        allow,
+        vendors,
+    };
+    Ok((merged, warnings))
+}
+
+/// Loads, merges and compiles policy paths (or the embedded default when there are none),
+/// resolving process selectors on this host. Returns the policy and its warnings.
+pub fn load(paths: &[PathBuf], now: time::OffsetDateTime) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
+    let docs = if paths.is_empty() {
+        parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).map_err(PolicyError::Invalid)?
+    } else {
+        load_paths(paths)?
+    };
+    let (merged, mut warnings) = merge(&docs)?;
+    let (compiled, w) = compile::compile(&merged, &resolve::HostResolver::new(), now)?;
+    warnings.extend(w);
+    Ok((merged, compiled, warnings))
+}
+
+/// Describes the paths in messages.
+pub fn describe(paths: &[PathBuf]) -> String {
+    if paths.is_empty() {
+        return EMBEDDED_NAME.to_owned();
+    }
+    paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{model::Mode, *};
+    use super::*;
 
-    fn err(text: &str) -> String {
-        match parse("p.yaml", text) {
+    pub fn err(text: &str) -> String {
+        match parse("p.yaml", text).and_then(|d| merge(&d).map_err(|e| match e {
+            PolicyError::Invalid(p) => p,
+            other => panic!("{other}"),
+        })) {
             Ok(_) => panic!("expected an error for:\n{text}"),
-            Err(e) => e.to_string(),
+            Err(e) => e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
         }
     }
 
     const HEAD: &str = "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: t}\n";
 
+    fn one(text: &str) -> PolicyDoc {
+        let mut d = parse("p.yaml", text).unwrap_or_else(|e| panic!("{e:?}"));
+        d.remove(0).doc
+    }
+
     #[test]
     fn embedded_default_is_valid_monitor() {
-        let doc = parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).expect("embedded default parses");
-        assert_eq!(doc.spec.mode, Mode::Monitor);
+        let doc = one(EMBEDDED_DEFAULT);
+        assert_eq!(doc.spec.mode, Some(Mode::Monitor));
     }
 
     #[test]
@@ -84,18 +325,17 @@ mod tests {
         let text = format!(
             "{HEAD}spec:\n  mode: enforce\n  default: deny\n  allow:\n    - {{cidr: 10.0.0.0/8, ports: [53], protocols: [udp, tcp]}}\n  vendors:\n    - name: stripe\n      destinations: [{{cidr: 54.187.174.169/32}}, {{cidr: 54.187.216.72/32}}]\n      ports: [443]\n      protocols: [tcp]\n"
         );
-        let doc = parse("p.yaml", &text).expect("parses");
-        assert_eq!(doc.spec.mode, Mode::Enforce);
-        assert_eq!(doc.spec.vendors.0[0].destinations.len(), 2);
+        let doc = one(&text);
+        assert_eq!(doc.spec.mode, Some(Mode::Enforce));
+        assert_eq!(doc.spec.vendors[0].destinations.len(), 2);
         assert_eq!(doc.spec.allow[0].ports[0], model::PortRange { lo: 53, hi: 53 });
     }
 
     #[test]
     fn bad_cidr_names_line_column_and_field() {
-        let text = format!("{HEAD}spec:\n  allow:\n    - cidr: 10.0.0.300/8\n");
-        let e = err(&text);
+        let e = err(&format!("{HEAD}spec:\n  allow:\n    - cidr: 10.0.0.300/8\n"));
         assert!(e.starts_with("p.yaml:6:"), "{e}");
-        assert!(e.contains("spec.allow[0].cidr"), "{e}");
+        assert!(e.contains("error: spec.allow[0].cidr"), "{e}");
         assert!(e.contains("invalid CIDR `10.0.0.300/8`"), "{e}");
     }
 
@@ -107,7 +347,7 @@ mod tests {
 
     #[test]
     fn ports_and_ranges() {
-        let doc = parse("p", &format!("{HEAD}spec:\n  allow:\n    - {{cidr: \"::1\", ports: [443, \"8000-8100\"]}}\n")).expect("parses");
+        let doc = one(&format!("{HEAD}spec:\n  allow:\n    - {{cidr: \"::1\", ports: [443, \"8000-8100\"]}}\n"));
         let r = &doc.spec.allow[0];
         assert_eq!(r.ports, vec![model::PortRange { lo: 443, hi: 443 }, model::PortRange { lo: 8000, hi: 8100 }]);
         assert_eq!(r.cidr.0.prefix_len(), 128);
@@ -120,7 +360,7 @@ mod tests {
     #[test]
     fn unknown_fields_and_enums_are_named() {
         let e = err(&format!("{HEAD}spec:\n  mode: enforcing\n"));
-        assert!(e.contains("spec.mode") && e.contains("p.yaml:5:"), "{e}");
+        assert!(e.contains("spec.mode") && e.starts_with("p.yaml:5:"), "{e}");
         let e = err(&format!("{HEAD}spec:\n  vendors:\n    - name: a\n      destinations: []\n      port: [1]\n"));
         assert!(e.contains("unknown field `port`"), "{e}");
         let e = err("apiVersion: v2\nkind: EgressPolicy\nmetadata: {name: t}\nspec: {}\n");
@@ -128,12 +368,42 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_vendor_is_refused() {
+    fn duplicate_vendor_names_both_places_across_documents() {
         let e = err(&format!(
-            "{HEAD}spec:\n  vendors:\n    - {{name: a, destinations: [{{cidr: 1.1.1.1}}]}}\n    - {{name: a, destinations: [{{cidr: 2.2.2.2}}]}}\n"
+            "{HEAD}spec:\n  vendors:\n    - {{name: a, destinations: [{{cidr: 1.1.1.1}}]}}\n---\n{HEAD}spec:\n  vendors:\n    - name: a\n      destinations: [{{cidr: 2.2.2.2}}]\n"
         ));
-        assert!(e.contains("vendor `a` is defined twice"), "{e}");
-        assert!(e.contains("spec.vendors"), "{e}");
+        assert!(e.starts_with("p.yaml:13:13: error: spec.vendors[0].name: vendor `a` is defined twice: here and at p.yaml:6:14"), "{e}");
+    }
+
+    #[test]
+    fn conflicting_modes_across_documents_are_refused() {
+        let e = err(&format!("{HEAD}spec: {{mode: enforce}}\n---\n{HEAD}spec: {{mode: monitor}}\n"));
+        assert!(e.contains("conflicts with mode Enforce at p.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn selectors_that_can_never_match_are_refused() {
+        let v = |sel: &str| format!("{HEAD}spec:\n  vendors:\n    - name: a\n      destinations: [{{cidr: 1.1.1.1}}]\n      processes: [{sel}]\n");
+        assert!(err(&v("{exe: bin/curl}")).contains("not an absolute path"));
+        assert!(err(&v("{comm: a-very-long-task-name}")).contains("could never match"));
+        assert!(err(&v("{}")).contains("empty selector"));
+        assert!(err(&v("{uid: 0, user: root}")).contains("not both"));
+        assert!(err(&v("{cgroup: system.slice}")).contains("absolute path under the cgroup2 mount"));
+        let e = err(&v("{exe: /usr/bin/curl, uid: x}"));
+        assert!(e.contains("spec.vendors[0].processes[0].uid"), "{e}");
+    }
+
+    #[test]
+    fn vendor_metadata_and_expiry_parse() {
+        let doc = one(&format!(
+            "{HEAD}spec:\n  vendors:\n    - name: twilio\n      owner: growth-team\n      purpose: SMS one-time codes\n      data: [pii]\n      destinations: [{{cidr: 1.1.1.0/24}}]\n      mode: monitor\n      expires: 2026-12-31\n"
+        ));
+        let v = &doc.spec.vendors[0];
+        assert_eq!(v.owner.as_deref(), Some("growth-team"));
+        assert_eq!(v.data[0].0, "pii");
+        assert_eq!(v.mode, Some(Mode::Monitor));
+        let exp = v.expires.expect("expires");
+        assert_eq!(exp.0, time::macros::datetime!(2027-01-01 0:00 UTC));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 use serde::{
-    de::{self, SeqAccess, Visitor},
+    de::{self, Visitor},
     Deserialize, Deserializer,
 };
 
@@ -39,18 +39,20 @@ pub struct Metadata {
     pub name: Name,
 }
 
+/// When several documents are merged, at most one value of `mode` and of `default` may be given
+/// (or all the same); unset, they are `monitor` and `deny`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     #[serde(default)]
-    pub mode: Mode,
+    pub mode: Option<Mode>,
     #[serde(default)]
-    pub default: DefaultAction,
+    pub default: Option<DefaultAction>,
     /// Infrastructure egress allowed to every process (resolvers, mirrors, ...).
     #[serde(default)]
     pub allow: Vec<AllowRule>,
     #[serde(default)]
-    pub vendors: Vendors,
+    pub vendors: Vec<Vendor>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -86,15 +88,117 @@ pub struct AllowRule {
     pub protocols: Vec<Protocol>,
 }
 
+/// An approved third-party API: who owns the relationship, what it receives, where it lives and
+/// which of our processes may call it.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vendor {
     pub name: Name,
+    /// Team or person accountable for the relationship.
+    #[serde(default)]
+    pub owner: Option<String>,
+    #[serde(default)]
+    pub purpose: Option<String>,
+    /// Data classification tags the vendor receives (`pii`, `payment`, `health`, ...).
+    #[serde(default)]
+    pub data: Vec<Name>,
     pub destinations: Vec<Destination>,
     #[serde(default)]
     pub ports: Vec<PortRange>,
     #[serde(default)]
     pub protocols: Vec<Protocol>,
+    /// Who may call it; omitted or empty: any process.
+    #[serde(default)]
+    pub processes: Vec<ProcessSelector>,
+    /// Overrides `spec.mode` for this vendor's traffic from processes it does not allow.
+    #[serde(default)]
+    pub mode: Option<Mode>,
+    /// End of a temporary approval: after it the vendor's rules are removed.
+    #[serde(default)]
+    pub expires: Option<Expiry>,
+}
+
+/// Which processes a rule is for. Every field given must match (and); several selectors in a
+/// list are alternatives (or).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSelector {
+    /// Absolute path of the executable; `*`, `?` and `[...]` globs allowed. Matched by the
+    /// file's identity (device and inode), so a copied or renamed binary does not match.
+    #[serde(default)]
+    pub exe: Option<ExePattern>,
+    /// Task name (at most 15 bytes, as the kernel keeps it). Any process can set its own comm:
+    /// combine with `exe`, `uid` or `cgroup` for anything that matters.
+    #[serde(default)]
+    pub comm: Option<Comm>,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// A user name, resolved to its uid when the policy is loaded.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// A cgroup path prefix under the cgroup2 mount (`/system.slice/billing.service`, a
+    /// container's or pod's cgroup): the process's cgroup is it or below it.
+    #[serde(default)]
+    pub cgroup: Option<CgroupPrefix>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ExePattern(pub String);
+
+impl FromStr for ExePattern {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') {
+            return Err(format!("exe `{s}` is not an absolute path: it could never match an executable"));
+        }
+        glob::Pattern::new(s).map_err(|e| format!("exe `{s}` is not a valid glob: {e}"))?;
+        Ok(ExePattern(s.to_owned()))
+    }
+}
+
+/// The kernel keeps 15 bytes of a task's name: a longer selector could never match.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Comm(pub String);
+
+impl FromStr for Comm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 15 {
+            return Err(format!("comm `{s}` has {} bytes; a task name has 1 to 15, so it could never match", s.len()));
+        }
+        Ok(Comm(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CgroupPrefix(pub String);
+
+impl FromStr for CgroupPrefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.starts_with('/') || s.split('/').any(|c| c == ".." || c == ".") {
+            return Err(format!("cgroup `{s}` must be an absolute path under the cgroup2 mount, such as /system.slice/app.service"));
+        }
+        Ok(CgroupPrefix(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+/// End of an approval: a date (valid through that day, UTC) or an RFC 3339 time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Expiry(pub time::OffsetDateTime);
+
+impl FromStr for Expiry {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        use time::format_description::well_known::Rfc3339;
+        if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+            return Ok(Expiry(t));
+        }
+        let fmt = time::macros::format_description!("[year]-[month]-[day]");
+        let d = time::Date::parse(s, &fmt).map_err(|_| format!("expires `{s}`: expected a date (2026-12-31) or an RFC 3339 time"))?;
+        let end = d.next_day().map_or(time::PrimitiveDateTime::MAX.assume_utc(), |n| n.midnight().assume_utc());
+        Ok(Expiry(end))
+    }
 }
 
 /// Where a vendor lives. Domains (`*.stripe.com`) join CIDRs here when DNS-based allowing lands.
@@ -109,36 +213,6 @@ pub struct Destination {
 pub enum Protocol {
     Tcp,
     Udp,
-}
-
-/// The vendor list; a name defined twice is an error located at the second definition.
-#[derive(Debug, Clone, Default)]
-pub struct Vendors(pub Vec<Vendor>);
-
-impl<'de> Deserialize<'de> for Vendors {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Vendors;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a list of vendors")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vendors, A::Error> {
-                let mut out: Vec<Vendor> = Vec::new();
-                while let Some(v) = seq.next_element::<Vendor>()? {
-                    if let Some(i) = out.iter().position(|o| o.name == v.name) {
-                        return Err(de::Error::custom(format!(
-                            "vendor `{}` is defined twice (first as vendors[{i}])",
-                            v.name
-                        )));
-                    }
-                    out.push(v);
-                }
-                Ok(Vendors(out))
-            }
-        }
-        d.deserialize_seq(V)
-    }
 }
 
 /// A name: 1 to 63 characters of `[a-z0-9._-]`, starting with a letter or digit, so that it is
@@ -268,3 +342,7 @@ macro_rules! deserialize_from_str {
 deserialize_from_str!(Name, "a name");
 deserialize_from_str!(Cidr, "a CIDR such as 10.0.0.0/8 or an address");
 deserialize_from_str!(PortRange, "a port (443) or a port range (\"8000-8100\")");
+deserialize_from_str!(ExePattern, "an absolute executable path (globs allowed)");
+deserialize_from_str!(Comm, "a task name");
+deserialize_from_str!(CgroupPrefix, "a cgroup path");
+deserialize_from_str!(Expiry, "a date or an RFC 3339 time");
