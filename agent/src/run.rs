@@ -61,7 +61,8 @@ impl RunError {
 
 /// How often process selectors are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
-/// File events closer together than this are one change (an editor or kubelet writes in steps).
+/// File events within this window of the first are one change (an editor or kubelet writes in
+/// steps).
 const DEBOUNCE: Duration = Duration::from_millis(250);
 
 fn log_warnings(warnings: &[Problem]) {
@@ -227,7 +228,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 drain_now(ring.get_mut(), &state)?;
                 state.reload(&mut dp, "SIGHUP");
             }
-            Some(()) = changed_rx.recv() => pending_change = Some(tokio::time::Instant::now() + DEBOUNCE),
+            // The window opens at the first event and is not extended, so a stream of changes
+            // cannot postpone reloading forever; the reload reads whatever the files are then.
+            Some(()) = changed_rx.recv() => {
+                pending_change.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
+            }
             () = debounce => {
                 pending_change = None;
                 drain_now(ring.get_mut(), &state)?;
