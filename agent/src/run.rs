@@ -87,7 +87,8 @@ impl PolicyState {
     }
 
     /// Installs `p` as a new generation, unless it is identical to the one in force.
-    fn install(&mut self, dp: &mut Datapath, merged: Merged, p: CompiledPolicy, why: &str) -> Result<(), DatapathError> {
+    /// `load_us`: how long reading and compiling took, for the log.
+    fn install(&mut self, dp: &mut Datapath, merged: Merged, p: CompiledPolicy, why: &str, load_us: u64) -> Result<(), DatapathError> {
         let cur = self.current();
         if cur.tables == p.tables && cur.mode == p.mode && cur.default == p.default && cur.rules == p.rules {
             debug!(why, "policy unchanged");
@@ -105,7 +106,8 @@ impl PolicyState {
         while self.by_gen.len() > 2 {
             self.by_gen.pop_first();
         }
-        info!(why, policy = %name, generation, prefixes, install_us = started.elapsed().as_micros() as u64, "policy installed");
+        let install_us = started.elapsed().as_micros() as u64;
+        info!(why, policy = %name, generation, prefixes, load_us, install_us, "policy installed");
         Ok(())
     }
 
@@ -119,9 +121,8 @@ impl PolicyState {
         match policy::load(&self.paths, time::OffsetDateTime::now_utc()) {
             Ok((merged, compiled, warnings)) => {
                 log_warnings(&warnings);
-                let compile_us = started.elapsed().as_micros() as u64;
-                debug!(compile_us, "policy compiled");
-                if let Err(e) = self.install(dp, merged, compiled, why) {
+                let load_us = started.elapsed().as_micros() as u64;
+                if let Err(e) = self.install(dp, merged, compiled, why, load_us) {
                     error!(error = %e, "installing the policy failed; the previous policy stays in force");
                 }
             }
@@ -131,13 +132,15 @@ impl PolicyState {
 
     /// Compiles the policy in force again: selectors may resolve differently, approvals expire.
     fn recompile(&mut self, dp: &mut Datapath, why: &str) {
+        let started = Instant::now();
         let merged = self.merged.clone();
         match compile::compile(&merged, &policy::resolve::HostResolver::new(), time::OffsetDateTime::now_utc()) {
             Ok((compiled, warnings)) => {
                 if compiled.tables != self.current().tables {
                     log_warnings(&warnings);
                 }
-                if let Err(e) = self.install(dp, merged, compiled, why) {
+                let load_us = started.elapsed().as_micros() as u64;
+                if let Err(e) = self.install(dp, merged, compiled, why, load_us) {
                     error!(error = %e, "installing the policy failed; the previous policy stays in force");
                 }
             }

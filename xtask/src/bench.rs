@@ -22,6 +22,15 @@ use egress_agent_tests::{policy, Agent, TestEnv, ADDR4};
 
 #[derive(Subcommand)]
 pub enum Which {
+    /// Policy reload time: a large policy (default 10,000 rules from the shared cloud ranges)
+    /// against a 100-rule baseline, both reloaded in the same agent.
+    Reload {
+        #[arg(long, default_value_t = 10_000)]
+        rules: usize,
+        /// Reloads per size (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+    },
     /// connect() cost: no agent vs monitor vs enforce.
     Connect {
         /// Rounds per configuration (the median is reported).
@@ -51,11 +60,126 @@ pub struct ClientArgs {
 const PORT: u16 = 7000;
 
 pub fn run(which: Which, agent_bin: &Path) -> Result<()> {
-    let Which::Connect { rounds, tcp, udp } = which;
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark loads eBPF programs and creates a network namespace: run it as root");
+        bail!("the benchmarks load eBPF programs and create a network namespace: run them as root");
     }
+    match which {
+        Which::Connect { rounds, tcp, udp } => connect(agent_bin, rounds, tcp, udp),
+        Which::Reload { rules, rounds } => reload(agent_bin, rules, rounds),
+    }
+}
+
+/// `rules` allow rules over the shared cloud ranges: each CIDR once per port variant, cycling,
+/// so a 10,000-rule policy has 6,000+ distinct, overlapping prefixes. `variant` shifts the ports
+/// so that two variants differ and every reload installs new tables.
+fn large_policy(rules: usize, variant: u16) -> Result<String> {
+    let data = crate::util::workspace_root().join("../shared/data/cloud-ranges.txt");
+    let text = std::fs::read_to_string(&data).with_context(|| format!("reading {} (the shared data set beside the repository)", data.display()))?;
+    let cidrs: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    if cidrs.is_empty() {
+        bail!("{} has no CIDRs", data.display());
+    }
+    let mut spec = String::from("  mode: enforce\n  default: deny\n  allow:\n");
+    for i in 0..rules {
+        let cidr = cidrs[i % cidrs.len()];
+        // Host bits appear in published lists; the policy format refuses them.
+        let net: std::net::IpAddr = cidr.split('/').next().unwrap_or(cidr).parse().with_context(|| format!("bad CIDR {cidr}"))?;
+        let len: u8 = cidr.split('/').nth(1).unwrap_or("32").parse().with_context(|| format!("bad CIDR {cidr}"))?;
+        let net = truncate(net, len);
+        let port = 443 + variant + (i / cidrs.len()) as u16;
+        spec.push_str(&format!("    - {{cidr: \"{net}/{len}\", ports: [{port}], protocols: [tcp]}}\n"));
+    }
+    Ok(policy(&spec))
+}
+
+fn truncate(addr: std::net::IpAddr, len: u8) -> std::net::IpAddr {
+    match addr {
+        std::net::IpAddr::V4(a) => {
+            let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };
+            std::net::Ipv4Addr::from(u32::from(a) & mask).into()
+        }
+        std::net::IpAddr::V6(a) => {
+            let mask = if len == 0 { 0 } else { u128::MAX << (128 - u32::from(len)) };
+            std::net::Ipv6Addr::from(u128::from(a) & mask).into()
+        }
+    }
+}
+
+/// Reloads by SIGHUP and reads the agent's own measurement of each one from its log:
+/// `load_us` (read, parse, validate, compile) and `install_us` (fill the inactive slot, swap).
+fn reload(agent_bin: &Path, rules: usize, rounds: u32) -> Result<()> {
+    let env = TestEnv::new("bench-reload");
+    let path = env.path("policy.yaml");
+    let sizes = [100, rules];
+    std::fs::write(&path, large_policy(sizes[0], 0)?)?;
+    let agent = Agent::start(agent_bin, &path, &env.cgroup, &env.dir, &["--no-cmdline"]);
+    let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); sizes.len()];
+    let mut variant = 1;
+    for round in 0..rounds {
+        for (i, &n) in sizes.iter().enumerate() {
+            std::fs::write(&path, large_policy(n, variant)?)?;
+            variant ^= 1;
+            // Let the file watcher's own reload of this write happen first and settle, so the
+            // timed reload below is the only work in flight.
+            std::thread::sleep(std::time::Duration::from_millis(1500));
+            let before = agent.log().matches("policy installed").count();
+            std::fs::write(&path, large_policy(n, variant)?)?;
+            agent.signal(libc::SIGHUP);
+            let deadline = Instant::now() + std::time::Duration::from_secs(120);
+            let line = loop {
+                let log = agent.log();
+                if let Some(l) = log.lines().filter(|l| l.contains("policy installed")).nth(before) {
+                    break l.to_owned();
+                }
+                if Instant::now() > deadline {
+                    bail!("no reload of the {n}-rule policy within 120 s:\n{log}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            };
+            let field = |name: &str| -> Result<f64> {
+                let plain = strip_ansi(&line);
+                let v = plain.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).with_context(|| format!("no {name} in {plain}"))?;
+                Ok(v.parse::<f64>()? / 1000.0)
+            };
+            let (load, install) = (field("load_us")?, field("install_us")?);
+            eprintln!("round {round} {n} rules: load {load:.1} ms, install {install:.1} ms");
+            results[i].push((load, install));
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let med: Vec<(f64, f64)> = results.iter().map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect()))).collect();
+    println!("\npolicy reload (SIGHUP), median of {rounds} rounds; the swap itself is one map write");
+    println!("{:<8} {:>12} {:>14} {:>12} {:>10}", "rules", "load ms", "install ms", "total ms", "ratio");
+    let base = med[0].0 + med[0].1;
+    for (n, (l, i)) in sizes.iter().zip(&med) {
+        println!("{:<8} {:>12.1} {:>14.1} {:>12.1} {:>10.1}", n, l, i, l + i, (l + i) / base);
+    }
+    drop(agent);
+    Ok(())
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn connect(agent_bin: &Path, rounds: u32, tcp: u32, udp: u32) -> Result<()> {
     let env = TestEnv::new("bench");
     env.sysctl("net.ipv4.ip_local_port_range", "1024 65535");
     env.sysctl("net.ipv4.tcp_tw_reuse", "1");
