@@ -120,7 +120,7 @@ pub mod rule_flags {
 /// Rule id reported when no rule matched and the slot's default action decided.
 pub const RULE_DEFAULT: u32 = u32::MAX;
 
-/// One outbound attempt, as seen by a cgroup hook. 104 bytes, 8-byte aligned.
+/// One outbound attempt, as seen by a cgroup hook. 112 bytes, 8-byte aligned.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -142,6 +142,9 @@ pub struct Event {
     pub cookie: u64,
     pub cgroup_id: u64,
     pub exe_ino: u64,
+    /// The task's start time (`task_struct.start_time`, ns since boot): with `pid`, a process
+    /// identity that survives pid reuse.
+    pub start_ns: u64,
     /// Destination address in network order; IPv4 (and matched IPv4-mapped) uses the first 4 bytes.
     pub daddr: [u8; 16],
     pub comm: [u8; 16],
@@ -149,7 +152,8 @@ pub struct Event {
     pub dport: u16,
     /// `AF_INET` (2) or `AF_INET6` (10) as matched.
     pub family: u8,
-    /// IPPROTO_TCP (6) or IPPROTO_UDP (17).
+    /// IPPROTO number: 6 (TCP), 17 (UDP; UDP-Lite is reported and matched as UDP), or another
+    /// protocol that reached a hook (1, ICMP ping sockets), which no rule can allow.
     pub proto: u8,
     pub verdict: u8,
     pub hook: u8,
@@ -173,6 +177,8 @@ pub struct ExecEvent {
     pub _pad: u32,
     pub exe_ino: u64,
     pub ts_ns: u64,
+    /// As [`Event::start_ns`].
+    pub start_ns: u64,
     /// The path given to execve (`linux_binprm.filename`), NUL-terminated; may be relative.
     pub filename: [u8; EXEC_FILENAME_LEN],
 }
@@ -189,7 +195,9 @@ pub struct KernelOffsets {
     pub inode_sb: u32,
     pub sb_dev: u32,
     pub binprm_filename: u32,
+    pub task_start_time: u32,
     pub valid: u32,
+    pub _pad: u32,
 }
 
 /// `CONFIG[0]`: settings that do not change with the policy.
@@ -283,9 +291,9 @@ mod pod {
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.
-const _: () = assert!(core::mem::size_of::<Event>() == 104);
-const _: () = assert!(core::mem::size_of::<ExecEvent>() == 32 + EXEC_FILENAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 32);
+const _: () = assert!(core::mem::size_of::<Event>() == 112);
+const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_FILENAME_LEN);
+const _: () = assert!(core::mem::size_of::<Config>() == 40);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Selector>() == 40);

@@ -16,6 +16,10 @@
 //! so userspace can name the executable of a process that is gone before its events are read.
 #![no_std]
 #![no_main]
+// The BPF target does not advertise atomics to `core::sync::atomic`, but the instruction set has
+// an atomic add (BPF_ATOMIC | BPF_ADD), which this intrinsic lowers to.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use agent_common::{
     event_flags, hook, mode, proto_bits, record, rule_flags, selector_flags, verdict, AddrV4,
@@ -47,6 +51,7 @@ const BPF_RB_AVAIL_DATA: u64 = 0;
 const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
+const IPPROTO_UDPLITE: u32 = 136;
 
 /// Return values of a cgroup sock_addr program.
 const PASS: i32 = 1;
@@ -132,9 +137,7 @@ fn sock_addr(ctx: &SockAddrContext) -> &bpf_sock_addr {
 #[inline(always)]
 fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
     let sa = sock_addr(ctx);
-    let Some(proto) = protocol(sa) else {
-        return PASS;
-    };
+    let proto = protocol(sa);
     let mut addr = [0u8; 16];
     // user_ip4 is in network order in memory: its native bytes are the address bytes.
     let ip4 = sa.user_ip4.to_ne_bytes();
@@ -152,9 +155,7 @@ fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
 #[inline(always)]
 fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
     let sa = sock_addr(ctx);
-    let Some(proto) = protocol(sa) else {
-        return PASS;
-    };
+    let proto = protocol(sa);
     // The verifier only allows 4-byte loads of user_ip6, one word at a time.
     let w0 = sa.user_ip6[0].to_ne_bytes();
     let w1 = sa.user_ip6[1].to_ne_bytes();
@@ -177,14 +178,15 @@ fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
     handle(ctx, hook, &dest)
 }
 
-/// TCP or UDP, as an IPPROTO number; `None` for everything else (ICMP ping sockets also pass
-/// through connect4), which the policy language does not cover.
+/// The IPPROTO number to match and report. UDP-Lite sockets take the UDP paths and are UDP to
+/// the policy. Anything else that reaches these hooks (ICMP ping sockets connect through
+/// connect4/6) is decided and reported too: no rule can allow it, so `default` decides, and
+/// nothing passes unseen.
 #[inline(always)]
-fn protocol(sa: &bpf_sock_addr) -> Option<u8> {
+fn protocol(sa: &bpf_sock_addr) -> u8 {
     match sa.protocol {
-        IPPROTO_TCP => Some(IPPROTO_TCP as u8),
-        IPPROTO_UDP => Some(IPPROTO_UDP as u8),
-        _ => None,
+        IPPROTO_UDPLITE => IPPROTO_UDP as u8,
+        p => p as u8,
     }
 }
 
@@ -197,6 +199,7 @@ struct Decision {
 
 /// The calling task, read once per attempt: the verdict and the event both use it.
 struct Proc {
+    start_ns: u64,
     pid_tgid: u64,
     uid_gid: u64,
     comm: [u8; 16],
@@ -208,6 +211,7 @@ struct Proc {
 fn current_proc() -> Proc {
     let (exe_dev, exe_ino) = current_exe();
     Proc {
+        start_ns: current_start_ns(),
         pid_tgid: bpf_get_current_pid_tgid(),
         uid_gid: bpf_get_current_uid_gid(),
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
@@ -288,7 +292,11 @@ enum Match {
 
 #[inline(always)]
 fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
-    let bit = if dest.proto == IPPROTO_TCP as u8 { proto_bits::TCP } else { proto_bits::UDP };
+    let bit = match dest.proto as u32 {
+        IPPROTO_TCP => proto_bits::TCP,
+        IPPROTO_UDP => proto_bits::UDP,
+        _ => return Match::None,
+    };
     let base = slot * MAX_RULE_ENTRIES;
     let mut wrong = Match::None;
     for i in 0..MAX_RULES_PER_PREFIX {
@@ -374,6 +382,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         cookie,
         cgroup_id,
         exe_ino,
+        start_ns: proc.start_ns,
         daddr: dest.addr,
         comm: proc.comm,
         dport: dest.port,
@@ -415,6 +424,7 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
         (*p)._pad = 0;
         (*p).exe_ino = exe_ino;
         (*p).ts_ns = bpf_ktime_get_ns();
+        (*p).start_ns = current_start_ns();
         match read_ptr(bprm, cfg.offsets.binprm_filename) {
             Ok(name) => {
                 if bpf_probe_read_kernel_str_bytes(name, &mut (*p).filename).is_err() {
@@ -443,8 +453,26 @@ fn wakeup_flags() -> u64 {
 #[inline(always)]
 fn count_drop() {
     if let Some(counter) = EVENTS_DROPPED.get_ptr_mut(0) {
-        // SAFETY: per-CPU slot, and sock_addr programs do not nest on one CPU.
-        unsafe { *counter += 1 };
+        // Atomic even though the slot is per CPU: these programs run preemptibly, so another
+        // program on the same CPU can interleave with a plain read-modify-write.
+        // SAFETY: the pointer is to a live, aligned u64 map value.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(counter, 1);
+        }
+    }
+}
+
+/// `task_struct.start_time` of the current task (0 if unknown).
+#[inline(always)]
+fn current_start_ns() -> u64 {
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    if cfg.offsets.valid == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_kernel validates the address; a fault returns Err.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        bpf_probe_read_kernel(task.add(cfg.offsets.task_start_time as usize) as *const u64).unwrap_or(0)
     }
 }
 

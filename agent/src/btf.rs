@@ -30,7 +30,9 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         inode_sb: field_offset(&btf, "inode", "i_sb")?,
         sb_dev: field_offset(&btf, "super_block", "s_dev")?,
         binprm_filename: field_offset(&btf, "linux_binprm", "filename")?,
+        task_start_time: field_offset(&btf, "task_struct", "start_time")?,
         valid: 1,
+        _pad: 0,
     })
 }
 

@@ -172,6 +172,7 @@ impl Datapath {
         let mut active: Array<_, u32> = self.map_mut(maps::ACTIVE_SLOT)?;
         active.set(0, slot, 0).map_err(map_err(maps::ACTIVE_SLOT))?;
         self.active_slot = slot;
+        wait_for_running_programs();
         Ok(())
     }
 
@@ -186,6 +187,20 @@ impl Datapath {
         let counter: PerCpuArray<_, u64> = self.map_mut(maps::EVENTS_DROPPED)?;
         let values = counter.get(&0, 0).map_err(map_err(maps::EVENTS_DROPPED))?;
         Ok(values.iter().sum())
+    }
+}
+
+/// Returns once every program run that started before the call has finished. cgroup programs run
+/// inside an RCU read-side section and membarrier(MEMBARRIER_CMD_GLOBAL) waits for an RCU grace
+/// period, so after it no program still reads the slot just deactivated, and the next install
+/// may rewrite it: a preempted program can never see a mix of two rule sets.
+fn wait_for_running_programs() {
+    const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+    // SAFETY: plain syscall without pointers.
+    let rc = unsafe { libc::syscall(libc::SYS_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0) };
+    if rc != 0 {
+        // Kernels without membarrier: programs run for microseconds; wait far longer.
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

@@ -29,8 +29,8 @@ const EXE_CACHE: usize = 4096;
 const MAX_CMDLINE_BYTES: usize = 1024;
 
 pub struct Enricher {
-    /// Keyed by (pid, executable inode): an exec or a reused pid gives a new key.
-    procs: LruCache<(u32, u64), Arc<ProcInfo>>,
+    /// Keyed by (pid, start time, executable inode): a reused pid or an exec gives a new key.
+    procs: LruCache<(u32, u64, u64), Arc<ProcInfo>>,
     /// Executable paths by (userspace st_dev, inode), to name the exe of processes already gone.
     exes: LruCache<(u64, u64), String>,
     cgroups: cgroup::CgroupNames,
@@ -61,18 +61,20 @@ impl Enricher {
         let same_file = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ex.exe_ino && m.dev() == dev);
         let given = PathBuf::from(events::c_str(&ex.filename));
         let base = format!("/proc/{}", ex.pid);
+        // /proc/PID/exe is checked through the magic link itself, which works across mount
+        // namespaces (a container's paths do not exist in ours); its target names the file.
         let exe = std::fs::read_link(format!("{base}/exe"))
             .ok()
-            .filter(|p| same_file(p))
+            .filter(|_| same_file(std::path::Path::new(&format!("{base}/exe"))))
             .or_else(|| std::fs::canonicalize(&given).ok().filter(|p| given.is_absolute() && same_file(p)));
         let Some(exe) = exe.map(|p| p.to_string_lossy().into_owned()) else { return };
         self.exes.put((dev, ex.exe_ino), exe.clone());
         let cmdline = if self.cmdline { read_cmdline(&format!("{base}/cmdline")) } else { None };
-        self.procs.put((ex.pid, ex.exe_ino), Arc::new(ProcInfo { exe: Some(exe), cmdline }));
+        self.procs.put((ex.pid, ex.start_ns, ex.exe_ino), Arc::new(ProcInfo { exe: Some(exe), cmdline }));
     }
 
     fn proc_info(&mut self, ev: &Event) -> Arc<ProcInfo> {
-        let key = (ev.pid, ev.exe_ino);
+        let key = (ev.pid, ev.start_ns, ev.exe_ino);
         if let Some(p) = self.procs.get(&key) {
             return p.clone();
         }

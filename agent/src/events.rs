@@ -48,6 +48,7 @@ pub fn proto(ev: &Event) -> &'static str {
     match ev.proto {
         6 => "tcp",
         17 => "udp",
+        1 | 58 => "icmp",
         _ => "other",
     }
 }
@@ -104,7 +105,7 @@ mod tests {
     fn event() -> Event {
         Event {
             kind: record::CONNECT, pid: 0, tid: 0, uid: 0, gid: 0, exe_dev: 0, rule_id: 0, generation: 0,
-            ts_ns: 0, cookie: 0, cgroup_id: 0, exe_ino: 0, daddr: [0; 16], comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            ts_ns: 0, cookie: 0, cgroup_id: 0, exe_ino: 0, start_ns: 0, daddr: [0; 16], comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
             dport: 0, family: 2, proto: 6, verdict: 0, hook: 1, flags: 0, _pad1: 0,
         }
     }

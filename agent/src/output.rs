@@ -3,6 +3,7 @@
 
 use std::{
     fs::OpenOptions,
+    os::unix::fs::OpenOptionsExt as _,
     io::{self, BufWriter, Write},
     path::Path,
 };
@@ -91,7 +92,8 @@ impl Sink {
         let w: Box<dyn Write + Send> = if target == Path::new("-") {
             Box::new(io::stdout())
         } else {
-            Box::new(OpenOptions::new().create(true).append(true).open(target)?)
+            // Owner-only: events name processes and may carry command lines.
+            Box::new(OpenOptions::new().create(true).append(true).mode(0o600).open(target)?)
         };
         Ok(Self { out: BufWriter::with_capacity(64 * 1024, w) })
     }

@@ -59,6 +59,10 @@ impl RunError {
     }
 }
 
+/// Policies kept to name the rules of events still in the ring buffer after reloads.
+const KEEP_GENERATIONS: usize = 4;
+/// Records handled per pass over the ring buffer, so signals and reloads are served under load.
+const DRAIN_BATCH: usize = 4096;
 /// How often process selectors are resolved again.
 const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 /// File events within this window of the first are one change (an editor or kubelet writes in
@@ -76,8 +80,8 @@ struct PolicyState {
     paths: Vec<PathBuf>,
     merged: Merged,
     generation: u32,
-    /// The one in force and the one before it, so that events decided just before a reload
-    /// still name their rule.
+    /// The one in force and the few before it, so that events decided just before a reload
+    /// (or a quick series of them) still name their rule.
     by_gen: BTreeMap<u32, Arc<CompiledPolicy>>,
 }
 
@@ -103,7 +107,7 @@ impl PolicyState {
         self.generation = generation;
         self.merged = merged;
         self.by_gen.insert(generation, Arc::new(p));
-        while self.by_gen.len() > 2 {
+        while self.by_gen.len() > KEEP_GENERATIONS {
             self.by_gen.pop_first();
         }
         let install_us = started.elapsed().as_micros() as u64;
@@ -169,6 +173,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             Default::default()
         }
     };
+    // Open the output before attaching: a bad --events must not leave a half-started enforcer.
+    let mut sink = output::Sink::open(&args.events).map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
     let mut dp = Datapath::load(offsets)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
@@ -176,13 +182,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Policy first, then attach: the first attempt the hooks see is already decided by it.
     dp.attach(&watched)?;
 
-    let mut sink = output::Sink::open(&args.events).map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
     // which is as long as the AsyncFd that owns it.
     let mut ring = unsafe { AsyncFd::register(dp.take_events()?) }
         .map_err(|e| RunError::Io { what: "polling the event ring buffer", source: e.into() })?;
     let mut enricher = Enricher::new(mount, args.cmdline);
-    let ts_offset = events::monotonic_to_realtime_offset();
+    let mut out_errors = OutputErrors::default();
 
     let sig = |kind, what| signal(kind).map_err(|source| RunError::Io { what, source });
     let mut sigint = sig(SignalKind::interrupt(), "installing the SIGINT handler")?;
@@ -206,8 +211,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let mut pending_change: Option<tokio::time::Instant> = None;
 
-    let out_path = args.events.clone();
-    let mut drain_now = |ring: &mut RingBuf<MapData>, state: &PolicyState| drain(ring, &mut sink, &mut enricher, &state.by_gen, ts_offset, &out_path);
+    let mut drain_now = |ring: &mut RingBuf<MapData>, state: &PolicyState| drain(ring, &mut sink, &mut enricher, &state.by_gen, &mut out_errors);
 
     info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = 1, "egress-agent ready");
     loop {
@@ -220,15 +224,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| RunError::Io { what: "polling the event ring buffer", source })?;
-                drain_now(guard.get_inner_mut(), &state)?;
-                guard.clear_ready();
+                // A full batch means more is waiting: stay ready and come back after the other
+                // branches had their turn.
+                if drain_now(guard.get_inner_mut(), &state) < DRAIN_BATCH {
+                    guard.clear_ready();
+                }
             }
-            _ = poll.tick() => drain_now(ring.get_mut(), &state)?,
+            _ = poll.tick() => { drain_now(ring.get_mut(), &state); }
             _ = sigint.recv() => { info!("SIGINT: detaching"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: detaching"); break; }
             _ = sighup.recv() => {
                 // Events decided by the old policy are written before the swap.
-                drain_now(ring.get_mut(), &state)?;
+                drain_now(ring.get_mut(), &state);
                 state.reload(&mut dp, "SIGHUP");
             }
             // The window opens at the first event and is not extended, so a stream of changes
@@ -238,15 +245,21 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
             () = debounce => {
                 pending_change = None;
-                drain_now(ring.get_mut(), &state)?;
+                drain_now(ring.get_mut(), &state);
                 state.reload(&mut dp, "policy files changed");
             }
-            _ = resolve.tick() => state.recompile(&mut dp, "selectors re-resolved"),
-            () = tokio::time::sleep(state.until_expiry()) => state.recompile(&mut dp, "a vendor approval expired"),
+            _ = resolve.tick() => {
+                drain_now(ring.get_mut(), &state);
+                state.recompile(&mut dp, "selectors re-resolved");
+            }
+            () = tokio::time::sleep(state.until_expiry()) => {
+                drain_now(ring.get_mut(), &state);
+                state.recompile(&mut dp, "a vendor approval expired");
+            }
             _ = drop_check.tick() => report_drops(&mut dp, &mut dropped_seen),
         }
     }
-    drain_now(ring.get_mut(), &state)?;
+    while drain_now(ring.get_mut(), &state) == DRAIN_BATCH {}
     report_drops(&mut dp, &mut dropped_seen);
     drop(ring);
     drop(dp); // detaches every program
@@ -254,16 +267,38 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Failures to write events. They are counted and reported, never fatal: stopping would detach
+/// the programs, and a full disk must not turn enforcement off.
+#[derive(Default)]
+struct OutputErrors {
+    count: u64,
+    reported: Option<Instant>,
+}
+
+impl OutputErrors {
+    fn record(&mut self, e: &std::io::Error) {
+        self.count += 1;
+        if self.reported.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            self.reported = Some(Instant::now());
+            error!(error = %e, failed_writes = self.count, "writing events failed; enforcement continues");
+        }
+    }
+}
+
+/// Handles up to [`DRAIN_BATCH`] records; returns how many.
 fn drain(
     ring: &mut RingBuf<MapData>,
     sink: &mut output::Sink,
     enricher: &mut Enricher,
     gens: &BTreeMap<u32, Arc<CompiledPolicy>>,
-    ts_offset: i128,
-    path: &Path,
-) -> Result<(), RunError> {
-    let out_err = |source| RunError::Output { path: path.display().to_string(), source };
-    while let Some(item) = ring.next() {
+    errors: &mut OutputErrors,
+) -> usize {
+    // Computed per batch, so wall-clock steps (NTP, suspend) do not skew timestamps for long.
+    let ts_offset = events::monotonic_to_realtime_offset();
+    let mut n = 0;
+    while n < DRAIN_BATCH {
+        let Some(item) = ring.next() else { break };
+        n += 1;
         let decoded = events::decode(&item);
         drop(item);
         let ev = match decoded {
@@ -279,9 +314,16 @@ fn drain(
         };
         let who = enricher.enrich(&ev);
         let policy = gens.get(&ev.generation).map(Arc::as_ref);
-        sink.write(&output::record(&ev, &who, policy, ts_offset)).map_err(out_err)?;
+        if let Err(e) = sink.write(&output::record(&ev, &who, policy, ts_offset)) {
+            errors.record(&e);
+        }
     }
-    sink.flush().map_err(out_err)
+    if n > 0 {
+        if let Err(e) = sink.flush() {
+            errors.record(&e);
+        }
+    }
+    n
 }
 
 fn report_drops(dp: &mut Datapath, seen: &mut u64) {

@@ -69,9 +69,58 @@ pub struct TestEnv {
     children: Vec<Child>,
 }
 
+/// Removes what earlier test runs that were killed left behind: namespaces and cgroups named
+/// `ea-<test>-<pid>-<n>` whose pid is gone. Runs that are alive are left alone.
+fn sweep_stale() {
+    let stale = |name: &str| {
+        let Some(rest) = name.strip_prefix("ea-") else { return false };
+        let mut parts = rest.rsplitn(3, '-');
+        let (_seq, pid) = (parts.next(), parts.next());
+        pid.and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists())
+    };
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
+            if stale(ns) {
+                let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+    if let Ok(rd) = fs::read_dir(cgroup2_mount()) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if stale(&name) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+}
+
+/// Kills what is left in a cgroup tree and removes it, deepest first.
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+            remove_cgroup_tree(&e.path());
+        }
+    }
+    let procs = dir.join("cgroup.procs");
+    for _ in 0..50 {
+        let pids = fs::read_to_string(&procs).unwrap_or_default();
+        if pids.trim().is_empty() {
+            break;
+        }
+        for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
+            // SAFETY: plain syscall.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        sleep(Duration::from_millis(20));
+    }
+    let _ = fs::remove_dir(dir);
+}
+
 impl TestEnv {
     pub fn new(name: &str) -> Self {
         require_root();
+        sweep_stale();
         let id = format!("ea-{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let dir = std::env::temp_dir().join(&id);
         fs::create_dir_all(&dir).expect("scratch dir");
@@ -158,20 +207,8 @@ impl Drop for TestEnv {
             let _ = c.kill();
             let _ = c.wait();
         }
-        // A cgroup can only be removed once empty: kill whatever a test left in it.
-        let procs = self.cgroup.join("cgroup.procs");
-        for _ in 0..50 {
-            let pids = fs::read_to_string(&procs).unwrap_or_default();
-            if pids.trim().is_empty() {
-                break;
-            }
-            for pid in pids.split_whitespace().filter_map(|p| p.parse::<i32>().ok()) {
-                // SAFETY: plain syscall.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            sleep(Duration::from_millis(20));
-        }
-        let _ = fs::remove_dir(&self.cgroup);
+        // A cgroup can only be removed once empty (children first): kill what a test left.
+        remove_cgroup_tree(&self.cgroup);
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -214,7 +251,16 @@ impl Agent {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let events = dir.join(format!("events-{n}.jsonl"));
         let stderr = dir.join(format!("agent-{n}.log"));
-        let child = Command::new(bin)
+        let mut cmd = Command::new(bin);
+        // If the test process dies (killed by a CI timeout), the agent must not outlive it.
+        // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        let child = cmd
             .arg("run")
             .arg("--policy")
             .arg(policy)
@@ -246,9 +292,11 @@ impl Agent {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// Complete event lines written so far (a line still being written is left for later).
     pub fn events(&self) -> Vec<Value> {
-        fs::read_to_string(&self.events)
-            .unwrap_or_default()
+        let text = fs::read_to_string(&self.events).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        complete
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("event line is not JSON ({e}): {l}")))
             .collect()

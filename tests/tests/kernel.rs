@@ -123,6 +123,19 @@ fn monitor_mode_lets_denied_egress_through_and_reports_alert() {
     assert_allowed(&report);
     assert_eq!(server.wait_received(1).len(), 1);
     assert_event(&agent.event_of(pid(&report), ADDR4, TCP_DENIED), "alert", None, "default", "tcp");
+    // Every path lets through and reports: unconnected UDP, connected UDP, IPv6.
+    let udp = env.server("udp", ADDR4, UDP_DENIED);
+    for mode in ["udp-sendto", "udp-connect"] {
+        let report = env.client(mode, ADDR4, UDP_DENIED);
+        assert_allowed(&report);
+        assert_event(&agent.event_of(pid(&report), ADDR4, UDP_DENIED), "alert", None, "default", "udp");
+    }
+    assert_eq!(udp.wait_received(2).len(), 2);
+    let v6 = env.server("tcp", ADDR6, TCP_DENIED);
+    let report = env.client("tcp", ADDR6, TCP_DENIED);
+    assert_allowed(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR6, TCP_DENIED), "alert", None, "default", "tcp");
+    assert_eq!(v6.wait_received(1).len(), 1);
     // An allowed destination is still `allow` in monitor mode.
     env.server("tcp", ADDR4, TCP_OK);
     let report = env.client("tcp", ADDR4, TCP_OK);
@@ -167,11 +180,21 @@ fn ipv4_mapped_ipv6_destinations_are_matched_as_ipv4() {
     let report = env.client("tcp", &mapped, TCP_DENIED);
     assert_eperm(&report);
     assert_event(&agent.event_of(pid(&report), ADDR4, TCP_DENIED), "deny", None, "default", "tcp");
+    // Connected UDP to a mapped address: unmapped by connect6.
+    let report = env.client("udp-connect", &mapped, UDP_OK);
+    assert_allowed(&report);
+    let ev = agent.event_of(pid(&report), ADDR4, UDP_OK);
+    assert_event(&ev, "allow", Some("feeds"), "vendor/feeds", "udp");
+    assert_eq!((ev["hook"].as_str(), ev["v4_mapped"].as_bool()), (Some("connect6"), Some(true)), "{ev}");
+    let report = env.client("udp-connect", &mapped, UDP_DENIED);
+    assert_eperm(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR4, UDP_DENIED), "deny", None, "default", "udp");
+    assert_eq!(udp_ok.wait_received(1).len(), 1);
     // Unconnected UDP on an IPv6 socket to a mapped address: the kernel takes the IPv4 path.
     let report = env.client("udp-sendto", &mapped, UDP_OK);
     assert_allowed(&report);
     assert_event(&agent.event_of(pid(&report), ADDR4, UDP_OK), "allow", Some("feeds"), "vendor/feeds", "udp");
-    assert_eq!(udp_ok.wait_received(1).len(), 1);
+    assert_eq!(udp_ok.wait_received(2).len(), 2);
     let report = env.client("udp-sendto", &mapped, UDP_DENIED);
     assert_eperm(&report);
     assert_event(&agent.event_of(pid(&report), ADDR4, UDP_DENIED), "deny", None, "default", "udp");
@@ -212,8 +235,9 @@ fn udp_connected_and_unconnected_both_families() {
         assert!(denied.received().is_empty(), "{addr}: {:?}", denied.received());
     }
     // nc: an ordinary tool sees the refusal too.
-    let nc = env.in_cgroup("sh", &["-c", &format!("echo hi | nc -u -w1 {ADDR4} {UDP_DENIED}")]).output().expect("nc");
-    assert!(!nc.status.success() || String::from_utf8_lossy(&nc.stderr).contains("ermitted"), "nc should be refused: {nc:?}");
+    let nc = env.in_cgroup("sh", &["-c", &format!("echo hi | nc -v -u -w1 {ADDR4} {UDP_DENIED}")]).output().expect("nc");
+    assert_eq!(nc.status.code(), Some(1), "nc should be refused: {nc:?}");
+    assert!(String::from_utf8_lossy(&nc.stderr).contains("Operation not permitted"), "nc should be refused: {nc:?}");
     settle();
     assert!(servers[0].2.received().is_empty());
 }
@@ -234,15 +258,38 @@ fn tcp_fast_open_is_checked_like_connect() {
     let report = env.client("tfo", ADDR4, TCP_DENIED);
     assert_eperm(&report);
     assert_event(&agent.event_of(pid(&report), ADDR4, TCP_DENIED), "deny", None, "default", "tcp");
+    // IPv6 (the sysctl above is shared by both families).
+    let ok6 = env.server("tcp", ADDR6, TCP_OK);
+    let denied6 = env.server("tcp", ADDR6, TCP_DENIED);
+    let report = env.client("tfo", ADDR6, TCP_OK);
+    assert_allowed(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR6, TCP_OK), "allow", Some("web"), "vendor/web", "tcp");
+    assert!(ok6.wait_received(1)[0].ends_with("hello"));
+    let report = env.client("tfo", ADDR6, TCP_DENIED);
+    assert_eperm(&report);
+    assert_event(&agent.event_of(pid(&report), ADDR6, TCP_DENIED), "deny", None, "default", "tcp");
     settle();
     assert!(denied.received().is_empty());
+    assert!(denied6.received().is_empty());
 }
 
 #[test]
 fn children_after_fork_and_exec_are_covered_and_attributed() {
     let mut env = TestEnv::new("children");
     let denied = env.server("tcp", ADDR4, TCP_DENIED);
+    let ok = env.server("tcp", ADDR4, TCP_OK);
     let agent = env.agent(&spec("enforce", "deny"));
+    // fork, allowed destination: the child connects and is named as itself.
+    let report = env.client("fork-tcp", ADDR4, TCP_OK);
+    assert_allowed(&report);
+    let ev = agent.event_of(pid(&report), ADDR4, TCP_OK);
+    assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
+    assert_eq!(ok.wait_received(1).len(), 1);
+    // exec from a shell, allowed destination.
+    let sh = env.in_cgroup("sh", &["-c", &format!("nc -z -w2 {ADDR4} {TCP_OK}; echo nc=$?")]).output().expect("sh");
+    assert!(String::from_utf8_lossy(&sh.stdout).contains("nc=0"), "{sh:?}");
+    let ev = agent.wait_event("of nc under sh", |e| e["comm"] == "nc");
+    assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
     // fork: the child makes the attempt and is named as itself.
     let report = env.client("fork-tcp", ADDR4, TCP_DENIED);
     assert_eperm(&report);
@@ -373,4 +420,36 @@ fn check_accepts_every_example_policy_and_names_the_place_of_an_error() {
     assert!(err.contains(&format!("{}:8:", bad.display())) && err.contains("error: spec.vendors[0].ports[0]"), "{err}");
     let v = Command::new(egress_agent_tests::agent_bin()).arg("--version").output().expect("version");
     assert!(String::from_utf8_lossy(&v.stdout).starts_with("egress-agent "), "{v:?}");
+}
+
+/// ICMP ping sockets also pass through connect4; no rule can allow them, so `default` decides
+/// and they are reported. UDP-Lite takes the UDP paths and is matched as UDP.
+#[test]
+fn other_protocols_are_decided_by_default_and_reported() {
+    let env = TestEnv::new("protocols");
+    // Let root open unprivileged ICMP sockets in this namespace.
+    env.sysctl("net.ipv4.ping_group_range", "0 2147483647");
+    let agent = env.agent(&spec("enforce", "deny"));
+    let script = format!(
+        "import json, os, socket\n\
+         r = {{'pid': os.getpid()}}\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)\n\
+         try:\n    s.connect(('{ADDR4}', 0)); r['icmp'] = 0\n\
+         except OSError as e:\n    r['icmp'] = e.errno\n\
+         for port in ({UDP_OK}, {UDP_DENIED}):\n\
+         \x20   u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, 136)\n\
+         \x20   try:\n        u.sendto(b'x', ('{ADDR4}', port)); r[str(port)] = 0\n\
+         \x20   except OSError as e:\n        r[str(port)] = e.errno\n\
+         print(json.dumps(r))\n"
+    );
+    let out = env.in_cgroup("python3", &["-c", &script]).output().expect("python");
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(r["icmp"], EPERM, "{r}");
+    assert_eq!(r[UDP_OK.to_string()], 0, "UDP-Lite to an allowed UDP port: {r}");
+    assert_eq!(r[UDP_DENIED.to_string()], EPERM, "{r}");
+    let ev = agent.wait_event("of the ping socket", |e| e["proto"] == "icmp");
+    assert_eq!((ev["verdict"].as_str(), ev["rule"].as_str(), ev["pid"].as_u64()), (Some("deny"), Some("default"), r["pid"].as_u64()), "{ev}");
+    let ev = agent.event_of(pid(&r), ADDR4, UDP_OK);
+    assert_event(&ev, "allow", Some("feeds"), "vendor/feeds", "udp");
 }

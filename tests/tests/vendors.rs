@@ -150,7 +150,7 @@ fn reloads_under_a_connection_loop_never_give_a_wrong_verdict() {
     let agent = env.agent(&reload_policy(false));
     let policy_path = env.path("policy.yaml");
     let looper = env
-        .in_cgroup("python3", &[&py("loop.py"), ADDR4, &WEB.to_string(), &OTHER.to_string(), "8"])
+        .in_cgroup("python3", &[&py("loop.py"), ADDR4, &WEB.to_string(), &OTHER.to_string(), "9"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("loop");
@@ -161,7 +161,9 @@ fn reloads_under_a_connection_loop_never_give_a_wrong_verdict() {
         if i % 3 == 0 {
             agent.signal(libc::SIGHUP);
         }
-        std::thread::sleep(Duration::from_millis(250));
+        // Longer than the agent's debounce window, so most writes are reloads of their own
+        // (writes that fall in one window are one reload of the latest content).
+        std::thread::sleep(Duration::from_millis(350));
     }
     let out = looper.wait_with_output().expect("loop");
     let res: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("loop output {out:?}: {e}"));
@@ -170,7 +172,7 @@ fn reloads_under_a_connection_loop_never_give_a_wrong_verdict() {
     assert_eq!(res["denied_passed"], 0, "a denied connection passed during a reload: {res}");
     assert_eq!(res["errors"], Value::Array(vec![]), "{res}");
     let installs = agent.log().matches("policy installed").count();
-    assert!(installs >= reloads / 2, "only {installs} reloads were installed:\n{}", agent.log());
+    assert!(installs >= reloads / 3, "only {installs} reloads were installed:\n{}", agent.log());
     // The last write allowed EXTRA: it is in force.
     wait_for(Duration::from_secs(5), || agent.log().matches("policy installed").count() >= installs, String::new);
     write_atomic(&policy_path, &reload_policy(true));

@@ -86,16 +86,23 @@ fn main() -> Result<()> {
     }
 }
 
-/// Builds `egress-agent` and returns the path of the binary.
+/// Builds `egress-agent` and returns the path of the binary, as cargo reports it (so a
+/// `CARGO_TARGET_DIR` or `build.target-dir` is honoured and no stale binary is picked up).
 fn build_agent(release: bool) -> Result<PathBuf> {
     let root = workspace_root();
     let mut cmd = Command::new(env_cargo());
-    cmd.current_dir(&root).args(["build", "--package", "agent"]);
+    cmd.current_dir(&root).args(["build", "--package", "agent", "--message-format=json-render-diagnostics"]);
     if release {
         cmd.arg("--release");
     }
-    run(&mut cmd)?;
-    Ok(root.join("target").join(if release { "release" } else { "debug" }).join("egress-agent"))
+    cmd.stderr(std::process::Stdio::inherit());
+    let out = util::output(&mut cmd)?;
+    let exe = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "egress-agent")
+        .find_map(|m| m["executable"].as_str().map(PathBuf::from));
+    exe.ok_or_else(|| anyhow::anyhow!("cargo built no `egress-agent` executable"))
 }
 
 fn env_cargo() -> String {

@@ -17,6 +17,8 @@ use crate::util::{output, run};
 
 const TOOLCHAIN: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The LLVM versions bpf-linker 0.13.0 can be built against (its `llvm-<major>` features).
+const BPF_LINKER_LLVM: [&str; 3] = ["21", "22", "23"];
 
 pub fn kernel_toolchain() -> Result<()> {
     nightly_with_rust_src()?;
@@ -26,7 +28,13 @@ pub fn kernel_toolchain() -> Result<()> {
 fn nightly_with_rust_src() -> Result<()> {
     let list = output(Command::new("rustup").args(["toolchain", "list"]))
         .context("rustup is needed to build the kernel programs (https://rustup.rs)")?;
-    if !String::from_utf8_lossy(&list.stdout).lines().any(|l| l.starts_with(TOOLCHAIN)) {
+    // `nightly-<host>` is the channel; a dated `nightly-2026-...` toolchain is another one.
+    let channel = format!("{TOOLCHAIN}-");
+    let has_channel = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .any(|t| t.strip_prefix(&channel).is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit())));
+    if !has_channel {
         run(Command::new("rustup").args(["toolchain", "install", TOOLCHAIN, "--profile", "minimal"]))
             .context("no nightly toolchain, and installing one failed: the kernel programs need nightly Rust")?;
     }
@@ -90,17 +98,29 @@ fn bpf_linker() -> Result<()> {
         eprintln!("xtask setup: replacing {} with bpf-linker {BPF_LINKER_VERSION}", v.trim());
     }
     let major = llvm_major(&libllvm)?;
+    if !BPF_LINKER_LLVM.contains(&major.as_str()) {
+        bail!(
+            "the nightly toolchain uses LLVM {major}, but bpf-linker {BPF_LINKER_VERSION} supports LLVM {}: install a nightly from that range (the aya-ebpf pinned here was verified with nightly 2026-05-19, LLVM 22)",
+            BPF_LINKER_LLVM.join(", ")
+        );
+    }
     eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (a few minutes, once)");
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", &format!("llvm-{major}")])
+        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", &format!("llvm-{major}")])
         .env("LLVM_PREFIX", &prefix))
-    .context("installing bpf-linker failed; it needs crates.io and a C toolchain (gcc)")?;
+    .with_context(|| format!("building bpf-linker against {} failed (see cargo's output above)", libllvm.display()))?;
     Ok(())
 }
 
 /// Programs the kernel tests drive, and the Debian packages that provide them.
-const TEST_TOOLS: [(&str, &str); 5] =
-    [("curl", "curl"), ("python3", "python3"), ("ip", "iproute2"), ("nc", "netcat-openbsd"), ("dig", "dnsutils")];
+const TEST_TOOLS: [(&str, &str); 6] = [
+    ("curl", "curl"),
+    ("python3", "python3"),
+    ("ip", "iproute2"),
+    ("nc", "netcat-openbsd"),
+    ("sysctl", "procps"),
+    ("setpriv", "util-linux"),
+];
 
 pub fn test_deps() -> Result<()> {
     let missing: Vec<&str> = TEST_TOOLS.iter().filter(|(bin, _)| !on_path(bin)).map(|(_, pkg)| *pkg).collect();

@@ -287,8 +287,16 @@ pub fn compile(m: &Merged, resolver: &dyn Resolver, now: OffsetDateTime) -> Resu
         }
         let count = entries.len() as u32 - first;
         if count > MAX_RULES_PER_PREFIX {
+            let mut ids: Vec<u32> = entries[first as usize..].iter().map(|e| e.rule_id).collect();
+            ids.dedup();
+            let at: Vec<String> = ids
+                .iter()
+                .filter_map(|id| rules.get(*id as usize))
+                .map(|r| r.place.as_ref().map_or_else(|| r.name.clone(), |p| format!("{} at {p}", r.name)))
+                .collect();
             return Err(limit(format!(
-                "{count} rule entries (ports x process selectors) apply to {net}, its own and those of enclosing prefixes; the kernel checks at most {MAX_RULES_PER_PREFIX} per destination"
+                "{count} rule entries (ports x process selectors) apply to {net}, its own and those of enclosing prefixes; the kernel checks at most {MAX_RULES_PER_PREFIX} per destination. Rules involved: {}",
+                at.join("; ")
             )));
         }
         let value = DestValue { first, count };
@@ -566,7 +574,7 @@ mod tests {
         let docs = parse("t.yaml", &text).expect("valid");
         let (m, _) = merge(&docs).expect("merges");
         let e = compile(&m, &FakeHost, OffsetDateTime::UNIX_EPOCH).expect_err("over the limit").to_string();
-        assert!(e.contains("at most 64"), "{e}");
+        assert!(e.contains("at most 64") && e.contains("allow/0 at t.yaml:6:7 (spec.allow[0])"), "{e}");
     }
 
     /// Reference check: the flattened tables agree with a direct scan of the rules for random

@@ -343,6 +343,8 @@ mod tests {
     fn host_bits_are_refused_with_a_suggestion() {
         let e = err(&format!("{HEAD}spec:\n  allow:\n    - cidr: 10.0.0.1/8\n"));
         assert!(e.contains("did you mean `10.0.0.0/8`"), "{e}");
+        let e = err(&format!("{HEAD}spec:\n  allow:\n    - cidr: \"::ffff:10.0.0.0/104\"\n"));
+        assert!(e.contains("write `10.0.0.0/8`"), "{e}");
     }
 
     #[test]

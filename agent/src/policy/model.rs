@@ -249,12 +249,16 @@ impl FromStr for Cidr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        if let Ok(addr) = s.parse::<IpAddr>() {
-            return Ok(Cidr(IpNet::from(addr)));
+        let net: IpNet = match s.parse::<IpAddr>() {
+            Ok(addr) => IpNet::from(addr),
+            Err(_) => s.parse().map_err(|_| format!("invalid CIDR `{s}`: expected an address or address/prefix-length"))?,
+        };
+        // IPv4-mapped destinations are matched as IPv4: a mapped rule would never match.
+        if let IpNet::V6(v6) = net {
+            if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
+                return Err(format!("CIDR `{s}` is IPv4-mapped, and such destinations are matched as IPv4: write `{v4}/{}`", v6.prefix_len() - 96));
+            }
         }
-        let net: IpNet = s
-            .parse()
-            .map_err(|_| format!("invalid CIDR `{s}`: expected an address or address/prefix-length"))?;
         if net.trunc() != net {
             return Err(format!(
                 "CIDR `{s}` has host bits set under its /{} mask; did you mean `{}`?",
