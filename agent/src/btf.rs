@@ -92,8 +92,8 @@ mod tests {
         assert_eq!(o.valid, 1);
         // Each pointer field sits inside its struct, at a pointer-aligned offset.
         for off in [o.task_mm, o.mm_exe_file, o.file_inode, o.inode_sb, o.binprm_filename] {
-            assert!(off > 0 && off % 8 == 0 && off < 16384, "{o:?}");
+            assert!(off > 0 && off.is_multiple_of(8) && off < 16384, "{o:?}");
         }
-        assert!(o.inode_ino % 8 == 0, "{o:?}");
+        assert!(o.inode_ino.is_multiple_of(8), "{o:?}");
     }
 }

@@ -1,5 +1,6 @@
 //! The kernel datapath: loads the embedded programs, attaches them to the watched cgroup, and
 //! installs compiled policies into the maps. Dropping a [`Datapath`] detaches everything.
+#![expect(clippy::result_large_err, reason = "aya's EbpfError and ProgramError are large; these errors happen once, at start-up or reload")]
 
 use std::{fs::File, os::fd::AsRawFd as _, path::Path};
 

@@ -6,6 +6,7 @@
 //! the running one stays in force. Selectors are re-resolved every 30 s (a package upgrade gives
 //! a binary a new inode; a pod's cgroup appears when it is scheduled), and the policy is compiled
 //! again when a temporary approval expires.
+#![expect(clippy::result_large_err, reason = "RunError wraps DatapathError (see datapath.rs); it is returned once, when the agent stops")]
 
 use std::{
     collections::BTreeMap,

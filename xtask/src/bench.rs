@@ -6,6 +6,7 @@
 //! connects to a listener on the namespace's loopback. Two operations are timed:
 //! - TCP connect + close: what an application pays per new connection;
 //! - UDP connect(): a syscall that sends no packet, so the hook's share is seen undiluted.
+//!
 //! Configurations are interleaved round by round, and the median of the rounds is reported, so
 //! drift on the machine affects all three alike.
 
