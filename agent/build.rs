@@ -9,9 +9,6 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("agent crate has no parent directory"))?
         .join("agent-ebpf");
     let root = root.to_str().context("non-UTF-8 path to agent-ebpf")?.to_owned();
-    build_ebpf(
-        [Package { name: "agent-ebpf", root_dir: &root, ..Default::default() }],
-        Toolchain::Nightly,
-    )
-    .context("building the kernel programs failed; run `cargo xtask setup` first")
+    build_ebpf([Package { name: "agent-ebpf", root_dir: &root, ..Default::default() }], Toolchain::Nightly)
+        .context("building the kernel programs failed; run `cargo xtask setup` first")
 }

@@ -22,19 +22,18 @@
 #![allow(internal_features)]
 
 use agent_common::{
-    event_flags, hook, mode, proto_bits, record, rule_flags, selector_flags, verdict, AddrV4,
-    AddrV6, Config, DestValue, Event, ExeKey, ExecEvent, RuleEntry, Selector, SlotMeta,
-    EVENTS_RING_BYTES, EVENTS_WAKEUP_BYTES, MAX_EXE_KEYS, MAX_PREFIXES, MAX_RULES_PER_PREFIX,
-    MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+    event_flags, hook, mode, proto_bits, record, rule_flags, selector_flags, verdict, AddrV4, AddrV6, Config,
+    DestValue, Event, ExeKey, ExecEvent, RuleEntry, Selector, SlotMeta, EVENTS_RING_BYTES, EVENTS_WAKEUP_BYTES,
+    MAX_EXE_KEYS, MAX_PREFIXES, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
-        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
         generated::{
-            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task,
-            bpf_get_socket_cookie, bpf_ktime_get_ns,
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_task, bpf_get_socket_cookie,
+            bpf_ktime_get_ns,
         },
     },
     macros::{cgroup_sock_addr, map, raw_tracepoint},
@@ -142,13 +141,7 @@ fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
     // user_ip4 is in network order in memory: its native bytes are the address bytes.
     let ip4 = sa.user_ip4.to_ne_bytes();
     addr[..4].copy_from_slice(&ip4);
-    let dest = Dest {
-        addr,
-        family: AF_INET,
-        port: u16::from_be(sa.user_port as u16),
-        proto,
-        flags: 0,
-    };
+    let dest = Dest { addr, family: AF_INET, port: u16::from_be(sa.user_port as u16), proto, flags: 0 };
     handle(ctx, hook, &dest)
 }
 
@@ -366,9 +359,8 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         flags |= event_flags::EXE_UNKNOWN;
     }
     // SAFETY: plain helpers without pointer arguments, or with the program's own context.
-    let (ts_ns, cgroup_id, cookie) = unsafe {
-        (bpf_ktime_get_ns(), bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr()))
-    };
+    let (ts_ns, cgroup_id, cookie) =
+        unsafe { (bpf_ktime_get_ns(), bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr())) };
     entry.write(Event {
         kind: record::CONNECT,
         pid: (pid_tgid >> 32) as u32,
@@ -509,7 +501,11 @@ unsafe fn read_ptr(base: *const u8, offset: u32) -> Result<*const u8, i32> {
         return Err(-1);
     }
     let p = unsafe { bpf_probe_read_kernel(base.add(offset as usize) as *const *const u8)? };
-    if p.is_null() { Err(-1) } else { Ok(p) }
+    if p.is_null() {
+        Err(-1)
+    } else {
+        Ok(p)
+    }
 }
 
 #[cfg(not(test))]

@@ -64,7 +64,8 @@ fn find_member(btf: &Btf, s: &btf_rs::Struct, field: &str, base_bits: u32) -> Re
             // Qualifiers and typedefs can wrap an anonymous aggregate.
             loop {
                 ty = match &ty {
-                    Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) => match ty.as_btf_type() {
+                    Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) => match ty.as_btf_type()
+                    {
                         Some(t) => btf.resolve_chained_type(t)?,
                         None => break,
                     },
@@ -88,7 +89,8 @@ mod tests {
     /// Runs against this machine's kernel BTF: the one the agent will load against.
     #[test]
     fn offsets_from_running_kernel_are_plausible() {
-        let o = kernel_offsets(Path::new(VMLINUX)).expect("kernel BTF present (Linux >= 5.4 with CONFIG_DEBUG_INFO_BTF)");
+        let o =
+            kernel_offsets(Path::new(VMLINUX)).expect("kernel BTF present (Linux >= 5.4 with CONFIG_DEBUG_INFO_BTF)");
         assert_eq!(o.valid, 1);
         // Each pointer field sits inside its struct, at a pointer-aligned offset.
         for off in [o.task_mm, o.mm_exe_file, o.file_inode, o.inode_sb, o.binprm_filename] {

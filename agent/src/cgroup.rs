@@ -122,7 +122,9 @@ impl CgroupNames {
                 break;
             }
             let Ok(meta) = fs::metadata(&dir) else { continue };
-            let rel = dir.strip_prefix(&self.mount).map_or_else(|_| dir.display().to_string(), |r| format!("/{}", r.display()));
+            let rel = dir
+                .strip_prefix(&self.mount)
+                .map_or_else(|_| dir.display().to_string(), |r| format!("/{}", r.display()));
             self.by_id.insert(meta.ino(), rel);
             let Ok(rd) = fs::read_dir(&dir) else { continue };
             stack.extend(rd.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()));

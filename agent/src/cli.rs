@@ -1,11 +1,6 @@
 //! The command line, and the commands that only read: `check` and `explain`.
 
-use std::{
-    net::SocketAddr,
-    os::unix::fs::MetadataExt as _,
-    path::PathBuf,
-    process::ExitCode,
-};
+use std::{net::SocketAddr, os::unix::fs::MetadataExt as _, path::PathBuf, process::ExitCode};
 
 use agent_common::{verdict, RULE_DEFAULT};
 use clap::{Args, Parser, Subcommand};
@@ -22,7 +17,11 @@ use crate::{
 };
 
 #[derive(Parser)]
-#[command(name = "egress-agent", version, about = "Per-process egress allowlisting for third-party vendors, in the kernel")]
+#[command(
+    name = "egress-agent",
+    version,
+    about = "Per-process egress allowlisting for third-party vendors, in the kernel"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -139,7 +138,13 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
         let name = a.name.as_ref().map_or_else(|| i.to_string(), ToString::to_string);
         let ports: Vec<String> = a.ports.iter().map(ToString::to_string).collect();
         let protos: Vec<String> = a.protocols.iter().map(|p| format!("{p:?}").to_lowercase()).collect();
-        let _ = writeln!(s, "  allow/{name}: {} ports {} protocols {} for every process", a.cidr.0, list(&ports), list(&protos));
+        let _ = writeln!(
+            s,
+            "  allow/{name}: {} ports {} protocols {} for every process",
+            a.cidr.0,
+            list(&ports),
+            list(&protos)
+        );
     }
     for (v, _) in &m.vendors {
         let dests: Vec<String> = v.destinations.iter().map(|d| d.cidr.0.to_string()).collect();
@@ -220,7 +225,9 @@ pub fn explain(a: &ExplainArgs) -> ExitCode {
             format!("{} reserves this destination to its processes and this process is not one of them", r.name)
         }
         Some(r) => format!("allowed by {}", r.name),
-        None if d.rule_id == RULE_DEFAULT => format!("no rule allows it; mode {:?}, default {:?}", compiled.mode, compiled.default),
+        None if d.rule_id == RULE_DEFAULT => {
+            format!("no rule allows it; mode {:?}, default {:?}", compiled.mode, compiled.default)
+        }
         None => "unknown rule".to_owned(),
     };
     let at = rule.and_then(|r| r.place.as_ref()).map_or_else(String::new, |p| format!(" (defined at {p})"));
@@ -242,7 +249,12 @@ fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
             .ok_or_else(|| format!("--pid {pid}: no Uid in {base}/status"))?;
         let cg = std::fs::read_to_string(format!("{base}/cgroup")).map_err(|e| format!("--pid {pid}: {e}"))?;
         let path = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_owned();
-        Ok(ProcIdentity { exe: Some((user_dev_to_kernel(exe.dev()), exe.ino())), uid, comm: comm.trim().to_owned(), cgroup_ancestors: ancestors(&path) })
+        Ok(ProcIdentity {
+            exe: Some((user_dev_to_kernel(exe.dev()), exe.ino())),
+            uid,
+            comm: comm.trim().to_owned(),
+            cgroup_ancestors: ancestors(&path),
+        })
     } else if let Some(exe) = &a.exe {
         let m = std::fs::metadata(exe).map_err(|e| format!("--exe {}: {e}", exe.display()))?;
         let comm = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -1,6 +1,9 @@
 //! The kernel datapath: loads the embedded programs, attaches them to the watched cgroup, and
 //! installs compiled policies into the maps. Dropping a [`Datapath`] detaches everything.
-#![expect(clippy::result_large_err, reason = "aya's EbpfError and ProgramError are large; these errors happen once, at start-up or reload")]
+#![expect(
+    clippy::result_large_err,
+    reason = "aya's EbpfError and ProgramError are large; these errors happen once, at start-up or reload"
+)]
 
 use std::{fs::File, os::fd::AsRawFd as _, path::Path};
 
@@ -91,9 +94,12 @@ impl Datapath {
             let mut watched: CgroupArray<_> = self.map_mut(maps::WATCHED_CGROUP)?;
             watched.set(0, fd.as_raw_fd(), 0).map_err(map_err(maps::WATCHED_CGROUP))?;
         }
-        exec_program(&mut self.ebpf)?
-            .attach(EXEC_HOOK)
-            .map_err(|source| DatapathError::Attach { program: progs::EXEC, hook: EXEC_HOOK, cgroup: cg.clone(), source })?;
+        exec_program(&mut self.ebpf)?.attach(EXEC_HOOK).map_err(|source| DatapathError::Attach {
+            program: progs::EXEC,
+            hook: EXEC_HOOK,
+            cgroup: cg.clone(),
+            source,
+        })?;
         for (program, hook) in HOOKS {
             let prog: &mut CgroupSockAddr = self
                 .ebpf
@@ -101,8 +107,12 @@ impl Datapath {
                 .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
                 .try_into()
                 .map_err(|source| DatapathError::Program { program, hook, source })?;
-            prog.attach(&fd, CgroupAttachMode::Single)
-                .map_err(|source| DatapathError::Attach { program, hook, cgroup: cg.clone(), source })?;
+            prog.attach(&fd, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
+                program,
+                hook,
+                cgroup: cg.clone(),
+                source,
+            })?;
         }
         Ok(())
     }
@@ -167,7 +177,12 @@ impl Datapath {
         }
         {
             let mut meta: Array<_, SlotMeta> = self.map_mut(maps::SLOT_META)?;
-            let m = SlotMeta { generation, mode: policy.mode_bits(), default_verdict: policy.default_verdict_bits(), _pad: [0; 2] };
+            let m = SlotMeta {
+                generation,
+                mode: policy.mode_bits(),
+                default_verdict: policy.default_verdict_bits(),
+                _pad: [0; 2],
+            };
             meta.set(slot, m, 0).map_err(map_err(maps::SLOT_META))?;
         }
         let mut active: Array<_, u32> = self.map_mut(maps::ACTIVE_SLOT)?;
@@ -205,7 +220,10 @@ fn wait_for_running_programs() {
     }
 }
 
-fn clear_trie<K: aya::Pod>(trie: &mut LpmTrie<&mut MapData, K, DestValue>, map: &'static str) -> Result<(), DatapathError> {
+fn clear_trie<K: aya::Pod>(
+    trie: &mut LpmTrie<&mut MapData, K, DestValue>,
+    map: &'static str,
+) -> Result<(), DatapathError> {
     let keys: Vec<Key<K>> = trie.keys().collect::<Result<_, _>>().map_err(map_err(map))?;
     for k in keys {
         trie.remove(&k).map_err(map_err(map))?;

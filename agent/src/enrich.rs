@@ -40,7 +40,12 @@ pub struct Enricher {
 impl Enricher {
     pub fn new(cgroup_mount: PathBuf, cmdline: bool) -> Self {
         let nz = |n| NonZeroUsize::new(n).unwrap_or(NonZeroUsize::MIN);
-        Self { procs: LruCache::new(nz(PROC_CACHE)), exes: LruCache::new(nz(EXE_CACHE)), cgroups: cgroup::CgroupNames::new(cgroup_mount), cmdline }
+        Self {
+            procs: LruCache::new(nz(PROC_CACHE)),
+            exes: LruCache::new(nz(EXE_CACHE)),
+            cgroups: cgroup::CgroupNames::new(cgroup_mount),
+            cmdline,
+        }
     }
 
     pub fn enrich(&mut self, ev: &Event) -> Enriched {
@@ -58,7 +63,8 @@ impl Enricher {
             return;
         }
         let dev = events::kernel_dev_to_user(ex.exe_dev);
-        let same_file = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ex.exe_ino && m.dev() == dev);
+        let same_file =
+            |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ex.exe_ino && m.dev() == dev);
         let given = PathBuf::from(events::c_str(&ex.filename));
         let base = format!("/proc/{}", ex.pid);
         // /proc/PID/exe is checked through the magic link itself, which works across mount
@@ -109,6 +115,7 @@ impl Enricher {
 fn read_cmdline(path: &str) -> Option<Vec<String>> {
     let raw = std::fs::read(path).ok()?;
     let raw = &raw[..raw.len().min(MAX_CMDLINE_BYTES)];
-    let args: Vec<String> = raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    let args: Vec<String> =
+        raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     (!args.is_empty()).then_some(args)
 }

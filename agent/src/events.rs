@@ -104,9 +104,28 @@ mod tests {
 
     fn event() -> Event {
         Event {
-            kind: record::CONNECT, pid: 0, tid: 0, uid: 0, gid: 0, exe_dev: 0, rule_id: 0, generation: 0,
-            ts_ns: 0, cookie: 0, cgroup_id: 0, exe_ino: 0, start_ns: 0, daddr: [0; 16], comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-            dport: 0, family: 2, proto: 6, verdict: 0, hook: 1, flags: 0, _pad1: 0,
+            kind: record::CONNECT,
+            pid: 0,
+            tid: 0,
+            uid: 0,
+            gid: 0,
+            exe_dev: 0,
+            rule_id: 0,
+            generation: 0,
+            ts_ns: 0,
+            cookie: 0,
+            cgroup_id: 0,
+            exe_ino: 0,
+            start_ns: 0,
+            daddr: [0; 16],
+            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+            dport: 0,
+            family: 2,
+            proto: 6,
+            verdict: 0,
+            hook: 1,
+            flags: 0,
+            _pad1: 0,
         }
     }
 
@@ -115,7 +134,8 @@ mod tests {
         let mut ev = event();
         ev.daddr[..4].copy_from_slice(&[192, 0, 2, 1]);
         // SAFETY: test-only view of a repr(C) value as bytes.
-        let bytes = unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>()) };
+        let bytes =
+            unsafe { std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), std::mem::size_of::<Event>()) };
         let Some(Record::Connect(back)) = decode(bytes) else { panic!("a connect record") };
         assert_eq!(back, ev);
         assert_eq!(dst(&back).to_string(), "192.0.2.1");

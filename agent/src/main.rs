@@ -41,7 +41,11 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!(error = %cli::error_chain(&e), "egress-agent stopped");
-                    if e.is_usage() { ExitCode::from(EXIT_USAGE) } else { ExitCode::FAILURE }
+                    if e.is_usage() {
+                        ExitCode::from(EXIT_USAGE)
+                    } else {
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

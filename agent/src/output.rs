@@ -3,8 +3,8 @@
 
 use std::{
     fs::OpenOptions,
-    os::unix::fs::OpenOptionsExt as _,
     io::{self, BufWriter, Write},
+    os::unix::fs::OpenOptionsExt as _,
     path::Path,
 };
 

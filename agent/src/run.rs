@@ -6,7 +6,10 @@
 //! the running one stays in force. Selectors are re-resolved every 30 s (a package upgrade gives
 //! a binary a new inode; a pod's cgroup appears when it is scheduled), and the policy is compiled
 //! again when a temporary approval expires.
-#![expect(clippy::result_large_err, reason = "RunError wraps DatapathError (see datapath.rs); it is returned once, when the agent stops")]
+#![expect(
+    clippy::result_large_err,
+    reason = "RunError wraps DatapathError (see datapath.rs); it is returned once, when the agent stops"
+)]
 
 use std::{
     collections::BTreeMap,
@@ -93,7 +96,14 @@ impl PolicyState {
 
     /// Installs `p` as a new generation, unless it is identical to the one in force.
     /// `load_us`: how long reading and compiling took, for the log.
-    fn install(&mut self, dp: &mut Datapath, merged: Merged, p: CompiledPolicy, why: &str, load_us: u64) -> Result<(), DatapathError> {
+    fn install(
+        &mut self,
+        dp: &mut Datapath,
+        merged: Merged,
+        p: CompiledPolicy,
+        why: &str,
+        load_us: u64,
+    ) -> Result<(), DatapathError> {
         let cur = self.current();
         if cur.tables == p.tables && cur.mode == p.mode && cur.default == p.default && cur.rules == p.rules {
             debug!(why, "policy unchanged");
@@ -131,7 +141,9 @@ impl PolicyState {
                     error!(error = %e, "installing the policy failed; the previous policy stays in force");
                 }
             }
-            Err(e) => error!(why, error = %e, policy = %policy::describe(&self.paths), "policy refused; the previous policy stays in force"),
+            Err(e) => {
+                error!(why, error = %e, policy = %policy::describe(&self.paths), "policy refused; the previous policy stays in force")
+            }
         }
     }
 
@@ -175,11 +187,17 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     // Open the output before attaching: a bad --events must not leave a half-started enforcer.
-    let mut sink = output::Sink::open(&args.events).map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
+    let mut sink = output::Sink::open(&args.events)
+        .map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
     let mut dp = Datapath::load(offsets)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
-    let mut state = PolicyState { paths: args.policy.clone(), merged, generation: 1, by_gen: BTreeMap::from([(1, Arc::new(compiled))]) };
+    let mut state = PolicyState {
+        paths: args.policy.clone(),
+        merged,
+        generation: 1,
+        by_gen: BTreeMap::from([(1, Arc::new(compiled))]),
+    };
     // Policy first, then attach: the first attempt the hooks see is already decided by it.
     dp.attach(&watched)?;
 
@@ -212,7 +230,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let mut pending_change: Option<tokio::time::Instant> = None;
 
-    let mut drain_now = |ring: &mut RingBuf<MapData>, state: &PolicyState| drain(ring, &mut sink, &mut enricher, &state.by_gen, &mut out_errors);
+    let mut drain_now = |ring: &mut RingBuf<MapData>, state: &PolicyState| {
+        drain(ring, &mut sink, &mut enricher, &state.by_gen, &mut out_errors)
+    };
 
     info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = 1, "egress-agent ready");
     loop {

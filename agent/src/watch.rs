@@ -22,7 +22,13 @@ pub fn watch(paths: &[PathBuf], changed: UnboundedSender<()>) -> notify::Result<
     })?;
     let mut dirs: Vec<PathBuf> = paths
         .iter()
-        .map(|p| if p.is_dir() { p.clone() } else { p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf() })
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+            }
+        })
         .collect();
     dirs.sort();
     dirs.dedup();

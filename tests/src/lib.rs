@@ -56,7 +56,10 @@ pub fn require_root() {
 
 /// The agent binary under test: `EGRESS_AGENT_BIN` (set by `cargo xtask test`).
 pub fn agent_bin() -> PathBuf {
-    let p = PathBuf::from(std::env::var_os("EGRESS_AGENT_BIN").expect("EGRESS_AGENT_BIN is not set: run the kernel tests with `cargo xtask test`"));
+    let p = PathBuf::from(
+        std::env::var_os("EGRESS_AGENT_BIN")
+            .expect("EGRESS_AGENT_BIN is not set: run the kernel tests with `cargo xtask test`"),
+    );
     assert!(p.is_file(), "EGRESS_AGENT_BIN={} does not exist", p.display());
     p
 }
@@ -164,7 +167,11 @@ impl TestEnv {
             .expect("start server");
         self.children.push(child);
         let server = ServerLog { log };
-        wait_for(Duration::from_secs(10), || server.lines().iter().any(|l| l == "ready"), || format!("server {proto} {addr}:{port} did not start"));
+        wait_for(
+            Duration::from_secs(10),
+            || server.lines().iter().any(|l| l == "ready"),
+            || format!("server {proto} {addr}:{port} did not start"),
+        );
         server
     }
 
@@ -189,14 +196,26 @@ impl TestEnv {
 
     /// Runs tests/py/client.py in the cgroup and returns its JSON report.
     pub fn client(&self, mode: &str, addr: &str, port: u16) -> Value {
-        let out = self.in_cgroup("python3", &[&py("client.py"), mode, addr, &port.to_string()]).output().expect("run client");
+        let out =
+            self.in_cgroup("python3", &[&py("client.py"), mode, addr, &port.to_string()]).output().expect("run client");
         assert!(out.status.success(), "client {mode} {addr}:{port} failed: {}", String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("client output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("client output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Runs the client in the namespace but outside the watched cgroup.
     pub fn client_outside(&self, mode: &str, addr: &str, port: u16) -> Value {
-        let out = sh(Command::new("ip").args(["netns", "exec", &self.netns, "python3", &py("client.py"), mode, addr, &port.to_string(), "0"]));
+        let out = sh(Command::new("ip").args([
+            "netns",
+            "exec",
+            &self.netns,
+            "python3",
+            &py("client.py"),
+            mode,
+            addr,
+            &port.to_string(),
+            "0",
+        ]));
         serde_json::from_slice(&out.stdout).expect("client output")
     }
 }
@@ -234,7 +253,11 @@ impl ServerLog {
     }
 
     pub fn wait_received(&self, n: usize) -> Vec<String> {
-        wait_for(Duration::from_secs(10), || self.received().len() >= n, || format!("server got {:?}, expected {n} entries", self.received()));
+        wait_for(
+            Duration::from_secs(10),
+            || self.received().len() >= n,
+            || format!("server got {:?}, expected {n} entries", self.received()),
+        );
         self.received()
     }
 }
@@ -309,14 +332,21 @@ impl Agent {
             if let Some(e) = self.events().into_iter().find(|e| pred(e)) {
                 return e;
             }
-            assert!(Instant::now() < deadline, "no event {what} within 10 s; events:\n{:#?}\nagent log:\n{}", self.events(), self.log());
+            assert!(
+                Instant::now() < deadline,
+                "no event {what} within 10 s; events:\n{:#?}\nagent log:\n{}",
+                self.events(),
+                self.log()
+            );
             sleep(Duration::from_millis(20));
         }
     }
 
     /// The event of process `pid` to `dst`:`dport`.
     pub fn event_of(&self, pid: u64, dst: &str, dport: u16) -> Value {
-        self.wait_event(&format!("of pid {pid} to {dst}:{dport}"), |e| e["pid"] == pid && e["dst"] == dst && e["dport"] == dport)
+        self.wait_event(&format!("of pid {pid} to {dst}:{dport}"), |e| {
+            e["pid"] == pid && e["dst"] == dst && e["dport"] == dport
+        })
     }
 
     /// Sends a signal to the agent.

@@ -59,13 +59,17 @@ fn settle() {
 }
 
 fn realpath_of(bin: &str) -> String {
-    let out = Command::new("sh").args(["-c", &format!("readlink -f \"$(command -v {bin})\"")]).output().expect("readlink");
+    let out =
+        Command::new("sh").args(["-c", &format!("readlink -f \"$(command -v {bin})\"")]).output().expect("readlink");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The interpreter behind `python3` (which may be a wrapper script, e.g. a pyenv shim).
 fn python_exe() -> String {
-    let out = Command::new("python3").args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"]).output().expect("python3");
+    let out = Command::new("python3")
+        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+        .output()
+        .expect("python3");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -95,7 +99,12 @@ fn tcp4_allowed_connection_is_attributed_to_its_process() {
     let ev = agent.event_of(pid(&report), ADDR4, TCP_OK);
     assert_eq!(ev["comm"], "python3");
     assert_eq!(ev["exe"], python_exe(), "{ev}");
-    assert!(ev["cmdline"].as_array().is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.ends_with("client.py")))), "{ev}");
+    assert!(
+        ev["cmdline"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str().is_some_and(|s| s.ends_with("client.py")))),
+        "{ev}"
+    );
 }
 
 #[test]
@@ -214,7 +223,10 @@ fn udp_connected_and_unconnected_both_families() {
     let agent = env.agent(&spec("enforce", "deny"));
     for (addr, ok, denied) in &servers {
         let v6 = addr.contains(':');
-        for (mode, hook) in [("udp-connect", if v6 { "connect6" } else { "connect4" }), ("udp-sendto", if v6 { "sendmsg6" } else { "sendmsg4" })] {
+        for (mode, hook) in [
+            ("udp-connect", if v6 { "connect6" } else { "connect4" }),
+            ("udp-sendto", if v6 { "sendmsg6" } else { "sendmsg4" }),
+        ] {
             let before = ok.received().len();
             let report = env.client(mode, addr, UDP_OK);
             assert_allowed(&report);
@@ -235,7 +247,8 @@ fn udp_connected_and_unconnected_both_families() {
         assert!(denied.received().is_empty(), "{addr}: {:?}", denied.received());
     }
     // nc: an ordinary tool sees the refusal too.
-    let nc = env.in_cgroup("sh", &["-c", &format!("echo hi | nc -v -u -w1 {ADDR4} {UDP_DENIED}")]).output().expect("nc");
+    let nc =
+        env.in_cgroup("sh", &["-c", &format!("echo hi | nc -v -u -w1 {ADDR4} {UDP_DENIED}")]).output().expect("nc");
     assert_eq!(nc.status.code(), Some(1), "nc should be refused: {nc:?}");
     assert!(String::from_utf8_lossy(&nc.stderr).contains("Operation not permitted"), "nc should be refused: {nc:?}");
     settle();
@@ -403,17 +416,30 @@ fn a_bad_policy_is_refused_at_start_with_its_place() {
 #[test]
 fn check_accepts_every_example_policy_and_names_the_place_of_an_error() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join("policies");
-    let files: Vec<_> = std::fs::read_dir(&root).expect("policies/").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect();
+    let files: Vec<_> = std::fs::read_dir(&root)
+        .expect("policies/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
     assert!(files.len() >= 3, "{files:?}");
     // Each example is a policy of its own (several paths given together merge into one).
     for f in &files {
         let out = Command::new(egress_agent_tests::agent_bin()).arg("check").arg(f).output().expect("check");
         assert!(out.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&out.stderr));
-        assert!(String::from_utf8_lossy(&out.stdout).contains("`: ok; mode"), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("`: ok; mode"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
     let env = TestEnv::new("check");
     let bad = env.path("bad.yaml");
-    std::fs::write(&bad, policy("  vendors:\n    - name: x\n      destinations: [{cidr: 1.2.3.4}]\n      ports: [70000]\n")).expect("write");
+    std::fs::write(
+        &bad,
+        policy("  vendors:\n    - name: x\n      destinations: [{cidr: 1.2.3.4}]\n      ports: [70000]\n"),
+    )
+    .expect("write");
     let out = Command::new(egress_agent_tests::agent_bin()).arg("check").arg(&bad).output().expect("check");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -449,7 +475,11 @@ fn other_protocols_are_decided_by_default_and_reported() {
     assert_eq!(r[UDP_OK.to_string()], 0, "UDP-Lite to an allowed UDP port: {r}");
     assert_eq!(r[UDP_DENIED.to_string()], EPERM, "{r}");
     let ev = agent.wait_event("of the ping socket", |e| e["proto"] == "icmp");
-    assert_eq!((ev["verdict"].as_str(), ev["rule"].as_str(), ev["pid"].as_u64()), (Some("deny"), Some("default"), r["pid"].as_u64()), "{ev}");
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["rule"].as_str(), ev["pid"].as_u64()),
+        (Some("deny"), Some("default"), r["pid"].as_u64()),
+        "{ev}"
+    );
     let ev = agent.event_of(pid(&r), ADDR4, UDP_OK);
     assert_event(&ev, "allow", Some("feeds"), "vendor/feeds", "udp");
 }

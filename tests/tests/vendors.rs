@@ -32,7 +32,10 @@ fn curl_path() -> PathBuf {
 /// Runs `curl` (or a copy of it) in the test cgroup; returns its exit code and the pid it had.
 fn curl_from(env: &TestEnv, bin: &Path, port: u16) -> (i32, u32) {
     let child = env
-        .in_cgroup(&bin.display().to_string(), &["-sS", "-o", "/dev/null", "--max-time", "3", &format!("http://{ADDR4}:{port}/")])
+        .in_cgroup(
+            &bin.display().to_string(),
+            &["-sS", "-o", "/dev/null", "--max-time", "3", &format!("http://{ADDR4}:{port}/")],
+        )
         .spawn()
         .expect("curl");
     let pid = child.id();
@@ -60,7 +63,11 @@ fn a_vendor_is_reserved_to_its_processes_by_executable_identity() {
     let (code, pid) = curl_from(&env, &allowed, WEB);
     assert_eq!(code, 0, "{}", agent.log());
     let ev = event_of_pid(&agent, pid);
-    assert_eq!((ev["verdict"].as_str(), ev["vendor"].as_str(), ev["reason"].as_str()), (Some("allow"), Some("web"), Some("rule")), "{ev}");
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["vendor"].as_str(), ev["reason"].as_str()),
+        (Some("allow"), Some("web"), Some("rule")),
+        "{ev}"
+    );
     assert_eq!(ev["exe"], allowed.display().to_string());
     assert_eq!(server.wait_received(1).len(), 1);
 
@@ -102,7 +109,10 @@ fn uid_and_cgroup_selectors_are_decided_in_the_kernel() {
     let url = format!("http://{ADDR4}:{WEB}/");
     // In the sub-cgroup (a descendant of the selector's cgroup counts too): allowed.
     let mut c = Command::new("sh");
-    c.args(["-c", "echo $$ > \"$1/cgroup.procs\" && exec ip netns exec \"$2\" curl -sS -o /dev/null \"$3\"", "sh"]).arg(&sub).arg(&env.netns).arg(&url);
+    c.args(["-c", "echo $$ > \"$1/cgroup.procs\" && exec ip netns exec \"$2\" curl -sS -o /dev/null \"$3\"", "sh"])
+        .arg(&sub)
+        .arg(&env.netns)
+        .arg(&url);
     let out = c.output().expect("curl");
     assert!(out.status.success(), "curl in the billing cgroup: {out:?}\n{}", agent.log());
     // As root in the parent cgroup: refused.
@@ -110,7 +120,10 @@ fn uid_and_cgroup_selectors_are_decided_in_the_kernel() {
     assert_eq!(code, 7);
     // As uid 65534 in the parent cgroup: allowed by the second selector.
     let out = env
-        .in_cgroup("setpriv", &["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-sS", "-o", "/dev/null", &url])
+        .in_cgroup(
+            "setpriv",
+            &["--reuid=65534", "--regid=65534", "--clear-groups", "curl", "-sS", "-o", "/dev/null", &url],
+        )
         .output()
         .expect("setpriv");
     assert!(out.status.success(), "curl as 65534: {out:?}");
@@ -129,7 +142,11 @@ fn a_vendor_in_monitor_mode_reports_instead_of_refusing() {
     let (code, pid) = curl_from(&env, &curl_path(), WEB);
     assert_eq!(code, 0);
     let ev = event_of_pid(&agent, pid);
-    assert_eq!((ev["verdict"].as_str(), ev["reason"].as_str(), ev["vendor"].as_str()), (Some("alert"), Some("process"), Some("web")), "{ev}");
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["reason"].as_str(), ev["vendor"].as_str()),
+        (Some("alert"), Some("process"), Some("web")),
+        "{ev}"
+    );
     assert_eq!(server.wait_received(1).len(), 1);
 }
 
@@ -176,7 +193,11 @@ fn reloads_under_a_connection_loop_never_give_a_wrong_verdict() {
     // The last write allowed EXTRA: it is in force.
     wait_for(Duration::from_secs(5), || agent.log().matches("policy installed").count() >= installs, String::new);
     write_atomic(&policy_path, &reload_policy(true));
-    wait_for(Duration::from_secs(10), || env.client("tcp", ADDR4, EXTRA)["ok"] == true, || format!("EXTRA never allowed:\n{}", agent.log()));
+    wait_for(
+        Duration::from_secs(10),
+        || env.client("tcp", ADDR4, EXTRA)["ok"] == true,
+        || format!("EXTRA never allowed:\n{}", agent.log()),
+    );
     assert!(!extra.wait_received(1).is_empty());
 }
 
@@ -188,9 +209,16 @@ fn a_broken_policy_is_refused_and_the_running_one_stays_in_force() {
     let agent = env.agent(&reload_policy(false));
     let policy_path = env.path("policy.yaml");
     write_atomic(&policy_path, &reload_policy(false).replace(ADDR4, "198.18.0.300"));
-    wait_for(Duration::from_secs(10), || agent.log().contains("policy refused"), || format!("no refusal logged:\n{}", agent.log()));
+    wait_for(
+        Duration::from_secs(10),
+        || agent.log().contains("policy refused"),
+        || format!("no refusal logged:\n{}", agent.log()),
+    );
     let log = agent.log();
-    assert!(log.contains(&format!("{}:8:", policy_path.display())) && log.contains("spec.allow[0].cidr"), "the refusal names file, line and field:\n{log}");
+    assert!(
+        log.contains(&format!("{}:8:", policy_path.display())) && log.contains("spec.allow[0].cidr"),
+        "the refusal names file, line and field:\n{log}"
+    );
     assert_eq!(env.client("tcp", ADDR4, WEB)["ok"], true, "the old policy still allows");
     assert_eq!(env.client("tcp", ADDR4, OTHER)["errno"], 1, "the old policy still refuses");
     assert_eq!(ok_server.wait_received(1).len(), 1);
@@ -218,7 +246,11 @@ fn a_configmap_style_symlink_swap_is_picked_up() {
     fs::write(vol.join("..2026_11_23_v2/policy.yaml"), reload_policy(true)).expect("write");
     symlink("..2026_11_23_v2", vol.join("..data_tmp")).expect("link");
     fs::rename(vol.join("..data_tmp"), vol.join("..data")).expect("swap");
-    wait_for(Duration::from_secs(10), || agent.log().contains("policy files changed"), || format!("no reload:\n{}", agent.log()));
+    wait_for(
+        Duration::from_secs(10),
+        || agent.log().contains("policy files changed"),
+        || format!("no reload:\n{}", agent.log()),
+    );
     assert_eq!(env.client("tcp", ADDR4, EXTRA)["ok"], true, "{}", agent.log());
     assert_eq!(extra.wait_received(1).len(), 1);
 }
@@ -243,9 +275,18 @@ fn explain_answers_like_the_kernel() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let dst = format!("{ADDR4}:{WEB}");
-    assert!(explain(&allowed, &dst).starts_with("allow: allowed by vendor/web (defined at "), "{}", explain(&allowed, &dst));
-    assert!(explain(&curl_path(), &dst).starts_with("deny: vendor/web reserves this destination"), "{}", explain(&curl_path(), &dst));
-    assert!(explain(&curl_path(), &format!("{ADDR4}:{OTHER}")).starts_with("allow: no rule allows it; mode Enforce, default Allow"));
+    assert!(
+        explain(&allowed, &dst).starts_with("allow: allowed by vendor/web (defined at "),
+        "{}",
+        explain(&allowed, &dst)
+    );
+    assert!(
+        explain(&curl_path(), &dst).starts_with("deny: vendor/web reserves this destination"),
+        "{}",
+        explain(&curl_path(), &dst)
+    );
+    assert!(explain(&curl_path(), &format!("{ADDR4}:{OTHER}"))
+        .starts_with("allow: no rule allows it; mode Enforce, default Allow"));
 }
 
 /// xorshift64: reproducible pseudo-random numbers without a dependency.
@@ -266,7 +307,8 @@ impl Rng {
 #[test]
 fn large_real_policy_matches_a_reference_in_the_kernel() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/cloud-ranges.txt");
-    let text = fs::read_to_string(&data).unwrap_or_else(|e| panic!("{}: {e} (the shared data set must be beside the repository)", data.display()));
+    let text = fs::read_to_string(&data)
+        .unwrap_or_else(|e| panic!("{}: {e} (the shared data set must be beside the repository)", data.display()));
     let mut rules: Vec<(ipnet::IpNet, u16, u16)> = Vec::new();
     let mut spec = String::from("  mode: enforce\n  default: deny\n  allow:\n");
     for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
@@ -298,7 +340,8 @@ fn large_real_policy_matches_a_reference_in_the_kernel() {
             (ipnet::IpNet::V6(n), 0) => std::net::Ipv6Addr::from(u128::from(n.broadcast()).wrapping_add(1)).into(),
             (ipnet::IpNet::V6(n), _) => {
                 let bits = 128 - u32::from(n.prefix_len());
-                let off = if bits >= 64 { u128::from(rng.next()) } else { u128::from(rng.next()) & ((1u128 << bits) - 1) };
+                let off =
+                    if bits >= 64 { u128::from(rng.next()) } else { u128::from(rng.next()) & ((1u128 << bits) - 1) };
                 std::net::Ipv6Addr::from(u128::from(n.network()).wrapping_add(off)).into()
             }
         };
@@ -314,13 +357,19 @@ fn large_real_policy_matches_a_reference_in_the_kernel() {
     fs::write(&list, probes.iter().map(|(a, p)| format!("{a} {p}\n")).collect::<String>()).expect("write probes");
     let out = env.in_cgroup("python3", &[&py("lpm.py"), &list.display().to_string()]).output().expect("lpm.py");
     assert!(out.status.success(), "{out:?}");
-    let errnos: Vec<i32> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().expect("errno")).collect();
+    let errnos: Vec<i32> =
+        String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().expect("errno")).collect();
     assert_eq!(errnos.len(), probes.len());
     let mut allowed = 0;
     for ((addr, port), errno) in probes.iter().zip(&errnos) {
         let expect = rules.iter().any(|(n, lo, hi)| n.contains(addr) && lo <= port && port <= hi);
         let kernel_allowed = *errno != libc::EPERM;
-        assert_eq!(kernel_allowed, expect, "{addr}:{port}: kernel errno {errno}, reference {}", if expect { "allow" } else { "deny" });
+        assert_eq!(
+            kernel_allowed,
+            expect,
+            "{addr}:{port}: kernel errno {errno}, reference {}",
+            if expect { "allow" } else { "deny" }
+        );
         if expect {
             assert_eq!(*errno, libc::ENETUNREACH, "{addr}:{port}: allowed, so the route lookup must fail");
             allowed += 1;

@@ -76,8 +76,10 @@ pub fn run(which: Which, agent_bin: &Path) -> Result<()> {
 /// so that two variants differ and every reload installs new tables.
 fn large_policy(rules: usize, variant: u16) -> Result<String> {
     let data = crate::util::workspace_root().join("../shared/data/cloud-ranges.txt");
-    let text = std::fs::read_to_string(&data).with_context(|| format!("reading {} (the shared data set beside the repository)", data.display()))?;
-    let cidrs: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1)).collect();
+    let text = std::fs::read_to_string(&data)
+        .with_context(|| format!("reading {} (the shared data set beside the repository)", data.display()))?;
+    let cidrs: Vec<&str> =
+        text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1)).collect();
     if cidrs.is_empty() {
         bail!("{} has no CIDRs", data.display());
     }
@@ -85,7 +87,8 @@ fn large_policy(rules: usize, variant: u16) -> Result<String> {
     for i in 0..rules {
         let cidr = cidrs[i % cidrs.len()];
         // Host bits appear in published lists; the policy format refuses them.
-        let net: std::net::IpAddr = cidr.split('/').next().unwrap_or(cidr).parse().with_context(|| format!("bad CIDR {cidr}"))?;
+        let net: std::net::IpAddr =
+            cidr.split('/').next().unwrap_or(cidr).parse().with_context(|| format!("bad CIDR {cidr}"))?;
         let len: u8 = cidr.split('/').nth(1).unwrap_or("32").parse().with_context(|| format!("bad CIDR {cidr}"))?;
         let net = truncate(net, len);
         let port = 443 + variant + (i / cidrs.len()) as u16;
@@ -140,7 +143,10 @@ fn reload(agent_bin: &Path, rules: usize, rounds: u32) -> Result<()> {
             };
             let field = |name: &str| -> Result<f64> {
                 let plain = strip_ansi(&line);
-                let v = plain.split_whitespace().find_map(|w| w.strip_prefix(&format!("{name}="))).with_context(|| format!("no {name} in {plain}"))?;
+                let v = plain
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix(&format!("{name}=")))
+                    .with_context(|| format!("no {name} in {plain}"))?;
                 Ok(v.parse::<f64>()? / 1000.0)
             };
             let (load, install) = (field("load_us")?, field("install_us")?);
@@ -152,7 +158,10 @@ fn reload(agent_bin: &Path, rules: usize, rounds: u32) -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let med: Vec<(f64, f64)> = results.iter().map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect()))).collect();
+    let med: Vec<(f64, f64)> = results
+        .iter()
+        .map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect())))
+        .collect();
     println!("\npolicy reload (SIGHUP), median of {rounds} rounds; the swap itself is one map write");
     println!("{:<8} {:>12} {:>14} {:>12} {:>10}", "rules", "load ms", "install ms", "total ms", "ratio");
     let base = med[0].0 + med[0].1;
@@ -204,7 +213,17 @@ fn connect(agent_bin: &Path, rounds: u32, tcp: u32, udp: u32) -> Result<()> {
             let out = env
                 .in_cgroup(
                     &xtask.display().to_string(),
-                    &["bench-client", "--addr", ADDR4, "--port", &PORT.to_string(), "--tcp", &tcp.to_string(), "--udp", &udp.to_string()],
+                    &[
+                        "bench-client",
+                        "--addr",
+                        ADDR4,
+                        "--port",
+                        &PORT.to_string(),
+                        "--tcp",
+                        &tcp.to_string(),
+                        "--udp",
+                        &udp.to_string(),
+                    ],
                 )
                 .output()
                 .context("running the bench client")?;
@@ -230,7 +249,10 @@ fn connect(agent_bin: &Path, rounds: u32, tcp: u32, udp: u32) -> Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let med: Vec<(f64, f64)> = results.iter().map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect()))).collect();
+    let med: Vec<(f64, f64)> = results
+        .iter()
+        .map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect())))
+        .collect();
     println!("\nconnect() cost, median of {rounds} rounds ({tcp} TCP connect+close, {udp} UDP connect per round)");
     println!("{:<10} {:>14} {:>10} {:>14} {:>10}", "agent", "tcp ns/op", "tcp ratio", "udp ns/op", "udp ratio");
     for (cfg, (t, u)) in configs.iter().zip(&med) {

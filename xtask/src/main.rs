@@ -70,7 +70,11 @@ fn main() -> Result<()> {
         Cmd::Run { args } => {
             setup::kernel_toolchain()?;
             let bin = build_agent(true)?;
-            let status = Command::new(&bin).arg("run").args(&args).status().with_context(|| format!("starting {}", bin.display()))?;
+            let status = Command::new(&bin)
+                .arg("run")
+                .args(&args)
+                .status()
+                .with_context(|| format!("starting {}", bin.display()))?;
             if !status.success() {
                 bail!("egress-agent exited with {status}");
             }

@@ -56,7 +56,9 @@ fn nightly_libllvm() -> Result<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("libLLVM.so.")));
-    found.ok_or_else(|| anyhow!("the nightly toolchain has no libLLVM.so.* in {}: cannot build bpf-linker against it", lib.display()))
+    found.ok_or_else(|| {
+        anyhow!("the nightly toolchain has no libLLVM.so.* in {}: cannot build bpf-linker against it", lib.display())
+    })
 }
 
 /// `22` from `libLLVM.so.22.1-rust-...`.
@@ -70,9 +72,9 @@ fn llvm_major(lib: &Path) -> Result<String> {
 }
 
 fn cargo_home() -> PathBuf {
-    std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
-    })
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo"))
 }
 
 fn bpf_linker() -> Result<()> {
@@ -86,7 +88,8 @@ fn bpf_linker() -> Result<()> {
     for link in [lib.join("libLLVM.so"), lib.join(own_name)] {
         if std::fs::read_link(&link).ok().as_deref() != Some(libllvm.as_path()) {
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(&libllvm, &link).with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
+            std::os::unix::fs::symlink(&libllvm, &link)
+                .with_context(|| format!("linking {} to {}", link.display(), libllvm.display()))?;
         }
     }
     let installed = Command::new("bpf-linker").arg("--version").output().ok().filter(|o| o.status.success());
@@ -106,7 +109,16 @@ fn bpf_linker() -> Result<()> {
     }
     eprintln!("xtask setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's LLVM {major} (a few minutes, once)");
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--locked", "--version", BPF_LINKER_VERSION, "--no-default-features", "--features", &format!("llvm-{major}")])
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
         .env("LLVM_PREFIX", &prefix))
     .with_context(|| format!("building bpf-linker against {} failed (see cargo's output above)", libllvm.display()))?;
     Ok(())
@@ -128,12 +140,18 @@ pub fn test_deps() -> Result<()> {
         return Ok(());
     }
     if !on_path("apt-get") {
-        bail!("the kernel tests need {} and there is no apt-get to install them: install them by hand", missing.join(", "));
+        bail!(
+            "the kernel tests need {} and there is no apt-get to install them: install them by hand",
+            missing.join(", ")
+        );
     }
     eprintln!("xtask setup: installing {}", missing.join(", "));
     run(Command::new("apt-get").arg("update").arg("-qq"))?;
-    run(Command::new("apt-get").args(["install", "-y", "-qq", "--no-install-recommends"]).args(&missing).env("DEBIAN_FRONTEND", "noninteractive"))
-        .with_context(|| format!("installing {} failed", missing.join(", ")))
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("installing {} failed", missing.join(", ")))
 }
 
 fn on_path(bin: &str) -> bool {

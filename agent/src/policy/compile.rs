@@ -13,9 +13,8 @@ use std::{
 };
 
 use agent_common::{
-    event_flags, proto_bits, rule_flags, selector_flags, verdict, DestValue, RuleEntry, Selector,
-    MAX_EXE_KEYS, MAX_PREFIXES, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS,
-    RULE_DEFAULT,
+    event_flags, proto_bits, rule_flags, selector_flags, verdict, DestValue, RuleEntry, Selector, MAX_EXE_KEYS,
+    MAX_PREFIXES, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use time::OffsetDateTime;
@@ -108,8 +107,12 @@ impl CompiledPolicy {
             v4 => v4,
         };
         let value = match addr {
-            IpAddr::V4(a) => t.v4.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|x| x.1),
-            IpAddr::V6(a) => t.v6.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|x| x.1),
+            IpAddr::V4(a) => {
+                t.v4.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|x| x.1)
+            }
+            IpAddr::V6(a) => {
+                t.v6.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|x| x.1)
+            }
         };
         let bit = proto_bit(proto);
         let mut wrong: Option<&RuleEntry> = None;
@@ -152,7 +155,9 @@ impl CompiledPolicy {
         if s.flags & selector_flags::COMM != 0 && s.comm != comm_bytes(&proc.comm) {
             return false;
         }
-        if s.flags & selector_flags::CGROUP != 0 && proc.cgroup_ancestors.get(s.cgroup_level as usize) != Some(&s.cgroup_id) {
+        if s.flags & selector_flags::CGROUP != 0
+            && proc.cgroup_ancestors.get(s.cgroup_level as usize) != Some(&s.cgroup_id)
+        {
             return false;
         }
         if s.flags & selector_flags::EXE != 0 {
@@ -193,7 +198,11 @@ fn proto_mask(ps: &[Protocol]) -> u8 {
 const MAX_SHADOW_WARNINGS: usize = 20;
 
 /// Compiles a merged policy at time `now`, resolving selectors with `resolver`.
-pub fn compile(m: &Merged, resolver: &dyn Resolver, now: OffsetDateTime) -> Result<(CompiledPolicy, Vec<Problem>), PolicyError> {
+pub fn compile(
+    m: &Merged,
+    resolver: &dyn Resolver,
+    now: OffsetDateTime,
+) -> Result<(CompiledPolicy, Vec<Problem>), PolicyError> {
     let mut warnings = Vec::new();
     let mut rules = Vec::new();
     let mut selectors = vec![Selector::default()];
@@ -225,13 +234,20 @@ pub fn compile(m: &Merged, resolver: &dyn Resolver, now: OffsetDateTime) -> Resu
         let place = &places.name;
         if let Some(exp) = v.expires {
             if exp.0 <= now {
-                warnings.push(Problem::warning(place.clone(), format!("vendor `{}` expired at {}: its rules are not installed", v.name, exp.0)));
+                warnings.push(Problem::warning(
+                    place.clone(),
+                    format!("vendor `{}` expired at {}: its rules are not installed", v.name, exp.0),
+                ));
                 continue;
             }
             next_expiry = Some(next_expiry.map_or(exp.0, |n| n.min(exp.0)));
         }
         let rule_id = rules.len() as u32;
-        rules.push(RuleInfo { name: format!("vendor/{}", v.name), vendor: Some(v.name.0.clone()), place: Some(place.clone()) });
+        rules.push(RuleInfo {
+            name: format!("vendor/{}", v.name),
+            vendor: Some(v.name.0.clone()),
+            place: Some(place.clone()),
+        });
         let flags = match v.mode {
             Some(Mode::Monitor) => rule_flags::MODE_MONITOR,
             Some(Mode::Enforce) => rule_flags::MODE_ENFORCE,
@@ -257,7 +273,11 @@ pub fn compile(m: &Merged, resolver: &dyn Resolver, now: OffsetDateTime) -> Resu
         }
         for d in &v.destinations {
             for &selector in &sel_indexes {
-                add(d.cidr.0, &v.ports, RuleEntry { rule_id, protocols: proto_mask(&v.protocols), flags, selector, ..Default::default() });
+                add(
+                    d.cidr.0,
+                    &v.ports,
+                    RuleEntry { rule_id, protocols: proto_mask(&v.protocols), flags, selector, ..Default::default() },
+                );
             }
         }
     }
@@ -266,11 +286,19 @@ pub fn compile(m: &Merged, resolver: &dyn Resolver, now: OffsetDateTime) -> Resu
 
     let limit = |message: String| PolicyError::Limit { message };
     if selectors.len() > MAX_SELECTORS as usize {
-        return Err(limit(format!("{} process selectors; the kernel holds at most {}", selectors.len() - 1, MAX_SELECTORS - 1)));
+        return Err(limit(format!(
+            "{} process selectors; the kernel holds at most {}",
+            selectors.len() - 1,
+            MAX_SELECTORS - 1
+        )));
     }
     // Both slots share one hash map, so each may use half of it.
     if exe_keys.len() > (MAX_EXE_KEYS / 2) as usize {
-        return Err(limit(format!("{} executables matched by `exe` selectors; the kernel holds at most {}", exe_keys.len(), MAX_EXE_KEYS / 2)));
+        return Err(limit(format!(
+            "{} executables matched by `exe` selectors; the kernel holds at most {}",
+            exe_keys.len(),
+            MAX_EXE_KEYS / 2
+        )));
     }
     let mut entries = Vec::new();
     let mut v4 = Vec::new();
@@ -332,7 +360,10 @@ fn enclosing(net: IpNet) -> impl Iterator<Item = IpNet> {
 
 /// Resolves one selector. Parts that resolve to nothing make it match nothing (and say why):
 /// an unknown user, no executable matching the glob, a cgroup that does not exist yet.
-fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Selector, Vec<super::resolve::ExeFile>, Option<String>) {
+fn compile_selector(
+    sel: &ProcessSelector,
+    r: &dyn Resolver,
+) -> (Selector, Vec<super::resolve::ExeFile>, Option<String>) {
     let mut s = Selector::default();
     let mut problems = Vec::new();
     let mut files = Vec::new();
@@ -372,7 +403,10 @@ fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Selector, Vec<s
         return (s, files, None);
     }
     s.flags |= selector_flags::NEVER;
-    let msg = format!("{}: this selector matches no process until it resolves (the agent retries every 30 s and on reload)", problems.join("; "));
+    let msg = format!(
+        "{}: this selector matches no process until it resolves (the agent retries every 30 s and on reload)",
+        problems.join("; ")
+    );
     (s, files, Some(msg))
 }
 
@@ -409,7 +443,10 @@ fn shadowing(by_prefix: &HashMap<IpNet, Vec<RuleEntry>>, rules: &[RuleInfo]) -> 
             let place = s.place.clone()?;
             let by_place = b.place.as_ref().map_or_else(String::new, |p| format!(" at {p}"));
             let what = if s.vendor.is_some() { "its `processes` do not restrict it" } else { "this rule is redundant" };
-            Some(Problem::warning(place, format!("{} to {net} is also allowed to every process by {} ({up}){by_place}: {what}", s.name, b.name)))
+            Some(Problem::warning(
+                place,
+                format!("{} to {net} is also allowed to every process by {} ({up}){by_place}: {what}", s.name, b.name),
+            ))
         })
         .collect();
     if total > MAX_SHADOW_WARNINGS {
@@ -490,7 +527,10 @@ mod tests {
     fn monitor_turns_deny_into_alert_and_default_allow_allows() {
         let any = ProcIdentity::default();
         let (p, _) = compiled("  mode: monitor\n");
-        assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp, &any), Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, flags: 0 });
+        assert_eq!(
+            p.decide(ip("1.1.1.1"), 80, Protocol::Tcp, &any),
+            Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, flags: 0 }
+        );
         let (p, _) = compiled("  mode: enforce\n  default: allow\n");
         assert_eq!(p.decide(ip("1.1.1.1"), 80, Protocol::Tcp, &any).verdict, verdict::ALLOW);
         let (p, _) = compiled("  mode: enforce\n  default: alert\n");
@@ -523,7 +563,11 @@ mod tests {
     fn vendor_mode_overrides_the_policy_mode_for_its_mismatches() {
         let (p, _) = compiled(&SCOPED.replace("      ports: [443]\n", "      ports: [443]\n      mode: monitor\n"));
         assert_eq!(p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &curl()).verdict, verdict::ALERT);
-        let (p, _) = compiled(&SCOPED.replace("mode: enforce", "mode: monitor").replace("      ports: [443]\n", "      ports: [443]\n      mode: enforce\n"));
+        let (p, _) = compiled(
+            &SCOPED
+                .replace("mode: enforce", "mode: monitor")
+                .replace("      ports: [443]\n", "      ports: [443]\n      mode: enforce\n"),
+        );
         assert_eq!(p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &curl()).verdict, verdict::DENY);
         // Unscoped egress still follows the policy's monitor mode.
         assert_eq!(p.mode, Mode::Monitor);
@@ -542,7 +586,13 @@ mod tests {
     fn unresolvable_selectors_match_nothing_and_warn() {
         let (p, w) = compiled("  mode: enforce\n  vendors:\n    - name: s\n      destinations: [{cidr: 192.0.2.1}]\n      processes:\n        - {exe: /nowhere/*}\n        - {user: nobody-here}\n        - {cgroup: /missing}\n");
         assert_eq!(w.len(), 3, "{w:?}");
-        assert!(w[0].to_string().starts_with("t.yaml:10:11: warning: spec.vendors[0].processes[0]: exe `/nowhere/*` matches no executable"), "{}", w[0]);
+        assert!(
+            w[0].to_string().starts_with(
+                "t.yaml:10:11: warning: spec.vendors[0].processes[0]: exe `/nowhere/*` matches no executable"
+            ),
+            "{}",
+            w[0]
+        );
         assert!(w[1].message.contains("user `nobody-here` does not exist"), "{}", w[1]);
         assert_eq!(p.decide(ip("192.0.2.1"), 1, Protocol::Udp, &api()).verdict, verdict::DENY);
     }
@@ -560,7 +610,14 @@ mod tests {
     fn shadowing_rules_are_reported_with_both_places() {
         let (_, w) = compiled(&format!("{SCOPED}  allow:\n    - {{name: wide, cidr: 192.0.0.0/16, ports: [443]}}\n    - {{name: narrow, cidr: 192.0.5.0/24, ports: [443]}}\n"));
         let text: Vec<String> = w.iter().map(ToString::to_string).collect();
-        assert!(text.iter().any(|t| t.contains("vendor/stripe to 192.0.2.0/24 is also allowed to every process by allow/wide") && t.contains("its `processes` do not restrict it") && t.starts_with("t.yaml:8:13:") && t.contains("at t.yaml:15:7")), "{text:#?}");
+        assert!(
+            text.iter().any(|t| t
+                .contains("vendor/stripe to 192.0.2.0/24 is also allowed to every process by allow/wide")
+                && t.contains("its `processes` do not restrict it")
+                && t.starts_with("t.yaml:8:13:")
+                && t.contains("at t.yaml:15:7")),
+            "{text:#?}"
+        );
         assert!(text.iter().any(|t| t.contains("allow/narrow") && t.contains("redundant")), "{text:#?}");
     }
 
@@ -581,13 +638,17 @@ mod tests {
     /// destinations over a nested, overlapping rule set.
     #[test]
     fn flattened_tables_agree_with_a_direct_scan() {
-        let nets = ["0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.1.0/24", "10.1.1.128/25", "192.168.0.0/16", "10.1.1.7"];
+        let nets =
+            ["0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.1.0/24", "10.1.1.128/25", "192.168.0.0/16", "10.1.1.7"];
         let mut spec = String::from("  mode: enforce\n  allow:\n");
         let mut reference = Vec::new();
         for (i, n) in nets.iter().enumerate() {
             let lo = 100 * (i as u16 + 1);
             let hi = lo + 50;
-            spec.push_str(&format!("    - {{cidr: {n}, ports: [\"{lo}-{hi}\"], protocols: [{}]}}\n", if i % 2 == 0 { "tcp" } else { "udp" }));
+            spec.push_str(&format!(
+                "    - {{cidr: {n}, ports: [\"{lo}-{hi}\"], protocols: [{}]}}\n",
+                if i % 2 == 0 { "tcp" } else { "udp" }
+            ));
             let proto = if i % 2 == 0 { Protocol::Tcp } else { Protocol::Udp };
             reference.push((n.parse::<crate::policy::model::Cidr>().expect("cidr").0, lo, hi, proto));
         }
@@ -610,7 +671,9 @@ mod tests {
             });
             let port = 100 + (next() % 700) as u16;
             let proto = if next() % 2 == 0 { Protocol::Tcp } else { Protocol::Udp };
-            let allowed = reference.iter().any(|(n, lo, hi, pr)| n.contains(&IpAddr::V4(a)) && *lo <= port && port <= *hi && *pr == proto);
+            let allowed = reference
+                .iter()
+                .any(|(n, lo, hi, pr)| n.contains(&IpAddr::V4(a)) && *lo <= port && port <= *hi && *pr == proto);
             let d = p.decide(IpAddr::V4(a), port, proto, &any);
             assert_eq!(d.verdict == verdict::ALLOW, allowed, "{a}:{port} {proto:?}");
         }

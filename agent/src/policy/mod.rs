@@ -115,7 +115,8 @@ impl Document {
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
     let mut out = Vec::new();
     for p in paths {
-        let meta = std::fs::metadata(p).map_err(|source| PolicyError::Read { path: p.display().to_string(), source })?;
+        let meta =
+            std::fs::metadata(p).map_err(|source| PolicyError::Read { path: p.display().to_string(), source })?;
         if !meta.is_dir() {
             out.push(p.clone());
             continue;
@@ -143,13 +144,18 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Document>, PolicyError> {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
     for f in expand(paths)? {
-        let text = std::fs::read_to_string(&f).map_err(|source| PolicyError::Read { path: f.display().to_string(), source })?;
+        let text = std::fs::read_to_string(&f)
+            .map_err(|source| PolicyError::Read { path: f.display().to_string(), source })?;
         match parse(&f.display().to_string(), &text) {
             Ok(d) => docs.extend(d),
             Err(p) => problems.extend(p),
         }
     }
-    if problems.is_empty() { Ok(docs) } else { Err(PolicyError::Invalid(problems)) }
+    if problems.is_empty() {
+        Ok(docs)
+    } else {
+        Err(PolicyError::Invalid(problems))
+    }
 }
 
 /// Parses every document of a text; the first problem of each bad document is reported.
@@ -174,9 +180,16 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
         }
     }
     if docs.is_empty() && problems.is_empty() {
-        problems.push(Problem::error(Place { file: file.to_owned(), pos: Pos { line: 1, column: 1 }, field: "(document)".into() }, "no policy document"));
+        problems.push(Problem::error(
+            Place { file: file.to_owned(), pos: Pos { line: 1, column: 1 }, field: "(document)".into() },
+            "no policy document",
+        ));
     }
-    if problems.is_empty() { Ok(docs) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(docs)
+    } else {
+        Err(problems)
+    }
 }
 
 fn strip_location(message: &str) -> String {
@@ -221,14 +234,20 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         }
         if let Some(m) = spec.mode {
             match &mode {
-                Some((prev, at)) if *prev != m => errors.push(Problem::error(d.place("spec.mode"), format!("mode {m:?} conflicts with mode {prev:?} at {at}"))),
+                Some((prev, at)) if *prev != m => errors.push(Problem::error(
+                    d.place("spec.mode"),
+                    format!("mode {m:?} conflicts with mode {prev:?} at {at}"),
+                )),
                 Some(_) => {}
                 None => mode = Some((m, d.place("spec.mode"))),
             }
         }
         if let Some(v) = spec.default {
             match &default {
-                Some((prev, at)) if *prev != v => errors.push(Problem::error(d.place("spec.default"), format!("default {v:?} conflicts with default {prev:?} at {at}"))),
+                Some((prev, at)) if *prev != v => errors.push(Problem::error(
+                    d.place("spec.default"),
+                    format!("default {v:?} conflicts with default {prev:?} at {at}"),
+                )),
                 Some(_) => {}
                 None => default = Some((v, d.place("spec.default"))),
             }
@@ -239,7 +258,10 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         for (i, v) in spec.vendors.iter().enumerate() {
             let here = d.place(&format!("spec.vendors[{i}].name"));
             if let Some((_, first)) = vendors.iter().find(|(o, _)| o.name == v.name) {
-                errors.push(Problem::error(here.clone(), format!("vendor `{}` is defined twice: here and at {}", v.name, first.name)));
+                errors.push(Problem::error(
+                    here.clone(),
+                    format!("vendor `{}` is defined twice: here and at {}", v.name, first.name),
+                ));
                 continue;
             }
             let mut processes = Vec::new();
@@ -247,13 +269,19 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                 let at = d.place(&format!("spec.vendors[{i}].processes[{j}]"));
                 processes.push(at.clone());
                 if *sel == model::ProcessSelector::default() {
-                    errors.push(Problem::error(at, "empty selector: it would match every process; omit `processes` to allow any process"));
+                    errors.push(Problem::error(
+                        at,
+                        "empty selector: it would match every process; omit `processes` to allow any process",
+                    ));
                 } else if sel.uid.is_some() && sel.user.is_some() {
                     errors.push(Problem::error(at, "give `uid` or `user`, not both"));
                 }
             }
             if v.destinations.is_empty() {
-                warnings.push(Problem::warning(d.place(&format!("spec.vendors[{i}].destinations")), "no destinations: this vendor allows nothing"));
+                warnings.push(Problem::warning(
+                    d.place(&format!("spec.vendors[{i}].destinations")),
+                    "no destinations: this vendor allows nothing",
+                ));
             }
             vendors.push((v.clone(), VendorPlaces { name: here, processes }));
         }
@@ -273,7 +301,10 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
 
 /// Loads, merges and compiles policy paths (or the embedded default when there are none),
 /// resolving process selectors on this host. Returns the policy and its warnings.
-pub fn load(paths: &[PathBuf], now: time::OffsetDateTime) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
+pub fn load(
+    paths: &[PathBuf],
+    now: time::OffsetDateTime,
+) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
     let docs = if paths.is_empty() {
         parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).map_err(PolicyError::Invalid)?
     } else {
@@ -298,10 +329,12 @@ mod tests {
     use super::*;
 
     pub fn err(text: &str) -> String {
-        match parse("p.yaml", text).and_then(|d| merge(&d).map_err(|e| match e {
-            PolicyError::Invalid(p) => p,
-            other => panic!("{other}"),
-        })) {
+        match parse("p.yaml", text).and_then(|d| {
+            merge(&d).map_err(|e| match e {
+                PolicyError::Invalid(p) => p,
+                other => panic!("{other}"),
+            })
+        }) {
             Ok(_) => panic!("expected an error for:\n{text}"),
             Err(e) => e.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
         }
@@ -374,7 +407,12 @@ mod tests {
         let e = err(&format!(
             "{HEAD}spec:\n  vendors:\n    - {{name: a, destinations: [{{cidr: 1.1.1.1}}]}}\n---\n{HEAD}spec:\n  vendors:\n    - name: a\n      destinations: [{{cidr: 2.2.2.2}}]\n"
         ));
-        assert!(e.starts_with("p.yaml:13:13: error: spec.vendors[0].name: vendor `a` is defined twice: here and at p.yaml:6:14"), "{e}");
+        assert!(
+            e.starts_with(
+                "p.yaml:13:13: error: spec.vendors[0].name: vendor `a` is defined twice: here and at p.yaml:6:14"
+            ),
+            "{e}"
+        );
     }
 
     #[test]
@@ -385,7 +423,9 @@ mod tests {
 
     #[test]
     fn selectors_that_can_never_match_are_refused() {
-        let v = |sel: &str| format!("{HEAD}spec:\n  vendors:\n    - name: a\n      destinations: [{{cidr: 1.1.1.1}}]\n      processes: [{sel}]\n");
+        let v = |sel: &str| {
+            format!("{HEAD}spec:\n  vendors:\n    - name: a\n      destinations: [{{cidr: 1.1.1.1}}]\n      processes: [{sel}]\n")
+        };
         assert!(err(&v("{exe: bin/curl}")).contains("not an absolute path"));
         assert!(err(&v("{comm: a-very-long-task-name}")).contains("could never match"));
         assert!(err(&v("{}")).contains("empty selector"));

@@ -177,7 +177,9 @@ impl FromStr for CgroupPrefix {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         if !s.starts_with('/') || s.split('/').any(|c| c == ".." || c == ".") {
-            return Err(format!("cgroup `{s}` must be an absolute path under the cgroup2 mount, such as /system.slice/app.service"));
+            return Err(format!(
+                "cgroup `{s}` must be an absolute path under the cgroup2 mount, such as /system.slice/app.service"
+            ));
         }
         Ok(CgroupPrefix(s.trim_end_matches('/').to_owned()))
     }
@@ -195,7 +197,8 @@ impl FromStr for Expiry {
             return Ok(Expiry(t));
         }
         let fmt = time::macros::format_description!("[year]-[month]-[day]");
-        let d = time::Date::parse(s, &fmt).map_err(|_| format!("expires `{s}`: expected a date (2026-12-31) or an RFC 3339 time"))?;
+        let d = time::Date::parse(s, &fmt)
+            .map_err(|_| format!("expires `{s}`: expected a date (2026-12-31) or an RFC 3339 time"))?;
         let end = d.next_day().map_or(time::PrimitiveDateTime::MAX.assume_utc(), |n| n.midnight().assume_utc());
         Ok(Expiry(end))
     }
@@ -251,12 +254,17 @@ impl FromStr for Cidr {
         let s = s.trim();
         let net: IpNet = match s.parse::<IpAddr>() {
             Ok(addr) => IpNet::from(addr),
-            Err(_) => s.parse().map_err(|_| format!("invalid CIDR `{s}`: expected an address or address/prefix-length"))?,
+            Err(_) => {
+                s.parse().map_err(|_| format!("invalid CIDR `{s}`: expected an address or address/prefix-length"))?
+            }
         };
         // IPv4-mapped destinations are matched as IPv4: a mapped rule would never match.
         if let IpNet::V6(v6) = net {
             if let (Some(v4), true) = (v6.addr().to_ipv4_mapped(), v6.prefix_len() >= 96) {
-                return Err(format!("CIDR `{s}` is IPv4-mapped, and such destinations are matched as IPv4: write `{v4}/{}`", v6.prefix_len() - 96));
+                return Err(format!(
+                    "CIDR `{s}` is IPv4-mapped, and such destinations are matched as IPv4: write `{v4}/{}`",
+                    v6.prefix_len() - 96
+                ));
             }
         }
         if net.trunc() != net {

@@ -47,8 +47,11 @@ impl Resolver for HostResolver {
             .flatten()
             .filter_map(|p| {
                 let m = std::fs::metadata(&p).ok()?;
-                (m.is_file() && m.permissions().mode() & 0o111 != 0)
-                    .then(|| ExeFile { path: p.display().to_string(), dev: user_dev_to_kernel(m.dev()), ino: m.ino() })
+                (m.is_file() && m.permissions().mode() & 0o111 != 0).then(|| ExeFile {
+                    path: p.display().to_string(),
+                    dev: user_dev_to_kernel(m.dev()),
+                    ino: m.ino(),
+                })
             })
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
