@@ -142,8 +142,8 @@ pub struct Event {
     pub cookie: u64,
     pub cgroup_id: u64,
     pub exe_ino: u64,
-    /// The task's start time (`task_struct.start_time`, ns since boot): with `pid`, a process
-    /// identity that survives pid reuse.
+    /// The process's start time (its thread-group leader's `start_time`, ns since boot): with
+    /// `pid`, a process identity that survives pid reuse.
     pub start_ns: u64,
     /// Destination address in network order; IPv4 (and matched IPv4-mapped) uses the first 4 bytes.
     pub daddr: [u8; 16],
@@ -196,6 +196,8 @@ pub struct KernelOffsets {
     pub sb_dev: u32,
     pub binprm_filename: u32,
     pub task_start_time: u32,
+    pub task_group_leader: u32,
+    pub task_comm: u32,
     pub valid: u32,
     pub _pad: u32,
 }
@@ -258,7 +260,8 @@ pub struct Selector {
     pub cgroup_level: u32,
     pub _pad: u32,
     pub cgroup_id: u64,
-    /// NUL-padded task name.
+    /// NUL-padded name of the process (its thread-group leader's comm, not the calling
+    /// thread's: worker threads often rename themselves).
     pub comm: [u8; 16],
 }
 
@@ -293,7 +296,7 @@ mod pod {
 // The layout is an ABI: fail the build of both sides if it drifts.
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_FILENAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 40);
+const _: () = assert!(core::mem::size_of::<Config>() == 48);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Selector>() == 40);

@@ -192,6 +192,8 @@ struct Decision {
 
 /// The calling task, read once per attempt: the verdict and the event both use it.
 struct Proc {
+    /// The process's name: its thread-group leader's comm (what selectors match).
+    pcomm: [u8; 16],
     start_ns: u64,
     pid_tgid: u64,
     uid_gid: u64,
@@ -204,6 +206,7 @@ struct Proc {
 fn current_proc() -> Proc {
     let (exe_dev, exe_ino) = current_exe();
     Proc {
+        pcomm: current_process_comm(),
         start_ns: current_start_ns(),
         pid_tgid: bpf_get_current_pid_tgid(),
         uid_gid: bpf_get_current_uid_gid(),
@@ -328,7 +331,7 @@ fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
     if f & selector_flags::UID != 0 && sel.uid != proc.uid_gid as u32 {
         return false;
     }
-    if f & selector_flags::COMM != 0 && sel.comm != proc.comm {
+    if f & selector_flags::COMM != 0 && sel.comm != proc.pcomm {
         return false;
     }
     if f & selector_flags::CGROUP != 0 {
@@ -454,17 +457,44 @@ fn count_drop() {
     }
 }
 
-/// `task_struct.start_time` of the current task (0 if unknown).
+/// `task->group_leader->comm`: the process's name, whichever thread is calling (empty if the
+/// offsets are unknown, which matches no selector).
+#[inline(always)]
+fn current_process_comm() -> [u8; 16] {
+    let Some(cfg) = CONFIG.get(0) else { return [0; 16] };
+    if cfg.offsets.valid == 0 {
+        return [0; 16];
+    }
+    // SAFETY: bpf_probe_read_kernel validates every address; a fault returns Err.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        match read_ptr(task, cfg.offsets.task_group_leader) {
+            Ok(leader) => {
+                bpf_probe_read_kernel(leader.add(cfg.offsets.task_comm as usize) as *const [u8; 16]).unwrap_or([0; 16])
+            }
+            Err(_) => [0; 16],
+        }
+    }
+}
+
+/// Start time of the current process (its thread-group leader's `start_time`, ns since boot;
+/// 0 if unknown): with the pid, an identity that survives pid reuse and is the same for every
+/// thread.
 #[inline(always)]
 fn current_start_ns() -> u64 {
     let Some(cfg) = CONFIG.get(0) else { return 0 };
     if cfg.offsets.valid == 0 {
         return 0;
     }
-    // SAFETY: bpf_probe_read_kernel validates the address; a fault returns Err.
+    // SAFETY: bpf_probe_read_kernel validates every address; a fault returns Err.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        bpf_probe_read_kernel(task.add(cfg.offsets.task_start_time as usize) as *const u64).unwrap_or(0)
+        match read_ptr(task, cfg.offsets.task_group_leader) {
+            Ok(leader) => {
+                bpf_probe_read_kernel(leader.add(cfg.offsets.task_start_time as usize) as *const u64).unwrap_or(0)
+            }
+            Err(_) => 0,
+        }
     }
 }
 

@@ -31,6 +31,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         sb_dev: field_offset(&btf, "super_block", "s_dev")?,
         binprm_filename: field_offset(&btf, "linux_binprm", "filename")?,
         task_start_time: field_offset(&btf, "task_struct", "start_time")?,
+        task_group_leader: field_offset(&btf, "task_struct", "group_leader")?,
+        task_comm: field_offset(&btf, "task_struct", "comm")?,
         valid: 1,
         _pad: 0,
     })

@@ -21,14 +21,30 @@ pub enum CgroupError {
 
 /// The mount point of the cgroup v2 hierarchy, from a mountinfo text.
 pub fn cgroup2_mount_in(mountinfo: &str) -> Option<PathBuf> {
+    cgroup2_mount_root_in(mountinfo).map(|(m, _)| m)
+}
+
+/// The mount point and the depth of the mounted directory in the hierarchy (0 unless only a
+/// subtree is mounted). The kernel counts cgroup depth from the real root, so a path under the
+/// mount point is `root depth + its own components` deep.
+fn cgroup2_mount_root_in(mountinfo: &str) -> Option<(PathBuf, u32)> {
     mountinfo.lines().find_map(|line| {
         // "<id> <parent> <maj:min> <root> <mount point> <options> [optional...] - <fstype> ..."
         let (pre, post) = line.split_once(" - ")?;
         if post.split_whitespace().next()? != "cgroup2" {
             return None;
         }
-        pre.split_whitespace().nth(4).map(|m| PathBuf::from(unescape_mountinfo(m)))
+        let mut f = pre.split_whitespace();
+        let root = f.nth(3)?;
+        let mount = PathBuf::from(unescape_mountinfo(f.next()?));
+        let depth = root.split('/').filter(|c| !c.is_empty()).count() as u32;
+        Some((mount, depth))
     })
+}
+
+/// Depth of the cgroup2 mount's root directory in the hierarchy.
+pub fn cgroup2_root_depth() -> u32 {
+    std::fs::read_to_string("/proc/self/mountinfo").ok().and_then(|t| cgroup2_mount_root_in(&t)).map_or(0, |(_, d)| d)
 }
 
 /// mountinfo escapes space, tab, newline and backslash as octal (`\040`).
@@ -142,6 +158,9 @@ mod tests {
                   32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
                   41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw\n";
         assert_eq!(cgroup2_mount_in(mi), Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        assert_eq!(cgroup2_mount_root_in(mi), Some((PathBuf::from("/sys/fs/cgroup/unified"), 0)));
+        let sub = "50 1 0:38 /kubepods.slice/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(cgroup2_mount_root_in(sub), Some((PathBuf::from("/sys/fs/cgroup"), 2)));
         assert_eq!(cgroup2_mount_in("1 2 0:1 / /x\\040y rw - cgroup2 none rw\n"), Some(PathBuf::from("/x y")));
         assert_eq!(cgroup2_mount_in(&mi[..mi.find("41").unwrap_or(0)]), None);
     }

@@ -10,7 +10,6 @@ use crate::{
         self,
         compile::{CompiledPolicy, ProcIdentity},
         model::Protocol,
-        resolve::user_dev_to_kernel,
         Merged, Severity,
     },
     EXIT_USAGE,
@@ -103,7 +102,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 pub fn check(paths: &[PathBuf]) -> ExitCode {
-    match policy::load(paths, time::OffsetDateTime::now_utc()) {
+    match policy::load(paths, time::OffsetDateTime::now_utc(), &policy::resolve::HostResolver::new()) {
         Ok((merged, compiled, warnings)) => {
             for w in &warnings {
                 eprintln!("{w}");
@@ -192,13 +191,14 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
 }
 
 pub fn explain(a: &ExplainArgs) -> ExitCode {
-    let (_, compiled, warnings) = match policy::load(&a.policy, time::OffsetDateTime::now_utc()) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    let (_, compiled, warnings) =
+        match policy::load(&a.policy, time::OffsetDateTime::now_utc(), &policy::resolve::HostResolver::new()) {
+            Ok(x) => x,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        };
     for w in warnings.iter().filter(|w| w.severity == Severity::Warning) {
         eprintln!("{w}");
     }
@@ -238,7 +238,8 @@ pub fn explain(a: &ExplainArgs) -> ExitCode {
 fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
     if let Some(pid) = a.pid {
         let base = format!("/proc/{pid}");
-        let exe = std::fs::metadata(format!("{base}/exe")).map_err(|e| format!("--pid {pid}: {base}/exe: {e}"))?;
+        let exe = crate::fileid::file_id(std::path::Path::new(&format!("{base}/exe")))
+            .map_err(|e| format!("--pid {pid}: {base}/exe: {e}"))?;
         let comm = std::fs::read_to_string(format!("{base}/comm")).map_err(|e| format!("--pid {pid}: {e}"))?;
         let status = std::fs::read_to_string(format!("{base}/status")).map_err(|e| format!("--pid {pid}: {e}"))?;
         let uid = status
@@ -250,18 +251,18 @@ fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
         let cg = std::fs::read_to_string(format!("{base}/cgroup")).map_err(|e| format!("--pid {pid}: {e}"))?;
         let path = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_owned();
         Ok(ProcIdentity {
-            exe: Some((user_dev_to_kernel(exe.dev()), exe.ino())),
+            exe: Some((exe.dev, exe.ino)),
             uid,
             comm: comm.trim().to_owned(),
             cgroup_ancestors: ancestors(&path),
         })
     } else if let Some(exe) = &a.exe {
-        let m = std::fs::metadata(exe).map_err(|e| format!("--exe {}: {e}", exe.display()))?;
+        let id = crate::fileid::file_id(exe).map_err(|e| format!("--exe {}: {e}", exe.display()))?;
         let comm = exe.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         // SAFETY: no preconditions.
         let uid = a.uid.unwrap_or_else(|| unsafe { libc::getuid() });
         let cgroup_ancestors = a.cgroup.as_deref().map(ancestors).unwrap_or_default();
-        Ok(ProcIdentity { exe: Some((user_dev_to_kernel(m.dev()), m.ino())), uid, comm, cgroup_ancestors })
+        Ok(ProcIdentity { exe: Some((id.dev, id.ino)), uid, comm, cgroup_ancestors })
     } else {
         Err("give --exe or --pid".into())
     }
@@ -270,7 +271,8 @@ fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
 /// Ids of a cgroup path and its ancestors, root first (the inode of each directory).
 fn ancestors(path: &str) -> Vec<u64> {
     let Ok(mount) = crate::cgroup::cgroup2_mount() else { return Vec::new() };
-    let mut out = Vec::new();
+    // Levels above a subtree mount are not visible; no selector can name them from here anyway.
+    let mut out = vec![0; crate::cgroup::cgroup2_root_depth() as usize];
     let mut dir = mount;
     if let Ok(m) = std::fs::metadata(&dir) {
         out.push(m.ino());

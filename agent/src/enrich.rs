@@ -2,12 +2,15 @@
 //! cgroup hierarchy. Caches are bounded (LRU). The process may be gone by the time its event is
 //! read; it still yields an event, with what the kernel recorded and what the caches remember.
 
-use std::{num::NonZeroUsize, os::unix::fs::MetadataExt as _, path::PathBuf, sync::Arc};
+use std::{num::NonZeroUsize, path::PathBuf, sync::Arc};
 
 use agent_common::{Event, ExecEvent};
 use lru::LruCache;
 
-use crate::{cgroup, events};
+use crate::{
+    cgroup, events,
+    fileid::{self, FileId},
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct ProcInfo {
@@ -31,8 +34,8 @@ const MAX_CMDLINE_BYTES: usize = 1024;
 pub struct Enricher {
     /// Keyed by (pid, start time, executable inode): a reused pid or an exec gives a new key.
     procs: LruCache<(u32, u64, u64), Arc<ProcInfo>>,
-    /// Executable paths by (userspace st_dev, inode), to name the exe of processes already gone.
-    exes: LruCache<(u64, u64), String>,
+    /// Executable paths by (kernel dev_t, inode), to name the exe of processes already gone.
+    exes: LruCache<(u32, u64), String>,
     cgroups: cgroup::CgroupNames,
     cmdline: bool,
 }
@@ -62,9 +65,8 @@ impl Enricher {
         if ex.exe_ino == 0 {
             return;
         }
-        let dev = events::kernel_dev_to_user(ex.exe_dev);
-        let same_file =
-            |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.ino() == ex.exe_ino && m.dev() == dev);
+        let dev = ex.exe_dev;
+        let same_file = |p: &std::path::Path| fileid::file_id(p).is_ok_and(|id| id == FileId { dev, ino: ex.exe_ino });
         let given = PathBuf::from(events::c_str(&ex.filename));
         let base = format!("/proc/{}", ex.pid);
         // /proc/PID/exe is checked through the magic link itself, which works across mount
@@ -84,13 +86,13 @@ impl Enricher {
         if let Some(p) = self.procs.get(&key) {
             return p.clone();
         }
-        let dev = events::kernel_dev_to_user(ev.exe_dev);
+        let dev = ev.exe_dev;
         let base = format!("/proc/{}", ev.pid);
         // Trust /proc only if it still shows the executable the kernel saw: the pid may have been
         // reused, or the process may have exec'd something else since.
-        let exe = std::fs::metadata(format!("{base}/exe"))
+        let exe = fileid::file_id(std::path::Path::new(&format!("{base}/exe")))
             .ok()
-            .filter(|m| ev.exe_ino == 0 || (m.ino() == ev.exe_ino && m.dev() == dev))
+            .filter(|id| ev.exe_ino == 0 || *id == FileId { dev, ino: ev.exe_ino })
             .and_then(|_| std::fs::read_link(format!("{base}/exe")).ok())
             .map(|p| p.to_string_lossy().into_owned());
         let info = match exe {

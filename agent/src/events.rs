@@ -75,11 +75,6 @@ pub fn comm(ev: &Event) -> String {
     c_str(&ev.comm)
 }
 
-/// The kernel's internal dev_t (12-bit major << 20 | 20-bit minor) as userspace `st_dev`.
-pub fn kernel_dev_to_user(dev: u32) -> u64 {
-    libc::makedev(dev >> 20, dev & 0xf_ffff)
-}
-
 /// Offset that turns CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) into Unix time.
 pub fn monotonic_to_realtime_offset() -> i128 {
     let read = |clock| {
@@ -148,12 +143,6 @@ mod tests {
         ev.family = 10;
         ev.daddr = "2001:db8::5".parse::<Ipv6Addr>().expect("v6").octets();
         assert_eq!(dst(&ev).to_string(), "2001:db8::5");
-    }
-
-    #[test]
-    fn kernel_dev_encoding() {
-        // 8:1 (sda1) in kernel form is 8 << 20 | 1.
-        assert_eq!(kernel_dev_to_user((8 << 20) | 1), libc::makedev(8, 1));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod cli;
 mod datapath;
 mod enrich;
 mod events;
+mod fileid;
 mod logging;
 mod output;
 mod policy;

@@ -67,11 +67,14 @@ impl RunError {
 const KEEP_GENERATIONS: usize = 4;
 /// Records handled per pass over the ring buffer, so signals and reloads are served under load.
 const DRAIN_BATCH: usize = 4096;
-/// How often process selectors are resolved again.
-const RESOLVE_EVERY: Duration = Duration::from_secs(30);
-/// File events within this window of the first are one change (an editor or kubelet writes in
-/// steps).
+/// How often process selectors are resolved again (a restarted service's new cgroup, an
+/// upgraded binary's new inode are picked up within this).
+const RESOLVE_EVERY: Duration = Duration::from_secs(compile::RESOLVE_EVERY_SECS);
+/// A change is read once the policy files have been quiet this long (an editor or kubelet writes
+/// in steps) ...
 const DEBOUNCE: Duration = Duration::from_millis(250);
+/// ... or this long after the first change at the latest.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 
 fn log_warnings(warnings: &[Problem]) {
     for w in warnings {
@@ -83,6 +86,9 @@ fn log_warnings(warnings: &[Problem]) {
 struct PolicyState {
     paths: Vec<PathBuf>,
     merged: Merged,
+    /// What the selectors of `merged` resolved to when it was last compiled.
+    fingerprint: Vec<(agent_common::Selector, Vec<(u32, u64)>)>,
+    resolver: policy::resolve::HostResolver,
     generation: u32,
     /// The one in force and the few before it, so that events decided just before a reload
     /// (or a quick series of them) still name their rule.
@@ -104,10 +110,14 @@ impl PolicyState {
         why: &str,
         load_us: u64,
     ) -> Result<(), DatapathError> {
+        self.fingerprint = compile::selector_fingerprint(&merged, &self.resolver);
         let cur = self.current();
         if cur.tables == p.tables && cur.mode == p.mode && cur.default == p.default && cur.rules == p.rules {
-            debug!(why, "policy unchanged");
+            // Nothing for the kernel; but the name, expiries and summaries may differ: keep the
+            // new compilation under the same generation.
+            debug!(why, "policy unchanged in the kernel");
             self.merged = merged;
+            self.by_gen.insert(self.generation, Arc::new(p));
             return Ok(());
         }
         let started = Instant::now();
@@ -133,7 +143,7 @@ impl PolicyState {
             return;
         }
         let started = Instant::now();
-        match policy::load(&self.paths, time::OffsetDateTime::now_utc()) {
+        match policy::load(&self.paths, time::OffsetDateTime::now_utc(), &self.resolver) {
             Ok((merged, compiled, warnings)) => {
                 log_warnings(&warnings);
                 let load_us = started.elapsed().as_micros() as u64;
@@ -147,11 +157,16 @@ impl PolicyState {
         }
     }
 
-    /// Compiles the policy in force again: selectors may resolve differently, approvals expire.
-    fn recompile(&mut self, dp: &mut Datapath, why: &str) {
+    /// Compiles the policy in force again if its selectors now resolve differently (a binary
+    /// replaced, a cgroup recreated by a service restart, a user created), or `always` (an
+    /// approval expired). Resolving alone is cheap; compiling is done only when needed.
+    fn recompile(&mut self, dp: &mut Datapath, why: &str, always: bool) {
         let started = Instant::now();
+        if !always && compile::selector_fingerprint(&self.merged, &self.resolver) == self.fingerprint {
+            return;
+        }
         let merged = self.merged.clone();
-        match compile::compile(&merged, &policy::resolve::HostResolver::new(), time::OffsetDateTime::now_utc()) {
+        match compile::compile(&merged, &self.resolver, time::OffsetDateTime::now_utc()) {
             Ok((compiled, warnings)) => {
                 if compiled.tables != self.current().tables {
                     log_warnings(&warnings);
@@ -165,16 +180,21 @@ impl PolicyState {
         }
     }
 
+    /// Time to the next expiry, at least a second: an expiry already past (clock steps) must not
+    /// make the loop spin.
     fn until_expiry(&self) -> Duration {
         self.current().next_expiry.map_or(Duration::from_secs(24 * 3600), |t| {
             let left = t - time::OffsetDateTime::now_utc();
-            Duration::try_from(left).unwrap_or(Duration::ZERO).min(Duration::from_secs(24 * 3600))
+            Duration::try_from(left)
+                .unwrap_or(Duration::ZERO)
+                .clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600))
         })
     }
 }
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
-    let (merged, compiled, warnings) = policy::load(&args.policy, time::OffsetDateTime::now_utc())?;
+    let resolver = policy::resolve::HostResolver::new();
+    let (merged, compiled, warnings) = policy::load(&args.policy, time::OffsetDateTime::now_utc(), &resolver)?;
     log_warnings(&warnings);
     let mount = cgroup::cgroup2_mount()?;
     let watched = cgroup::resolve_watched(args.cgroup.as_deref())?;
@@ -192,9 +212,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut dp = Datapath::load(offsets)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
+    let fingerprint = compile::selector_fingerprint(&merged, &resolver);
     let mut state = PolicyState {
         paths: args.policy.clone(),
         merged,
+        fingerprint,
+        resolver,
         generation: 1,
         by_gen: BTreeMap::from([(1, Arc::new(compiled))]),
     };
@@ -229,6 +252,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     let mut pending_change: Option<tokio::time::Instant> = None;
+    let mut first_change: Option<tokio::time::Instant> = None;
 
     let mut drain_now = |ring: &mut RingBuf<MapData>, state: &PolicyState| {
         drain(ring, &mut sink, &mut enricher, &state.by_gen, &mut out_errors)
@@ -259,23 +283,27 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 drain_now(ring.get_mut(), &state);
                 state.reload(&mut dp, "SIGHUP");
             }
-            // The window opens at the first event and is not extended, so a stream of changes
-            // cannot postpone reloading forever; the reload reads whatever the files are then.
+            // Each event extends the quiet period (a file written in several steps is read once
+            // complete), up to DEBOUNCE_MAX after the first, so a stream of changes cannot
+            // postpone reloading forever; the reload reads whatever the files are then.
             Some(()) = changed_rx.recv() => {
-                pending_change.get_or_insert_with(|| tokio::time::Instant::now() + DEBOUNCE);
+                let now = tokio::time::Instant::now();
+                let first = *first_change.get_or_insert(now);
+                pending_change = Some((now + DEBOUNCE).min(first + DEBOUNCE_MAX));
             }
             () = debounce => {
                 pending_change = None;
+                first_change = None;
                 drain_now(ring.get_mut(), &state);
                 state.reload(&mut dp, "policy files changed");
             }
             _ = resolve.tick() => {
                 drain_now(ring.get_mut(), &state);
-                state.recompile(&mut dp, "selectors re-resolved");
+                state.recompile(&mut dp, "selectors re-resolved", false);
             }
             () = tokio::time::sleep(state.until_expiry()) => {
                 drain_now(ring.get_mut(), &state);
-                state.recompile(&mut dp, "a vendor approval expired");
+                state.recompile(&mut dp, "a vendor approval expired", true);
             }
             _ = drop_check.tick() => report_drops(&mut dp, &mut dropped_seen),
         }

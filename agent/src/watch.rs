@@ -1,39 +1,99 @@
 //! Watches the policy files for changes. Directories are watched, not files: editors and config
 //! tools replace a file by renaming a new one over it, and a Kubernetes ConfigMap volume swaps
-//! its `..data` symlink, so the file watched yesterday is not the file there today. Every event in
-//! those directories is reported; the reload debounces them and ignores reloads that change
-//! nothing.
+//! its `..data` symlink, so the file watched yesterday is not the file there today. Only events
+//! that concern a policy file are reported (its own name, `*.yaml`/`*.yml` in a policy
+//! directory, or a ConfigMap's `..`-prefixed internals): an events file or a log written beside
+//! the policy must not cause reloads.
 
-use std::path::{Path, PathBuf};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
 
 use notify::{RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc::UnboundedSender;
+
+/// What changes in one watched directory matter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Interest {
+    /// A policy directory: its YAML files.
+    Yaml,
+    /// The directory of a policy file: that file.
+    File(OsString),
+}
+
+fn matters(interests: &[(PathBuf, Interest)], path: &Path) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else { return false };
+    // kubelet swaps `..data`, and writes `..<timestamp>` directories and `..data_tmp`.
+    let configmap = name.to_string_lossy().starts_with("..");
+    interests.iter().any(|(d, i)| {
+        d == dir
+            && (configmap
+                || match i {
+                    Interest::Yaml => {
+                        let n = name.to_string_lossy();
+                        n.ends_with(".yaml") || n.ends_with(".yml")
+                    }
+                    Interest::File(f) => f == name,
+                })
+    })
+}
 
 /// Starts watching; `None` when there is nothing to watch (the embedded default).
 pub fn watch(paths: &[PathBuf], changed: UnboundedSender<()>) -> notify::Result<Option<RecommendedWatcher>> {
     if paths.is_empty() {
         return Ok(None);
     }
-    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        // Errors (an overflowed inotify queue) are changes too: reloading is always safe.
-        if res.map_or(true, |e| !e.kind.is_access()) {
-            let _ = changed.send(());
-        }
-    })?;
-    let mut dirs: Vec<PathBuf> = paths
+    let interests: Vec<(PathBuf, Interest)> = paths
         .iter()
-        .map(|p| {
+        .filter_map(|p| {
+            // Watched paths are absolute so that event paths compare with them.
+            let p = std::path::absolute(p).ok()?;
             if p.is_dir() {
-                p.clone()
+                Some((p, Interest::Yaml))
             } else {
-                p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf()
+                Some((p.parent()?.to_path_buf(), Interest::File(p.file_name()?.to_os_string())))
             }
         })
         .collect();
+    let filter = interests.clone();
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
+        Ok(e) if e.kind.is_access() => {}
+        Ok(e) => {
+            if e.paths.iter().any(|p| matters(&filter, p)) {
+                let _ = changed.send(());
+            }
+        }
+        // An error (an overflowed inotify queue) may hide a change: reloading is always safe.
+        Err(_) => {
+            let _ = changed.send(());
+        }
+    })?;
+    let mut dirs: Vec<&PathBuf> = interests.iter().map(|(d, _)| d).collect();
     dirs.sort();
     dirs.dedup();
     for d in dirs {
-        w.watch(&d, RecursiveMode::NonRecursive)?;
+        w.watch(d, RecursiveMode::NonRecursive)?;
     }
     Ok(Some(w))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_policy_files_matter() {
+        let i = vec![
+            (PathBuf::from("/etc/egress"), Interest::File("policy.yaml".into())),
+            (PathBuf::from("/etc/egress.d"), Interest::Yaml),
+        ];
+        assert!(matters(&i, Path::new("/etc/egress/policy.yaml")));
+        assert!(matters(&i, Path::new("/etc/egress/..data")));
+        assert!(matters(&i, Path::new("/etc/egress.d/vendors.yml")));
+        assert!(!matters(&i, Path::new("/etc/egress/events.jsonl")));
+        assert!(!matters(&i, Path::new("/etc/egress/other.yaml")));
+        assert!(!matters(&i, Path::new("/etc/egress.d/notes.txt")));
+        assert!(!matters(&i, Path::new("/etc/passwd")));
+    }
 }

@@ -194,6 +194,9 @@ fn proto_mask(ps: &[Protocol]) -> u8 {
     }
 }
 
+/// How often the agent resolves selectors again (see run.rs), for messages.
+pub const RESOLVE_EVERY_SECS: u64 = 5;
+
 /// At most this many shadowing warnings are listed; the rest are counted.
 const MAX_SHADOW_WARNINGS: usize = 20;
 
@@ -232,15 +235,19 @@ pub fn compile(
 
     for (v, places) in &m.vendors {
         let place = &places.name;
+        let mut expired = false;
         if let Some(exp) = v.expires {
             if exp.0 <= now {
+                // An ended approval keeps its destinations reserved, to no process: under
+                // `default: allow`, dropping the rules would open them to everyone instead.
                 warnings.push(Problem::warning(
                     place.clone(),
-                    format!("vendor `{}` expired at {}: its rules are not installed", v.name, exp.0),
+                    format!("vendor `{}` expired at {}: its destinations are refused to every process", v.name, exp.0),
                 ));
-                continue;
+                expired = true;
+            } else {
+                next_expiry = Some(next_expiry.map_or(exp.0, |n| n.min(exp.0)));
             }
-            next_expiry = Some(next_expiry.map_or(exp.0, |n| n.min(exp.0)));
         }
         let rule_id = rules.len() as u32;
         rules.push(RuleInfo {
@@ -255,7 +262,11 @@ pub fn compile(
         };
         let mut sel_indexes = Vec::new();
         let mut exes = Vec::new();
-        for (j, sel) in v.processes.iter().enumerate() {
+        if expired {
+            sel_indexes.push(selectors.len() as u32);
+            selectors.push(Selector { flags: selector_flags::NEVER, ..Default::default() });
+        }
+        for (j, sel) in v.processes.iter().enumerate().filter(|_| !expired) {
             let at = places.processes.get(j).cloned().unwrap_or_else(|| place.clone());
             let (compiled, files, problem) = compile_selector(sel, resolver);
             if let Some(msg) = problem {
@@ -353,6 +364,20 @@ pub fn compile(
     Ok((policy, warnings))
 }
 
+/// What every process selector of `m` resolves to on this host now: compared between runs, it
+/// tells whether the policy must be compiled again (a new binary, a recreated cgroup, a user)
+/// without compiling it.
+pub fn selector_fingerprint(m: &Merged, resolver: &dyn Resolver) -> Vec<(Selector, Vec<(u32, u64)>)> {
+    m.vendors
+        .iter()
+        .flat_map(|(v, _)| v.processes.iter())
+        .map(|sel| {
+            let (s, files, _) = compile_selector(sel, resolver);
+            (s, files.iter().map(|f| (f.dev, f.ino)).collect())
+        })
+        .collect()
+}
+
 /// The prefix itself and every enclosing prefix, most specific first.
 fn enclosing(net: IpNet) -> impl Iterator<Item = IpNet> {
     (0..=net.prefix_len()).rev().filter_map(move |len| IpNet::new(net.addr(), len).ok().map(|n| n.trunc()))
@@ -367,11 +392,27 @@ fn compile_selector(
     let mut s = Selector::default();
     let mut problems = Vec::new();
     let mut files = Vec::new();
+    let mut script_note: Option<String> = None;
     if let Some(exe) = &sel.exe {
         s.flags |= selector_flags::EXE;
         files = r.exes(&exe.0);
         if files.is_empty() {
             problems.push(format!("exe `{}` matches no executable file on this host", exe.0));
+        }
+        // Scripts never match (the kernel runs, and sees, their interpreter); say so, but keep
+        // the binaries the same glob matched.
+        let (scripts, binaries): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.script);
+        files = binaries;
+        if !scripts.is_empty() {
+            let names: Vec<&str> = scripts.iter().map(|f| f.path.as_str()).collect();
+            script_note = Some(format!(
+                "{} {} a `#!` script: the kernel sees its interpreter, never the script, so it cannot match; name the interpreter and narrow it with `user` or `cgroup`",
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" }
+            ));
+            if files.is_empty() {
+                problems.push("no executable it matches can be seen by the kernel".into());
+            }
         }
     }
     if let Some(c) = &sel.comm {
@@ -400,13 +441,17 @@ fn compile_selector(
         }
     }
     if problems.is_empty() {
-        return (s, files, None);
+        return (s, files, script_note);
     }
     s.flags |= selector_flags::NEVER;
-    let msg = format!(
-        "{}: this selector matches no process until it resolves (the agent retries every 30 s and on reload)",
-        problems.join("; ")
+    let mut msg = format!(
+        "{}: this selector matches no process until it resolves (the agent retries every {} s and on reload)",
+        problems.join("; "),
+        RESOLVE_EVERY_SECS
     );
+    if let Some(n) = script_note {
+        msg = format!("{n}; {msg}");
+    }
     (s, files, Some(msg))
 }
 
@@ -472,7 +517,7 @@ mod tests {
             let all = [("/opt/billing/bin/api", 7, 100), ("/usr/bin/curl", 7, 200)];
             all.iter()
                 .filter(|(p, ..)| glob::Pattern::new(pattern).is_ok_and(|g| g.matches(p)))
-                .map(|(p, dev, ino)| ExeFile { path: (*p).into(), dev: *dev, ino: *ino })
+                .map(|(p, dev, ino)| ExeFile { path: (*p).into(), dev: *dev, ino: *ino, script: false })
                 .collect()
         }
         fn user(&self, name: &str) -> Option<u32> {
@@ -598,10 +643,14 @@ mod tests {
     }
 
     #[test]
-    fn expired_vendors_are_not_installed_and_the_next_expiry_is_known() {
+    fn expired_vendors_are_refused_to_everyone_and_the_next_expiry_is_known() {
         let (p, w) = compiled("  mode: enforce\n  vendors:\n    - {name: old, destinations: [{cidr: 192.0.2.1}], expires: 2026-01-31}\n    - {name: new, destinations: [{cidr: 192.0.2.2}], expires: \"2026-12-01T00:00:00Z\"}\n");
         assert!(w.iter().any(|x| x.message.contains("vendor `old` expired")), "{w:?}");
-        assert_eq!(p.decide(ip("192.0.2.1"), 1, Protocol::Tcp, &api()).verdict, verdict::DENY);
+        let d = p.decide(ip("192.0.2.1"), 1, Protocol::Tcp, &api());
+        assert_eq!((d.verdict, d.flags), (verdict::DENY, event_flags::PROCESS_NOT_ALLOWED));
+        // ... also under `default: allow`: an ended approval does not open the destination.
+        let (open, _) = compiled("  mode: enforce\n  default: allow\n  vendors:\n    - {name: old, destinations: [{cidr: 192.0.2.1}], expires: 2026-01-31}\n");
+        assert_eq!(open.decide(ip("192.0.2.1"), 1, Protocol::Tcp, &api()).verdict, verdict::DENY);
         assert_eq!(p.decide(ip("192.0.2.2"), 1, Protocol::Tcp, &api()).verdict, verdict::ALLOW);
         assert_eq!(p.next_expiry, Some(time::macros::datetime!(2026-12-01 0:00 UTC)));
     }
@@ -676,6 +725,151 @@ mod tests {
                 .any(|(n, lo, hi, pr)| n.contains(&IpAddr::V4(a)) && *lo <= port && port <= *hi && *pr == proto);
             let d = p.decide(IpAddr::V4(a), port, proto, &any);
             assert_eq!(d.verdict == verdict::ALLOW, allowed, "{a}:{port} {proto:?}");
+        }
+    }
+
+    /// Property: for any rule set (IPv4 and IPv6, nested prefixes, port ranges, protocols,
+    /// scoped and unscoped vendors, vendor modes) and any attempt, the compiled tables decide
+    /// exactly what a direct reading of the documented semantics decides.
+    mod property {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        #[derive(Debug, Clone)]
+        struct R {
+            net: IpNet,
+            lo: u16,
+            hi: u16,
+            tcp: bool,
+            udp: bool,
+            /// None: an `allow` rule; Some(scoped, mode override): a vendor.
+            vendor: Option<(bool, Option<Mode>)>,
+        }
+
+        /// Prefixes under two bases per family, so that rules overlap and nest often.
+        fn net() -> impl Strategy<Value = IpNet> {
+            prop_oneof![
+                (any::<u16>(), 8u8..=32).prop_map(|(x, len)| IpNet::new(
+                    IpAddr::from([10, 1, (x >> 8) as u8, x as u8]),
+                    len
+                )
+                .expect("len")
+                .trunc()),
+                (any::<u16>(), 96u8..=128).prop_map(|(x, len)| {
+                    let a = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, x);
+                    IpNet::new(IpAddr::V6(a), len).expect("len").trunc()
+                }),
+                Just("0.0.0.0/0".parse::<IpNet>().expect("net")),
+            ]
+        }
+
+        fn rule() -> impl Strategy<Value = R> {
+            let mode = prop_oneof![Just(None), Just(Some(Mode::Monitor)), Just(Some(Mode::Enforce))];
+            (net(), 1u16..60, 0u16..20, any::<bool>(), any::<bool>(), proptest::option::of((any::<bool>(), mode)))
+                .prop_map(|(net, lo, len, tcp, udp, vendor)| R { net, lo, hi: lo + len, tcp, udp: udp || !tcp, vendor })
+        }
+
+        fn probe() -> impl Strategy<Value = (IpAddr, u16, bool, bool)> {
+            let addr = prop_oneof![
+                any::<u16>().prop_map(|x| IpAddr::from([10, 1, (x >> 8) as u8, x as u8])),
+                any::<u16>().prop_map(|x| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, x))),
+                any::<u32>().prop_map(|x| IpAddr::from(x.to_be_bytes())),
+            ];
+            (addr, 1u16..90, any::<bool>(), any::<bool>())
+        }
+
+        fn policy_text(rules: &[R], mode: &str, default: &str) -> String {
+            let protos = |r: &R| match (r.tcp, r.udp) {
+                (true, true) => "[tcp, udp]",
+                (true, false) => "[tcp]",
+                _ => "[udp]",
+            };
+            let mut allow = String::new();
+            let mut vendors = String::new();
+            for (i, r) in rules.iter().enumerate() {
+                let common = format!("ports: [\"{}-{}\"], protocols: {}", r.lo, r.hi, protos(r));
+                match r.vendor {
+                    None => allow.push_str(&format!("    - {{cidr: \"{}\", {common}}}\n", r.net)),
+                    Some((scoped, m)) => {
+                        let procs = if scoped { ", processes: [{exe: /opt/billing/bin/api}]" } else { "" };
+                        let mode = m.map_or(String::new(), |m| {
+                            format!(", mode: {}", if m == Mode::Monitor { "monitor" } else { "enforce" })
+                        });
+                        vendors.push_str(&format!(
+                            "    - {{name: v{i}, destinations: [{{cidr: \"{}\"}}], {common}{procs}{mode}}}\n",
+                            r.net
+                        ));
+                    }
+                }
+            }
+            format!("  mode: {mode}\n  default: {default}\n  allow:\n{allow}  vendors:\n{vendors}")
+                .replace("  allow:\n  vendors:", "  vendors:")
+                .replace("  vendors:\n\n", "")
+        }
+
+        /// The documented semantics, read directly: allowed if a rule covers the destination,
+        /// port, protocol and process; else, if a vendor's destination matched but not the
+        /// process, refused per the vendor's (or the policy's) mode; else `default`.
+        fn reference(
+            rules: &[R],
+            enforce: bool,
+            default: DefaultAction,
+            a: IpAddr,
+            port: u16,
+            tcp: bool,
+            is_api: bool,
+        ) -> (u8, u8) {
+            let a = match a {
+                IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+                v4 => v4,
+            };
+            // The kernel checks the longest matching prefix's entries: those of every rule whose
+            // prefix contains the destination.
+            let hits: Vec<&R> = rules
+                .iter()
+                .filter(|r| r.net.contains(&a) && r.lo <= port && port <= r.hi && if tcp { r.tcp } else { r.udp })
+                .collect();
+            if hits.iter().any(|r| matches!(r.vendor, None | Some((false, _))) || (is_api && r.vendor.is_some())) {
+                return (verdict::ALLOW, 0);
+            }
+            // The first mismatching entry, most specific prefix first, policy order within it.
+            let mut scoped: Vec<&&R> = hits.iter().filter(|r| matches!(r.vendor, Some((true, _)))).collect();
+            scoped.sort_by_key(|r| std::cmp::Reverse(r.net.prefix_len()));
+            if let Some(r) = scoped.first() {
+                let e = match r.vendor {
+                    Some((_, Some(Mode::Monitor))) => false,
+                    Some((_, Some(Mode::Enforce))) => true,
+                    _ => enforce,
+                };
+                return (if e { verdict::DENY } else { verdict::ALERT }, event_flags::PROCESS_NOT_ALLOWED);
+            }
+            let v = match (default, enforce) {
+                (DefaultAction::Allow, _) => verdict::ALLOW,
+                (DefaultAction::Deny, true) => verdict::DENY,
+                _ => verdict::ALERT,
+            };
+            (v, 0)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(200))]
+            #[test]
+            fn tables_agree_with_the_semantics(
+                rules in proptest::collection::vec(rule(), 1..12),
+                probes in proptest::collection::vec(probe(), 1..40),
+                enforce in any::<bool>(),
+                default in prop_oneof![Just(DefaultAction::Deny), Just(DefaultAction::Alert), Just(DefaultAction::Allow)],
+            ) {
+                let d = match default { DefaultAction::Deny => "deny", DefaultAction::Alert => "alert", DefaultAction::Allow => "allow" };
+                let (p, _) = compiled(&policy_text(&rules, if enforce { "enforce" } else { "monitor" }, d));
+                for (addr, port, tcp, is_api) in probes {
+                    let proc = if is_api { api() } else { curl() };
+                    let got = p.decide(addr, port, if tcp { Protocol::Tcp } else { Protocol::Udp }, &proc);
+                    let want = reference(&rules, enforce, default, addr, port, tcp, is_api);
+                    prop_assert_eq!((got.verdict, got.flags), want, "{} port {} tcp {} api {}", addr, port, tcp, is_api);
+                }
+            }
         }
     }
 }

@@ -139,8 +139,9 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(out)
 }
 
-/// Reads and parses every document of every path; all parse errors of all files are reported.
-pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Document>, PolicyError> {
+/// Reads and parses every document of every path: the documents that parsed, and the first
+/// problem of each that did not.
+fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>), PolicyError> {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
     for f in expand(paths)? {
@@ -151,11 +152,7 @@ pub fn load_paths(paths: &[PathBuf]) -> Result<Vec<Document>, PolicyError> {
             Err(p) => problems.extend(p),
         }
     }
-    if problems.is_empty() {
-        Ok(docs)
-    } else {
-        Err(PolicyError::Invalid(problems))
-    }
+    Ok((docs, problems))
 }
 
 /// Parses every document of a text; the first problem of each bad document is reported.
@@ -172,9 +169,15 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
                     p if p == "." || p.is_empty() => "(document)".to_owned(),
                     p => p,
                 };
+                // An empty document (a trailing `---`, common in generated YAML) is no policy.
+                if idx.keys().all(String::is_empty) {
+                    continue;
+                }
                 let inner = err.into_inner();
                 let pos = inner.location().map_or(Pos::default(), |l| Pos { line: l.line(), column: l.column() });
                 let message = strip_location(&inner.to_string());
+                // serde_yaml_ng starts its message with the path, which the problem shows already.
+                let message = message.strip_prefix(&format!("{field}: ")).map_or(message.clone(), str::to_owned);
                 problems.push(Problem::error(Place { file: file.to_owned(), pos, field }, message));
             }
         }
@@ -304,14 +307,26 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
 pub fn load(
     paths: &[PathBuf],
     now: time::OffsetDateTime,
+    resolver: &dyn resolve::Resolver,
 ) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
-    let docs = if paths.is_empty() {
-        parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).map_err(PolicyError::Invalid)?
+    let (docs, mut errors) = if paths.is_empty() {
+        (parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).map_err(PolicyError::Invalid)?, Vec::new())
     } else {
-        load_paths(paths)?
+        read_all(paths)?
     };
-    let (merged, mut warnings) = merge(&docs)?;
-    let (compiled, w) = compile::compile(&merged, &resolve::HostResolver::new(), now)?;
+    // The documents that parsed are merged even when others did not, so one run reports the
+    // problems of both kinds.
+    let merged = merge(&docs);
+    let (merged, mut warnings) = match merged {
+        Ok(m) if errors.is_empty() => m,
+        Ok(_) => return Err(PolicyError::Invalid(errors)),
+        Err(PolicyError::Invalid(more)) => {
+            errors.extend(more);
+            return Err(PolicyError::Invalid(errors));
+        }
+        Err(other) => return Err(other),
+    };
+    let (compiled, w) = compile::compile(&merged, resolver, now)?;
     warnings.extend(w);
     Ok((merged, compiled, warnings))
 }
@@ -446,6 +461,12 @@ mod tests {
         assert_eq!(v.mode, Some(Mode::Monitor));
         let exp = v.expires.expect("expires");
         assert_eq!(exp.0, time::macros::datetime!(2027-01-01 0:00 UTC));
+    }
+
+    #[test]
+    fn an_empty_trailing_document_is_no_error() {
+        let docs = parse("p.yaml", &format!("{HEAD}spec: {{}}\n---\n")).expect("parses");
+        assert_eq!(docs.len(), 1);
     }
 
     #[test]

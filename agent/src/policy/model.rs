@@ -151,6 +151,10 @@ impl FromStr for ExePattern {
         if !s.starts_with('/') {
             return Err(format!("exe `{s}` is not an absolute path: it could never match an executable"));
         }
+        // Resolution runs every few seconds: a recursive glob would walk whole trees each time.
+        if s.contains("**") || s.starts_with("/proc/") || s.starts_with("/sys/") {
+            return Err(format!("exe `{s}`: `**` and paths under /proc or /sys are not allowed; name the directory"));
+        }
         glob::Pattern::new(s).map_err(|e| format!("exe `{s}` is not a valid glob: {e}"))?;
         Ok(ExePattern(s.to_owned()))
     }

@@ -15,6 +15,8 @@ pub struct ExeFile {
     /// Kernel-internal dev_t (major << 20 | minor), as the programs read it from the superblock.
     pub dev: u32,
     pub ino: u64,
+    /// Starts with `#!`: never the executable the kernel sees.
+    pub script: bool,
 }
 
 pub trait Resolver {
@@ -25,18 +27,28 @@ pub trait Resolver {
     fn cgroup(&self, path: &str) -> Option<(u64, u32)>;
 }
 
-/// Userspace `st_dev` as the kernel's internal dev_t.
-pub fn user_dev_to_kernel(dev: u64) -> u32 {
-    (libc::major(dev) << 20) | (libc::minor(dev) & 0xf_ffff)
+/// A `#!` script: the kernel runs its interpreter, so its own identity never reaches a hook.
+fn is_script(p: &std::path::Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 2];
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && &head == b"#!"
 }
 
 pub struct HostResolver {
     cgroup_mount: Option<PathBuf>,
+    cgroup_root_depth: u32,
+    /// Last successful user lookups: a transient NSS failure (directory server down) keeps the
+    /// last known uid instead of turning the selector into match-nothing.
+    users: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl HostResolver {
     pub fn new() -> Self {
-        Self { cgroup_mount: crate::cgroup::cgroup2_mount().ok() }
+        Self {
+            cgroup_mount: crate::cgroup::cgroup2_mount().ok(),
+            cgroup_root_depth: crate::cgroup::cgroup2_root_depth(),
+            users: std::sync::Mutex::default(),
+        }
     }
 }
 
@@ -47,11 +59,11 @@ impl Resolver for HostResolver {
             .flatten()
             .filter_map(|p| {
                 let m = std::fs::metadata(&p).ok()?;
-                (m.is_file() && m.permissions().mode() & 0o111 != 0).then(|| ExeFile {
-                    path: p.display().to_string(),
-                    dev: user_dev_to_kernel(m.dev()),
-                    ino: m.ino(),
-                })
+                if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+                    return None;
+                }
+                let id = crate::fileid::file_id(&p).ok()?;
+                Some(ExeFile { path: p.display().to_string(), dev: id.dev, ino: id.ino, script: is_script(&p) })
             })
             .collect();
         out.sort_by(|a, b| a.path.cmp(&b.path));
@@ -66,7 +78,20 @@ impl Resolver for HostResolver {
         // SAFETY: all pointers are valid for the call; getpwnam_r is the reentrant form and
         // consults NSS, so directory users resolve like they do for login.
         let rc = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
-        (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+        let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (rc, result.is_null()) {
+            (0, false) => {
+                users.insert(name.to_owned(), pwd.pw_uid);
+                Some(pwd.pw_uid)
+            }
+            // rc 0 with no entry: the user does not exist.
+            (0, true) => {
+                users.remove(name);
+                None
+            }
+            // A lookup error says nothing about the user: keep what we knew.
+            _ => users.get(name).copied(),
+        }
     }
 
     fn cgroup(&self, path: &str) -> Option<(u64, u32)> {
@@ -74,7 +99,7 @@ impl Resolver for HostResolver {
         let rel = path.trim_start_matches('/');
         let dir = if rel.is_empty() { mount.clone() } else { mount.join(rel) };
         let m = std::fs::metadata(dir).ok()?;
-        let level = rel.split('/').filter(|c| !c.is_empty()).count() as u32;
+        let level = self.cgroup_root_depth + rel.split('/').filter(|c| !c.is_empty()).count() as u32;
         m.is_dir().then_some((m.ino(), level))
     }
 }
@@ -99,8 +124,17 @@ mod tests {
     }
 
     #[test]
-    fn dev_encoding_round_trips() {
-        assert_eq!(user_dev_to_kernel(libc::makedev(8, 1)), (8 << 20) | 1);
-        assert_eq!(crate::events::kernel_dev_to_user(user_dev_to_kernel(libc::makedev(259, 3))), libc::makedev(259, 3));
+    fn scripts_are_recognised() {
+        let r = HostResolver::new();
+        let dir = std::env::temp_dir().join(format!("ea-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let script = dir.join("run.sh");
+        std::fs::write(&script, "#!/bin/sh\necho\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let found = r.exes(&script.display().to_string());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].script);
+        assert!(!r.exes("/bin/sh")[0].script);
     }
 }
