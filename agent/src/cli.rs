@@ -158,7 +158,10 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
             v.purpose.as_deref().unwrap_or("-"),
             data.join(", "),
             v.mode.map_or_else(String::new, |m| format!(", mode {m:?}")),
-            v.expires.map_or_else(String::new, |e| format!(", expires {}", e.0)),
+            v.expires.map_or_else(String::new, |e| {
+                let at = e.0.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+                format!(", approved until {at}")
+            }),
         );
         let _ = writeln!(s, "    destinations {} ports {} protocols {}", list(&dests), list(&ports), list(&protos));
         if v.processes.is_empty() {
