@@ -39,7 +39,8 @@ pub mod record {
     pub const EXEC: u32 = 2;
 }
 
-/// Capacity of the ring buffer that carries [`Event`]s, in bytes (a power of two, page multiple).
+/// Default capacity of the ring buffer that carries [`Event`]s, in bytes (a power of two, page
+/// multiple); the agent can load the programs with another (`--ring-bytes`).
 pub const EVENTS_RING_BYTES: u32 = 1 << 22;
 /// The kernel wakes the reader once this many bytes of events are pending (an eighth of the ring,
 /// about 5,000 events); below it the reader drains every [`EVENTS_POLL_MS`].
@@ -207,6 +208,10 @@ pub struct KernelOffsets {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Config {
     pub offsets: KernelOffsets,
+    /// Wake the reader once this many bytes of events are pending (see [`EVENTS_WAKEUP_BYTES`]
+    /// for the default ring); 0 wakes it for every event.
+    pub wakeup_bytes: u32,
+    pub _pad: u32,
 }
 
 /// `SLOT_META[slot]`: the policy-wide settings of one slot. Written before the slot is activated
@@ -296,7 +301,7 @@ mod pod {
 // The layout is an ABI: fail the build of both sides if it drifts.
 const _: () = assert!(core::mem::size_of::<Event>() == 112);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_FILENAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 48);
+const _: () = assert!(core::mem::size_of::<Config>() == 56);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Selector>() == 40);

@@ -438,7 +438,8 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
 /// otherwise drains on its own short timer (`EVENTS_POLL_MS`), so connect() pays for neither.
 #[inline(always)]
 fn wakeup_flags() -> u64 {
-    if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(EVENTS_WAKEUP_BYTES) {
+    let threshold = CONFIG.get(0).map_or(EVENTS_WAKEUP_BYTES, |c| c.wakeup_bytes);
+    if EVENTS.query(BPF_RB_AVAIL_DATA) >= u64::from(threshold) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP

@@ -44,6 +44,10 @@ pub enum Command {
         /// Leave command lines out of events (they can carry secrets passed as arguments).
         #[arg(long)]
         no_cmdline: bool,
+        /// Capacity of the kernel's event ring buffer in bytes: a power of two, at least 4096
+        /// (an event takes 120 bytes). Larger absorbs longer bursts; overflows are counted.
+        #[arg(long, default_value_t = agent_common::EVENTS_RING_BYTES, value_parser = ring_bytes)]
+        ring_bytes: u32,
     },
     /// Validate policy files or directories (merged into one policy): print every problem with
     /// file, line, column and field, then what the policy allows. Exits 2 on any error.
@@ -84,6 +88,14 @@ pub struct ExplainArgs {
 pub enum ProtoArg {
     Tcp,
     Udp,
+}
+
+fn ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
 }
 
 /// An error with its causes, each said once (our messages often embed their source already).

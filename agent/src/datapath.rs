@@ -65,8 +65,9 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads the programs into the kernel (not attached yet) and writes the kernel offsets.
-    pub fn load(offsets: KernelOffsets) -> Result<Self, DatapathError> {
-        let mut ebpf = Ebpf::load(OBJECT)?;
+    /// `ring_bytes`: capacity of the event ring buffer (a power of two, at least a page).
+    pub fn load(offsets: KernelOffsets, ring_bytes: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = aya::EbpfLoader::new().map_max_entries(maps::EVENTS, ring_bytes).load(OBJECT)?;
         for (program, hook) in HOOKS {
             let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(program)
@@ -79,7 +80,8 @@ impl Datapath {
         exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
         let mut dp = Self { ebpf, active_slot: 0 };
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
-        config.set(0, Config { offsets }, 0).map_err(map_err(maps::CONFIG))?;
+        let config_value = Config { offsets, wakeup_bytes: ring_bytes / 8, _pad: 0 };
+        config.set(0, config_value, 0).map_err(map_err(maps::CONFIG))?;
         Ok(dp)
     }
 

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { paths } => cli::check(&paths),
         Command::Explain(args) => cli::explain(&args),
-        Command::Run { policy, cgroup, events, no_cmdline } => {
+        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes } => {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let args = run::RunArgs { policy, cgroup, events, cmdline: !no_cmdline };
+            let args = run::RunArgs { ring_bytes, policy, cgroup, events, cmdline: !no_cmdline };
             match rt.block_on(run::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -36,6 +36,7 @@ use crate::{
 };
 
 pub struct RunArgs {
+    pub ring_bytes: u32,
     pub policy: Vec<PathBuf>,
     pub cgroup: Option<PathBuf>,
     pub events: PathBuf,
@@ -209,7 +210,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Open the output before attaching: a bad --events must not leave a half-started enforcer.
     let mut sink = output::Sink::open(&args.events)
         .map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
-    let mut dp = Datapath::load(offsets)?;
+    let mut dp = Datapath::load(offsets, args.ring_bytes)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
     let fingerprint = compile::selector_fingerprint(&merged, &resolver);
@@ -235,7 +236,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut sigint = sig(SignalKind::interrupt(), "installing the SIGINT handler")?;
     let mut sigterm = sig(SignalKind::terminate(), "installing the SIGTERM handler")?;
     let mut sighup = sig(SignalKind::hangup(), "installing the SIGHUP handler")?;
-    let mut drop_check = tokio::time::interval(Duration::from_secs(10));
+    // Dropped events are counted in the kernel; report new ones promptly (one map read).
+    let mut drop_check = tokio::time::interval(Duration::from_secs(1));
     let mut dropped_seen = 0u64;
     // The kernel only wakes us for a full batch (see agent-ebpf `wakeup_flags`): poll for the rest.
     let mut poll = tokio::time::interval(Duration::from_millis(agent_common::EVENTS_POLL_MS));
@@ -312,7 +314,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     report_drops(&mut dp, &mut dropped_seen);
     drop(ring);
     drop(dp); // detaches every program
-    info!(cgroup = %watched.display(), "detached");
+    info!(cgroup = %watched.display(), events_dropped = dropped_seen, "detached");
     Ok(())
 }
 

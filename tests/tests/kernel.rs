@@ -483,3 +483,57 @@ fn other_protocols_are_decided_by_default_and_reported() {
     let ev = agent.event_of(pid(&r), ADDR4, UDP_OK);
     assert_event(&ev, "allow", Some("feeds"), "vendor/feeds", "udp");
 }
+
+/// With a ring buffer too small for a burst and the agent not reading, the kernel counts every
+/// event it cannot deliver: delivered + counted accounts for every attempt.
+#[test]
+fn events_the_ring_cannot_hold_are_counted_never_silently_lost() {
+    let env = TestEnv::new("drops");
+    let policy_path = env.path("policy.yaml");
+    std::fs::write(&policy_path, spec("enforce", "deny")).expect("write");
+    let mut agent = egress_agent_tests::Agent::start(
+        &egress_agent_tests::agent_bin(),
+        &policy_path,
+        &env.cgroup,
+        &env.dir,
+        &["--ring-bytes", "4096"],
+    );
+    let attempts = 300;
+    // The client starts (its execs are reported and read) before the agent stops reading.
+    let script = format!(
+        "import os, socket, sys\nprint(os.getpid(), flush=True)\nsys.stdin.readline()\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range({attempts}):\n    try:\n        s.sendto(b'x', ('{ADDR4}', {UDP_DENIED}))\n    except OSError:\n        pass\nprint('done', flush=True)\n"
+    );
+    let mut child = env
+        .in_cgroup("python3", &["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("pid line");
+    let client: u64 = line.trim().parse().expect("pid");
+    settle();
+    agent.signal(libc::SIGSTOP);
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), b"go\n").expect("go");
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("done line");
+    assert_eq!(line.trim(), "done");
+    let _ = child.wait();
+    agent.signal(libc::SIGCONT);
+    settle();
+    let status = agent.stop();
+    assert!(status.success(), "{}", agent.log());
+    let log = agent.log();
+    assert!(log.contains("kernel dropped events"), "{log}");
+    let dropped: usize = log
+        .lines()
+        .find(|l| l.contains("detached"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("events_dropped=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no drop total in:\n{log}"));
+    let delivered = agent.events().iter().filter(|e| e["pid"] == client).count();
+    assert!(dropped > 0 && delivered < attempts, "delivered {delivered}, dropped {dropped}");
+    // Every attempt is an event or a count, exactly: nothing else ran in the cgroup meanwhile.
+    assert_eq!(delivered + dropped, attempts, "delivered {delivered}, dropped {dropped}");
+}
