@@ -417,3 +417,19 @@ pub fn write_atomic(path: &Path, text: &str) {
     f.sync_all().expect("sync temp");
     fs::rename(&tmp, path).expect("rename");
 }
+
+/// The interpreter behind `python3` (which may be a wrapper script, e.g. a pyenv shim).
+pub fn python_exe() -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
+        .output()
+        .expect("python3");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The file a command on PATH resolves to, symlinks followed.
+pub fn realpath_of(bin: &str) -> PathBuf {
+    let out =
+        Command::new("sh").args(["-c", &format!("readlink -f \"$(command -v {bin})\"")]).output().expect("readlink");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}

@@ -4,7 +4,7 @@
 
 use std::{process::Command, thread::sleep, time::Duration};
 
-use egress_agent_tests::{policy, py, TestEnv, ADDR4, ADDR4_OTHER, ADDR6};
+use egress_agent_tests::{policy, py, python_exe, realpath_of, TestEnv, ADDR4, ADDR4_OTHER, ADDR6};
 use serde_json::Value;
 
 const EPERM: u64 = 1;
@@ -58,21 +58,6 @@ fn settle() {
     sleep(Duration::from_millis(300));
 }
 
-fn realpath_of(bin: &str) -> String {
-    let out =
-        Command::new("sh").args(["-c", &format!("readlink -f \"$(command -v {bin})\"")]).output().expect("readlink");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// The interpreter behind `python3` (which may be a wrapper script, e.g. a pyenv shim).
-fn python_exe() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[test]
 fn tcp4_allowed_connection_is_attributed_to_its_process() {
     let mut env = TestEnv::new("tcp4-allow");
@@ -86,7 +71,7 @@ fn tcp4_allowed_connection_is_attributed_to_its_process() {
     assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
     assert_eq!(ev["dst"], ADDR4);
     assert_eq!(ev["dport"], TCP_OK);
-    assert_eq!(ev["exe"], realpath_of("curl"), "{ev}");
+    assert_eq!(ev["exe"], realpath_of("curl").display().to_string(), "{ev}");
     assert_eq!(ev["uid"], 0);
     assert_eq!(ev["hook"], "connect4");
     assert_eq!(ev["cgroup"], format!("/{}", env.netns), "{ev}");
@@ -317,7 +302,7 @@ fn children_after_fork_and_exec_are_covered_and_attributed() {
     assert!(String::from_utf8_lossy(&sh.stdout).contains("curl=7"), "{sh:?}");
     let ev = agent.wait_event("of curl under sh", |e| e["comm"] == "curl");
     assert_event(&ev, "deny", None, "default", "tcp");
-    assert_eq!(ev["exe"], realpath_of("curl"));
+    assert_eq!(ev["exe"], realpath_of("curl").display().to_string());
     settle();
     assert!(denied.received().is_empty());
 }

@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use egress_agent_tests::{policy, py, wait_for, write_atomic, Agent, TestEnv, ADDR4};
+use egress_agent_tests::{policy, py, python_exe, realpath_of, wait_for, write_atomic, Agent, TestEnv, ADDR4};
 use serde_json::Value;
 
 const WEB: u16 = 8080;
@@ -25,8 +25,7 @@ fn scoped(mode: &str, exe_glob: &str, vendor_extra: &str) -> String {
 }
 
 fn curl_path() -> PathBuf {
-    let out = Command::new("sh").args(["-c", "readlink -f \"$(command -v curl)\""]).output().expect("curl");
-    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    realpath_of("curl")
 }
 
 /// Runs `curl` (or a copy of it) in the test cgroup; returns its exit code and the pid it had.
@@ -194,15 +193,6 @@ fn a_vendor_in_monitor_mode_reports_instead_of_refusing() {
         "{ev}"
     );
     assert_eq!(server.wait_received(1).len(), 1);
-}
-
-/// The interpreter behind `python3` (which may be a wrapper script, e.g. a pyenv shim).
-fn python_exe() -> String {
-    let out = Command::new("python3")
-        .args(["-c", "import os, sys; print(os.path.realpath(sys.executable))"])
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Policy A allows WEB; policy B allows WEB and EXTRA; OTHER is allowed by neither. WEB is a

@@ -154,14 +154,7 @@ fn reload(agent_bin: &Path, rules: usize, rounds: u32) -> Result<()> {
             results[i].push((load, install));
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let med: Vec<(f64, f64)> = results
-        .iter()
-        .map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect())))
-        .collect();
+    let med = medians(&results);
     println!("\npolicy reload (SIGHUP), median of {rounds} rounds; the swap itself is one map write");
     println!("{:<8} {:>12} {:>14} {:>12} {:>10}", "rules", "load ms", "install ms", "total ms", "ratio");
     let base = med[0].0 + med[0].1;
@@ -170,6 +163,15 @@ fn reload(agent_bin: &Path, rules: usize, rounds: u32) -> Result<()> {
     }
     drop(agent);
     Ok(())
+}
+
+/// Per configuration, the medians of the two measurements over the rounds.
+fn medians(results: &[Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    results.iter().map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect()))).collect()
 }
 
 fn strip_ansi(s: &str) -> String {
@@ -245,14 +247,7 @@ fn connect(agent_bin: &Path, rounds: u32, tcp: u32, udp: u32) -> Result<()> {
             let _ = Command::new("sh").arg("-c").arg(format!("rm -f {}/events-*.jsonl", env.dir.display())).status();
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let med: Vec<(f64, f64)> = results
-        .iter()
-        .map(|r| (median(r.iter().map(|x| x.0).collect()), median(r.iter().map(|x| x.1).collect())))
-        .collect();
+    let med = medians(&results);
     println!("\nconnect() cost, median of {rounds} rounds ({tcp} TCP connect+close, {udp} UDP connect per round)");
     println!("{:<10} {:>14} {:>10} {:>14} {:>10}", "agent", "tcp ns/op", "tcp ratio", "udp ns/op", "udp ratio");
     for (cfg, (t, u)) in configs.iter().zip(&med) {

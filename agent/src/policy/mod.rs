@@ -235,26 +235,8 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         if !names.contains(&d.doc.metadata.name.0) {
             names.push(d.doc.metadata.name.0.clone());
         }
-        if let Some(m) = spec.mode {
-            match &mode {
-                Some((prev, at)) if *prev != m => errors.push(Problem::error(
-                    d.place("spec.mode"),
-                    format!("mode {m:?} conflicts with mode {prev:?} at {at}"),
-                )),
-                Some(_) => {}
-                None => mode = Some((m, d.place("spec.mode"))),
-            }
-        }
-        if let Some(v) = spec.default {
-            match &default {
-                Some((prev, at)) if *prev != v => errors.push(Problem::error(
-                    d.place("spec.default"),
-                    format!("default {v:?} conflicts with default {prev:?} at {at}"),
-                )),
-                Some(_) => {}
-                None => default = Some((v, d.place("spec.default"))),
-            }
-        }
+        set_once(&mut mode, spec.mode, d, "mode", &mut errors);
+        set_once(&mut default, spec.default, d, "default", &mut errors);
         for (i, a) in spec.allow.iter().enumerate() {
             allow.push((a.clone(), d.place(&format!("spec.allow[{i}]"))));
         }
@@ -300,6 +282,26 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         vendors,
     };
     Ok((merged, warnings))
+}
+
+/// Records a policy-wide setting that several documents may give, but only with one value; a
+/// different value is an error naming both places.
+fn set_once<T: Copy + PartialEq + fmt::Debug>(
+    slot: &mut Option<(T, Place)>,
+    value: Option<T>,
+    doc: &Document,
+    field: &str,
+    errors: &mut Vec<Problem>,
+) {
+    let Some(v) = value else { return };
+    let here = doc.place(&format!("spec.{field}"));
+    match slot {
+        Some((prev, at)) if *prev != v => {
+            errors.push(Problem::error(here, format!("{field} {v:?} conflicts with {field} {prev:?} at {at}")));
+        }
+        Some(_) => {}
+        None => *slot = Some((v, here)),
+    }
 }
 
 /// Loads, merges and compiles policy paths (or the embedded default when there are none),
