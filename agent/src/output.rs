@@ -27,6 +27,8 @@ pub struct Record<'a> {
     pub cgroup_id: u64,
     pub container: Option<&'a str>,
     pub proto: &'static str,
+    /// `ipv4` or `ipv6`, as matched (an IPv4-mapped destination is `ipv4`).
+    pub family: &'static str,
     pub dst: String,
     pub dport: u16,
     pub verdict: &'static str,
@@ -59,6 +61,7 @@ pub fn record<'a>(ev: &Event, who: &'a Enriched, policy: Option<&'a CompiledPoli
         cgroup_id: ev.cgroup_id,
         container: who.container.as_deref(),
         proto: events::proto(ev),
+        family: if ev.family == 2 { "ipv4" } else { "ipv6" },
         dst: events::dst(ev).to_string(),
         dport: ev.dport,
         verdict: events::verdict(ev),

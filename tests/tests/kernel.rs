@@ -70,6 +70,7 @@ fn tcp4_allowed_connection_is_attributed_to_its_process() {
     let ev = agent.wait_event("of curl", |e| e["comm"] == "curl");
     assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
     assert_eq!(ev["dst"], ADDR4);
+    assert_eq!(ev["family"], "ipv4");
     assert_eq!(ev["dport"], TCP_OK);
     assert_eq!(ev["exe"], realpath_of("curl").display().to_string(), "{ev}");
     assert_eq!(ev["uid"], 0);
@@ -146,7 +147,7 @@ fn tcp6_allowed_and_denied() {
     assert_allowed(&report);
     let ev = agent.event_of(pid(&report), ADDR6, TCP_OK);
     assert_event(&ev, "allow", Some("web"), "vendor/web", "tcp");
-    assert_eq!(ev["hook"], "connect6");
+    assert_eq!((ev["hook"].as_str(), ev["family"].as_str()), (Some("connect6"), Some("ipv6")));
     assert_eq!(ok.wait_received(1).len(), 1);
     let report = env.client("tcp", ADDR6, TCP_DENIED);
     assert_eperm(&report);

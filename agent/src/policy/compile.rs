@@ -683,6 +683,19 @@ mod tests {
         assert!(e.contains("at most 64") && e.contains("allow/0 at t.yaml:6:7 (spec.allow[0])"), "{e}");
     }
 
+    #[test]
+    fn too_many_selectors_is_refused_naming_the_limit() {
+        let sels: Vec<String> = (0..MAX_SELECTORS).map(|u| format!("{{uid: {u}}}")).collect();
+        let text = format!(
+            "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n  vendors:\n    - {{name: v, destinations: [{{cidr: 10.0.0.0/8}}], processes: [{}]}}\n",
+            sels.join(", ")
+        );
+        let docs = parse("t.yaml", &text).expect("valid");
+        let (m, _) = merge(&docs).expect("merges");
+        let e = compile(&m, &FakeHost, OffsetDateTime::UNIX_EPOCH).expect_err("over the limit").to_string();
+        assert!(e.contains("4096 process selectors; the kernel holds at most 4095"), "{e}");
+    }
+
     /// Reference check: the flattened tables agree with a direct scan of the rules for random
     /// destinations over a nested, overlapping rule set.
     #[test]
