@@ -64,6 +64,8 @@ impl RunError {
     }
 }
 
+/// Changes in selector directories within this window are resolved once.
+const SELECTOR_DEBOUNCE: Duration = Duration::from_millis(20);
 /// Policies kept to name the rules of events still in the ring buffer after reloads.
 const KEEP_GENERATIONS: usize = 4;
 /// Records handled per pass over the ring buffer, so signals and reloads are served under load.
@@ -89,6 +91,8 @@ struct PolicyState {
     merged: Merged,
     /// What the selectors of `merged` resolved to when it was last compiled.
     fingerprint: Vec<(agent_common::Selector, Vec<(u32, u64)>)>,
+    /// Set when `merged` is replaced (its selectors may watch other directories).
+    merged_changed: bool,
     resolver: policy::resolve::HostResolver,
     generation: u32,
     /// The one in force and the few before it, so that events decided just before a reload
@@ -112,6 +116,7 @@ impl PolicyState {
         load_us: u64,
     ) -> Result<(), DatapathError> {
         self.fingerprint = compile::selector_fingerprint(&merged, &self.resolver);
+        self.merged_changed = true;
         let cur = self.current();
         if cur.tables == p.tables && cur.mode == p.mode && cur.default == p.default && cur.rules == p.rules {
             // Nothing for the kernel; but the name, expiries and summaries may differ: keep the
@@ -218,6 +223,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         paths: args.policy.clone(),
         merged,
         fingerprint,
+        merged_changed: false,
         resolver,
         generation: 1,
         by_gen: BTreeMap::from([(1, Arc::new(compiled))]),
@@ -229,7 +235,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // which is as long as the AsyncFd that owns it.
     let mut ring = unsafe { AsyncFd::register(dp.take_events()?) }
         .map_err(|e| RunError::Io { what: "polling the event ring buffer", source: e.into() })?;
-    let mut enricher = Enricher::new(mount, args.cmdline);
+    let mut enricher = Enricher::new(mount.clone(), args.cmdline);
     let mut out_errors = OutputErrors::default();
 
     let sig = |kind, what| signal(kind).map_err(|source| RunError::Io { what, source });
@@ -253,6 +259,11 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             None
         }
     };
+    // Selectors are resolved again at once when their directories change, not only on the timer.
+    let (sel_tx, mut sel_rx) = mpsc::unbounded_channel();
+    let mut sel_dirs = watch::selector_dirs(&state.merged, &mount);
+    let mut sel_watcher = arm_selector_watch(&sel_dirs, &sel_tx);
+    let mut pending_resolve: Option<tokio::time::Instant> = None;
     let mut pending_change: Option<tokio::time::Instant> = None;
     let mut first_change: Option<tokio::time::Instant> = None;
 
@@ -264,6 +275,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     loop {
         let debounce = async {
             match pending_change {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let resolve_soon = async {
+            match pending_resolve {
                 Some(at) => tokio::time::sleep_until(at).await,
                 None => std::future::pending().await,
             }
@@ -299,6 +316,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 drain_now(ring.get_mut(), &state);
                 state.reload(&mut dp, "policy files changed");
             }
+            Some(()) = sel_rx.recv() => {
+                pending_resolve.get_or_insert_with(|| tokio::time::Instant::now() + SELECTOR_DEBOUNCE);
+            }
+            () = resolve_soon => {
+                pending_resolve = None;
+                drain_now(ring.get_mut(), &state);
+                state.recompile(&mut dp, "selector directories changed", false);
+            }
             _ = resolve.tick() => {
                 drain_now(ring.get_mut(), &state);
                 state.recompile(&mut dp, "selectors re-resolved", false);
@@ -309,13 +334,32 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             }
             _ = drop_check.tick() => report_drops(&mut dp, &mut dropped_seen),
         }
+        // A reload may name other selectors: watch their directories instead.
+        if std::mem::take(&mut state.merged_changed) {
+            let dirs = watch::selector_dirs(&state.merged, &mount);
+            if dirs != sel_dirs {
+                sel_watcher = arm_selector_watch(&dirs, &sel_tx);
+                sel_dirs = dirs;
+            }
+        }
     }
+    drop(sel_watcher);
     while drain_now(ring.get_mut(), &state) == DRAIN_BATCH {}
     report_drops(&mut dp, &mut dropped_seen);
     drop(ring);
     drop(dp); // detaches every program
     info!(cgroup = %watched.display(), events_dropped = dropped_seen, "detached");
     Ok(())
+}
+
+fn arm_selector_watch(dirs: &[PathBuf], tx: &mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {
+    match watch::watch_dirs(dirs, tx.clone()) {
+        Ok(w) => w,
+        Err(e) => {
+            warn!(error = %e, "cannot watch selector directories; selectors are re-resolved on the timer only");
+            None
+        }
+    }
 }
 
 /// Failures to write events. They are counted and reported, never fatal: stopping would detach

@@ -78,6 +78,58 @@ pub fn watch(paths: &[PathBuf], changed: UnboundedSender<()>) -> notify::Result<
     Ok(Some(w))
 }
 
+/// Directories whose changes can change what process selectors resolve to: the parent of each
+/// `cgroup` selector's directory (a restarted service's cgroup is removed and created again,
+/// with a new id) and the fixed leading directory of each `exe` glob (an upgrade puts a new file,
+/// with a new inode, in place). A directory that does not exist yet is represented by its
+/// nearest existing ancestor.
+pub fn selector_dirs(m: &crate::policy::Merged, cgroup_mount: &Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    for (v, _) in &m.vendors {
+        for sel in &v.processes {
+            if let Some(cg) = &sel.cgroup {
+                let rel = cg.0.trim_start_matches('/');
+                let dir = cgroup_mount.join(rel);
+                dirs.push(dir.parent().map_or(dir.clone(), Path::to_path_buf));
+            }
+            if let Some(exe) = &sel.exe {
+                let fixed: PathBuf = Path::new(&exe.0)
+                    .components()
+                    .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
+                    .collect();
+                // The file name itself is not a directory: watch the one it is in.
+                let dir = if fixed.as_os_str() == exe.0.as_str() {
+                    fixed.parent().map(Path::to_path_buf)
+                } else {
+                    Some(fixed)
+                };
+                dirs.extend(dir);
+            }
+        }
+    }
+    let mut out: Vec<PathBuf> =
+        dirs.into_iter().filter_map(|d| d.ancestors().find(|a| a.is_dir()).map(Path::to_path_buf)).collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Watches `dirs` (non-recursively) and reports any change in them.
+pub fn watch_dirs(dirs: &[PathBuf], changed: UnboundedSender<()>) -> notify::Result<Option<RecommendedWatcher>> {
+    if dirs.is_empty() {
+        return Ok(None);
+    }
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if res.map_or(true, |e| !e.kind.is_access()) {
+            let _ = changed.send(());
+        }
+    })?;
+    for d in dirs {
+        w.watch(d, RecursiveMode::NonRecursive)?;
+    }
+    Ok(Some(w))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

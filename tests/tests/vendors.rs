@@ -433,3 +433,88 @@ fn large_real_policy_matches_a_reference_in_the_kernel() {
     assert!(allowed > 300 && probes.len() - allowed > 300, "{allowed} of {}", probes.len());
     drop(agent);
 }
+
+/// A service restart removes its cgroup and creates a new one (a new id): the agent watches the
+/// selector's parent directory and resolves again at once, not at its next timer tick.
+#[test]
+fn a_recreated_cgroup_is_resolved_again_when_it_appears() {
+    let mut env = TestEnv::new("recreate");
+    env.server("tcp", ADDR4, WEB);
+    let svc = env.cgroup.join("svc");
+    let rel = svc.strip_prefix(egress_agent_tests::cgroup2_mount()).expect("under mount").display().to_string();
+    let agent = env.agent(&policy(&format!(
+        "  mode: enforce\n  default: deny\n  vendors:\n    - name: web\n      destinations: [{{cidr: {ADDR4}}}]\n      ports: [{WEB}]\n      processes: [{{cgroup: \"/{rel}\"}}]\n"
+    )));
+    assert!(agent.log().contains("does not exist (yet)"), "{}", agent.log());
+    let connect_from_svc = || {
+        let mut c = Command::new("sh");
+        c.args([
+            "-c",
+            "echo $$ > \"$1/cgroup.procs\" && exec ip netns exec \"$2\" python3 \"$3\" tcp \"$4\" \"$5\" 0",
+            "sh",
+        ])
+        .arg(&svc)
+        .arg(&env.netns)
+        .arg(py("client.py"))
+        .arg(ADDR4)
+        .arg(WEB.to_string());
+        let out = c.output().expect("client");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap_or_else(|e| panic!("{out:?}: {e}"))
+    };
+    for round in 1..=2 {
+        fs::create_dir(&svc).expect("mkdir svc");
+        wait_for(
+            Duration::from_secs(4),
+            || agent.log().matches("why=\"selector directories changed\"").count() >= round,
+            || format!("no re-resolution on the cgroup's creation (round {round}):\n{}", agent.log()),
+        );
+        assert_eq!(connect_from_svc()["ok"], true, "round {round}");
+        // Restart: the cgroup goes away (empty now: the client has exited).
+        fs::remove_dir(&svc).expect("rmdir svc");
+    }
+}
+
+/// A package upgrade replaces an allowed executable while a process still runs the old file: the
+/// process keeps its rights until it exits, and the new file is allowed as soon as it is there.
+#[test]
+fn a_process_running_a_replaced_executable_keeps_its_rights() {
+    let mut env = TestEnv::new("upgrade");
+    let server = env.server("tcp", ADDR4, WEB);
+    let app = env.path("app");
+    fs::copy(python_exe(), &app).expect("copy python");
+    let agent = env.agent(&scoped("enforce", &app.display().to_string(), ""));
+    let script = format!(
+        "import json, os, socket, sys\nprint(os.getpid(), flush=True)\nsys.stdin.readline()\ns = socket.socket()\ntry:\n    s.connect(('{ADDR4}', {WEB})); print(0, flush=True)\nexcept OSError as e:\n    print(e.errno, flush=True)\n"
+    );
+    let mut old = env
+        .in_cgroup(&app.display().to_string(), &["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("old app");
+    let mut out = std::io::BufReader::new(old.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("pid");
+    // The upgrade: a new file renamed over the old one.
+    let staged = env.path("app.new");
+    fs::copy(python_exe(), &staged).expect("copy");
+    fs::rename(&staged, &app).expect("replace");
+    wait_for(
+        Duration::from_secs(4),
+        || agent.log().contains("why=\"selector directories changed\""),
+        || format!("no re-resolution after the upgrade:\n{}", agent.log()),
+    );
+    std::io::Write::write_all(old.stdin.as_mut().expect("stdin"), b"go\n").expect("go");
+    line.clear();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("result");
+    let _ = old.wait();
+    assert_eq!(line.trim(), "0", "the process running the replaced file lost its rights:\n{}", agent.log());
+    // A process started from the new file is allowed too.
+    let out = env
+        .in_cgroup(&app.display().to_string(), &[&py("client.py"), "tcp", ADDR4, &WEB.to_string(), "0"])
+        .output()
+        .expect("new app");
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(server.wait_received(2).len(), 2);
+}

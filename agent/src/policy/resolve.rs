@@ -27,6 +27,32 @@ pub trait Resolver {
     fn cgroup(&self, path: &str) -> Option<(u64, u32)>;
 }
 
+/// Executables of running processes that were deleted or replaced since the process started and
+/// whose former path matches `glob` (`/proc/PID/exe` reads `<path> (deleted)` for them; the link
+/// itself still leads to the file the process runs).
+fn running_replaced(glob: &glob::Pattern) -> Vec<ExeFile> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    procs
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| {
+            let link = e.path().join("exe");
+            let target = std::fs::read_link(&link).ok()?;
+            let former = target.to_str()?.strip_suffix(" (deleted)")?;
+            if !glob.matches(former) {
+                return None;
+            }
+            let id = crate::fileid::file_id(&link).ok()?;
+            Some(ExeFile {
+                path: format!("{former} (replaced; still run by pid {})", e.file_name().to_string_lossy()),
+                dev: id.dev,
+                ino: id.ino,
+                script: false,
+            })
+        })
+        .collect()
+}
+
 /// A `#!` script: the kernel runs its interpreter, so its own identity never reaches a hook.
 fn is_script(p: &std::path::Path) -> bool {
     use std::io::Read as _;
@@ -66,6 +92,15 @@ impl Resolver for HostResolver {
                 Some(ExeFile { path: p.display().to_string(), dev: id.dev, ino: id.ino, script: is_script(&p) })
             })
             .collect();
+        // A process started before its executable was replaced (a package upgrade without a
+        // restart) still runs the old file: it keeps its rights until it exits.
+        if let Ok(glob) = glob::Pattern::new(pattern) {
+            for f in running_replaced(&glob) {
+                if !out.iter().any(|o| o.dev == f.dev && o.ino == f.ino) {
+                    out.push(f);
+                }
+            }
+        }
         out.sort_by(|a, b| a.path.cmp(&b.path));
         out
     }
