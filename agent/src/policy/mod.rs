@@ -8,6 +8,8 @@ pub mod resolve;
 
 use std::{collections::HashMap, fmt, path::PathBuf};
 
+use serde::Deserialize as _;
+
 pub use compile::CompiledPolicy;
 use locate::Pos;
 use model::{AllowRule, DefaultAction, Mode, PolicyDoc, Vendor};
@@ -96,17 +98,21 @@ pub struct Document {
 impl Document {
     /// The place of `field`, or of its closest enclosing value that has one.
     pub fn place(&self, field: &str) -> Place {
-        let mut f = field;
-        let pos = loop {
-            if let Some(p) = self.locs.get(f) {
-                break *p;
-            }
-            match f.rfind(['.', '[']) {
-                Some(i) => f = &f[..i],
-                None => break self.locs.get("").copied().unwrap_or_default(),
-            }
-        };
-        Place { file: self.file.clone(), pos, field: field.to_owned() }
+        Place { file: self.file.clone(), pos: position(&self.locs, field), field: field.to_owned() }
+    }
+}
+
+/// The position of `field`, or of its closest enclosing value that has one.
+fn position(locs: &HashMap<String, Pos>, field: &str) -> Pos {
+    let mut f = field;
+    loop {
+        if let Some(p) = locs.get(f) {
+            return *p;
+        }
+        match f.rfind(['.', '[']) {
+            Some(i) => f = &f[..i],
+            None => return locs.get("").copied().unwrap_or_default(),
+        }
     }
 }
 
@@ -158,10 +164,13 @@ fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>), PolicyEr
 /// Parses every document of a text; the first problem of each bad document is reported.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
     let mut locs = locate::index_documents(text).into_iter();
+    // The same documents as untyped values, to look for more problems once one is found.
+    let mut values = serde_yaml_ng::Deserializer::from_str(text).map(|de| serde_yaml_ng::Value::deserialize(de).ok());
     let mut docs = Vec::new();
     let mut problems = Vec::new();
     for de in serde_yaml_ng::Deserializer::from_str(text) {
         let idx = locs.next().unwrap_or_default();
+        let value = values.next().flatten();
         match serde_path_to_error::deserialize::<_, PolicyDoc>(de) {
             Ok(doc) => docs.push(Document { file: file.to_owned(), doc, locs: idx }),
             Err(err) => {
@@ -179,6 +188,12 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
                 // serde_yaml_ng starts its message with the path, which the problem shows already.
                 let message = message.strip_prefix(&format!("{field}: ")).map_or(message.clone(), str::to_owned);
                 problems.push(Problem::error(Place { file: file.to_owned(), pos, field }, message));
+                // Parsing stopped at that problem: check every rule on its own for the others.
+                if let Some(v) = value {
+                    let seen: Vec<String> = problems.iter().map(|p| p.place.field.clone()).collect();
+                    problems
+                        .extend(rule_problems(file, &v, &idx).into_iter().filter(|p| !seen.contains(&p.place.field)));
+                }
             }
         }
     }
@@ -193,6 +208,56 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
     } else {
         Err(problems)
     }
+}
+
+/// The problems of a document that failed to parse, found by checking the document without its
+/// rule lists and then each `allow` and `vendors` entry on its own: one problem per entry (and
+/// one for the rest), with positions from the document's index.
+fn rule_problems(file: &str, doc: &serde_yaml_ng::Value, locs: &HashMap<String, Pos>) -> Vec<Problem> {
+    fn check<T: serde::de::DeserializeOwned>(v: serde_yaml_ng::Value) -> Option<(String, String)> {
+        serde_path_to_error::deserialize::<_, T>(v).err().map(|e| {
+            let path = e.path().to_string();
+            let msg = e.into_inner().to_string();
+            let msg = msg.strip_prefix(&format!("{path}: ")).map_or(msg.clone(), str::to_owned);
+            (if path == "." { String::new() } else { path }, msg)
+        })
+    }
+    let mut out = Vec::new();
+    let mut push = |field: String, message: String| {
+        let field = if field.is_empty() { "(document)".to_owned() } else { field };
+        out.push(Problem::error(Place { file: file.to_owned(), pos: position(locs, &field), field }, message));
+    };
+    let mut head = doc.clone();
+    if let Some(spec) = head.get_mut("spec").and_then(serde_yaml_ng::Value::as_mapping_mut) {
+        for list in ["allow", "vendors"] {
+            if spec.contains_key(list) {
+                spec.insert(list.into(), serde_yaml_ng::Value::Sequence(Vec::new()));
+            }
+        }
+    }
+    if let Some((path, msg)) = check::<PolicyDoc>(head) {
+        push(path, msg);
+    }
+    for list in ["allow", "vendors"] {
+        let Some(items) = doc.get("spec").and_then(|s| s.get(list)).and_then(serde_yaml_ng::Value::as_sequence) else {
+            continue;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let found = if list == "allow" { check::<AllowRule>(item.clone()) } else { check::<Vendor>(item.clone()) };
+            if let Some((path, msg)) = found {
+                let base = format!("spec.{list}[{i}]");
+                let field = if path.is_empty() {
+                    base
+                } else if path.starts_with('[') {
+                    format!("{base}{path}")
+                } else {
+                    format!("{base}.{path}")
+                };
+                push(field, msg);
+            }
+        }
+    }
+    out
 }
 
 fn strip_location(message: &str) -> String {
@@ -463,6 +528,27 @@ mod tests {
         assert_eq!(v.mode, Some(Mode::Monitor));
         let exp = v.expires.expect("expires");
         assert_eq!(exp.0, time::macros::datetime!(2027-01-01 0:00 UTC));
+    }
+
+    #[test]
+    fn every_bad_rule_of_a_document_is_reported_with_its_place() {
+        let e = err(&format!(
+            "{HEAD}spec:\n  mode: enforcing\n  allow:\n    - {{cidr: 10.0.0.1/8}}\n    - {{cidr: 10.0.0.0/8, ports: [0]}}\n  vendors:\n    - {{name: ok, destinations: [{{cidr: 1.1.1.1}}]}}\n    - name: BAD\n      destinations: [{{cidr: 1.1.1.1}}]\n    - {{name: x, destinations: [{{cidr: 1.1.1.1}}], processes: [{{exe: rel/path}}]}}\n"
+        ));
+        let lines: Vec<&str> = e.lines().collect();
+        assert_eq!(lines.len(), 5, "{e}");
+        for (place, field) in [
+            ("p.yaml:5:9:", "spec.mode"),
+            ("p.yaml:7:14:", "spec.allow[0].cidr"),
+            ("p.yaml:8:34:", "spec.allow[1].ports[0]"),
+            ("p.yaml:11:13:", "spec.vendors[1].name"),
+            ("p.yaml:13:68:", "spec.vendors[2].processes[0].exe"),
+        ] {
+            assert!(
+                lines.iter().any(|l| l.starts_with(place) && l.contains(&format!("error: {field}: "))),
+                "{place} {field}:\n{e}"
+            );
+        }
     }
 
     #[test]
