@@ -433,3 +433,37 @@ pub fn realpath_of(bin: &str) -> PathBuf {
         Command::new("sh").args(["-c", &format!("readlink -f \"$(command -v {bin})\"")]).output().expect("readlink");
     PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
 }
+
+/// A process started in the test cgroup that waits for a go-ahead: a Python script that prints
+/// its pid, reads one line from stdin, then does its work and prints one result line.
+pub struct Held {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+    pub pid: u64,
+}
+
+impl Held {
+    /// Starts `program -c script` in `env`'s cgroup and waits for the pid line.
+    pub fn start(env: &TestEnv, program: &str, script: &str) -> Self {
+        let mut child = env
+            .in_cgroup(program, &["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {program}: {e}"));
+        let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).expect("pid line");
+        let pid = line.trim().parse().unwrap_or_else(|e| panic!("pid line {line:?}: {e}"));
+        Self { child, out, pid }
+    }
+
+    /// Lets the script go on; returns its result line once it has exited.
+    pub fn go(mut self) -> String {
+        self.child.stdin.as_mut().expect("stdin").write_all(b"go\n").expect("go");
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut line).expect("result line");
+        let _ = self.child.wait();
+        line.trim().to_owned()
+    }
+}

@@ -489,23 +489,11 @@ fn events_the_ring_cannot_hold_are_counted_never_silently_lost() {
     let script = format!(
         "import os, socket, sys\nprint(os.getpid(), flush=True)\nsys.stdin.readline()\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range({attempts}):\n    try:\n        s.sendto(b'x', ('{ADDR4}', {UDP_DENIED}))\n    except OSError:\n        pass\nprint('done', flush=True)\n"
     );
-    let mut child = env
-        .in_cgroup("python3", &["-c", &script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).expect("pid line");
-    let client: u64 = line.trim().parse().expect("pid");
+    let held = egress_agent_tests::Held::start(&env, "python3", &script);
+    let client = held.pid;
     settle();
     agent.signal(libc::SIGSTOP);
-    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), b"go\n").expect("go");
-    line.clear();
-    std::io::BufRead::read_line(&mut stdout, &mut line).expect("done line");
-    assert_eq!(line.trim(), "done");
-    let _ = child.wait();
+    assert_eq!(held.go(), "done");
     agent.signal(libc::SIGCONT);
     settle();
     let status = agent.stop();

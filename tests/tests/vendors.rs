@@ -486,15 +486,7 @@ fn a_process_running_a_replaced_executable_keeps_its_rights() {
     let script = format!(
         "import json, os, socket, sys\nprint(os.getpid(), flush=True)\nsys.stdin.readline()\ns = socket.socket()\ntry:\n    s.connect(('{ADDR4}', {WEB})); print(0, flush=True)\nexcept OSError as e:\n    print(e.errno, flush=True)\n"
     );
-    let mut old = env
-        .in_cgroup(&app.display().to_string(), &["-c", &script])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("old app");
-    let mut out = std::io::BufReader::new(old.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut out, &mut line).expect("pid");
+    let old = egress_agent_tests::Held::start(&env, &app.display().to_string(), &script);
     // The upgrade: a new file renamed over the old one.
     let staged = env.path("app.new");
     fs::copy(python_exe(), &staged).expect("copy");
@@ -504,11 +496,7 @@ fn a_process_running_a_replaced_executable_keeps_its_rights() {
         || agent.log().contains("why=\"selector directories changed\""),
         || format!("no re-resolution after the upgrade:\n{}", agent.log()),
     );
-    std::io::Write::write_all(old.stdin.as_mut().expect("stdin"), b"go\n").expect("go");
-    line.clear();
-    std::io::BufRead::read_line(&mut out, &mut line).expect("result");
-    let _ = old.wait();
-    assert_eq!(line.trim(), "0", "the process running the replaced file lost its rights:\n{}", agent.log());
+    assert_eq!(old.go(), "0", "the process running the replaced file lost its rights:\n{}", agent.log());
     // A process started from the new file is allowed too.
     let out = env
         .in_cgroup(&app.display().to_string(), &[&py("client.py"), "tcp", ADDR4, &WEB.to_string(), "0"])
