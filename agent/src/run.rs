@@ -3,9 +3,9 @@
 //!
 //! The policy is reloaded on SIGHUP and when its files change (including the atomic `..data`
 //! symlink swap of a mounted Kubernetes ConfigMap). A policy that fails validation is refused and
-//! the running one stays in force. Selectors are re-resolved every 30 s (a package upgrade gives
-//! a binary a new inode; a pod's cgroup appears when it is scheduled), and the policy is compiled
-//! again when a temporary approval expires.
+//! the running one stays in force. Selectors are resolved again when their directories change
+//! and every few seconds (a package upgrade gives a binary a new inode; a restarted service or a
+//! new pod gets a new cgroup), and the policy is compiled again when a temporary approval expires.
 #![expect(
     clippy::result_large_err,
     reason = "RunError wraps DatapathError (see datapath.rs); it is returned once, when the agent stops"

@@ -161,7 +161,8 @@ fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>), PolicyEr
     Ok((docs, problems))
 }
 
-/// Parses every document of a text; the first problem of each bad document is reported.
+/// Parses every document of a text; for a document that does not parse, its problems (see
+/// [`rule_problems`]).
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
     let mut locs = locate::index_documents(text).into_iter();
     // The same documents as untyped values, to look for more problems once one is found.
