@@ -134,22 +134,10 @@ impl Datapath {
         let slot = 1 - self.active_slot;
         let slot_idx = slot as usize;
         let t = &policy.tables;
-        {
-            let mut v4: LpmTrie<_, AddrV4, DestValue> = self.map_mut(maps::DESTS_V4[slot_idx])?;
-            clear_trie(&mut v4, maps::DESTS_V4[slot_idx])?;
-            for (net, value) in &t.v4 {
-                v4.insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), value, 0)
-                    .map_err(map_err(maps::DESTS_V4[slot_idx]))?;
-            }
-        }
-        {
-            let mut v6: LpmTrie<_, AddrV6, DestValue> = self.map_mut(maps::DESTS_V6[slot_idx])?;
-            clear_trie(&mut v6, maps::DESTS_V6[slot_idx])?;
-            for (net, value) in &t.v6 {
-                v6.insert(&Key::new(u32::from(net.prefix_len()), net.network().octets()), value, 0)
-                    .map_err(map_err(maps::DESTS_V6[slot_idx]))?;
-            }
-        }
+        let v4 = t.v4.iter().map(|(n, v)| (Key::new(u32::from(n.prefix_len()), n.network().octets()), *v));
+        self.fill_trie::<AddrV4>(maps::DESTS_V4[slot_idx], v4)?;
+        let v6 = t.v6.iter().map(|(n, v)| (Key::new(u32::from(n.prefix_len()), n.network().octets()), *v));
+        self.fill_trie::<AddrV6>(maps::DESTS_V6[slot_idx], v6)?;
         {
             let mut rules: Array<_, RuleEntry> = self.map_mut(maps::RULES)?;
             let base = slot * MAX_RULE_ENTRIES;
@@ -191,6 +179,20 @@ impl Datapath {
         active.set(0, slot, 0).map_err(map_err(maps::ACTIVE_SLOT))?;
         self.active_slot = slot;
         wait_for_running_programs();
+        Ok(())
+    }
+
+    /// Empties a destination trie of the inactive slot and fills it with `entries`.
+    fn fill_trie<K: aya::Pod>(
+        &mut self,
+        map: &'static str,
+        entries: impl Iterator<Item = (Key<K>, DestValue)>,
+    ) -> Result<(), DatapathError> {
+        let mut trie: LpmTrie<_, K, DestValue> = self.map_mut(map)?;
+        clear_trie(&mut trie, map)?;
+        for (key, value) in entries {
+            trie.insert(&key, value, 0).map_err(map_err(map))?;
+        }
         Ok(())
     }
 

@@ -90,7 +90,7 @@ struct PolicyState {
     paths: Vec<PathBuf>,
     merged: Merged,
     /// What the selectors of `merged` resolved to when it was last compiled.
-    fingerprint: Vec<(agent_common::Selector, Vec<(u32, u64)>)>,
+    fingerprint: compile::Fingerprint,
     /// Set when `merged` is replaced (its selectors may watch other directories).
     merged_changed: bool,
     resolver: policy::resolve::HostResolver,
@@ -115,7 +115,7 @@ impl PolicyState {
         why: &str,
         load_us: u64,
     ) -> Result<(), DatapathError> {
-        self.fingerprint = compile::selector_fingerprint(&merged, &self.resolver);
+        self.fingerprint = p.fingerprint.clone();
         self.merged_changed = true;
         let cur = self.current();
         if cur.tables == p.tables && cur.mode == p.mode && cur.default == p.default && cur.rules == p.rules {
@@ -218,7 +218,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut dp = Datapath::load(offsets, args.ring_bytes)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
-    let fingerprint = compile::selector_fingerprint(&merged, &resolver);
+    let fingerprint = compiled.fingerprint.clone();
     let mut state = PolicyState {
         paths: args.policy.clone(),
         merged,
@@ -273,18 +273,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = 1, "egress-agent ready");
     loop {
-        let debounce = async {
-            match pending_change {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        let resolve_soon = async {
-            match pending_resolve {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        let debounce = sleep_until_if(pending_change);
+        let resolve_soon = sleep_until_if(pending_resolve);
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| RunError::Io { what: "polling the event ring buffer", source })?;
@@ -350,6 +340,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     drop(dp); // detaches every program
     info!(cgroup = %watched.display(), events_dropped = dropped_seen, "detached");
     Ok(())
+}
+
+/// Sleeps until `at`, or forever when nothing is pending.
+async fn sleep_until_if(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn arm_selector_watch(dirs: &[PathBuf], tx: &mpsc::UnboundedSender<()>) -> Option<notify::RecommendedWatcher> {

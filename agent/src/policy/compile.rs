@@ -56,6 +56,16 @@ pub struct CompiledPolicy {
     pub next_expiry: Option<OffsetDateTime>,
     /// Executables each vendor's `exe` selectors resolved to, for summaries.
     pub vendor_exes: HashMap<String, Vec<String>>,
+    /// What every selector resolved to for this compilation, as [`selector_fingerprint`] says it.
+    pub fingerprint: Fingerprint,
+}
+
+/// What each process selector of a policy resolves to: the selector as the kernel sees it and
+/// the executables (dev, inode) its `exe` matched, in policy order.
+pub type Fingerprint = Vec<(Selector, Vec<(u32, u64)>)>;
+
+fn fingerprint_entry(s: &Selector, files: &[super::resolve::ExeFile]) -> (Selector, Vec<(u32, u64)>) {
+    (*s, files.iter().map(|f| (f.dev, f.ino)).collect())
 }
 
 /// The process an attempt comes from, as the kernel sees it.
@@ -211,6 +221,7 @@ pub fn compile(
     let mut selectors = vec![Selector::default()];
     let mut exe_keys = Vec::new();
     let mut vendor_exes = HashMap::new();
+    let mut fingerprint = Vec::new();
     let mut next_expiry: Option<OffsetDateTime> = None;
     // Rule entries per exact prefix, in policy order.
     let mut by_prefix: HashMap<IpNet, Vec<RuleEntry>> = HashMap::new();
@@ -266,9 +277,15 @@ pub fn compile(
             sel_indexes.push(selectors.len() as u32);
             selectors.push(Selector { flags: selector_flags::NEVER, ..Default::default() });
         }
-        for (j, sel) in v.processes.iter().enumerate().filter(|_| !expired) {
-            let at = places.processes.get(j).cloned().unwrap_or_else(|| place.clone());
+        for (j, sel) in v.processes.iter().enumerate() {
             let (compiled, files, problem) = compile_selector(sel, resolver);
+            // Expired vendors' selectors count too: the fingerprint covers every selector, so a
+            // recompilation is not triggered just because a vendor expired.
+            fingerprint.push(fingerprint_entry(&compiled, &files));
+            if expired {
+                continue;
+            }
+            let at = places.processes.get(j).cloned().unwrap_or_else(|| place.clone());
             if let Some(msg) = problem {
                 warnings.push(Problem::warning(at, msg));
             }
@@ -360,6 +377,7 @@ pub fn compile(
         tables: Tables { entries, v4, v6, selectors, exe_keys },
         next_expiry,
         vendor_exes,
+        fingerprint,
     };
     Ok((policy, warnings))
 }
@@ -367,13 +385,13 @@ pub fn compile(
 /// What every process selector of `m` resolves to on this host now: compared between runs, it
 /// tells whether the policy must be compiled again (a new binary, a recreated cgroup, a user)
 /// without compiling it.
-pub fn selector_fingerprint(m: &Merged, resolver: &dyn Resolver) -> Vec<(Selector, Vec<(u32, u64)>)> {
+pub fn selector_fingerprint(m: &Merged, resolver: &dyn Resolver) -> Fingerprint {
     m.vendors
         .iter()
         .flat_map(|(v, _)| v.processes.iter())
         .map(|sel| {
             let (s, files, _) = compile_selector(sel, resolver);
-            (s, files.iter().map(|f| (f.dev, f.ino)).collect())
+            fingerprint_entry(&s, &files)
         })
         .collect()
 }
@@ -535,6 +553,13 @@ mod tests {
         compile(&m, &FakeHost, time::macros::datetime!(2026-11-23 12:00 UTC)).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The error a valid policy text is refused with when compiled.
+    fn refused(text: &str) -> String {
+        let docs = parse("t.yaml", text).expect("valid");
+        let (m, _) = merge(&docs).expect("merges");
+        compile(&m, &FakeHost, OffsetDateTime::UNIX_EPOCH).expect_err("over the limit").to_string()
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("address")
     }
@@ -602,6 +627,19 @@ mod tests {
         let copy = ProcIdentity { exe: Some((7, 999)), ..api() };
         assert_eq!(p.decide(ip("192.0.2.9"), 443, Protocol::Tcp, &copy).verdict, verdict::DENY);
         assert_eq!(p.vendor_exes["stripe"], vec!["/opt/billing/bin/api".to_owned()]);
+    }
+
+    /// The agent compares a fresh resolution with the one of the last compilation to decide
+    /// whether to compile again: both must be said the same way, expired vendors included.
+    #[test]
+    fn the_compiled_fingerprint_is_the_resolution_fingerprint() {
+        let text = format!(
+            "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n{SCOPED}    - {{name: old, destinations: [{{cidr: 192.0.2.1}}], expires: 2026-01-31, processes: [{{uid: 7}}]}}\n"
+        );
+        let (m, _) = merge(&parse("t.yaml", &text).expect("valid")).expect("merges");
+        let (p, _) = compile(&m, &FakeHost, time::macros::datetime!(2026-11-23 12:00 UTC)).expect("compiles");
+        assert_eq!(p.fingerprint.len(), 3);
+        assert_eq!(p.fingerprint, selector_fingerprint(&m, &FakeHost));
     }
 
     #[test]
@@ -677,9 +715,7 @@ mod tests {
             "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n  allow:\n    - {{cidr: 10.0.0.0/8, ports: [{}]}}\n",
             ports.join(", ")
         );
-        let docs = parse("t.yaml", &text).expect("valid");
-        let (m, _) = merge(&docs).expect("merges");
-        let e = compile(&m, &FakeHost, OffsetDateTime::UNIX_EPOCH).expect_err("over the limit").to_string();
+        let e = refused(&text);
         assert!(e.contains("at most 64") && e.contains("allow/0 at t.yaml:6:7 (spec.allow[0])"), "{e}");
     }
 
@@ -690,9 +726,7 @@ mod tests {
             "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n  vendors:\n    - {{name: v, destinations: [{{cidr: 10.0.0.0/8}}], processes: [{}]}}\n",
             sels.join(", ")
         );
-        let docs = parse("t.yaml", &text).expect("valid");
-        let (m, _) = merge(&docs).expect("merges");
-        let e = compile(&m, &FakeHost, OffsetDateTime::UNIX_EPOCH).expect_err("over the limit").to_string();
+        let e = refused(&text);
         assert!(e.contains("4096 process selectors; the kernel holds at most 4095"), "{e}");
     }
 
