@@ -165,13 +165,10 @@ fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>), PolicyEr
 /// [`rule_problems`]).
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
     let mut locs = locate::index_documents(text).into_iter();
-    // The same documents as untyped values, to look for more problems once one is found.
-    let mut values = serde_yaml_ng::Deserializer::from_str(text).map(|de| serde_yaml_ng::Value::deserialize(de).ok());
     let mut docs = Vec::new();
     let mut problems = Vec::new();
-    for de in serde_yaml_ng::Deserializer::from_str(text) {
+    for (n, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         let idx = locs.next().unwrap_or_default();
-        let value = values.next().flatten();
         match serde_path_to_error::deserialize::<_, PolicyDoc>(de) {
             Ok(doc) => docs.push(Document { file: file.to_owned(), doc, locs: idx }),
             Err(err) => {
@@ -189,7 +186,11 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
                 // serde_yaml_ng starts its message with the path, which the problem shows already.
                 let message = message.strip_prefix(&format!("{field}: ")).map_or(message.clone(), str::to_owned);
                 problems.push(Problem::error(Place { file: file.to_owned(), pos, field }, message));
-                // Parsing stopped at that problem: check every rule on its own for the others.
+                // Parsing stopped at that problem: check every rule on its own for the others,
+                // from the same document read again untyped (only on this, the error path).
+                let value = serde_yaml_ng::Deserializer::from_str(text)
+                    .nth(n)
+                    .and_then(|de| serde_yaml_ng::Value::deserialize(de).ok());
                 if let Some(v) = value {
                     let seen: Vec<String> = problems.iter().map(|p| p.place.field.clone()).collect();
                     problems
