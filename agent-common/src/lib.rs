@@ -4,6 +4,8 @@
 //! verbatim and implicit padding would leak stack garbage or shift fields.
 #![no_std]
 
+pub mod dns;
+
 /// Map names, as they appear in the eBPF object.
 pub mod maps {
     pub const EVENTS: &str = "EVENTS";
@@ -19,6 +21,21 @@ pub mod maps {
     /// Indexed by slot: `DESTS_V4[slot]` is the IPv4 trie of that slot.
     pub const DESTS_V4: [&str; 2] = ["DESTS_V4_0", "DESTS_V4_1"];
     pub const DESTS_V6: [&str; 2] = ["DESTS_V6_0", "DESTS_V6_1"];
+    /// Indexed by slot: the domain-pattern trie of that slot (see [`super::DomainValue`]).
+    pub const DOMAINS: [&str; 2] = ["DOMAINS_0", "DOMAINS_1"];
+    /// `[slot * MAX_DOMAIN_IDS + id]`: the rule entries a domain id stands for in that slot.
+    pub const DOMAIN_RULES: &str = "DOMAIN_RULES";
+    /// Trusted resolver addresses per slot (`spec.dns.resolvers`).
+    pub const RESOLVERS: &str = "RESOLVERS";
+    /// Outstanding DNS queries, by socket cookie, transaction id and type.
+    pub const DNS_PENDING: &str = "DNS_PENDING";
+    /// Per-CPU parser state (index 0: egress, 1: ingress).
+    pub const DNS_SCRATCH: &str = "DNS_SCRATCH";
+    /// Addresses learnt from DNS answers, by address.
+    pub const LEARNT_V4: &str = "LEARNT_V4";
+    pub const LEARNT_V6: &str = "LEARNT_V6";
+    /// Per-CPU counters of the DNS path, indexed by [`super::dns_counter`].
+    pub const DNS_COUNTERS: &str = "DNS_COUNTERS";
 }
 
 /// Program names (the Rust function names in agent-ebpf) and the hook each attaches to.
@@ -29,6 +46,10 @@ pub mod programs {
     pub const SENDMSG6: &str = "sendmsg6";
     /// raw_tracepoint on `sched_process_exec`.
     pub const EXEC: &str = "sched_process_exec";
+    /// cgroup_skb egress: records outstanding DNS queries, refuses unlisted ones.
+    pub const DNS_EGRESS: &str = "dns_egress";
+    /// cgroup_skb ingress: parses DNS answers before the socket can read them.
+    pub const DNS_INGRESS: &str = "dns_ingress";
 }
 
 /// First field of every ring-buffer record: which struct follows.
@@ -37,6 +58,9 @@ pub mod record {
     pub const CONNECT: u32 = 1;
     /// An [`super::ExecEvent`]: a process in the watched cgroup executed a program.
     pub const EXEC: u32 = 2;
+    /// A [`super::DnsEvent`]: a DNS query refused or reported, an answer parsed, or an answer
+    /// that was not trusted.
+    pub const DNS: u32 = 3;
 }
 
 /// Default capacity of the ring buffer that carries [`Event`]s, in bytes (a power of two, page
@@ -98,6 +122,9 @@ pub mod event_flags {
     /// A vendor's destination, port and protocol matched, but the process is not one the vendor
     /// allows; `rule_id` names that vendor's rule.
     pub const PROCESS_NOT_ALLOWED: u8 = 4;
+    /// The destination matched as an address learnt from a DNS answer (`domain_id` says which
+    /// domain pattern).
+    pub const LEARNT: u8 = 8;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).
@@ -121,7 +148,7 @@ pub mod rule_flags {
 /// Rule id reported when no rule matched and the slot's default action decided.
 pub const RULE_DEFAULT: u32 = u32::MAX;
 
-/// One outbound attempt, as seen by a cgroup hook. 112 bytes, 8-byte aligned.
+/// One outbound attempt, as seen by a cgroup hook. 120 bytes, 8-byte aligned.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Event {
@@ -160,6 +187,9 @@ pub struct Event {
     pub hook: u8,
     pub flags: u8,
     pub _pad1: u8,
+    /// The domain pattern id whose learnt address decided (with [`event_flags::LEARNT`]), else 0.
+    pub domain_id: u32,
+    pub _pad2: u32,
 }
 
 /// Bytes of the exec'd path carried by an [`ExecEvent`] (longer paths are cut, NUL-terminated).
@@ -201,6 +231,10 @@ pub struct KernelOffsets {
     pub task_comm: u32,
     pub valid: u32,
     pub _pad: u32,
+    /// Bit offset of `sk_buff.ip_summed` (a 2-bit field), or `u32::MAX` if unknown: tells the DNS
+    /// parser whether the kernel has verified a datagram's checksum already.
+    pub skb_ip_summed_bit: u32,
+    pub _pad2: u32,
 }
 
 /// `CONFIG[0]`: settings that do not change with the policy.
@@ -223,7 +257,13 @@ pub struct SlotMeta {
     pub mode: u8,
     /// Verdict for traffic no rule allows, before the mode is applied (see [`verdict`]).
     pub default_verdict: u8,
-    pub _pad: [u8; 2],
+    /// Verdict for a DNS query of a name no rule covers, before the mode is applied.
+    pub unlisted_verdict: u8,
+    /// 1: answers are trusted only from the addresses in `RESOLVERS` for this slot.
+    pub resolvers_only: u8,
+    /// Seconds an address learnt from an answer stays allowed after its TTL ran out.
+    pub dns_grace_s: u32,
+    pub _pad: u32,
 }
 
 /// Value of a destination trie: the rule entries `RULES[first .. first + count]` that apply to
@@ -285,6 +325,211 @@ pub type AddrV4 = [u8; 4];
 /// LPM trie key data for IPv6: the address in network order.
 pub type AddrV6 = [u8; 16];
 
+/// Domain pattern ids are stable for the agent's lifetime (a reload keeps the id of a pattern it
+/// keeps), so addresses learnt under an id survive reloads; each slot maps ids to its rules.
+pub const MAX_DOMAIN_IDS: u32 = 1 << 14;
+/// Entries per slot in the domain-pattern trie.
+pub const MAX_DOMAINS: u32 = 1 << 14;
+/// Learnt addresses per family. Full: a new address is not learnt (and so refused), counted.
+pub const MAX_LEARNT: u32 = 1 << 15;
+/// Domain patterns one learnt address can carry at once (shared CDN addresses): when all are
+/// live, the one that expires first is replaced, counted.
+pub const LEARNT_SLOTS: usize = 8;
+/// Outstanding queries remembered (an LRU: a query never answered ages out).
+pub const MAX_PENDING: u32 = 1 << 13;
+/// Trusted resolver addresses, both slots together.
+pub const MAX_RESOLVERS: u32 = 256;
+/// A TTL above this (one day) is taken as this: an answer cannot allow an address for longer.
+pub const MAX_TTL_S: u32 = 86_400;
+
+/// Value of a domain-pattern trie entry. The key is the name's labels in reverse order, each as
+/// a length byte and its bytes: an exact name ends with a 0 byte, a wildcard `*.S` is the key of
+/// `S` without it, so one longest-prefix lookup with a query's key (which ends with 0) finds the
+/// exact entry or the nearest wildcard.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainValue {
+    /// Bytes of this entry's key.
+    pub key_len: u32,
+    /// [`domain_kind`].
+    pub kind: u32,
+    /// Id of the entry's pattern: the exact name, or `*.S` for names strictly below S.
+    pub id: u32,
+    /// Wildcard entries only: the id that applies to the name S itself (the nearest enclosing
+    /// wildcard's), 0 if none.
+    pub at_id: u32,
+}
+
+pub mod domain_kind {
+    pub const EXACT: u32 = 1;
+    pub const WILDCARD: u32 = 2;
+}
+
+/// Key of `RESOLVERS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ResolverKey {
+    pub slot: u32,
+    /// `AF_INET` or `AF_INET6`; IPv4 uses the first 4 bytes of `addr`.
+    pub family: u32,
+    pub addr: [u8; 16],
+}
+
+/// Key of `DNS_PENDING`: one outstanding query of one socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PendingKey {
+    pub cookie: u64,
+    pub txid: u16,
+    pub qtype: u16,
+    pub _pad: u32,
+}
+
+/// An outstanding query: who asked, whom, for what, and the verdict of the lookup. Recorded on
+/// egress, in the asking process's context, so the answer (parsed in softirq context) can name it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pending {
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub exe_ino: u64,
+    pub start_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub exe_dev: u32,
+    /// Domain id the query name maps to in the slot in force then, 0 if unlisted.
+    pub domain_id: u32,
+    pub generation: u32,
+    /// Bytes of `name` (wire form, lowercase, with its final 0).
+    pub name_len: u32,
+    pub server: [u8; 16],
+    pub server_port: u16,
+    pub family: u8,
+    pub verdict: u8,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+    pub comm: [u8; 16],
+    pub name: [u8; dns::NAME_BUF],
+}
+
+/// One domain pattern carried by a learnt address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LearntSlot {
+    pub domain_id: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` after which this slot no longer allows anything (TTL + grace).
+    pub expires_ns: u64,
+}
+
+/// Value of `LEARNT_V4`/`LEARNT_V6`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Learnt {
+    pub slots: [LearntSlot; LEARNT_SLOTS],
+}
+
+/// Indexes of `DNS_COUNTERS`.
+pub mod dns_counter {
+    /// A new address could not be learnt: the table was full.
+    pub const LEARN_FULL: u32 = 0;
+    /// A learnt address had all its pattern slots live; the soonest to expire was replaced.
+    pub const SLOT_EVICTED: u32 = 1;
+    /// Answers not trusted (no matching outstanding query, wrong source, bad checksum, question
+    /// mismatch, malformed).
+    pub const ANSWER_REJECTED: u32 = 2;
+    /// Answers whose parse stopped before every record was read (limits).
+    pub const PARSE_LIMIT: u32 = 3;
+    /// Queries refused (`unlisted: deny` in enforce mode, spoofed answers from raw sockets).
+    pub const QUERY_DENIED: u32 = 4;
+    /// Addresses learnt (new or renewed).
+    pub const LEARNT: u32 = 5;
+    pub const COUNT: u32 = 6;
+}
+
+/// Phases of a [`DnsEvent`].
+pub mod dns_phase {
+    /// A query that was refused or reported when it was sent (unlisted name).
+    pub const QUERY: u8 = 1;
+    /// An answer matched to its query and parsed.
+    pub const ANSWER: u8 = 2;
+    /// An answer that was not trusted; nothing learnt.
+    pub const REJECTED: u8 = 3;
+    /// A DNS answer sent from a raw socket in the watched cgroup (a forgery attempt).
+    pub const SPOOF: u8 = 4;
+}
+
+/// Bits of [`DnsEvent::flags`].
+pub mod dns_flags {
+    pub const NO_QUERY: u16 = 1;
+    pub const WRONG_SOURCE: u16 = 2;
+    pub const BAD_CHECKSUM: u16 = 4;
+    pub const WRONG_QUESTION: u16 = 8;
+    pub const MALFORMED: u16 = 16;
+    /// The parse stopped at a limit; addresses after it were not learnt.
+    pub const PARSE_LIMIT: u16 = 32;
+    /// An address could not be learnt: the table was full.
+    pub const LEARN_FULL: u16 = 64;
+    /// A learnt address's pattern slots were full; one was replaced.
+    pub const SLOT_EVICTED: u16 = 128;
+    /// The message was longer than the copy in the event.
+    pub const MSG_CUT: u16 = 256;
+}
+
+/// Addresses listed in one [`DnsEvent`] (more are learnt, and counted in `n_addrs`).
+pub const DNS_EVENT_ADDRS: usize = 16;
+/// Bytes of the DNS message copied into a [`DnsEvent`] for userspace to decode.
+pub const DNS_EVENT_MSG: usize = 512;
+
+/// A DNS query or answer seen by the DNS hooks.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    /// [`record::DNS`].
+    pub kind: u32,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub exe_dev: u32,
+    pub generation: u32,
+    pub domain_id: u32,
+    pub ts_ns: u64,
+    pub cookie: u64,
+    pub cgroup_id: u64,
+    pub exe_ino: u64,
+    pub start_ns: u64,
+    pub server: [u8; 16],
+    pub comm: [u8; 16],
+    pub qtype: u16,
+    pub server_port: u16,
+    pub family: u8,
+    pub proto: u8,
+    /// Verdict of the lookup (its name listed, or `dns.unlisted`).
+    pub verdict: u8,
+    /// [`dns_phase`].
+    pub phase: u8,
+    pub rcode: u8,
+    pub _pad: u8,
+    /// [`dns_flags`].
+    pub flags: u16,
+    /// Addresses learnt from this answer (the first [`DNS_EVENT_ADDRS`] are in `addrs`).
+    pub n_addrs: u32,
+    /// Smallest TTL among the learnt addresses.
+    pub ttl_min: u32,
+    /// Length of the whole DNS message; `msg` holds the first [`DNS_EVENT_MSG`] bytes.
+    pub msg_len: u32,
+    pub name_len: u32,
+    /// Family of each address in `addrs` (`AF_INET`/`AF_INET6`).
+    pub addr_family: [u8; DNS_EVENT_ADDRS],
+    pub addrs: [[u8; 16]; DNS_EVENT_ADDRS],
+    pub name: [u8; dns::NAME_BUF],
+    pub msg: [u8; DNS_EVENT_MSG],
+    pub _pad2: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, made of integers, with explicit padding.
@@ -296,13 +541,26 @@ mod pod {
     unsafe impl aya::Pod for super::RuleEntry {}
     unsafe impl aya::Pod for super::Selector {}
     unsafe impl aya::Pod for super::ExeKey {}
+    unsafe impl aya::Pod for super::DnsEvent {}
+    unsafe impl aya::Pod for super::DomainValue {}
+    unsafe impl aya::Pod for super::ResolverKey {}
+    unsafe impl aya::Pod for super::PendingKey {}
+    unsafe impl aya::Pod for super::Pending {}
+    unsafe impl aya::Pod for super::Learnt {}
+    unsafe impl aya::Pod for super::LearntSlot {}
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.
-const _: () = assert!(core::mem::size_of::<Event>() == 112);
+const _: () = assert!(core::mem::size_of::<Event>() == 120);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_FILENAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 56);
-const _: () = assert!(core::mem::size_of::<SlotMeta>() == 8);
+const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(core::mem::size_of::<SlotMeta>() == 16);
+const _: () = assert!(core::mem::size_of::<DomainValue>() == 16);
+const _: () = assert!(core::mem::size_of::<ResolverKey>() == 24);
+const _: () = assert!(core::mem::size_of::<PendingKey>() == 16);
+const _: () = assert!(core::mem::size_of::<Pending>() == 104 + dns::NAME_BUF);
+const _: () = assert!(core::mem::size_of::<Learnt>() == 16 * LEARNT_SLOTS);
+const _: () = assert!(core::mem::size_of::<DnsEvent>() == 152 + 16 * DNS_EVENT_ADDRS + dns::NAME_BUF + DNS_EVENT_MSG);
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Selector>() == 40);
 const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);

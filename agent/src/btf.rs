@@ -35,7 +35,21 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         task_comm: field_offset(&btf, "task_struct", "comm")?,
         valid: 1,
         _pad: 0,
+        skb_ip_summed_bit: field_bit_offset(&btf, "sk_buff", "ip_summed").unwrap_or(u32::MAX),
+        _pad2: 0,
     })
+}
+
+/// Bit offset of `field` (a bitfield) in `struct strukt`.
+fn field_bit_offset(btf: &Btf, strukt: &'static str, field: &'static str) -> Result<u32, BtfError> {
+    for t in btf.resolve_types_by_name(strukt)? {
+        if let Type::Struct(s) = t {
+            if let Some(bits) = find_member(btf, &s, field, 0)? {
+                return Ok(bits);
+            }
+        }
+    }
+    Err(BtfError::NoField { strukt, field })
 }
 
 /// Byte offset of `field` in `struct strukt`, looking through anonymous struct/union members
@@ -99,5 +113,6 @@ mod tests {
             assert!(off > 0 && off.is_multiple_of(8) && off < 16384, "{o:?}");
         }
         assert!(o.inode_ino.is_multiple_of(8), "{o:?}");
+        assert!(o.skb_ip_summed_bit > 64 && o.skb_ip_summed_bit < 8 * 512, "{o:?}");
     }
 }

@@ -138,9 +138,10 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
     let _ = writeln!(s, "policy `{}`: ok; mode {:?}, default {:?}", m.name, m.mode, m.default);
     let _ = writeln!(
         s,
-        "  kernel tables: {} IPv4 and {} IPv6 prefixes, {} rule entries, {} process selectors, {} executables",
+        "  kernel tables: {} IPv4 and {} IPv6 prefixes, {} domain patterns, {} rule entries, {} process selectors, {} executables",
         c.tables.v4.len(),
         c.tables.v6.len(),
+        c.tables.domains.len(),
         c.tables.entries.len(),
         c.tables.selectors.len() - 1,
         c.tables.exe_keys.len()
@@ -152,13 +153,13 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
         let _ = writeln!(
             s,
             "  allow/{name}: {} ports {} protocols {} for every process",
-            a.cidr.0,
+            a.dest().map_or_else(|e| e.to_owned(), |d| d.to_string()),
             list(&ports),
             list(&protos)
         );
     }
     for (v, _) in &m.vendors {
-        let dests: Vec<String> = v.destinations.iter().map(|d| d.cidr.0.to_string()).collect();
+        let dests: Vec<String> = v.destinations.iter().map(|d| d.dest().map_or_else(|e| e.to_owned(), |d| d.to_string())).collect();
         let ports: Vec<String> = v.ports.iter().map(ToString::to_string).collect();
         let protos: Vec<String> = v.protocols.iter().map(|p| format!("{p:?}").to_lowercase()).collect();
         let data: Vec<String> = v.data.iter().map(ToString::to_string).collect();

@@ -7,17 +7,29 @@
 
 use std::{fs::File, os::fd::AsRawFd as _, path::Path};
 
+use std::net::IpAddr;
+
 use agent_common::{
-    maps, programs as progs, AddrV4, AddrV6, Config, DestValue, ExeKey, KernelOffsets, RuleEntry, Selector, SlotMeta,
-    MAX_RULE_ENTRIES, MAX_SELECTORS,
+    dns_counter, domain_kind, maps, programs as progs, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey,
+    KernelOffsets, Learnt, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS, MAX_RULE_ENTRIES,
+    MAX_SELECTORS,
 };
 use aya::{
     maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, ProgramError, RawTracePoint},
+    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, RawTracePoint},
     Ebpf, EbpfError,
 };
 
-use crate::policy::CompiledPolicy;
+use crate::{
+    dns::ids::{DomainIds, IdsExhausted},
+    policy::CompiledPolicy,
+};
+
+/// The DNS programs (cgroup_skb) and the direction each attaches to.
+const DNS_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
+    (progs::DNS_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
+    (progs::DNS_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
+];
 
 /// The kernel programs, built by build.rs for this kernel's BPF target and embedded in the binary.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -52,6 +64,8 @@ pub enum DatapathError {
     MissingMap { map: &'static str },
     #[error("map `{map}`: {source}")]
     Map { map: &'static str, source: MapError },
+    #[error(transparent)]
+    DomainIds(#[from] IdsExhausted),
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
@@ -61,6 +75,17 @@ fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
 pub struct Datapath {
     ebpf: Ebpf,
     active_slot: u32,
+    /// Ids of every domain pattern installed so far (see `dns::ids`).
+    domain_ids: DomainIds,
+}
+
+/// Addresses learnt from DNS, after a sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LearntStats {
+    /// Entries still live.
+    pub live: u64,
+    /// Entries removed because every pattern they carried expired.
+    pub expired: u64,
 }
 
 impl Datapath {
@@ -76,9 +101,17 @@ impl Datapath {
                 .map_err(|source| DatapathError::Program { program, hook, source })?;
             prog.load().map_err(|source| DatapathError::Program { program, hook, source })?;
         }
+        for (program, hook, _) in DNS_HOOKS {
+            let prog: &mut CgroupSkb = ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { program, hook, source })?;
+            prog.load().map_err(|source| DatapathError::Program { program, hook, source })?;
+        }
         let exec = exec_program(&mut ebpf)?;
         exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
-        let mut dp = Self { ebpf, active_slot: 0 };
+        let mut dp = Self { ebpf, active_slot: 0, domain_ids: DomainIds::default() };
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
         let config_value = Config { offsets, wakeup_bytes: ring_bytes / 8, _pad: 0 };
         config.set(0, config_value, 0).map_err(map_err(maps::CONFIG))?;
@@ -110,6 +143,23 @@ impl Datapath {
                 .try_into()
                 .map_err(|source| DatapathError::Program { program, hook, source })?;
             prog.attach(&fd, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
+                program,
+                hook,
+                cgroup: cg.clone(),
+                source,
+            })?;
+        }
+        // The DNS programs before the connect hooks would be better still, but all attach before
+        // the agent reports ready, and a query sent in between is only unrecorded (its answer
+        // learns nothing: fail closed).
+        for (program, hook, direction) in DNS_HOOKS {
+            let prog: &mut CgroupSkb = self
+                .ebpf
+                .program_mut(program)
+                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
+                .try_into()
+                .map_err(|source| DatapathError::Program { program, hook, source })?;
+            prog.attach(&fd, direction, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
                 program,
                 hook,
                 cgroup: cg.clone(),
@@ -165,13 +215,17 @@ impl Datapath {
                 exes.insert(ExeKey { selector: sel_base + sel, dev, ino }, 1, 0).map_err(map_err(maps::EXE_SET))?;
             }
         }
+        self.install_domains(policy, slot)?;
         {
             let mut meta: Array<_, SlotMeta> = self.map_mut(maps::SLOT_META)?;
             let m = SlotMeta {
                 generation,
                 mode: policy.mode_bits(),
                 default_verdict: policy.default_verdict_bits(),
-                _pad: [0; 2],
+                unlisted_verdict: policy.unlisted_verdict_bits(),
+                resolvers_only: u8::from(!policy.tables.dns.resolvers.is_empty()),
+                dns_grace_s: policy.tables.dns.grace_s,
+                _pad: 0,
             };
             meta.set(slot, m, 0).map_err(map_err(maps::SLOT_META))?;
         }
@@ -180,6 +234,115 @@ impl Datapath {
         self.active_slot = slot;
         wait_for_running_programs();
         Ok(())
+    }
+
+    /// Fills the inactive slot's domain trie, the rules every known domain id stands for in it
+    /// (retired patterns included: their learnt addresses keep what still covers their names),
+    /// and its trusted resolvers. Learnt addresses themselves are not touched.
+    fn install_domains(&mut self, policy: &CompiledPolicy, slot: u32) -> Result<(), DatapathError> {
+        let t = &policy.tables;
+        let mut trie_entries = Vec::with_capacity(t.domains.len());
+        for e in &t.domains {
+            let id = self.domain_ids.assign(&e.pattern)?;
+            let at_id = match &e.at {
+                Some(p) => self.domain_ids.assign(p)?,
+                None => 0,
+            };
+            let key = e.pattern.rkey();
+            let mut data = [0u8; 256];
+            let n = key.len().min(256);
+            data[..n].copy_from_slice(&key[..n]);
+            let kind = if e.pattern.is_wildcard() { domain_kind::WILDCARD } else { domain_kind::EXACT };
+            trie_entries.push((Key::new(8 * n as u32, data), DomainValue { key_len: n as u32, kind, id, at_id }));
+        }
+        {
+            let map = maps::DOMAINS[slot as usize];
+            let mut trie: LpmTrie<_, [u8; 256], DomainValue> = self.map_mut(map)?;
+            let keys: Vec<Key<[u8; 256]>> = trie.keys().collect::<Result<_, _>>().map_err(map_err(map))?;
+            for k in keys {
+                trie.remove(&k).map_err(map_err(map))?;
+            }
+            for (k, v) in &trie_entries {
+                trie.insert(k, v, 0).map_err(map_err(map))?;
+            }
+        }
+        let rules: Vec<(u32, DestValue)> =
+            self.domain_ids.iter().map(|(id, p)| (id, policy.domain_rules(p))).collect();
+        {
+            let mut arr: Array<_, DestValue> = self.map_mut(maps::DOMAIN_RULES)?;
+            for (id, v) in rules {
+                arr.set(slot * MAX_DOMAIN_IDS + id, v, 0).map_err(map_err(maps::DOMAIN_RULES))?;
+            }
+        }
+        {
+            let mut res: HashMap<_, ResolverKey, u8> = self.map_mut(maps::RESOLVERS)?;
+            let keys: Vec<ResolverKey> = res.keys().collect::<Result<_, _>>().map_err(map_err(maps::RESOLVERS))?;
+            for k in keys.into_iter().filter(|k| k.slot == slot) {
+                res.remove(&k).map_err(map_err(maps::RESOLVERS))?;
+            }
+            for a in &t.dns.resolvers {
+                let (family, addr) = match a {
+                    IpAddr::V4(v4) => {
+                        let mut b = [0u8; 16];
+                        b[..4].copy_from_slice(&v4.octets());
+                        (2, b)
+                    }
+                    IpAddr::V6(v6) => (10, v6.octets()),
+                };
+                res.insert(ResolverKey { slot, family, addr }, 1, 0).map_err(map_err(maps::RESOLVERS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The ids of the domain patterns installed so far.
+    pub fn domain_ids(&self) -> &DomainIds {
+        &self.domain_ids
+    }
+
+    /// Removes learnt addresses whose every pattern has expired (`now_ns`: CLOCK_MONOTONIC, as
+    /// the kernel's `bpf_ktime_get_ns`). The kernel ignores expired slots already; this keeps
+    /// the capped table from filling with dead entries.
+    pub fn sweep_learnt(&mut self, now_ns: u64) -> Result<LearntStats, DatapathError> {
+        let mut stats = LearntStats::default();
+        let dead = |v: &Learnt| v.slots.iter().all(|s| s.domain_id == 0 || s.expires_ns <= now_ns);
+        {
+            let mut m: HashMap<_, AddrV4, Learnt> = self.map_mut(maps::LEARNT_V4)?;
+            let all: Vec<(AddrV4, Learnt)> = m.iter().filter_map(Result::ok).collect();
+            for (k, v) in all {
+                if dead(&v) {
+                    // A concurrent renewal between the read and the removal is lost: the next
+                    // answer learns the address again; the connection in between is refused.
+                    let _ = m.remove(&k);
+                    stats.expired += 1;
+                } else {
+                    stats.live += 1;
+                }
+            }
+        }
+        {
+            let mut m: HashMap<_, AddrV6, Learnt> = self.map_mut(maps::LEARNT_V6)?;
+            let all: Vec<(AddrV6, Learnt)> = m.iter().filter_map(Result::ok).collect();
+            for (k, v) in all {
+                if dead(&v) {
+                    let _ = m.remove(&k);
+                    stats.expired += 1;
+                } else {
+                    stats.live += 1;
+                }
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The DNS counters, summed over CPUs, indexed by `agent_common::dns_counter`.
+    pub fn dns_counters(&mut self) -> Result<[u64; dns_counter::COUNT as usize], DatapathError> {
+        let counters: PerCpuArray<_, u64> = self.map_mut(maps::DNS_COUNTERS)?;
+        let mut out = [0u64; dns_counter::COUNT as usize];
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = counters.get(&(i as u32), 0).map_err(map_err(maps::DNS_COUNTERS))?.iter().sum();
+        }
+        Ok(out)
     }
 
     /// Empties a destination trie of the inactive slot and fills it with `entries`.

@@ -5,6 +5,7 @@ mod btf;
 mod cgroup;
 mod cli;
 mod datapath;
+mod dns;
 mod enrich;
 mod events;
 mod fileid;

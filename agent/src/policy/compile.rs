@@ -8,21 +8,22 @@
 //! `explain` and the tests ask it what the kernel would do.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
 };
 
 use agent_common::{
     event_flags, proto_bits, rule_flags, selector_flags, verdict, DestValue, RuleEntry, Selector, MAX_EXE_KEYS,
-    MAX_PREFIXES, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+    MAX_DOMAINS, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use time::OffsetDateTime;
 
 use super::{
-    model::{DefaultAction, Mode, PortRange, ProcessSelector, Protocol},
+    domains::DomainEntry,
+    model::{DefaultAction, Dest, DomainPattern, Mode, PortRange, ProcessSelector, Protocol},
     resolve::Resolver,
-    Merged, Place, PolicyError, Problem,
+    DnsSettings, Merged, Place, PolicyError, Problem,
 };
 
 /// What an event's `rule` and `vendor` fields name.
@@ -42,6 +43,10 @@ pub struct Tables {
     pub selectors: Vec<Selector>,
     /// (selector index within the slot, kernel dev_t, inode).
     pub exe_keys: Vec<(u32, u32, u64)>,
+    /// Domain patterns, sorted.
+    pub domains: Vec<DomainEntry>,
+    /// `spec.dns` (the kernel reads grace, unlisted and resolvers from the slot).
+    pub dns: DnsSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +94,21 @@ pub struct Decision {
 }
 
 impl CompiledPolicy {
+    /// Verdict bits for `dns.unlisted`.
+    pub fn unlisted_verdict_bits(&self) -> u8 {
+        match self.tables.dns.unlisted {
+            DefaultAction::Deny => verdict::DENY,
+            DefaultAction::Alert => verdict::ALERT,
+            DefaultAction::Allow => verdict::ALLOW,
+        }
+    }
+
+    /// The rule entries that apply, in this policy, to the names of `p` (a pattern it has, or
+    /// one retired by a reload whose names a wildcard still covers).
+    pub fn domain_rules(&self, p: &DomainPattern) -> DestValue {
+        super::domains::lookup(&self.tables.domains, p).map_or_else(DestValue::default, |e| e.value)
+    }
+
     pub fn mode_bits(&self) -> u8 {
         match self.mode {
             Mode::Monitor => agent_common::mode::MONITOR,
@@ -124,19 +144,68 @@ impl CompiledPolicy {
                 t.v6.iter().filter(|(n, _)| n.contains(&a)).max_by_key(|(n, _)| n.prefix_len()).map(|x| x.1)
             }
         };
-        let bit = proto_bit(proto);
         let mut wrong: Option<&RuleEntry> = None;
         if let Some(v) = value {
-            for e in &t.entries[v.first as usize..(v.first + v.count) as usize] {
-                if e.protocols & bit == 0 || port < e.port_lo || port > e.port_hi {
-                    continue;
-                }
-                if e.selector == 0 || self.selector_matches(e.selector, proc) {
-                    return Decision { verdict: verdict::ALLOW, rule_id: e.rule_id, flags: 0 };
-                }
-                wrong.get_or_insert(e);
+            match self.match_entries(v, port, proto, proc) {
+                Ok(e) => return Decision { verdict: verdict::ALLOW, rule_id: e.rule_id, flags: 0 },
+                Err(w) => wrong = w,
             }
         }
+        self.finish(wrong)
+    }
+
+    /// What the kernel decides for an attempt to an address learnt from an answer for `name`
+    /// (canonical): the domain entry that covers the name, and the decision. Addresses the
+    /// policy also lists as CIDRs are decided by those too; this is the name's part.
+    pub fn decide_domain(
+        &self,
+        name: &str,
+        port: u16,
+        proto: Protocol,
+        proc: &ProcIdentity,
+    ) -> (Option<&DomainEntry>, Decision) {
+        let Some(entry) = super::domains::for_name(&self.tables.domains, name) else {
+            return (None, self.finish(None));
+        };
+        let d = match self.match_entries(entry.value, port, proto, proc) {
+            Ok(e) => Decision { verdict: verdict::ALLOW, rule_id: e.rule_id, flags: event_flags::LEARNT },
+            Err(w) => {
+                let mut d = self.finish(w);
+                if w.is_some() {
+                    d.flags |= event_flags::LEARNT;
+                }
+                d
+            }
+        };
+        (Some(entry), d)
+    }
+
+    /// The first entry of `v` that allows the attempt, or the first whose process did not match.
+    fn match_entries(
+        &self,
+        v: DestValue,
+        port: u16,
+        proto: Protocol,
+        proc: &ProcIdentity,
+    ) -> Result<&RuleEntry, Option<&RuleEntry>> {
+        let bit = proto_bit(proto);
+        let mut wrong: Option<&RuleEntry> = None;
+        let entries = self.tables.entries.get(v.first as usize..(v.first + v.count) as usize).unwrap_or_default();
+        for e in entries {
+            if e.protocols & bit == 0 || port < e.port_lo || port > e.port_hi {
+                continue;
+            }
+            if e.selector == 0 || self.selector_matches(e.selector, proc) {
+                return Ok(e);
+            }
+            wrong.get_or_insert(e);
+        }
+        Err(wrong)
+    }
+
+    /// The decision when no rule allowed: a vendor's destination from another process, or the
+    /// default.
+    fn finish(&self, wrong: Option<&RuleEntry>) -> Decision {
         if let Some(e) = wrong {
             let enforce = if e.flags & rule_flags::MODE_MONITOR != 0 {
                 false
@@ -225,9 +294,14 @@ pub fn compile(
     let mut next_expiry: Option<OffsetDateTime> = None;
     // Rule entries per exact prefix, in policy order.
     let mut by_prefix: HashMap<IpNet, Vec<RuleEntry>> = HashMap::new();
-    let mut add = |net: IpNet, ports: &[PortRange], template: RuleEntry| {
+    // Rule entries per domain pattern, in policy order.
+    let mut by_pattern: BTreeMap<DomainPattern, Vec<RuleEntry>> = BTreeMap::new();
+    let mut add = |dest: Dest, ports: &[PortRange], template: RuleEntry| {
         let ports = if ports.is_empty() { &[PortRange::ANY][..] } else { ports };
-        let list = by_prefix.entry(net).or_default();
+        let list = match dest {
+            Dest::Cidr(net) => by_prefix.entry(net).or_default(),
+            Dest::Domain(d) => by_pattern.entry(d).or_default(),
+        };
         for p in ports {
             list.push(RuleEntry { port_lo: p.lo, port_hi: p.hi, ..template });
         }
@@ -241,7 +315,10 @@ pub fn compile(
         let rule_id = rules.len() as u32;
         rules.push(RuleInfo { name, vendor: None, place: Some(place.clone()) });
         let template = RuleEntry { rule_id, protocols: proto_mask(&a.protocols), ..Default::default() };
-        add(a.cidr.0, &a.ports, template);
+        // merge() refused destinations that are neither or both.
+        if let Ok(dest) = a.dest() {
+            add(dest, &a.ports, template);
+        }
     }
 
     for (v, places) in &m.vendors {
@@ -299,10 +376,10 @@ pub fn compile(
         if sel_indexes.is_empty() {
             sel_indexes.push(0);
         }
-        for d in &v.destinations {
+        for d in v.destinations.iter().filter_map(|d| d.dest().ok()) {
             for &selector in &sel_indexes {
                 add(
-                    d.cidr.0,
+                    d.clone(),
                     &v.ports,
                     RuleEntry { rule_id, protocols: proto_mask(&v.protocols), flags, selector, ..Default::default() },
                 );
@@ -361,6 +438,21 @@ pub fn compile(
             IpNet::V6(n) => v6.push((n, value)),
         }
     }
+    let domains = super::domains::build(&by_pattern, &mut entries).map_err(|(p, count)| {
+        limit(format!(
+            "{count} rule entries (ports x process selectors) apply to the names of `{p}`, its own and those of enclosing wildcards; the kernel checks at most {MAX_RULES_PER_PREFIX} per destination"
+        ))
+    })?;
+    if domains.len() > MAX_DOMAINS as usize {
+        return Err(limit(format!("{} domain patterns; the kernel holds at most {MAX_DOMAINS}", domains.len())));
+    }
+    if m.dns.resolvers.len() > (MAX_RESOLVERS / 2) as usize {
+        return Err(limit(format!(
+            "{} resolvers; the kernel holds at most {}",
+            m.dns.resolvers.len(),
+            MAX_RESOLVERS / 2
+        )));
+    }
     if entries.len() > MAX_RULE_ENTRIES as usize {
         return Err(limit(format!("{} rule entries after expanding prefixes, ports and selectors; the kernel holds at most {MAX_RULE_ENTRIES}", entries.len())));
     }
@@ -374,7 +466,7 @@ pub fn compile(
         mode: m.mode,
         default: m.default,
         rules,
-        tables: Tables { entries, v4, v6, selectors, exe_keys },
+        tables: Tables { entries, v4, v6, selectors, exe_keys, domains, dns: m.dns.clone() },
         next_expiry,
         vendor_exes,
         fingerprint,

@@ -2,6 +2,7 @@
 //! place of every problem, and compilation into the kernel's tables.
 
 pub mod compile;
+pub mod domains;
 pub mod locate;
 pub mod model;
 pub mod resolve;
@@ -276,8 +277,25 @@ pub struct Merged {
     pub name: String,
     pub mode: Mode,
     pub default: DefaultAction,
+    pub dns: DnsSettings,
     pub allow: Vec<(AllowRule, Place)>,
     pub vendors: Vec<(Vendor, VendorPlaces)>,
+}
+
+/// `spec.dns` after merging, with defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsSettings {
+    pub grace_s: u32,
+    pub unlisted: DefaultAction,
+    pub resolvers: Vec<std::net::IpAddr>,
+}
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        // Unlisted lookups are reported, not refused, unless the policy says so: refusing them
+        // breaks every name nobody thought of, which a first rollout must not do.
+        Self { grace_s: model::Grace::DEFAULT.0, unlisted: DefaultAction::Alert, resolvers: Vec::new() }
+    }
 }
 
 /// Where a vendor and each of its process selectors are defined.
@@ -295,6 +313,7 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
     let mut names: Vec<String> = Vec::new();
     let mut mode: Option<(Mode, Place)> = None;
     let mut default: Option<(DefaultAction, Place)> = None;
+    let mut dns: Option<(model::DnsSpec, Place)> = None;
     let mut allow = Vec::new();
     let mut vendors: Vec<(Vendor, VendorPlaces)> = Vec::new();
     for d in docs {
@@ -304,7 +323,21 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         }
         set_once(&mut mode, spec.mode, d, "mode", &mut errors);
         set_once(&mut default, spec.default, d, "default", &mut errors);
+        if let Some(spec_dns) = &spec.dns {
+            let here = d.place("spec.dns");
+            match &dns {
+                Some((prev, at)) if prev != spec_dns => errors.push(Problem::error(
+                    here,
+                    format!("dns settings differ from those at {at}: give `spec.dns` in one document"),
+                )),
+                Some(_) => {}
+                None => dns = Some((spec_dns.clone(), here)),
+            }
+        }
         for (i, a) in spec.allow.iter().enumerate() {
+            if let Err(msg) = a.dest() {
+                errors.push(Problem::error(d.place(&format!("spec.allow[{i}]")), msg));
+            }
             allow.push((a.clone(), d.place(&format!("spec.allow[{i}]"))));
         }
         for (i, v) in spec.vendors.iter().enumerate() {
@@ -329,6 +362,11 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                     errors.push(Problem::error(at, "give `uid` or `user`, not both"));
                 }
             }
+            for (j, dest) in v.destinations.iter().enumerate() {
+                if let Err(msg) = dest.dest() {
+                    errors.push(Problem::error(d.place(&format!("spec.vendors[{i}].destinations[{j}]")), msg));
+                }
+            }
             if v.destinations.is_empty() {
                 warnings.push(Problem::warning(
                     d.place(&format!("spec.vendors[{i}].destinations")),
@@ -345,6 +383,11 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         name: names.join(","),
         mode: mode.map_or(Mode::Monitor, |m| m.0),
         default: default.map_or(DefaultAction::Deny, |d| d.0),
+        dns: dns.map_or_else(DnsSettings::default, |(d, _)| DnsSettings {
+            grace_s: d.grace.unwrap_or(model::Grace::DEFAULT).0,
+            unlisted: d.unlisted.unwrap_or(DefaultAction::Alert),
+            resolvers: d.resolvers.iter().map(|r| r.0).collect(),
+        }),
         allow,
         vendors,
     };
@@ -469,7 +512,7 @@ mod tests {
         let doc = one(&format!("{HEAD}spec:\n  allow:\n    - {{cidr: \"::1\", ports: [443, \"8000-8100\"]}}\n"));
         let r = &doc.spec.allow[0];
         assert_eq!(r.ports, vec![model::PortRange { lo: 443, hi: 443 }, model::PortRange { lo: 8000, hi: 8100 }]);
-        assert_eq!(r.cidr.0.prefix_len(), 128);
+        assert_eq!(r.cidr.map(|c| c.0.prefix_len()), Some(128));
         for bad in ["0", "65536", "\"9-3\"", "\"x\""] {
             let e = err(&format!("{HEAD}spec:\n  allow:\n    - {{cidr: 1.1.1.1, ports: [{bad}]}}\n"));
             assert!(e.contains("spec.allow[0].ports[0]"), "{bad}: {e}");

@@ -6,6 +6,8 @@
 use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
+
+pub use crate::dns::name::DomainPattern;
 use serde::{
     de::{self, Visitor},
     Deserialize, Deserializer,
@@ -53,6 +55,73 @@ pub struct Spec {
     pub allow: Vec<AllowRule>,
     #[serde(default)]
     pub vendors: Vec<Vendor>,
+    /// How DNS answers allow domain destinations.
+    #[serde(default)]
+    pub dns: Option<DnsSpec>,
+}
+
+/// `spec.dns`: how answers teach addresses, and what a lookup of an unlisted name gets.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSpec {
+    /// An address stays allowed for its TTL plus this after the last answer that named it.
+    #[serde(default)]
+    pub grace: Option<Grace>,
+    /// A lookup of a name no rule covers.
+    #[serde(default)]
+    pub unlisted: Option<DefaultAction>,
+    /// Trust answers only from these addresses (default: from wherever the query went).
+    #[serde(default)]
+    pub resolvers: Vec<ResolverAddr>,
+}
+
+/// A duration in seconds: `30s`, `2m`, `1h` or a number of seconds, at most a day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grace(pub u32);
+
+impl Grace {
+    pub const DEFAULT: Grace = Grace(30);
+}
+
+impl FromStr for Grace {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            Some((i, _)) => (&t[..i], &t[i..]),
+            None => (t, "s"),
+        };
+        let mult = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            _ => return Err(format!("grace `{s}`: expected seconds (`30s`), minutes (`2m`) or hours (`1h`)")),
+        };
+        let n: u64 = num.parse().map_err(|_| format!("grace `{s}`: expected a number then s, m or h"))?;
+        let secs = n * mult;
+        if secs > u64::from(agent_common::MAX_TTL_S) {
+            return Err(format!("grace `{s}` is over a day: an address would outlive any answer by too much"));
+        }
+        Ok(Grace(secs as u32))
+    }
+}
+
+/// A resolver address (no prefix length: a resolver is one host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResolverAddr(pub IpAddr);
+
+impl FromStr for ResolverAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let a: IpAddr =
+            s.trim().parse().map_err(|_| format!("resolver `{s}` is not an address (one host, no prefix length)"))?;
+        // An IPv4-mapped resolver address is IPv4 on the wire.
+        let a = match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            v4 => v4,
+        };
+        Ok(ResolverAddr(a))
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -81,7 +150,11 @@ pub struct AllowRule {
     /// Optional label, used as the rule name in events (`allow/<name>`).
     #[serde(default)]
     pub name: Option<Name>,
-    pub cidr: Cidr,
+    /// Exactly one of `cidr` and `domain`.
+    #[serde(default)]
+    pub cidr: Option<Cidr>,
+    #[serde(default)]
+    pub domain: Option<DomainPattern>,
     #[serde(default)]
     pub ports: Vec<PortRange>,
     #[serde(default)]
@@ -208,11 +281,53 @@ impl FromStr for Expiry {
     }
 }
 
-/// Where a vendor lives. Domains (`*.stripe.com`) join CIDRs here when DNS-based allowing lands.
+/// Where a vendor lives: exactly one of a network (`cidr`) or a name (`domain`, an exact name or
+/// `*.suffix`), whose addresses are learnt from DNS answers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Destination {
-    pub cidr: Cidr,
+    #[serde(default)]
+    pub cidr: Option<Cidr>,
+    #[serde(default)]
+    pub domain: Option<DomainPattern>,
+}
+
+/// Where a rule's destination is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dest {
+    Cidr(IpNet),
+    Domain(DomainPattern),
+}
+
+impl fmt::Display for Dest {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Dest::Cidr(n) => write!(f, "{n}"),
+            Dest::Domain(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+impl Destination {
+    /// The destination, or why it is not one.
+    pub fn dest(&self) -> Result<Dest, &'static str> {
+        dest_of(self.cidr, self.domain.as_ref())
+    }
+}
+
+impl AllowRule {
+    pub fn dest(&self) -> Result<Dest, &'static str> {
+        dest_of(self.cidr, self.domain.as_ref())
+    }
+}
+
+fn dest_of(cidr: Option<Cidr>, domain: Option<&DomainPattern>) -> Result<Dest, &'static str> {
+    match (cidr, domain) {
+        (Some(c), None) => Ok(Dest::Cidr(c.0)),
+        (None, Some(d)) => Ok(Dest::Domain(d.clone())),
+        (Some(_), Some(_)) => Err("give `cidr` or `domain`, not both: write two destinations"),
+        (None, None) => Err("a destination needs `cidr` (10.0.0.0/8) or `domain` (api.example.com, *.example.com)"),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -362,3 +477,6 @@ deserialize_from_str!(ExePattern, "an absolute executable path (globs allowed)")
 deserialize_from_str!(Comm, "a task name");
 deserialize_from_str!(CgroupPrefix, "a cgroup path");
 deserialize_from_str!(Expiry, "a date or an RFC 3339 time");
+deserialize_from_str!(DomainPattern, "a domain name (api.example.com) or wildcard (*.example.com)");
+deserialize_from_str!(Grace, "a duration such as 30s, 2m or 1h");
+deserialize_from_str!(ResolverAddr, "a resolver address");

@@ -1,0 +1,367 @@
+//! The connect/sendmsg hooks: every outbound TCP/UDP attempt is attributed to its process,
+//! decided against the destination tries and the addresses learnt from DNS, and reported.
+//!
+//! Coverage, and why these four hooks suffice:
+//! - connect4/connect6 run for TCP connect(), UDP connect() (so a connected UDP socket is checked
+//!   once, when it is connected) and TCP Fast Open (`sendto(MSG_FASTOPEN)` goes through the same
+//!   `pre_connect` path).
+//! - sendmsg4/sendmsg6 run for every datagram sent with an explicit address on an unconnected UDP
+//!   socket. An IPv4-mapped destination on an IPv6 UDP socket is handed to the IPv4 path by the
+//!   kernel and arrives at sendmsg4; on connect6 we unmap it ourselves.
+//! - The hooks are inherited by every descendant cgroup and every process, so children after
+//!   fork/exec are covered without tracking them.
+
+use agent_common::{
+    event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, SlotMeta,
+    LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+};
+use aya_ebpf::{
+    bindings::bpf_sock_addr,
+    helpers::generated::{
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns,
+    },
+    maps::lpm_trie::Key,
+    programs::SockAddrContext,
+    EbpfContext as _,
+};
+
+use crate::{
+    identity::{current_proc, Proc},
+    maps::{
+        ACTIVE_SLOT, DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, EVENTS, EXE_SET, LEARNT_V4,
+        LEARNT_V6, RULES, SELECTORS, SLOT_META,
+    },
+    ring::{count_drop, wakeup_flags},
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+};
+
+/// Return values of a cgroup sock_addr program.
+const PASS: i32 = 1;
+const REFUSE: i32 = 0; // the syscall fails with EPERM
+
+/// The destination of one attempt, as it will be matched.
+struct Dest {
+    addr: [u8; 16],
+    family: u8,
+    port: u16,
+    proto: u8,
+    flags: u8,
+}
+
+#[inline(always)]
+fn sock_addr(ctx: &SockAddrContext) -> &bpf_sock_addr {
+    // SAFETY: the kernel hands every sock_addr program a valid context for its whole run.
+    unsafe { &*ctx.sock_addr }
+}
+
+#[inline(always)]
+pub fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
+    let sa = sock_addr(ctx);
+    let proto = protocol(sa);
+    let mut addr = [0u8; 16];
+    // user_ip4 is in network order in memory: its native bytes are the address bytes.
+    let ip4 = sa.user_ip4.to_ne_bytes();
+    addr[..4].copy_from_slice(&ip4);
+    let dest = Dest { addr, family: AF_INET, port: u16::from_be(sa.user_port as u16), proto, flags: 0 };
+    handle(ctx, hook, &dest)
+}
+
+#[inline(always)]
+pub fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
+    let sa = sock_addr(ctx);
+    let proto = protocol(sa);
+    // The verifier only allows 4-byte loads of user_ip6, one word at a time.
+    let w0 = sa.user_ip6[0].to_ne_bytes();
+    let w1 = sa.user_ip6[1].to_ne_bytes();
+    let w2 = sa.user_ip6[2].to_ne_bytes();
+    let w3 = sa.user_ip6[3].to_ne_bytes();
+    let port = u16::from_be(sa.user_port as u16);
+    let mut addr = [0u8; 16];
+    // ::ffff:a.b.c.d is IPv4 on the wire: match it against the IPv4 rules, or it would bypass them.
+    let mapped = w0 == [0; 4] && w1 == [0; 4] && w2 == [0, 0, 0xff, 0xff];
+    let dest = if mapped {
+        addr[..4].copy_from_slice(&w3);
+        Dest { addr, family: AF_INET, port, proto, flags: event_flags::V4_MAPPED }
+    } else {
+        addr[0..4].copy_from_slice(&w0);
+        addr[4..8].copy_from_slice(&w1);
+        addr[8..12].copy_from_slice(&w2);
+        addr[12..16].copy_from_slice(&w3);
+        Dest { addr, family: AF_INET6, port, proto, flags: 0 }
+    };
+    handle(ctx, hook, &dest)
+}
+
+/// The IPPROTO number to match and report. UDP-Lite sockets take the UDP paths and are UDP to
+/// the policy. Anything else that reaches these hooks (ICMP ping sockets connect through
+/// connect4/6) is decided and reported too: no rule can allow it, so `default` decides, and
+/// nothing passes unseen.
+#[inline(always)]
+fn protocol(sa: &bpf_sock_addr) -> u8 {
+    match sa.protocol {
+        IPPROTO_UDPLITE => IPPROTO_UDP as u8,
+        p => p as u8,
+    }
+}
+
+struct Decision {
+    verdict: u8,
+    rule_id: u32,
+    generation: u32,
+    flags: u8,
+    domain_id: u32,
+}
+
+#[inline(always)]
+fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
+    let proc = current_proc();
+    let decision = decide(dest, &proc);
+    emit(ctx, hook, dest, &proc, &decision);
+    if decision.verdict == verdict::DENY {
+        REFUSE
+    } else {
+        PASS
+    }
+}
+
+/// The slot in force and its settings.
+#[inline(always)]
+pub fn active_slot() -> Option<(u32, &'static SlotMeta)> {
+    let slot = match ACTIVE_SLOT.get(0) {
+        Some(&s) if s < 2 => s,
+        _ => 0,
+    };
+    SLOT_META.get(slot).map(|m| (slot, m))
+}
+
+#[inline(always)]
+fn decide(dest: &Dest, proc: &Proc) -> Decision {
+    let Some((slot, meta)) = active_slot() else {
+        // Unreachable with a loaded agent (array maps always have their entries); never refuse
+        // on an internal fault.
+        return Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, generation: 0, flags: 0, domain_id: 0 };
+    };
+    let value = if dest.family == AF_INET {
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&dest.addr[..4]);
+        let key = Key::new(32, a4);
+        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
+    } else {
+        let key = Key::new(128, dest.addr);
+        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
+    };
+    let generation = meta.generation;
+    let mut scoped: Option<(u32, u8, u32)> = None;
+    if let Some(value) = value {
+        match match_rules(slot, &value, dest, proc) {
+            Match::Allowed(rule_id) => {
+                return Decision { verdict: verdict::ALLOW, rule_id, generation, flags: 0, domain_id: 0 };
+            }
+            Match::WrongProcess(rule_id, flags) => scoped = Some((rule_id, flags, 0)),
+            Match::None => {}
+        }
+    }
+    // Addresses learnt from DNS answers, with the rules of the domain patterns they were
+    // learnt under (in this slot: a reload maps the same ids to its own rules).
+    let learnt = if dest.family == AF_INET {
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&dest.addr[..4]);
+        LEARNT_V4.get_ptr(&a4)
+    } else {
+        LEARNT_V6.get_ptr(&dest.addr)
+    };
+    if let Some(learnt) = learnt {
+        // SAFETY: bpf_ktime_get_ns has no arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        for i in 0..LEARNT_SLOTS {
+            // SAFETY: the pointer is to a live map value; a concurrent update may change a slot
+            // under us, which at worst reads one slot's old or new value.
+            let s = unsafe { (*learnt).slots[i] };
+            if s.domain_id == 0 || s.domain_id >= MAX_DOMAIN_IDS || s.expires_ns <= now {
+                continue;
+            }
+            let Some(value) = DOMAIN_RULES.get(slot * MAX_DOMAIN_IDS + s.domain_id).copied() else { continue };
+            if value.count == 0 {
+                continue;
+            }
+            match match_rules(slot, &value, dest, proc) {
+                Match::Allowed(rule_id) => {
+                    return Decision {
+                        verdict: verdict::ALLOW,
+                        rule_id,
+                        generation,
+                        flags: event_flags::LEARNT,
+                        domain_id: s.domain_id,
+                    };
+                }
+                Match::WrongProcess(rule_id, flags) => {
+                    if scoped.is_none() {
+                        scoped = Some((rule_id, flags, s.domain_id));
+                    }
+                }
+                Match::None => {}
+            }
+        }
+    }
+    // A vendor's destination from a process the vendor does not allow: refused (or, in monitor
+    // mode, reported) whatever `default` says, since the destination is reserved to the vendor's
+    // processes. The vendor's own mode, if it has one, decides over the policy's.
+    if let Some((rule_id, flags, domain_id)) = scoped {
+        let enforce = if flags & rule_flags::MODE_MONITOR != 0 {
+            false
+        } else {
+            flags & rule_flags::MODE_ENFORCE != 0 || meta.mode == mode::ENFORCE
+        };
+        let verdict = if enforce { verdict::DENY } else { verdict::ALERT };
+        let learnt_flag = if domain_id != 0 { event_flags::LEARNT } else { 0 };
+        return Decision {
+            verdict,
+            rule_id,
+            generation,
+            flags: event_flags::PROCESS_NOT_ALLOWED | learnt_flag,
+            domain_id,
+        };
+    }
+    let verdict = match (meta.default_verdict, meta.mode) {
+        (verdict::ALLOW, _) => verdict::ALLOW,
+        (verdict::DENY, mode::ENFORCE) => verdict::DENY,
+        _ => verdict::ALERT,
+    };
+    Decision { verdict, rule_id: RULE_DEFAULT, generation, flags: 0, domain_id: 0 }
+}
+
+enum Match {
+    Allowed(u32),
+    /// First entry whose destination, port and protocol matched but whose process did not.
+    WrongProcess(u32, u8),
+    None,
+}
+
+/// [`match_rules_packed`] returns its `Match` in one register: a BPF function returns one.
+#[inline(always)]
+fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
+    let r = match_rules_packed(slot, value, dest, proc);
+    match r >> 40 {
+        1 => Match::Allowed(r as u32),
+        2 => Match::WrongProcess(r as u32, (r >> 32) as u8),
+        _ => Match::None,
+    }
+}
+
+/// Not inlined: the connect hooks call it for the destination's prefix and for each learnt
+/// pattern of the address, and one copy keeps the programs small.
+#[inline(never)]
+fn match_rules_packed(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> u64 {
+    match match_rules_inner(slot, value, dest, proc) {
+        Match::Allowed(id) => (1 << 40) | u64::from(id),
+        Match::WrongProcess(id, flags) => (2 << 40) | (u64::from(flags) << 32) | u64::from(id),
+        Match::None => 0,
+    }
+}
+
+#[inline(always)]
+fn match_rules_inner(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
+    let bit = match dest.proto as u32 {
+        IPPROTO_TCP => proto_bits::TCP,
+        IPPROTO_UDP => proto_bits::UDP,
+        _ => return Match::None,
+    };
+    let base = slot * MAX_RULE_ENTRIES;
+    let mut wrong = Match::None;
+    for i in 0..MAX_RULES_PER_PREFIX {
+        if i >= value.count {
+            break;
+        }
+        let Some(rule) = RULES.get(base + value.first + i) else {
+            break;
+        };
+        if rule.protocols & bit == 0 || dest.port < rule.port_lo || dest.port > rule.port_hi {
+            continue;
+        }
+        if rule.selector == 0 || selector_matches(slot, rule.selector, proc) {
+            return Match::Allowed(rule.rule_id);
+        }
+        if let Match::None = wrong {
+            wrong = Match::WrongProcess(rule.rule_id, rule.flags);
+        }
+    }
+    wrong
+}
+
+#[inline(always)]
+fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
+    if index >= MAX_SELECTORS {
+        return false;
+    }
+    let abs = slot * MAX_SELECTORS + index;
+    let Some(sel) = SELECTORS.get(abs) else {
+        return false;
+    };
+    let f = sel.flags;
+    if f & selector_flags::NEVER != 0 {
+        return false;
+    }
+    if f & selector_flags::UID != 0 && sel.uid != proc.uid_gid as u32 {
+        return false;
+    }
+    if f & selector_flags::COMM != 0 && sel.comm != proc.pcomm {
+        return false;
+    }
+    if f & selector_flags::CGROUP != 0 {
+        // SAFETY: plain helper; an out-of-range level yields 0, which is never a cgroup id.
+        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(sel.cgroup_level as i32) };
+        if ancestor != sel.cgroup_id {
+            return false;
+        }
+    }
+    if f & selector_flags::EXE != 0 {
+        let key = ExeKey { selector: abs, dev: proc.exe_dev, ino: proc.exe_ino };
+        if proc.exe_ino == 0 || EXE_SET.get_ptr(&key).is_none() {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &Decision) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_drop();
+        return;
+    };
+    let (pid_tgid, uid_gid, exe_dev, exe_ino) = (proc.pid_tgid, proc.uid_gid, proc.exe_dev, proc.exe_ino);
+    let mut flags = dest.flags | decision.flags;
+    if exe_ino == 0 {
+        flags |= event_flags::EXE_UNKNOWN;
+    }
+    // SAFETY: plain helpers without pointer arguments, or with the program's own context.
+    let (ts_ns, cgroup_id, cookie) =
+        unsafe { (bpf_ktime_get_ns(), bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr())) };
+    entry.write(Event {
+        kind: record::CONNECT,
+        pid: (pid_tgid >> 32) as u32,
+        tid: pid_tgid as u32,
+        uid: uid_gid as u32,
+        gid: (uid_gid >> 32) as u32,
+        exe_dev,
+        rule_id: decision.rule_id,
+        generation: decision.generation,
+        ts_ns,
+        cookie,
+        cgroup_id,
+        exe_ino,
+        start_ns: proc.start_ns,
+        daddr: dest.addr,
+        comm: proc.comm,
+        dport: dest.port,
+        family: dest.family,
+        proto: dest.proto,
+        verdict: decision.verdict,
+        hook,
+        flags,
+        _pad1: 0,
+        domain_id: decision.domain_id,
+        _pad2: 0,
+    });
+    entry.submit(wakeup_flags());
+}

@@ -1,0 +1,109 @@
+//! Every map of the kernel programs. Names are the constants of `agent_common::maps`.
+
+use agent_common::{
+    dns::ParseState, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, Pending, PendingKey,
+    ResolverKey, RuleEntry, Selector, SlotMeta, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS, MAX_EXE_KEYS,
+    MAX_LEARNT, MAX_PENDING, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+};
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+};
+
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_RING_BYTES, 0);
+
+/// Events that found the ring buffer full, per CPU (index 0).
+#[map(name = "EVENTS_DROPPED")]
+pub static EVENTS_DROPPED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map(name = "CONFIG")]
+pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
+
+/// Which of the two policy slots is in force (0 or 1). The agent fills the other slot and then
+/// flips this single word, so no attempt is ever decided by a half-written rule set.
+#[map(name = "ACTIVE_SLOT")]
+pub static ACTIVE_SLOT: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "SLOT_META")]
+pub static SLOT_META: Array<SlotMeta> = Array::with_max_entries(2, 0);
+
+/// Rule entries of both slots: slot `s` owns `[s * MAX_RULE_ENTRIES, (s + 1) * MAX_RULE_ENTRIES)`.
+#[map(name = "RULES")]
+pub static RULES: Array<RuleEntry> = Array::with_max_entries(2 * MAX_RULE_ENTRIES, 0);
+
+/// Process selectors of both slots, laid out like `RULES`.
+#[map(name = "SELECTORS")]
+pub static SELECTORS: Array<Selector> = Array::with_max_entries(2 * MAX_SELECTORS, 0);
+
+/// Executables (by device and inode) that satisfy a selector's `exe`.
+#[map(name = "EXE_SET")]
+pub static EXE_SET: HashMap<ExeKey, u8> = HashMap::with_max_entries(MAX_EXE_KEYS, 0);
+
+#[map(name = "DESTS_V4_0")]
+pub static DESTS_V4_0: LpmTrie<AddrV4, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map(name = "DESTS_V4_1")]
+pub static DESTS_V4_1: LpmTrie<AddrV4, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map(name = "DESTS_V6_0")]
+pub static DESTS_V6_0: LpmTrie<AddrV6, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+#[map(name = "DESTS_V6_1")]
+pub static DESTS_V6_1: LpmTrie<AddrV6, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);
+
+#[map(name = "WATCHED_CGROUP")]
+pub static WATCHED_CGROUP: CgroupArray = CgroupArray::with_max_entries(1, 0);
+
+/// Domain-pattern tries of the two slots (key: reversed labels, see `DomainValue`).
+#[map(name = "DOMAINS_0")]
+pub static DOMAINS_0: LpmTrie<[u8; 256], DomainValue> = LpmTrie::with_max_entries(MAX_DOMAINS, 0);
+#[map(name = "DOMAINS_1")]
+pub static DOMAINS_1: LpmTrie<[u8; 256], DomainValue> = LpmTrie::with_max_entries(MAX_DOMAINS, 0);
+
+/// `[slot * MAX_DOMAIN_IDS + id]`: the rule entries (in `RULES` of that slot) a domain id stands
+/// for; count 0: no rule in that slot.
+#[map(name = "DOMAIN_RULES")]
+pub static DOMAIN_RULES: Array<DestValue> = Array::with_max_entries(2 * MAX_DOMAIN_IDS, 0);
+
+#[map(name = "RESOLVERS")]
+pub static RESOLVERS: HashMap<ResolverKey, u8> = HashMap::with_max_entries(MAX_RESOLVERS, 0);
+
+/// An LRU: queries that are never answered age out instead of filling the table.
+#[map(name = "DNS_PENDING")]
+pub static DNS_PENDING: LruHashMap<PendingKey, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
+/// Parser state per CPU: index 0 for egress (process context), 1 for ingress (softirq), so an
+/// answer parsed in a softirq that interrupts a query being parsed does not share its state.
+#[map(name = "DNS_SCRATCH")]
+pub static DNS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
+
+/// Addresses learnt from answers. Capped, not LRU: a full table refuses new addresses (they are
+/// then not allowed, and counted) rather than silently evicting live ones; the agent removes
+/// expired entries every second.
+#[map(name = "LEARNT_V4")]
+pub static LEARNT_V4: HashMap<AddrV4, Learnt> = HashMap::with_max_entries(MAX_LEARNT, 0);
+#[map(name = "LEARNT_V6")]
+pub static LEARNT_V6: HashMap<AddrV6, Learnt> = HashMap::with_max_entries(MAX_LEARNT, 0);
+
+#[map(name = "DNS_COUNTERS")]
+pub static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::dns_counter::COUNT, 0);
+
+/// What one DNS parse keeps between `bpf_loop` steps, besides the shared parser state.
+#[repr(C)]
+pub struct Scratch {
+    pub st: ParseState,
+    /// Addresses learnt so far (the first `DNS_EVENT_ADDRS`), for the event.
+    pub addrs: [[u8; 16]; agent_common::DNS_EVENT_ADDRS],
+    pub addr_family: [u8; agent_common::DNS_EVENT_ADDRS],
+    pub n_addrs: u32,
+    pub ttl_min: u32,
+    pub domain_id: u32,
+    pub grace_s: u32,
+    pub now_ns: u64,
+    /// `dns_flags` gathered while learning.
+    pub flags: u16,
+    pub _pad: [u8; 6],
+    /// The outstanding query an answer matched (copied: the map entry is deleted), or the one
+    /// being recorded on egress.
+    pub pending: Pending,
+    /// A new `LEARNT_*` value being inserted (kept off the stack).
+    pub new_learnt: Learnt,
+}
