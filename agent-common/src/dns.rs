@@ -105,17 +105,11 @@ impl ParseState {
         }
     }
 
-    /// Starts a name parse at `off` of a message ending at `end`; clears the name so that a
-    /// comparison of whole buffers compares names.
+    /// Starts a name parse at `off` of a message ending at `end`. The buffers are not cleared
+    /// (the kernel would pay a byte loop for it): bytes past `name_len` are stale.
     #[inline(always)]
     pub fn start_name(&mut self, off: u32, end: u32) {
         self.cur = Cursor { off, end, ..Cursor::default() };
-        let mut i = 0;
-        while i < NAME_BUF {
-            self.name[i] = 0;
-            self.rkey[i] = 0;
-            i += 1;
-        }
     }
 }
 
@@ -148,15 +142,13 @@ pub fn name_step<P: Packet>(p: &P, st: &mut ParseState) -> bool {
         return true;
     }
     st.name[(pos as usize) & (NAME_SCRATCH - 1)] = l as u8;
+    // Branch-free on purpose: a condition per byte would make the verifier walk one path per
+    // label length. All CHUNK bytes are written, those past the label as 0, which keeps the
+    // name zero-padded (the next label overwrites them).
     let mut j = 0usize;
     while j < CHUNK {
-        if (j as u32) < l {
-            let mut b = st.tmp[j];
-            if b.is_ascii_uppercase() {
-                b += 32;
-            }
-            st.name[(pos as usize + 1 + j) & (NAME_SCRATCH - 1)] = b;
-        }
+        let b = st.tmp[j];
+        st.name[(pos as usize + 1 + j) & (NAME_SCRATCH - 1)] = b.wrapping_add(to_lower_delta(b)) & keep(j as u32, l);
         j += 1;
     }
     c.name_len = pos + 1 + l;
@@ -184,11 +176,12 @@ pub fn rkey_step(st: &mut ParseState) -> bool {
         return true;
     }
     let dst = t - p - 1 - l;
+    // Branch-free (see `name_step`): bytes past the label keep what is there.
     let mut j = 0usize;
-    while j <= CHUNK {
-        if (j as u32) <= l {
-            st.rkey[(dst as usize + j) & (NAME_BUF - 1)] = st.name[(p as usize + j) & (NAME_SCRATCH - 1)];
-        }
+    while j < CHUNK {
+        let k = keep(j as u32, l + 1);
+        let at = (dst as usize + j) & (NAME_BUF - 1);
+        st.rkey[at] = (st.name[(p as usize + j) & (NAME_SCRATCH - 1)] & k) | (st.rkey[at] & !k);
         j += 1;
     }
     c.rpos = p + 1 + l;
@@ -296,18 +289,33 @@ pub fn csum_step<P: Packet>(p: &P, st: &mut ParseState) -> bool {
         c.status = status::BAD;
         return true;
     }
+    // Branch-free (see `name_step`): bytes past `n` count as 0.
     let mut j = 0usize;
     while j < CHUNK {
-        let (hi, lo) = (j as u32, j as u32 + 1);
-        if hi < n {
-            let b0 = u64::from(st.tmp[j]);
-            let b1 = if lo < n { u64::from(st.tmp[j + 1]) } else { 0 };
-            c.sum += (b0 << 8) | b1;
-        }
+        let b0 = u64::from(st.tmp[j] & keep(j as u32, n));
+        let b1 = u64::from(st.tmp[j + 1] & keep(j as u32 + 1, n));
+        c.sum += (b0 << 8) | b1;
         j += 2;
     }
     c.off += n;
     false
+}
+
+/// 0xff if `j < n`, else 0, for `j, n` below 2^31, computed without a branch. The value goes
+/// through `black_box` because the compiler would otherwise turn it back into a comparison and a
+/// branch, which is what the callers avoid.
+#[inline(always)]
+pub fn keep(j: u32, n: u32) -> u8 {
+    // Opaque inputs: from `n < 2^31` the compiler would prove the shift a comparison.
+    let (j, n) = (core::hint::black_box(j), core::hint::black_box(n));
+    ((j.wrapping_sub(n) >> 31) as u8).wrapping_neg()
+}
+
+/// 32 if `b` is an ASCII capital, else 0, without a branch (see [`keep`]).
+#[inline(always)]
+fn to_lower_delta(b: u8) -> u8 {
+    let x = core::hint::black_box(u32::from(b.wrapping_sub(b'A')));
+    ((x.wrapping_sub(26) >> 31) as u8) * 32
 }
 
 /// Folds a ones'-complement sum to 16 bits.

@@ -11,6 +11,8 @@
 //! - The hooks are inherited by every descendant cgroup and every process, so children after
 //!   fork/exec are covered without tracking them.
 
+use core::ffi::c_void;
+
 use agent_common::{
     event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, SlotMeta,
     LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
@@ -19,6 +21,7 @@ use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::generated::{
         bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns,
+        bpf_loop,
     },
     maps::lpm_trie::Key,
     programs::SockAddrContext,
@@ -171,11 +174,11 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
         LEARNT_V6.get_ptr(&dest.addr)
     };
     if let Some(learnt) = learnt {
-        // SAFETY: bpf_ktime_get_ns has no arguments.
+        // SAFETY: plain helper.
         let now = unsafe { bpf_ktime_get_ns() };
         for i in 0..LEARNT_SLOTS {
-            // SAFETY: the pointer is to a live map value; a concurrent update may change a slot
-            // under us, which at worst reads one slot's old or new value.
+            // SAFETY: a live map value; a concurrent update may change a slot under us, which at
+            // worst reads one slot's old or new value.
             let s = unsafe { (*learnt).slots[i] };
             if s.domain_id == 0 || s.domain_id >= MAX_DOMAIN_IDS || s.expires_ns <= now {
                 continue;
@@ -237,55 +240,77 @@ enum Match {
     None,
 }
 
-/// [`match_rules_packed`] returns its `Match` in one register: a BPF function returns one.
-#[inline(always)]
-fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
-    let r = match_rules_packed(slot, value, dest, proc);
-    match r >> 40 {
-        1 => Match::Allowed(r as u32),
-        2 => Match::WrongProcess(r as u32, (r >> 32) as u8),
-        _ => Match::None,
-    }
+/// What the rule loop reads and answers.
+#[repr(C)]
+struct RulesCtx {
+    dest: *const Dest,
+    proc: *const Proc,
+    slot: u32,
+    first: u32,
+    count: u32,
+    _pad: u32,
+    /// Packed [`Match`]: kind << 40 | flags << 32 | rule id.
+    allowed: u64,
+    wrong: u64,
 }
 
-/// Not inlined: the connect hooks call it for the destination's prefix and for each learnt
-/// pattern of the address, and one copy keeps the programs small.
-#[inline(never)]
-fn match_rules_packed(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> u64 {
-    match match_rules_inner(slot, value, dest, proc) {
-        Match::Allowed(id) => (1 << 40) | u64::from(id),
-        Match::WrongProcess(id, flags) => (2 << 40) | (u64::from(flags) << 32) | u64::from(id),
-        Match::None => 0,
+/// One rule entry per step. The rules are walked with `bpf_loop`, not a plain loop: the connect
+/// hooks check the destination's prefix and then each learnt pattern of the address, and the
+/// verifier would walk a plain 64-step loop once per call site, past its budget.
+unsafe extern "C" fn rule_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the caller's `RulesCtx`, whose pointers are live.
+    let c = unsafe { &mut *(ctx as *mut RulesCtx) };
+    let i = index as u32;
+    if i >= c.count || i >= MAX_RULES_PER_PREFIX {
+        return 1;
     }
-}
-
-#[inline(always)]
-fn match_rules_inner(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
+    let Some(rule) = RULES.get(c.slot * MAX_RULE_ENTRIES + c.first + i) else {
+        return 1;
+    };
+    // SAFETY: as above.
+    let (dest, proc) = unsafe { (&*c.dest, &*c.proc) };
     let bit = match dest.proto as u32 {
         IPPROTO_TCP => proto_bits::TCP,
         IPPROTO_UDP => proto_bits::UDP,
-        _ => return Match::None,
+        _ => return 1,
     };
-    let base = slot * MAX_RULE_ENTRIES;
-    let mut wrong = Match::None;
-    for i in 0..MAX_RULES_PER_PREFIX {
-        if i >= value.count {
-            break;
-        }
-        let Some(rule) = RULES.get(base + value.first + i) else {
-            break;
-        };
-        if rule.protocols & bit == 0 || dest.port < rule.port_lo || dest.port > rule.port_hi {
-            continue;
-        }
-        if rule.selector == 0 || selector_matches(slot, rule.selector, proc) {
-            return Match::Allowed(rule.rule_id);
-        }
-        if let Match::None = wrong {
-            wrong = Match::WrongProcess(rule.rule_id, rule.flags);
-        }
+    if rule.protocols & bit == 0 || dest.port < rule.port_lo || dest.port > rule.port_hi {
+        return 0;
     }
-    wrong
+    if rule.selector == 0 || selector_matches(c.slot, rule.selector, proc) {
+        c.allowed = (1 << 40) | u64::from(rule.rule_id);
+        return 1;
+    }
+    if c.wrong == 0 {
+        c.wrong = (2 << 40) | (u64::from(rule.flags) << 32) | u64::from(rule.rule_id);
+    }
+    0
+}
+
+#[inline(always)]
+fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
+    let mut c = RulesCtx {
+        dest,
+        proc,
+        slot,
+        first: value.first,
+        count: value.count,
+        _pad: 0,
+        allowed: 0,
+        wrong: 0,
+    };
+    let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
+    // SAFETY: the callback receives `c` back; every pointer in it outlives the loop.
+    unsafe {
+        bpf_loop(n, rule_cb as *mut c_void, &mut c as *mut RulesCtx as *mut c_void, 0);
+    }
+    if c.allowed != 0 {
+        Match::Allowed(c.allowed as u32)
+    } else if c.wrong != 0 {
+        Match::WrongProcess(c.wrong as u32, (c.wrong >> 32) as u8)
+    } else {
+        Match::None
+    }
 }
 
 #[inline(always)]

@@ -106,4 +106,12 @@ pub struct Scratch {
     pub pending: Pending,
     /// A new `LEARNT_*` value being inserted (kept off the stack).
     pub new_learnt: Learnt,
+    /// Never written: the source of zeroes for `copy`.
+    pub zero_addrs: [[u8; 16]; agent_common::DNS_EVENT_ADDRS],
+    pub zero_slots: [agent_common::LearntSlot; agent_common::LEARNT_SLOTS],
+    pub zero_name: [u8; agent_common::dns::NAME_SCRATCH],
 }
+
+/// The headers of the packet being parsed, per CPU and direction (see `dns::headers`).
+#[map(name = "DNS_HEADERS")]
+pub static DNS_HEADERS: PerCpuArray<crate::dns::L4> = PerCpuArray::with_max_entries(2, 0);

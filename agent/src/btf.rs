@@ -21,7 +21,13 @@ pub enum BtfError {
 }
 
 pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
-    let btf = Btf::from_file(path).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
+    // Read into memory first: btf-rs's file backend seeks for every string, which makes walking
+    // sk_buff's nested anonymous members take tens of seconds.
+    let bytes = std::fs::read(path).map_err(|e| BtfError::Read {
+        path: path.display().to_string(),
+        source: btf_rs::Error::Format(e.to_string()),
+    })?;
+    let btf = Btf::from_bytes(&bytes).map_err(|source| BtfError::Read { path: path.display().to_string(), source })?;
     Ok(KernelOffsets {
         task_mm: field_offset(&btf, "task_struct", "mm")?,
         mm_exe_file: field_offset(&btf, "mm_struct", "exe_file")?,

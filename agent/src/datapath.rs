@@ -93,16 +93,16 @@ impl Datapath {
     /// `ring_bytes`: capacity of the event ring buffer (a power of two, at least a page).
     pub fn load(offsets: KernelOffsets, ring_bytes: u32) -> Result<Self, DatapathError> {
         let mut ebpf = aya::EbpfLoader::new().map_max_entries(maps::EVENTS, ring_bytes).load(OBJECT)?;
-        for (program, hook) in HOOKS {
-            let prog: &mut CgroupSockAddr = ebpf
+        for (program, hook, _) in DNS_HOOKS {
+            let prog: &mut CgroupSkb = ebpf
                 .program_mut(program)
                 .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
                 .try_into()
                 .map_err(|source| DatapathError::Program { program, hook, source })?;
             prog.load().map_err(|source| DatapathError::Program { program, hook, source })?;
         }
-        for (program, hook, _) in DNS_HOOKS {
-            let prog: &mut CgroupSkb = ebpf
+        for (program, hook) in HOOKS {
+            let prog: &mut CgroupSockAddr = ebpf
                 .program_mut(program)
                 .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
                 .try_into()

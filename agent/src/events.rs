@@ -2,12 +2,13 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agent_common::{hook, record, verdict, Event, ExecEvent};
+use agent_common::{hook, record, verdict, DnsEvent, Event, ExecEvent};
 
 /// One ring-buffer record.
 pub enum Record {
     Connect(Event),
     Exec(Box<ExecEvent>),
+    Dns(Box<DnsEvent>),
 }
 
 /// Copies a record out of the ring buffer; `None` for an unknown kind or a short record (an ABI
@@ -17,6 +18,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
     match kind {
         record::CONNECT => read::<Event>(bytes).map(Record::Connect),
         record::EXEC => read::<ExecEvent>(bytes).map(|e| Record::Exec(Box::new(e))),
+        record::DNS => read::<DnsEvent>(bytes).map(|e| Record::Dns(Box::new(e))),
         _ => None,
     }
 }
@@ -86,6 +88,14 @@ pub fn monotonic_to_realtime_offset() -> i128 {
     read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
 }
 
+/// CLOCK_MONOTONIC now, in ns: the kernel's `bpf_ktime_get_ns` clock.
+pub fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid pointer to a timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 pub fn rfc3339(unix_nanos: i128) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(unix_nanos)
         .ok()
@@ -121,6 +131,8 @@ mod tests {
             hook: 1,
             flags: 0,
             _pad1: 0,
+            domain_id: 0,
+            _pad2: 0,
         }
     }
 

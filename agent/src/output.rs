@@ -16,6 +16,8 @@ use crate::{enrich::Enriched, events, policy::CompiledPolicy};
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
     pub ts: String,
+    /// `connect` for these; `dns` for DNS events (see `dns::event`).
+    pub kind: &'static str,
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
@@ -43,13 +45,25 @@ pub struct Record<'a> {
     /// Why: `rule` (a rule allowed it), `process` (a vendor's destination, from a process the
     /// vendor does not allow; `vendor` and `rule` name that vendor) or `default` (no rule).
     pub reason: &'static str,
+    /// The name the process resolved to `dst`, when known.
+    pub domain: Option<String>,
+    /// The domain pattern whose learnt address decided, if one did.
+    pub domain_rule: Option<String>,
 }
 
 /// Builds the record of one event. `policy` is the policy of the event's generation, if known.
-pub fn record<'a>(ev: &Event, who: &'a Enriched, policy: Option<&'a CompiledPolicy>, ts_offset: i128) -> Record<'a> {
+pub fn record<'a>(
+    ev: &Event,
+    who: &'a Enriched,
+    policy: Option<&'a CompiledPolicy>,
+    ts_offset: i128,
+    domain: Option<String>,
+    domain_rule: Option<String>,
+) -> Record<'a> {
     let rule = policy.and_then(|p| p.rule(ev.rule_id));
     Record {
         ts: events::rfc3339(ts_offset + i128::from(ev.ts_ns)),
+        kind: "connect",
         pid: ev.pid,
         tid: ev.tid,
         uid: ev.uid,
@@ -82,6 +96,8 @@ pub fn record<'a>(ev: &Event, who: &'a Enriched, policy: Option<&'a CompiledPoli
         } else {
             "rule"
         },
+        domain,
+        domain_rule,
     }
 }
 
@@ -101,7 +117,7 @@ impl Sink {
         Ok(Self { out: BufWriter::with_capacity(64 * 1024, w) })
     }
 
-    pub fn write(&mut self, rec: &Record<'_>) -> io::Result<()> {
+    pub fn write<T: Serialize>(&mut self, rec: &T) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, rec).map_err(io::Error::other)?;
         self.out.write_all(b"\n")
     }

@@ -29,7 +29,8 @@ use tracing::{debug, error, info, warn};
 use crate::{
     btf, cgroup,
     datapath::{Datapath, DatapathError},
-    enrich::Enricher,
+    dns::{self, ids::DomainIds, names::ResolvedNames},
+    enrich::{Enriched, Enricher},
     events, output,
     policy::{self, compile, CompiledPolicy, Merged, PolicyError, Problem},
     watch,
@@ -98,6 +99,8 @@ struct PolicyState {
     /// The one in force and the few before it, so that events decided just before a reload
     /// (or a quick series of them) still name their rule.
     by_gen: BTreeMap<u32, Arc<CompiledPolicy>>,
+    /// Domain pattern ids installed in the kernel, to name them in events.
+    domain_ids: DomainIds,
 }
 
 impl PolicyState {
@@ -129,6 +132,7 @@ impl PolicyState {
         let started = Instant::now();
         let generation = self.generation + 1;
         dp.install(&p, generation)?;
+        self.domain_ids = dp.domain_ids().clone();
         let name = p.name.clone();
         let prefixes = p.tables.v4.len() + p.tables.v6.len();
         self.generation = generation;
@@ -227,6 +231,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         resolver,
         generation: 1,
         by_gen: BTreeMap::from([(1, Arc::new(compiled))]),
+        domain_ids: dp.domain_ids().clone(),
     };
     // Policy first, then attach: the first attempt the hooks see is already decided by it.
     dp.attach(&watched)?;
@@ -236,7 +241,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut ring = unsafe { AsyncFd::register(dp.take_events()?) }
         .map_err(|e| RunError::Io { what: "polling the event ring buffer", source: e.into() })?;
     let mut enricher = Enricher::new(mount.clone(), args.cmdline);
+    let mut names = ResolvedNames::default();
     let mut out_errors = OutputErrors::default();
+    let mut dns_seen = [0u64; agent_common::dns_counter::COUNT as usize];
 
     let sig = |kind, what| signal(kind).map_err(|source| RunError::Io { what, source });
     let mut sigint = sig(SignalKind::interrupt(), "installing the SIGINT handler")?;
@@ -268,7 +275,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut first_change: Option<tokio::time::Instant> = None;
 
     let mut drain_now = |ring: &mut RingBuf<MapData>, state: &PolicyState| {
-        drain(ring, &mut sink, &mut enricher, &state.by_gen, &mut out_errors)
+        drain(ring, &mut sink, &mut enricher, &mut names, state, &mut out_errors)
     };
 
     info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = 1, "egress-agent ready");
@@ -322,7 +329,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 drain_now(ring.get_mut(), &state);
                 state.recompile(&mut dp, "a vendor approval expired", true);
             }
-            _ = drop_check.tick() => report_drops(&mut dp, &mut dropped_seen),
+            _ = drop_check.tick() => {
+                report_drops(&mut dp, &mut dropped_seen);
+                dns_housekeeping(&mut dp, &mut dns_seen);
+            }
         }
         // A reload may name other selectors: watch their directories instead.
         if std::mem::take(&mut state.merged_changed) {
@@ -378,14 +388,83 @@ impl OutputErrors {
     }
 }
 
+/// Removes expired learnt addresses and reports what the DNS path counted since the last call
+/// (a full table, evicted patterns, untrusted answers, parses cut short, refused queries).
+fn dns_housekeeping(dp: &mut Datapath, seen: &mut [u64; agent_common::dns_counter::COUNT as usize]) {
+    use agent_common::dns_counter as c;
+    let now = events::monotonic_now_ns();
+    match dp.sweep_learnt(now) {
+        Ok(s) if s.expired > 0 => debug!(live = s.live, expired = s.expired, "learnt addresses swept"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "sweeping learnt addresses failed"),
+    }
+    let counters = match dp.dns_counters() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "reading the DNS counters failed");
+            return;
+        }
+    };
+    let new = |i: u32| counters[i as usize].saturating_sub(seen[i as usize]);
+    if new(c::LEARN_FULL) > 0 {
+        warn!(
+            not_learnt = new(c::LEARN_FULL),
+            total = counters[c::LEARN_FULL as usize],
+            "learnt-address table full: new addresses were not learnt, so connections to them are decided without them"
+        );
+    }
+    if new(c::SLOT_EVICTED) > 0 {
+        warn!(evicted = new(c::SLOT_EVICTED), "an address carried too many domain patterns: the soonest to expire was replaced");
+    }
+    if new(c::PARSE_LIMIT) > 0 {
+        warn!(answers = new(c::PARSE_LIMIT), "DNS answers were parsed only in part (record limit or a later TCP segment)");
+    }
+    if new(c::ANSWER_REJECTED) > 0 {
+        info!(answers = new(c::ANSWER_REJECTED), "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)");
+    }
+    *seen = counters;
+}
+
+/// The process identity of a DNS event, as the enricher reads it from connect events.
+fn dns_identity(d: &agent_common::DnsEvent) -> agent_common::Event {
+    agent_common::Event {
+        kind: agent_common::record::CONNECT,
+        pid: d.pid,
+        tid: d.tid,
+        uid: d.uid,
+        gid: d.gid,
+        exe_dev: d.exe_dev,
+        rule_id: agent_common::RULE_DEFAULT,
+        generation: d.generation,
+        ts_ns: d.ts_ns,
+        cookie: d.cookie,
+        cgroup_id: d.cgroup_id,
+        exe_ino: d.exe_ino,
+        start_ns: d.start_ns,
+        daddr: d.server,
+        comm: d.comm,
+        dport: d.server_port,
+        family: d.family,
+        proto: d.proto,
+        verdict: d.verdict,
+        hook: 0,
+        flags: 0,
+        _pad1: 0,
+        domain_id: d.domain_id,
+        _pad2: 0,
+    }
+}
+
 /// Handles up to [`DRAIN_BATCH`] records; returns how many.
 fn drain(
     ring: &mut RingBuf<MapData>,
     sink: &mut output::Sink,
     enricher: &mut Enricher,
-    gens: &BTreeMap<u32, Arc<CompiledPolicy>>,
+    names: &mut ResolvedNames,
+    state: &PolicyState,
     errors: &mut OutputErrors,
 ) -> usize {
+    let gens = &state.by_gen;
     // Computed per batch, so wall-clock steps (NTP, suspend) do not skew timestamps for long.
     let ts_offset = events::monotonic_to_realtime_offset();
     let mut n = 0;
@@ -400,6 +479,23 @@ fn drain(
                 enricher.on_exec(&exec);
                 continue;
             }
+            Some(events::Record::Dns(d)) => {
+                let pattern = state.domain_ids.pattern(d.domain_id).map(ToString::to_string);
+                if d.phase == agent_common::dns_phase::ANSWER {
+                    let name = dns::event::query_name(&d);
+                    for a in dns::event::learnt_addrs(&d) {
+                        names.record(d.pid, d.start_ns, a, &name);
+                    }
+                }
+                let who = if d.pid == 0 { Enriched::default() } else { enricher.enrich(&dns_identity(&d)) };
+                // Named by the policy in force now: a pattern's rules are those of the slot the
+                // kernel uses for it from now on.
+                let policy = gens.get(&state.generation).map(Arc::as_ref);
+                if let Err(e) = sink.write(&dns::event::record(&d, &who, policy, pattern, ts_offset)) {
+                    errors.record(&e);
+                }
+                continue;
+            }
             None => {
                 warn!("malformed event record ignored");
                 continue;
@@ -407,7 +503,11 @@ fn drain(
         };
         let who = enricher.enrich(&ev);
         let policy = gens.get(&ev.generation).map(Arc::as_ref);
-        if let Err(e) = sink.write(&output::record(&ev, &who, policy, ts_offset)) {
+        let learnt = ev.flags & agent_common::event_flags::LEARNT != 0;
+        let domain = names.name(ev.pid, ev.start_ns, events::dst(&ev), learnt);
+        let domain_rule =
+            if learnt { state.domain_ids.pattern(ev.domain_id).map(ToString::to_string) } else { None };
+        if let Err(e) = sink.write(&output::record(&ev, &who, policy, ts_offset, domain, domain_rule)) {
             errors.record(&e);
         }
     }

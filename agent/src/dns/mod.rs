@@ -3,6 +3,7 @@
 
 pub mod ids;
 pub mod name;
+pub mod event;
 pub mod names;
 #[cfg(test)]
 mod wire;

@@ -1,0 +1,200 @@
+//! The JSON record of a kernel DNS event (`kind: "dns"`). The kernel reports what it decided and
+//! learnt; the message itself (its first bytes) is decoded here with hickory-proto, so names,
+//! types and CNAME chains are read by a well-kept parser, not by hand.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use agent_common::{dns_flags, dns_phase, verdict, DnsEvent, DNS_EVENT_ADDRS, DNS_EVENT_MSG};
+use hickory_proto::{
+    op::Message,
+    rr::{RData, RecordType},
+};
+use serde::Serialize;
+
+use crate::{
+    dns::name::name_from_wire,
+    enrich::Enriched,
+    events,
+    policy::CompiledPolicy,
+};
+
+#[derive(Debug, Serialize)]
+pub struct Answer {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub ttl: u32,
+    pub data: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DnsRecord<'a> {
+    pub ts: String,
+    pub kind: &'static str,
+    /// `query` (refused or reported when sent), `answer` (matched and parsed), `rejected` (an
+    /// answer that was not trusted), `spoof` (an answer forged from a raw socket).
+    pub phase: &'static str,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    pub exe: Option<&'a str>,
+    pub cmdline: Option<&'a [String]>,
+    pub cgroup: Option<&'a str>,
+    pub cgroup_id: u64,
+    pub container: Option<&'a str>,
+    pub proto: &'static str,
+    pub family: &'static str,
+    /// The resolver: where the query went, or where the answer came from.
+    pub server: String,
+    pub server_port: u16,
+    /// The name asked for (lowercase, A-labels); what rules match.
+    pub query: String,
+    pub qtype: String,
+    pub rcode: Option<String>,
+    /// The answer section as decoded (null when the message was too long to copy whole).
+    pub answers: Option<Vec<Answer>>,
+    /// Addresses the kernel learnt from this answer (allowed until TTL + grace).
+    pub addresses: Vec<String>,
+    /// How many it learnt (`addresses` lists the first 16).
+    pub learnt: u32,
+    pub ttl: Option<u32>,
+    /// Verdict of the lookup: `allow` (a rule covers the name) or `dns.unlisted`'s.
+    pub verdict: &'static str,
+    /// The domain pattern the name matched.
+    pub domain_rule: Option<String>,
+    /// Vendors (and allow rules) whose rules the learnt addresses carry.
+    pub rules: Vec<String>,
+    pub policy: Option<&'a str>,
+    /// Why an answer was not trusted, or what limited it.
+    pub problems: Vec<&'static str>,
+    pub cookie: u64,
+}
+
+const FLAG_NAMES: [(u16, &str); 9] = [
+    (dns_flags::NO_QUERY, "no_matching_query"),
+    (dns_flags::WRONG_SOURCE, "wrong_source"),
+    (dns_flags::BAD_CHECKSUM, "bad_checksum"),
+    (dns_flags::WRONG_QUESTION, "wrong_question"),
+    (dns_flags::MALFORMED, "malformed"),
+    (dns_flags::PARSE_LIMIT, "parse_limit"),
+    (dns_flags::LEARN_FULL, "learnt_table_full"),
+    (dns_flags::SLOT_EVICTED, "pattern_evicted"),
+    (dns_flags::MSG_CUT, "message_cut"),
+];
+
+fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == 2 {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
+    } else {
+        IpAddr::V6(Ipv6Addr::from(*bytes))
+    }
+}
+
+/// The addresses the kernel learnt, as listed in the event.
+pub fn learnt_addrs(ev: &DnsEvent) -> Vec<IpAddr> {
+    let n = (ev.n_addrs as usize).min(DNS_EVENT_ADDRS);
+    (0..n).map(|i| addr(ev.addr_family[i], &ev.addrs[i])).collect()
+}
+
+/// The query name of an event.
+pub fn query_name(ev: &DnsEvent) -> String {
+    name_from_wire(&ev.name[..(ev.name_len as usize).min(ev.name.len())])
+}
+
+pub fn record<'a>(
+    ev: &DnsEvent,
+    who: &'a Enriched,
+    policy: Option<&'a CompiledPolicy>,
+    pattern: Option<String>,
+    ts_offset: i128,
+) -> DnsRecord<'a> {
+    let copied = (ev.msg_len as usize).min(DNS_EVENT_MSG);
+    let message = (ev.msg_len as usize <= DNS_EVENT_MSG).then(|| Message::from_vec(&ev.msg[..copied]).ok()).flatten();
+    let answers = message.as_ref().map(|m| {
+        m.answers
+            .iter()
+            .map(|r| Answer {
+                name: r.name.to_ascii().trim_end_matches('.').to_lowercase(),
+                rtype: r.record_type().to_string(),
+                ttl: r.ttl,
+                data: match &r.data {
+                    RData::A(a) => a.0.to_string(),
+                    RData::AAAA(a) => a.0.to_string(),
+                    RData::CNAME(c) => c.0.to_ascii().trim_end_matches('.').to_lowercase(),
+                    other => other.to_string(),
+                },
+            })
+            .collect()
+    });
+    let rules = match (policy, &pattern) {
+        (Some(p), Some(pat)) => pat.parse().map_or_else(
+            |_| Vec::new(),
+            |pat| {
+                let v = p.domain_rules(&pat);
+                let mut names: Vec<String> = p.tables.entries
+                    [v.first as usize..(v.first + v.count) as usize]
+                    .iter()
+                    .filter_map(|e| p.rule(e.rule_id).map(|r| r.name.clone()))
+                    .collect();
+                names.dedup();
+                names
+            },
+        ),
+        _ => Vec::new(),
+    };
+    let answered = ev.phase == dns_phase::ANSWER;
+    DnsRecord {
+        ts: events::rfc3339(ts_offset + i128::from(ev.ts_ns)),
+        kind: "dns",
+        phase: match ev.phase {
+            dns_phase::QUERY => "query",
+            dns_phase::ANSWER => "answer",
+            dns_phase::REJECTED => "rejected",
+            _ => "spoof",
+        },
+        pid: ev.pid,
+        tid: ev.tid,
+        uid: ev.uid,
+        gid: ev.gid,
+        comm: events::c_str(&ev.comm),
+        exe: who.proc.exe.as_deref(),
+        cmdline: who.proc.cmdline.as_deref(),
+        cgroup: who.cgroup.as_deref(),
+        cgroup_id: ev.cgroup_id,
+        container: who.container.as_deref(),
+        proto: if ev.proto == 6 { "tcp" } else { "udp" },
+        family: if ev.family == 2 { "ipv4" } else { "ipv6" },
+        server: addr(ev.family, &ev.server).to_string(),
+        server_port: ev.server_port,
+        query: query_name(ev),
+        qtype: RecordType::from(ev.qtype).to_string(),
+        rcode: answered.then(|| {
+            match ev.rcode {
+                0 => "NOERROR",
+                1 => "FORMERR",
+                2 => "SERVFAIL",
+                3 => "NXDOMAIN",
+                4 => "NOTIMP",
+                5 => "REFUSED",
+                _ => "OTHER",
+            }
+            .to_owned()
+        }),
+        answers,
+        addresses: learnt_addrs(ev).iter().map(ToString::to_string).collect(),
+        learnt: ev.n_addrs,
+        ttl: (answered && ev.n_addrs > 0).then_some(ev.ttl_min),
+        verdict: match ev.verdict {
+            verdict::ALLOW => "allow",
+            verdict::DENY => "deny",
+            _ => "alert",
+        },
+        domain_rule: pattern,
+        rules,
+        policy: policy.map(|p| p.name.as_str()),
+        problems: FLAG_NAMES.iter().filter(|(b, _)| ev.flags & b != 0).map(|(_, n)| *n).collect(),
+        cookie: ev.cookie,
+    }
+}
