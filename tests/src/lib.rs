@@ -26,6 +26,14 @@ pub const ADDR4_OTHER: &str = "198.18.0.11";
 pub const ADDR6: &str = "2001:db8::10";
 pub const ADDR6_OTHER: &str = "2001:db8::11";
 
+/// The test resolver's addresses (see [`TestEnv::dns`]).
+pub const DNS4: &str = "198.18.0.53";
+pub const DNS6: &str = "2001:db8::53";
+/// Where the test resolver's fresh answers come from: every address of these is local to the
+/// namespace, so a connection to any answer reaches the test server listening on all addresses.
+pub const ANSWERS4: &str = "198.18.128.0/17";
+pub const ANSWERS6: [&str; 2] = ["2001:db8:1::/64", "2001:db8:2::/64"];
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Runs a command to completion; panics with its stderr if it fails.
@@ -85,6 +93,13 @@ fn sweep_stale() {
         for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
             if stale(ns) {
                 let _ = Command::new("ip").args(["netns", "del", ns]).status();
+            }
+        }
+    }
+    if let Ok(rd) = fs::read_dir("/etc/netns") {
+        for e in rd.flatten() {
+            if stale(&e.file_name().to_string_lossy()) {
+                let _ = fs::remove_dir_all(e.path());
             }
         }
     }
@@ -175,6 +190,45 @@ impl TestEnv {
         server
     }
 
+    /// Starts the test resolver (`ea-dns-server`, binary `bin`) on [`DNS4`] and [`DNS6`] port 53,
+    /// answering with fresh addresses under [`ANSWERS4`]/[`ANSWERS6`] and TTL `ttl`, makes
+    /// those ranges local to the namespace, and points the namespace's resolv.conf (what glibc
+    /// reads under `ip netns exec`) at it.
+    pub fn dns(&mut self, bin: &Path, ttl: u32) -> DnsServer {
+        self.ip(&["addr", "add", &format!("{DNS4}/32"), "dev", "lo"]);
+        self.ip(&["-6", "addr", "add", &format!("{DNS6}/128"), "dev", "lo", "nodad"]);
+        // On loopback, an address with a prefix makes the whole prefix local.
+        self.ip(&["addr", "add", "198.18.128.1/17", "dev", "lo"]);
+        for net in ANSWERS6 {
+            self.ip(&["-6", "route", "add", "local", net, "dev", "lo"]);
+        }
+        let etc = PathBuf::from("/etc/netns").join(&self.netns);
+        fs::create_dir_all(&etc).expect("mkdir /etc/netns/<ns>");
+        fs::write(etc.join("resolv.conf"), format!("nameserver {DNS4}\noptions timeout:1 attempts:2\n"))
+            .expect("write resolv.conf");
+        let (ready, log) = (self.path("dns.ready"), self.path("dns.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.netns])
+            .arg(bin)
+            .args(["--listen", &format!("{DNS4}:53"), "--listen", &format!("[{DNS6}]:53"), "--ttl"])
+            .arg(ttl.to_string())
+            .arg("--ready")
+            .arg(&ready)
+            .arg("--log")
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ea-dns-server");
+        self.children.push(child);
+        wait_for(
+            Duration::from_secs(10),
+            || fs::read_to_string(&ready).is_ok_and(|r| r.contains("ready")),
+            || "ea-dns-server did not start".to_owned(),
+        );
+        DnsServer { log }
+    }
+
     /// Starts the agent on this test's cgroup with the given policy text.
     pub fn agent(&self, policy: &str) -> Agent {
         let policy_path = self.path("policy.yaml");
@@ -228,6 +282,7 @@ impl Drop for TestEnv {
         }
         // A cgroup can only be removed once empty (children first): kill what a test left.
         remove_cgroup_tree(&self.cgroup);
+        let _ = fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.netns));
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).status();
         let _ = fs::remove_dir_all(&self.dir);
     }
@@ -235,6 +290,22 @@ impl Drop for TestEnv {
 
 pub fn py(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("py").join(name).display().to_string()
+}
+
+/// The test resolver: what it was asked and answered.
+pub struct DnsServer {
+    log: PathBuf,
+}
+
+impl DnsServer {
+    /// One JSON object per query handled: proto, name, qtype, rcode, answers, tc.
+    pub fn queries(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }
 
 /// What a test server received.
