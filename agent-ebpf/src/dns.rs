@@ -506,6 +506,8 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
     let grace_s = meta.dns_grace_s;
     // One place decides trust and one reports a refusal: each early return would be a path of
     // its own for the verifier.
+    // The checksum walk below reuses the cursor: remember where the answers start.
+    let after_question = s.st.cur.off;
     let flag = judge(skb, s, l, &key, slot, meta.resolvers_only != 0);
     if flag != 0 {
         return reject(skb, s, l, cookie, msg, end, flag, qtype);
@@ -513,7 +515,6 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
     // One answer per query: a second one (a forgery racing the real answer, or a replay) finds
     // nothing outstanding.
     let _ = DNS_PENDING.remove(&key);
-    let after_question = s.st.cur.off;
     s.n_addrs = 0;
     s.ttl_min = u32::MAX;
     s.flags = 0;

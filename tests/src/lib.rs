@@ -157,7 +157,7 @@ impl TestEnv {
         env
     }
 
-    fn ip(&self, args: &[&str]) {
+    pub fn ip(&self, args: &[&str]) {
         sh(Command::new("ip").args(["-n", &self.netns]).args(args));
     }
 

@@ -9,6 +9,11 @@
 //!
 //! Configurations are interleaved round by round, and the median of the rounds is reported, so
 //! drift on the machine affects all three alike.
+//!
+//! `cargo xtask bench dns` (module [`dns`]): the latency the agent adds to a DNS lookup and to the
+//! first connect to the answered address.
+
+pub mod dns;
 
 use std::{
     net::{TcpListener, TcpStream, UdpSocket},
@@ -44,6 +49,15 @@ pub enum Which {
         #[arg(long, default_value_t = 40000)]
         udp: u32,
     },
+    /// DNS lookup and first-connect latency: no agent vs enforce with a domain vendor.
+    Dns {
+        /// Rounds per configuration (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// Lookups (each followed by one connect to its answer) per round.
+        #[arg(long, default_value_t = 2000)]
+        lookups: u32,
+    },
 }
 
 #[derive(Args)]
@@ -68,6 +82,7 @@ pub fn run(which: Which, agent_bin: &Path) -> Result<()> {
     match which {
         Which::Connect { rounds, tcp, udp } => connect(agent_bin, rounds, tcp, udp),
         Which::Reload { rules, rounds } => reload(agent_bin, rules, rounds),
+        Which::Dns { rounds, lookups } => dns::run(agent_bin, rounds, lookups),
     }
 }
 

@@ -52,6 +52,9 @@ enum Cmd {
     /// Internal: the benchmark's client, run inside the test namespace and cgroup.
     #[command(hide = true)]
     BenchClient(bench::ClientArgs),
+    /// Internal: the DNS benchmark's client (in the cgroup) or its TCP listener (outside it).
+    #[command(hide = true)]
+    BenchDnsClient(bench::dns::ClientArgs),
 }
 
 fn main() -> Result<()> {
@@ -87,15 +90,28 @@ fn main() -> Result<()> {
             bench::run(which, &bin)
         }
         Cmd::BenchClient(args) => bench::client(&args),
+        Cmd::BenchDnsClient(args) => bench::dns::client(&args),
     }
 }
 
 /// Builds `egress-agent` and returns the path of the binary, as cargo reports it (so a
 /// `CARGO_TARGET_DIR` or `build.target-dir` is honoured and no stale binary is picked up).
 fn build_agent(release: bool) -> Result<PathBuf> {
+    build_bin("agent", "egress-agent", release)
+}
+
+/// Builds binary `bin` of `package` and returns its path as cargo reports it.
+fn build_bin(package: &str, bin: &str, release: bool) -> Result<PathBuf> {
     let root = workspace_root();
     let mut cmd = Command::new(env_cargo());
-    cmd.current_dir(&root).args(["build", "--package", "agent", "--message-format=json-render-diagnostics"]);
+    cmd.current_dir(&root).args([
+        "build",
+        "--package",
+        package,
+        "--bin",
+        bin,
+        "--message-format=json-render-diagnostics",
+    ]);
     if release {
         cmd.arg("--release");
     }
@@ -104,9 +120,9 @@ fn build_agent(release: bool) -> Result<PathBuf> {
     let exe = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "egress-agent")
+        .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == bin)
         .find_map(|m| m["executable"].as_str().map(PathBuf::from));
-    exe.ok_or_else(|| anyhow::anyhow!("cargo built no `egress-agent` executable"))
+    exe.ok_or_else(|| anyhow::anyhow!("cargo built no `{bin}` executable"))
 }
 
 fn env_cargo() -> String {

@@ -125,8 +125,9 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Programs the kernel tests drive, and the Debian packages that provide them.
-const TEST_TOOLS: [(&str, &str); 6] = [
+const TEST_TOOLS: [(&str, &str); 7] = [
     ("curl", "curl"),
+    ("dig", "dnsutils"),
     ("python3", "python3"),
     ("ip", "iproute2"),
     ("nc", "netcat-openbsd"),
