@@ -9,7 +9,6 @@ use aya_ebpf::{
         generated::{bpf_get_current_task, bpf_ktime_get_ns},
     },
     programs::RawTracePointContext,
-    EbpfContext as _,
 };
 
 use crate::{

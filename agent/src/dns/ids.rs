@@ -42,10 +42,6 @@ impl DomainIds {
         Ok(id)
     }
 
-    pub fn get(&self, p: &DomainPattern) -> Option<u32> {
-        self.by_pattern.get(p).copied()
-    }
-
     pub fn pattern(&self, id: u32) -> Option<&DomainPattern> {
         self.patterns.get(id as usize).and_then(Option::as_ref)
     }

@@ -74,7 +74,7 @@ impl DomainPattern {
 
 impl fmt::Display for DomainPattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.as_str())
     }
 }
 
@@ -254,6 +254,7 @@ fn push_labels<'a>(out: &mut Vec<u8>, labels: impl Iterator<Item = &'a [u8]>) {
     }
 }
 
+#[cfg(test)]
 /// DNS wire form of a canonical name, as it appears in a query's question: what the kernel
 /// compares an answer's question against.
 pub fn wire(name: &str) -> Vec<u8> {
@@ -281,6 +282,7 @@ pub fn rkey_suffix(base: &str) -> Vec<u8> {
     out
 }
 
+#[cfg(test)]
 /// Reads a wire-form name: its labels, or `None` when it is not exactly one well-formed name
 /// (compression pointers, over-long labels, missing or early 0, bytes after the 0).
 fn wire_labels(wire: &[u8]) -> Option<Vec<&[u8]>> {
@@ -302,6 +304,7 @@ fn wire_labels(wire: &[u8]) -> Option<Vec<&[u8]>> {
     }
 }
 
+#[cfg(test)]
 /// The exact-name trie key of a name in wire form, built the way the kernel builds it from a
 /// query, so userspace (tests, `explain`) can reproduce the kernel's lookup. ASCII letters are
 /// lowercased as the kernel does, because resolvers may randomize case (DNS 0x20) and the trie

@@ -1,0 +1,117 @@
+//! The command line; the commands that only read have a file each (`check`, `explain`).
+
+mod check;
+mod explain;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::{Args, Parser, Subcommand};
+
+pub use check::check;
+pub use explain::explain;
+
+#[derive(Parser)]
+#[command(
+    name = "egress-agent",
+    version,
+    about = "Per-process egress allowlisting for third-party vendors, in the kernel"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Load the kernel programs, enforce or monitor the policy, and write events as JSON lines.
+    Run {
+        /// Policy file or directory of `*.yaml` files; repeatable, all merge into one policy.
+        /// Without it the embedded default (monitor mode) is used.
+        #[arg(long)]
+        policy: Vec<PathBuf>,
+        /// cgroup v2 directory to watch (absolute, or relative to the cgroup2 mount); default: the
+        /// root of the hierarchy, i.e. the whole host.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// Where events go: a file (appended to) or `-` for stdout.
+        #[arg(long, default_value = "-")]
+        events: PathBuf,
+        /// Leave command lines out of events (they can carry secrets passed as arguments).
+        #[arg(long)]
+        no_cmdline: bool,
+        /// Capacity of the kernel's event ring buffer in bytes: a power of two, at least 4096
+        /// (an event takes 120 bytes). Larger absorbs longer bursts; overflows are counted.
+        #[arg(long, default_value_t = agent_common::EVENTS_RING_BYTES, value_parser = ring_bytes)]
+        ring_bytes: u32,
+    },
+    /// Validate policy files or directories (merged into one policy): print every problem with
+    /// file, line, column and field, then what the policy allows. Exits 2 on any error.
+    Check {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Would this connection be allowed, and by which rule? Same matching code as the agent.
+    Explain(ExplainArgs),
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("process").required(true).args(["exe", "pid"]))]
+pub struct ExplainArgs {
+    /// Policy file or directory; repeatable.
+    #[arg(long, required = true)]
+    pub policy: Vec<PathBuf>,
+    /// The executable making the connection (its comm is taken from the file name).
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+    /// A running process making the connection (exe, comm, uid and cgroup from /proc).
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// With --exe: the user id (default: yours).
+    #[arg(long)]
+    pub uid: Option<u32>,
+    /// With --exe: the cgroup path under the cgroup2 mount (default: none matches).
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// Destination, `ADDR:PORT` (`[v6]:port` for IPv6).
+    #[arg(long, required_unless_present = "domain", conflicts_with = "domain")]
+    pub dst: Option<SocketAddr>,
+    /// A name instead of an address: is its lookup allowed, and would a connection to an
+    /// address learnt from its answer be (on `--port`)?
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// With --domain: the destination port.
+    #[arg(long, default_value_t = 443, requires = "domain")]
+    pub port: u16,
+    #[arg(long, value_enum, default_value = "tcp")]
+    pub proto: ProtoArg,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ProtoArg {
+    Tcp,
+    Udp,
+}
+
+fn ring_bytes(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    if n < 4096 || !n.is_power_of_two() {
+        return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
+/// An error with its causes, each said once (our messages often embed their source already).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let msg = s.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = s.source();
+    }
+    out
+}
+
