@@ -40,6 +40,15 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
         c.tables.selectors.len() - 1,
         c.tables.exe_keys.len()
     );
+    let dns = &c.tables.dns;
+    let resolvers: Vec<String> = dns.resolvers.iter().map(ToString::to_string).collect();
+    let _ = writeln!(
+        s,
+        "  dns: addresses from answers allowed for TTL + {} s; unlisted lookups {}; answers trusted from {}",
+        dns.grace_s,
+        format!("{:?}", dns.unlisted).to_lowercase(),
+        if resolvers.is_empty() { "wherever the query went".to_owned() } else { resolvers.join(", ") }
+    );
     for (i, (a, _)) in m.allow.iter().enumerate() {
         let name = a.name.as_ref().map_or_else(|| i.to_string(), ToString::to_string);
         let ports: Vec<String> = a.ports.iter().map(ToString::to_string).collect();

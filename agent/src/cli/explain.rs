@@ -57,7 +57,8 @@ pub fn explain(a: &ExplainArgs) -> ExitCode {
                     (DefaultAction::Deny, Mode::Enforce) => "deny",
                     _ => "alert",
                 };
-                println!("lookup of {name}: {v} (no rule covers it; dns.unlisted {:?})", compiled.tables.dns.unlisted);
+                let unlisted = format!("{:?}", compiled.tables.dns.unlisted).to_lowercase();
+                println!("lookup of {name}: {v} (no rule covers it; dns.unlisted is {unlisted})");
             }
         }
         print!("connection to an address from its answer, port {}: ", a.port);

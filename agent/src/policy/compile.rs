@@ -645,6 +645,28 @@ mod tests {
         compile(&m, &FakeHost, time::macros::datetime!(2026-11-23 12:00 UTC)).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    #[test]
+    fn domain_decisions_follow_patterns_scopes_and_unlisted() {
+        let (p, _) = compiled(
+            "  mode: enforce\n  dns: {unlisted: deny}\n  allow:\n    - {name: mirror, domain: \"*.debian.org\", ports: [80]}\n  vendors:\n    - name: stripe\n      destinations: [{domain: \"*.stripe.com\"}]\n      ports: [443]\n      processes: [{exe: /usr/bin/curl}]\n",
+        );
+        let curl = ProcIdentity { exe: Some((7, 200)), ..Default::default() };
+        let other = ProcIdentity { exe: Some((7, 100)), ..Default::default() };
+        let (e, d) = p.decide_domain("api.stripe.com", 443, Protocol::Tcp, &curl);
+        assert_eq!(e.map(|e| e.pattern.to_string()).as_deref(), Some("*.stripe.com"));
+        assert_eq!(d.verdict, verdict::ALLOW);
+        assert_eq!(p.rule(d.rule_id).map(|r| r.name.as_str()), Some("vendor/stripe"));
+        let (_, d) = p.decide_domain("api.stripe.com", 443, Protocol::Tcp, &other);
+        assert_eq!((d.verdict, d.flags & event_flags::PROCESS_NOT_ALLOWED != 0), (verdict::DENY, true));
+        // The suffix itself is not below the wildcard; an unlisted name gets the default.
+        let (e, d) = p.decide_domain("stripe.com", 443, Protocol::Tcp, &curl);
+        assert!(e.is_none());
+        assert_eq!(d.verdict, verdict::DENY);
+        let (_, d) = p.decide_domain("deb.debian.org", 80, Protocol::Tcp, &other);
+        assert_eq!(d.verdict, verdict::ALLOW);
+        assert_eq!(p.unlisted_verdict_bits(), verdict::DENY);
+    }
+
     /// The error a valid policy text is refused with when compiled.
     fn refused(text: &str) -> String {
         let docs = parse("t.yaml", text).expect("valid");

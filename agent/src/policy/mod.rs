@@ -603,6 +603,36 @@ mod tests {
     }
 
     #[test]
+    fn domains_and_dns_settings_parse_and_bad_ones_are_named() {
+        let doc = one(&format!(
+            "{HEAD}spec:\n  dns: {{grace: 2m, unlisted: deny, resolvers: [10.0.0.2, \"::ffff:10.0.0.3\"]}}\n  allow:\n    - {{name: mirror, domain: \"*.Debian.org.\"}}\n  vendors:\n    - name: stripe\n      destinations: [{{domain: api.stripe.com}}, {{domain: \"*.bücher.example\"}}, {{cidr: 1.1.1.1}}]\n"
+        ));
+        let dns = doc.spec.dns.expect("dns");
+        assert_eq!(dns.grace, Some(model::Grace(120)));
+        assert_eq!(dns.resolvers[1].0.to_string(), "10.0.0.3");
+        assert_eq!(doc.spec.allow[0].domain.as_ref().map(ToString::to_string).as_deref(), Some("*.debian.org"));
+        let d = &doc.spec.vendors[0].destinations;
+        assert_eq!(d[1].domain.as_ref().map(ToString::to_string).as_deref(), Some("*.xn--bcher-kva.example"));
+        let v = |dest: &str| format!("{HEAD}spec:\n  vendors:\n    - name: a\n      destinations: [{dest}]\n");
+        let e = err(&v("{domain: \"*\"}"));
+        assert!(e.starts_with("p.yaml:7:") && e.contains("spec.vendors[0].destinations[0].domain"), "{e}");
+        let e = err(&v("{domain: a..com}"));
+        assert!(e.contains("empty label"), "{e}");
+        let e = err(&v("{domain: 10.0.0.1}"));
+        assert!(e.contains("cidr"), "{e}");
+        let e = err(&v("{domain: a.com, cidr: 1.1.1.1}"));
+        assert!(e.contains("spec.vendors[0].destinations[0]") && e.contains("not both"), "{e}");
+        let e = err(&v("{}"));
+        assert!(e.contains("needs `cidr`"), "{e}");
+        let e = err(&format!("{HEAD}spec:\n  dns: {{grace: 2d}}\n"));
+        assert!(e.contains("spec.dns.grace"), "{e}");
+        let e = err(&format!("{HEAD}spec:\n  dns: {{unlisted: block}}\n"));
+        assert!(e.contains("spec.dns.unlisted"), "{e}");
+        let e = err(&format!("{HEAD}spec: {{dns: {{grace: 5s}}}}\n---\n{HEAD}spec: {{dns: {{grace: 6s}}}}\n"));
+        assert!(e.contains("dns settings differ"), "{e}");
+    }
+
+    #[test]
     fn missing_spec_is_named() {
         let e = err("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: t}\n");
         assert!(e.contains("missing field `spec`"), "{e}");
