@@ -161,6 +161,11 @@ impl TestEnv {
         sh(Command::new("ip").args(["-n", &self.netns]).args(args));
     }
 
+    /// Keeps a process started by the test: it is killed when the environment is dropped.
+    pub fn adopt(&mut self, child: Child) {
+        self.children.push(child);
+    }
+
     /// Sets a sysctl inside the namespace (per-namespace ones only, e.g. net.ipv4.tcp_fastopen).
     pub fn sysctl(&self, key: &str, value: &str) {
         sh(Command::new("ip").args(["netns", "exec", &self.netns, "sysctl", "-qw", &format!("{key}={value}")]));

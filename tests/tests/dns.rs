@@ -5,7 +5,7 @@
 
 use std::{path::Path, process::Command, thread::sleep, time::Duration};
 
-use egress_agent_tests::{policy, py, wait_for, write_atomic, Agent, DnsServer, Held, TestEnv, DNS4};
+use egress_agent_tests::{policy, py, wait_for, write_atomic, DnsServer, Held, TestEnv, DNS4};
 use serde_json::Value;
 
 const PORT: u16 = 443;
@@ -170,6 +170,42 @@ fn cname_chains_aaaa_many_answers_edns_and_tcp() {
     let a = dig(&env, &["+tcp", "tcp.fx.test", "A"]);
     assert_eq!(a.len(), 1);
     assert_eq!(connect(&env, &a[0]), 0);
+    // Over IPv6 to the resolver, UDP and TCP.
+    for transport in ["+notcp", "+tcp"] {
+        let a = dig(&env, &["@2001:db8::53", transport, "v6.fx.test", "AAAA"]);
+        assert_eq!(a.len(), 1, "{transport}: {a:?}");
+        assert_eq!(connect(&env, &a[0]), 0, "{transport}");
+    }
+}
+
+/// A node-local cache (dnsmasq on 127.0.0.53, as systemd-resolved or a Kubernetes node-local
+/// DNS would be) outside the watched cgroup, forwarding to the resolver: the application asks
+/// the cache, and the cache's answers teach the addresses.
+#[test]
+fn a_node_local_cache_on_127_0_0_53() {
+    let (mut env, _dns) = setup("dns-cache", 1);
+    let pidfile = env.path("dnsmasq.pid");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &env.netns, "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts"])
+        .args(["--listen-address=127.0.0.53", "--bind-interfaces", "--server=198.18.0.53", "--cache-size=1000"])
+        .arg(format!("--pid-file={}", pidfile.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start dnsmasq");
+    env.adopt(child);
+    let etc = Path::new("/etc/netns").join(&env.netns).join("resolv.conf");
+    std::fs::write(&etc, "nameserver 127.0.0.53\noptions timeout:1 attempts:2\n").expect("resolv.conf");
+    sleep(Duration::from_millis(300));
+    let agent = env.agent(&policy(&format!(
+        "  mode: enforce\n  default: deny\n  dns: {{unlisted: deny}}\n  allow:\n    - {{name: cache, cidr: 127.0.0.53/32, ports: [53]}}\n  vendors:\n{FX}"
+    )));
+    let r = client(&env, &["rounds", "c{}.fx.test", "100", "443", "46"]);
+    assert_eq!((r["ok"].as_u64(), r["n_refused"].as_u64()), (Some(100), Some(0)), "{r}\n{}", agent.log());
+    let d = agent.wait_event("answer from the cache", |e| e["kind"] == "dns" && e["phase"] == "answer");
+    assert_eq!(d["server"], "127.0.0.53", "{d}");
+    // The cache's answer to an unlisted name never comes: the query is refused on the way out.
+    assert!(client(&env, &["resolve", "unlisted.example"])["error"].is_string());
 }
 
 /// A forged answer opens nothing. The victim (in the watched cgroup) asks the resolver for a

@@ -125,9 +125,10 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Programs the kernel tests drive, and the Debian packages that provide them.
-const TEST_TOOLS: [(&str, &str); 7] = [
+const TEST_TOOLS: [(&str, &str); 8] = [
     ("curl", "curl"),
     ("dig", "dnsutils"),
+    ("dnsmasq", "dnsmasq-base"),
     ("python3", "python3"),
     ("ip", "iproute2"),
     ("nc", "netcat-openbsd"),
