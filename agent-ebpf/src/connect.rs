@@ -14,7 +14,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, SlotMeta,
+    event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, Learnt, SlotMeta,
     LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use aya_ebpf::{
@@ -174,36 +174,37 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
         LEARNT_V6.get_ptr(&dest.addr)
     };
     if let Some(learnt) = learnt {
-        // SAFETY: plain helper.
-        let now = unsafe { bpf_ktime_get_ns() };
-        for i in 0..LEARNT_SLOTS {
-            // SAFETY: a live map value; a concurrent update may change a slot under us, which at
-            // worst reads one slot's old or new value.
-            let s = unsafe { (*learnt).slots[i] };
-            if s.domain_id == 0 || s.domain_id >= MAX_DOMAIN_IDS || s.expires_ns <= now {
-                continue;
-            }
-            let Some(value) = DOMAIN_RULES.get(slot * MAX_DOMAIN_IDS + s.domain_id).copied() else { continue };
-            if value.count == 0 {
-                continue;
-            }
-            match match_rules(slot, &value, dest, proc) {
-                Match::Allowed(rule_id) => {
-                    return Decision {
-                        verdict: verdict::ALLOW,
-                        rule_id,
-                        generation,
-                        flags: event_flags::LEARNT,
-                        domain_id: s.domain_id,
-                    };
-                }
-                Match::WrongProcess(rule_id, flags) => {
-                    if scoped.is_none() {
-                        scoped = Some((rule_id, flags, s.domain_id));
-                    }
-                }
-                Match::None => {}
-            }
+        // The pattern slots are walked with bpf_loop too (each step walks its rules with
+        // bpf_loop): unrolled, the verifier checked the rule walk once per slot, and loading the
+        // connect programs took seconds.
+        let mut c = SlotsCtx {
+            learnt,
+            dest,
+            proc,
+            slot,
+            _pad: 0,
+            // SAFETY: plain helper.
+            now: unsafe { bpf_ktime_get_ns() },
+            allowed: 0,
+            allowed_domain: 0,
+            wrong_domain: 0,
+            wrong: 0,
+        };
+        // SAFETY: the callback receives `c` back; every pointer in it outlives the loop.
+        unsafe {
+            bpf_loop(LEARNT_SLOTS as u32, slot_cb as *mut c_void, &mut c as *mut SlotsCtx as *mut c_void, 0);
+        }
+        if c.allowed != 0 {
+            return Decision {
+                verdict: verdict::ALLOW,
+                rule_id: c.allowed as u32,
+                generation,
+                flags: event_flags::LEARNT,
+                domain_id: c.allowed_domain,
+            };
+        }
+        if scoped.is_none() && c.wrong != 0 {
+            scoped = Some((c.wrong as u32, (c.wrong >> 32) as u8, c.wrong_domain));
         }
     }
     // A vendor's destination from a process the vendor does not allow: refused (or, in monitor
@@ -238,6 +239,55 @@ enum Match {
     /// First entry whose destination, port and protocol matched but whose process did not.
     WrongProcess(u32, u8),
     None,
+}
+
+/// What the learnt-slot loop reads and answers.
+#[repr(C)]
+struct SlotsCtx {
+    learnt: *const Learnt,
+    dest: *const Dest,
+    proc: *const Proc,
+    slot: u32,
+    _pad: u32,
+    now: u64,
+    /// Packed [`Match`] of the first pattern whose rules allowed, and that pattern.
+    allowed: u64,
+    allowed_domain: u32,
+    wrong_domain: u32,
+    /// Packed [`Match`] of the first pattern whose rules matched all but the process.
+    wrong: u64,
+}
+
+/// One learnt pattern slot of the destination per step.
+unsafe extern "C" fn slot_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the caller's `SlotsCtx`, whose pointers are live.
+    let c = unsafe { &mut *(ctx as *mut SlotsCtx) };
+    // SAFETY: a live map value; a concurrent update may change a slot under us, which at worst
+    // reads one slot's old or new value.
+    let s = unsafe { (*c.learnt).slots[(index as usize) & (LEARNT_SLOTS - 1)] };
+    if s.domain_id == 0 || s.domain_id >= MAX_DOMAIN_IDS || s.expires_ns <= c.now {
+        return 0;
+    }
+    let Some(value) = DOMAIN_RULES.get(c.slot * MAX_DOMAIN_IDS + s.domain_id).copied() else { return 0 };
+    if value.count == 0 {
+        return 0;
+    }
+    // SAFETY: as above.
+    match match_rules(c.slot, &value, unsafe { &*c.dest }, unsafe { &*c.proc }) {
+        Match::Allowed(rule_id) => {
+            c.allowed = (1 << 40) | u64::from(rule_id);
+            c.allowed_domain = s.domain_id;
+            1
+        }
+        Match::WrongProcess(rule_id, flags) => {
+            if c.wrong == 0 {
+                c.wrong = (2 << 40) | (u64::from(flags) << 32) | u64::from(rule_id);
+                c.wrong_domain = s.domain_id;
+            }
+            0
+        }
+        Match::None => 0,
+    }
 }
 
 /// What the rule loop reads and answers.
