@@ -14,8 +14,8 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, Learnt, SlotMeta,
-    LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+    event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, Learnt,
+    SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -339,16 +339,7 @@ unsafe extern "C" fn rule_cb(index: u64, ctx: *mut c_void) -> i64 {
 
 #[inline(always)]
 fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
-    let mut c = RulesCtx {
-        dest,
-        proc,
-        slot,
-        first: value.first,
-        count: value.count,
-        _pad: 0,
-        allowed: 0,
-        wrong: 0,
-    };
+    let mut c = RulesCtx { dest, proc, slot, first: value.first, count: value.count, _pad: 0, allowed: 0, wrong: 0 };
     let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
     // SAFETY: the callback receives `c` back; every pointer in it outlives the loop.
     unsafe {

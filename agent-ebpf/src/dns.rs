@@ -18,16 +18,16 @@ use core::ffi::c_void;
 
 use agent_common::{
     dns::{self as wire, status, Packet, Rr, CHUNK},
-    dns_counter, dns_flags, dns_phase, domain_kind, mode, record, verdict, DnsEvent, DomainValue, LearntSlot, PendingKey, ResolverKey, DNS_EVENT_ADDRS, DNS_EVENT_MSG, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_TTL_S,
+    dns_counter, dns_flags, dns_phase, domain_kind, mode, record, verdict, DnsEvent, DomainValue, LearntSlot,
+    PendingKey, ResolverKey, DNS_EVENT_ADDRS, DNS_EVENT_MSG, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_TTL_S,
 };
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST},
     helpers::{
         bpf_probe_read_kernel,
         generated::{
-            bpf_probe_read_kernel as bpf_probe_read_kernel_raw,
             bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_ns, bpf_loop,
-            bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+            bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_skb_load_bytes,
         },
     },
     maps::lpm_trie::Key,
@@ -675,7 +675,17 @@ fn reject(skb: Skb, s: &mut Scratch, l: &L4, cookie: u64, msg: u32, end: u32, fl
 /// Writes every field of a DNS event; identity fields are zero until the caller sets them.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn fill(e: &mut DnsEvent, phase: u8, flags: u16, verdict: u8, l: &L4, server: [u8; 16], port: u16, cookie: u64, s: &Scratch) {
+fn fill(
+    e: &mut DnsEvent,
+    phase: u8,
+    flags: u16,
+    verdict: u8,
+    l: &L4,
+    server: [u8; 16],
+    port: u16,
+    cookie: u64,
+    s: &Scratch,
+) {
     e.kind = record::DNS;
     e.pid = 0;
     e.tid = 0;

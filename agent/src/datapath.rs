@@ -11,8 +11,7 @@ use std::net::IpAddr;
 
 use agent_common::{
     dns_counter, domain_kind, maps, programs as progs, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey,
-    KernelOffsets, Learnt, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS, MAX_RULE_ENTRIES,
-    MAX_SELECTORS,
+    KernelOffsets, Learnt, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya::{
     maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
@@ -266,8 +265,7 @@ impl Datapath {
                 trie.insert(k, v, 0).map_err(map_err(map))?;
             }
         }
-        let rules: Vec<(u32, DestValue)> =
-            self.domain_ids.iter().map(|(id, p)| (id, policy.domain_rules(p))).collect();
+        let rules: Vec<(u32, DestValue)> = self.domain_ids.iter().map(|(id, p)| (id, policy.domain_rules(p))).collect();
         {
             let mut arr: Array<_, DestValue> = self.map_mut(maps::DOMAIN_RULES)?;
             for (id, v) in rules {

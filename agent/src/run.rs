@@ -414,13 +414,22 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut [u64; agent_common::dns_counte
         );
     }
     if new(c::SLOT_EVICTED) > 0 {
-        warn!(evicted = new(c::SLOT_EVICTED), "an address carried too many domain patterns: the soonest to expire was replaced");
+        warn!(
+            evicted = new(c::SLOT_EVICTED),
+            "an address carried too many domain patterns: the soonest to expire was replaced"
+        );
     }
     if new(c::PARSE_LIMIT) > 0 {
-        warn!(answers = new(c::PARSE_LIMIT), "DNS answers were parsed only in part (record limit or a later TCP segment)");
+        warn!(
+            answers = new(c::PARSE_LIMIT),
+            "DNS answers were parsed only in part (record limit or a later TCP segment)"
+        );
     }
     if new(c::ANSWER_REJECTED) > 0 {
-        info!(answers = new(c::ANSWER_REJECTED), "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)");
+        info!(
+            answers = new(c::ANSWER_REJECTED),
+            "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)"
+        );
     }
     *seen = counters;
 }
@@ -505,8 +514,7 @@ fn drain(
         let policy = gens.get(&ev.generation).map(Arc::as_ref);
         let learnt = ev.flags & agent_common::event_flags::LEARNT != 0;
         let domain = names.name(ev.pid, ev.start_ns, events::dst(&ev), learnt);
-        let domain_rule =
-            if learnt { state.domain_ids.pattern(ev.domain_id).map(ToString::to_string) } else { None };
+        let domain_rule = if learnt { state.domain_ids.pattern(ev.domain_id).map(ToString::to_string) } else { None };
         if let Err(e) = sink.write(&output::record(&ev, &who, policy, ts_offset, domain, domain_rule)) {
             errors.record(&e);
         }

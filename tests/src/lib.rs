@@ -305,11 +305,7 @@ pub struct DnsServer {
 impl DnsServer {
     /// One JSON object per query handled: proto, name, qtype, rcode, answers, tc.
     pub fn queries(&self) -> Vec<Value> {
-        fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+        fs::read_to_string(&self.log).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }
 

@@ -77,20 +77,26 @@ fn every_fresh_address_of_an_allowed_name_is_allowed_at_once() {
     let r = client(&env, &["rounds", "r{}.fx.test", "300", "443", "46"]);
     assert_eq!(r["failed"], Value::Array(vec![]), "{r}\n{}", agent.log());
     assert_eq!((r["ok"].as_u64(), r["n_refused"].as_u64()), (Some(300), Some(0)), "{r}\n{}", agent.log());
-    let answered: usize = dns.queries().iter().filter(|q| q["answers"].as_array().is_some_and(|a| !a.is_empty())).count();
+    let answered: usize =
+        dns.queries().iter().filter(|q| q["answers"].as_array().is_some_and(|a| !a.is_empty())).count();
     assert!(answered >= 300, "the resolver answered {answered} queries");
     // The exact name too, and the events name the domain.
     let r = client(&env, &["rounds", "api.example.test", "1", "443", "4"]);
     assert_eq!(r["ok"], 1, "{r}");
     let pid = r["pid"].as_u64().expect("pid");
-    let ev = agent.wait_event("connect with its domain", |e| e["kind"] == "connect" && e["pid"] == pid && e["dport"] == 443);
+    let ev =
+        agent.wait_event("connect with its domain", |e| e["kind"] == "connect" && e["pid"] == pid && e["dport"] == 443);
     assert_eq!(
         (ev["verdict"].as_str(), ev["domain"].as_str(), ev["domain_rule"].as_str(), ev["vendor"].as_str()),
         (Some("allow"), Some("api.example.test"), Some("api.example.test"), Some("fx")),
         "{ev}"
     );
     let d = agent.wait_event("dns answer", |e| e["kind"] == "dns" && e["pid"] == pid && e["phase"] == "answer");
-    assert_eq!((d["query"].as_str(), d["qtype"].as_str(), d["rcode"].as_str()), (Some("api.example.test"), Some("A"), Some("NOERROR")), "{d}");
+    assert_eq!(
+        (d["query"].as_str(), d["qtype"].as_str(), d["rcode"].as_str()),
+        (Some("api.example.test"), Some("A"), Some("NOERROR")),
+        "{d}"
+    );
     assert_eq!(d["addresses"].as_array().map(Vec::len), Some(1), "{d}");
     assert_eq!(d["addresses"][0], ev["dst"], "{d}");
     assert_eq!(d["verdict"], "allow");
@@ -109,7 +115,11 @@ fn unlisted_names_and_literal_addresses_are_refused() {
     assert!(dns.queries().iter().all(|q| q["name"] != "exfil-data.evil.test"), "the query reached the resolver");
     let pid = r["pid"].as_u64().expect("pid");
     let ev = agent.wait_event("refused query", |e| e["kind"] == "dns" && e["pid"] == pid);
-    assert_eq!((ev["phase"].as_str(), ev["verdict"].as_str(), ev["query"].as_str()), (Some("query"), Some("deny"), Some("exfil-data.evil.test")), "{ev}");
+    assert_eq!(
+        (ev["phase"].as_str(), ev["verdict"].as_str(), ev["query"].as_str()),
+        (Some("query"), Some("deny"), Some("exfil-data.evil.test")),
+        "{ev}"
+    );
     // The suffix of a wildcard is not below it.
     assert!(client(&env, &["resolve", "fx.test"])["error"].is_string());
     // An address nobody resolved: refused, although the resolver hands out its neighbours.
@@ -224,7 +234,19 @@ fn forged_answers_open_nothing() {
         let held = Held::start(&env, "python3", &script);
         // The query is on its way; forge the answer from outside the cgroup, as the network would.
         let f = Command::new("ip")
-            .args(["netns", "exec", &env.netns, "python3", &py("dns_client.py"), "forge", kind, "silent.fx.test", txid, &sport.to_string(), forged])
+            .args([
+                "netns",
+                "exec",
+                &env.netns,
+                "python3",
+                &py("dns_client.py"),
+                "forge",
+                kind,
+                "silent.fx.test",
+                txid,
+                &sport.to_string(),
+                forged,
+            ])
             .output()
             .expect("forge");
         assert!(f.status.success(), "forge {kind}: {}", String::from_utf8_lossy(&f.stderr));
@@ -319,7 +341,13 @@ fn a_reload_keeps_learnt_addresses_of_names_still_in_the_policy() {
     wait_for(Duration::from_secs(10), || agent.log().contains("generation=2"), || agent.log());
     assert_eq!(connect(&env, &addr), 0, "{}", agent.log());
     // The name leaves the policy: its address goes with it at once.
-    write_atomic(&policy_path, &domain_policy("{unlisted: alert}", "    - name: other\n      destinations: [{domain: other.test}]\n      ports: [443]\n"));
+    write_atomic(
+        &policy_path,
+        &domain_policy(
+            "{unlisted: alert}",
+            "    - name: other\n      destinations: [{domain: other.test}]\n      ports: [443]\n",
+        ),
+    );
     wait_for(Duration::from_secs(10), || agent.log().contains("generation=3"), || agent.log());
     assert_eq!(connect(&env, &addr), 1);
 }

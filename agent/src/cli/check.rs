@@ -62,7 +62,8 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
         );
     }
     for (v, _) in &m.vendors {
-        let dests: Vec<String> = v.destinations.iter().map(|d| d.dest().map_or_else(|e| e.to_owned(), |d| d.to_string())).collect();
+        let dests: Vec<String> =
+            v.destinations.iter().map(|d| d.dest().map_or_else(|e| e.to_owned(), |d| d.to_string())).collect();
         let ports: Vec<String> = v.ports.iter().map(ToString::to_string).collect();
         let protos: Vec<String> = v.protocols.iter().map(|p| format!("{p:?}").to_lowercase()).collect();
         let data: Vec<String> = v.data.iter().map(ToString::to_string).collect();
@@ -108,4 +109,3 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
     }
     s
 }
-

@@ -114,4 +114,3 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     out
 }
-

@@ -11,12 +11,7 @@ use hickory_proto::{
 };
 use serde::Serialize;
 
-use crate::{
-    dns::name::name_from_wire,
-    enrich::Enriched,
-    events,
-    policy::CompiledPolicy,
-};
+use crate::{dns::name::name_from_wire, enrich::Enriched, events, policy::CompiledPolicy};
 
 #[derive(Debug, Serialize)]
 pub struct Answer {
@@ -133,8 +128,7 @@ pub fn record<'a>(
             |_| Vec::new(),
             |pat| {
                 let v = p.domain_rules(&pat);
-                let mut names: Vec<String> = p.tables.entries
-                    [v.first as usize..(v.first + v.count) as usize]
+                let mut names: Vec<String> = p.tables.entries[v.first as usize..(v.first + v.count) as usize]
                     .iter()
                     .filter_map(|e| p.rule(e.rule_id).map(|r| r.name.clone()))
                     .collect();

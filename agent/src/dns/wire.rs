@@ -113,8 +113,7 @@ fn checksum_steps_match_a_direct_sum() {
     let mut st = Box::new(ParseState::zeroed());
     st.cur = wire::Cursor { off: 0, end: data.len() as u32, ..Default::default() };
     while !wire::csum_step(&p, &mut st) {}
-    let direct: u64 =
-        data.chunks(2).map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
+    let direct: u64 = data.chunks(2).map(|c| u64::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))).sum();
     assert_eq!(wire::fold(st.cur.sum), wire::fold(direct));
 }
 

@@ -13,8 +13,8 @@ use std::{
 };
 
 use agent_common::{
-    event_flags, proto_bits, rule_flags, selector_flags, verdict, DestValue, RuleEntry, Selector, MAX_EXE_KEYS,
-    MAX_DOMAINS, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+    event_flags, proto_bits, rule_flags, selector_flags, verdict, DestValue, RuleEntry, Selector, MAX_DOMAINS,
+    MAX_EXE_KEYS, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use time::OffsetDateTime;

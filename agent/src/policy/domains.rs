@@ -101,7 +101,10 @@ mod tests {
         let mut entries = Vec::new();
         let t = build(&by, &mut entries).expect("fits");
         let ids = |e: &DomainEntry| -> Vec<u32> {
-            entries[e.value.first as usize..(e.value.first + e.value.count) as usize].iter().map(|r| r.rule_id).collect()
+            entries[e.value.first as usize..(e.value.first + e.value.count) as usize]
+                .iter()
+                .map(|r| r.rule_id)
+                .collect()
         };
         assert_eq!(ids(for_name(&t, "api.stripe.com").expect("listed")), [1, 2, 3]);
         assert_eq!(ids(for_name(&t, "x.a.stripe.com").expect("listed")), [4, 2, 3]);
