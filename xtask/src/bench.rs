@@ -28,7 +28,7 @@ use egress_agent_tests::{policy, Agent, TestEnv, ADDR4};
 
 #[derive(Subcommand)]
 pub enum Which {
-    /// Policy reload time: a large policy (default 10,000 rules from the shared cloud ranges)
+    /// Policy reload time: a large policy (default 10,000 rules from the published cloud ranges in tests/data)
     /// against a 100-rule baseline, both reloaded in the same agent.
     Reload {
         #[arg(long, default_value_t = 10_000)]
@@ -86,13 +86,13 @@ pub fn run(which: Which, agent_bin: &Path) -> Result<()> {
     }
 }
 
-/// `rules` allow rules over the shared cloud ranges: each CIDR once per port variant, cycling,
+/// `rules` allow rules over the published cloud ranges (tests/data): each CIDR once per port variant, cycling,
 /// so a 10,000-rule policy has 6,000+ distinct, overlapping prefixes. `variant` shifts the ports
 /// so that two variants differ and every reload installs new tables.
 fn large_policy(rules: usize, variant: u16) -> Result<String> {
-    let data = crate::util::workspace_root().join("../shared/data/cloud-ranges.txt");
+    let data = crate::util::workspace_root().join("tests/data/cloud-ranges.txt");
     let text = std::fs::read_to_string(&data)
-        .with_context(|| format!("reading {} (the shared data set beside the repository)", data.display()))?;
+        .with_context(|| format!("reading {} (the public cloud ranges copied into the repository)", data.display()))?;
     let cidrs: Vec<&str> =
         text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_whitespace().nth(1)).collect();
     if cidrs.is_empty() {
