@@ -32,6 +32,7 @@ pub const CSUM_STEPS: u32 = 1025;
 
 pub const TYPE_A: u16 = 1;
 pub const TYPE_AAAA: u16 = 28;
+pub const TYPE_OPT: u16 = 41;
 pub const CLASS_IN: u16 = 1;
 
 /// Header flag bits (second 16-bit word).
@@ -351,6 +352,8 @@ pub struct Header {
     pub flags: u16,
     pub qdcount: u16,
     pub ancount: u16,
+    pub nscount: u16,
+    pub arcount: u16,
 }
 
 #[inline(always)]
@@ -363,7 +366,32 @@ pub fn header<P: Packet>(p: &P, off: u32, tmp: &mut [u8; CHUNK]) -> Option<Heade
         flags: u16::from_be_bytes([tmp[2], tmp[3]]),
         qdcount: u16::from_be_bytes([tmp[4], tmp[5]]),
         ancount: u16::from_be_bytes([tmp[6], tmp[7]]),
+        nscount: u16::from_be_bytes([tmp[8], tmp[9]]),
+        arcount: u16::from_be_bytes([tmp[10], tmp[11]]),
     })
+}
+
+/// Whether a query is exactly one question, optionally followed by one EDNS0 OPT record, and
+/// nothing else up to `end` (`after`: the end of the question). Anything more — answer or
+/// authority records, other additional records, bytes after the message (a second query in
+/// the same TCP segment, or in the same GSO datagram) — could carry names or data past a check
+/// that reads only the question, so such a query counts as one that does not parse.
+#[inline(always)]
+pub fn query_is_exact<P: Packet>(p: &P, h: &Header, after: u32, end: u32, tmp: &mut [u8; CHUNK]) -> bool {
+    if h.ancount != 0 || h.nscount != 0 {
+        return false;
+    }
+    match h.arcount {
+        0 => after == end,
+        1 => {
+            // OPT: root name (0), TYPE 41, CLASS, TTL, RDLENGTH, RDATA.
+            if !p.load(after, tmp, 11) || tmp[0] != 0 || u16::from_be_bytes([tmp[1], tmp[2]]) != TYPE_OPT {
+                return false;
+            }
+            after + 11 + u32::from(u16::from_be_bytes([tmp[9], tmp[10]])) == end
+        }
+        _ => false,
+    }
 }
 
 /// QTYPE and QCLASS after a question's name.

@@ -217,9 +217,9 @@ fn parse_l4(skb: Skb, tmp: &mut [u8; CHUNK]) -> Option<L4> {
     Some(l)
 }
 
-/// Where the DNS message is: after the UDP header, or after the 2-byte length of DNS over TCP.
-/// A TCP segment is parsed only if it starts a message (the query or answer in its first
-/// segment; see README "DNS over TCP").
+/// Where the DNS message is: after the UDP header, or after the 2-byte length of DNS over TCP,
+/// and where the payload ends. A TCP segment is parsed only if it starts a message (see README
+/// "DNS over TCP"); the message ends at its declared length or with the segment.
 #[inline(always)]
 fn message(skb: Skb, l: &L4, tmp: &mut [u8; CHUNK]) -> Option<(u32, u32)> {
     if u32::from(l.proto) == IPPROTO_UDP {
@@ -366,7 +366,10 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
     if let Some(h) = wire::header(&skb, msg, &mut s.st.tmp) {
         if h.flags & (wire::FLAG_QR | wire::OPCODE_MASK) == 0 && h.qdcount == 1 {
             if let Some((t, _)) = read_question(skb, s, msg + wire::HEADER_LEN, end, true) {
-                parsed = true;
+                // Exactly this query, up to the end of the datagram or segment: data past the
+                // question would go out unchecked (see `query_is_exact`).
+                let after = s.st.cur.off;
+                parsed = end == l.l4_end && wire::query_is_exact(&skb, &h, after, end, &mut s.st.tmp);
                 txid = h.id;
                 qtype = t;
             }

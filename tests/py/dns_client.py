@@ -136,6 +136,37 @@ elif mode in ("wait-query", "self-spoof"):
     except socket.timeout:
         out["received_from"] = None
     out["errno"] = connect(forged, 443)
+elif mode == "smuggle":
+    # A query for an allowed name carrying more than its question: trailing bytes, a second
+    # query in the same datagram (GSO) or TCP segment. Prints the errno of the send (UDP) or
+    # whether any answer came back (TCP).
+    kind, listed, unlisted = sys.argv[2], sys.argv[3], sys.argv[4]
+    q1, q2 = query(listed, 1), query(unlisted, 2)
+    if kind == "udp-trailing":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            s.sendto(q1 + b"exfiltrated-data", RESOLVER)
+            out["errno"] = 0
+        except OSError as e:
+            out["errno"] = e.errno
+    elif kind == "udp-gso":
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        UDP_SEGMENT = 103
+        q2 = q2 + b"\0" * (len(q1) - len(q2)) if len(q2) < len(q1) else q2[: len(q1)]
+        s.setsockopt(socket.IPPROTO_UDP, UDP_SEGMENT, len(q1))
+        try:
+            s.sendto(q1 + q2, RESOLVER)
+            out["errno"] = 0
+        except OSError as e:
+            out["errno"] = e.errno
+    elif kind == "tcp-pipelined":
+        s = socket.create_connection(RESOLVER, timeout=2)
+        s.sendall(struct.pack("!H", len(q1)) + q1 + struct.pack("!H", len(q2)) + q2)
+        s.settimeout(1.5)
+        try:
+            out["answer_bytes"] = len(s.recv(4096))
+        except (socket.timeout, OSError):
+            out["answer_bytes"] = 0
 elif mode == "forge":
     # Run outside the watched cgroup, as the network would: FORGE KIND NAME TXID DPORT FORGED
     kind, name, txid, dport, forged = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]

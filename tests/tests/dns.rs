@@ -120,6 +120,17 @@ fn unlisted_names_and_literal_addresses_are_refused() {
         (Some("query"), Some("deny"), Some("exfil-data.evil.test")),
         "{ev}"
     );
+    // A query for an allowed name that smuggles more than its question is a query that does not
+    // parse: refused too. Trailing bytes, and a second query in the same GSO datagram, fail the
+    // send; a second query pipelined in the same TCP segment gets no answer (the segment is
+    // dropped).
+    for kind in ["udp-trailing", "udp-gso"] {
+        let r = client(&env, &["smuggle", kind, "ok.fx.test", "exfil.evil.test"]);
+        assert_eq!(r["errno"], 1, "{kind}: {r}");
+    }
+    let r = client(&env, &["smuggle", "tcp-pipelined", "ok.fx.test", "exfil2.evil.test"]);
+    assert_eq!(r["answer_bytes"], 0, "{r}");
+    assert!(dns.queries().iter().all(|q| q["name"].as_str().is_none_or(|n| !n.starts_with("exfil"))), "{:?}", dns.queries());
     // The suffix of a wildcard is not below it.
     assert!(client(&env, &["resolve", "fx.test"])["error"].is_string());
     // An address nobody resolved: refused, although the resolver hands out its neighbours.

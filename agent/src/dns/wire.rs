@@ -107,6 +107,34 @@ fn reads_question_key_and_addresses_like_hickory() {
 }
 
 #[test]
+fn a_query_is_exact_only_when_nothing_follows_its_question_but_one_opt() {
+    let exact = |msg: &[u8]| {
+        let p = Bytes(msg);
+        let mut st = Box::new(ParseState::zeroed());
+        let h = wire::header(&p, 0, &mut st.tmp).expect("header");
+        st.start_name(wire::HEADER_LEN, msg.len() as u32);
+        while !wire::name_step(&p, &mut st) {}
+        let after = st.cur.off + 4;
+        wire::query_is_exact(&p, &h, after, msg.len() as u32, &mut st.tmp)
+    };
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii("api.example.test.").expect("name"), RecordType::A));
+    let plain = m.to_vec().expect("encodes");
+    assert!(exact(&plain));
+    let mut with_edns = m.clone();
+    with_edns.edns = Some(hickory_proto::op::Edns::new());
+    let with_edns = with_edns.to_vec().expect("encodes");
+    assert!(with_edns.len() > plain.len());
+    assert!(exact(&with_edns));
+    let mut trailing = plain.clone();
+    trailing.extend_from_slice(b"data");
+    assert!(!exact(&trailing));
+    let mut two = plain.clone();
+    two.extend_from_slice(&plain);
+    assert!(!exact(&two));
+}
+
+#[test]
 fn checksum_steps_match_a_direct_sum() {
     let data: Vec<u8> = (0..1001u32).map(|i| (i * 7 + 3) as u8).collect();
     let p = Bytes(&data);
