@@ -194,8 +194,9 @@ pub fn rkey_step(st: &mut ParseState) -> bool {
 pub enum Rr {
     /// Nothing to act on; call again.
     Continue,
-    /// An address record of class IN (`family` 2 or 10; IPv4 in the first 4 bytes).
-    Addr { family: u8, addr: [u8; 16], ttl: u32 },
+    /// An address record of class IN (`family` 2 or 10): the address is in `tmp` (IPv4: its
+    /// first 4 bytes). Not returned by value: the kernel's callback frame has no room for it.
+    Addr { family: u8, ttl: u32 },
     /// The walk is over (`status` says how).
     Stop,
 }
@@ -263,17 +264,9 @@ pub fn rr_step<P: Packet>(p: &P, st: &mut ParseState) -> Rr {
         c.status = status::BAD;
         return Rr::Stop;
     }
-    let mut addr = [0u8; 16];
-    let mut j = 0usize;
-    while j < 16 {
-        if (j as u32) < rdlen {
-            addr[j] = st.tmp[j];
-        }
-        j += 1;
-    }
     // TTLs are unsigned 31-bit (RFC 2181): a set top bit means 0.
     let ttl = if ttl > i32::MAX as u32 { 0 } else { ttl };
-    Rr::Addr { family, addr, ttl }
+    Rr::Addr { family, ttl }
 }
 
 /// One step of the ones'-complement sum of bytes `off..end`: up to [`CHUNK`] bytes. Returns true

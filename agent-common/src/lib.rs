@@ -330,7 +330,8 @@ pub type AddrV6 = [u8; 16];
 pub const MAX_DOMAIN_IDS: u32 = 1 << 14;
 /// Entries per slot in the domain-pattern trie.
 pub const MAX_DOMAINS: u32 = 1 << 14;
-/// Learnt addresses per family. Full: a new address is not learnt (and so refused), counted.
+/// Learnt addresses per family. An LRU: when full, the least recently used entry (an expired
+/// one, as long as there are) makes room; evictions are counted.
 pub const MAX_LEARNT: u32 = 1 << 15;
 /// Domain patterns one learnt address can carry at once (shared CDN addresses): when all are
 /// live, the one that expires first is replaced, counted.
@@ -424,6 +425,26 @@ pub struct LearntSlot {
     pub expires_ns: u64,
 }
 
+/// Key of `LEARNT_V4`: an address in one network namespace. An answer received in a namespace
+/// allows its addresses in that namespace only: a process that makes its own user and network
+/// namespace (where it may bind port 53 and answer itself) cannot teach the host anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LearntKeyV4 {
+    /// `bpf_get_netns_cookie` of the socket's namespace.
+    pub netns: u64,
+    pub addr: [u8; 4],
+    pub _pad: u32,
+}
+
+/// Key of `LEARNT_V6` (see [`LearntKeyV4`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LearntKeyV6 {
+    pub netns: u64,
+    pub addr: [u8; 16],
+}
+
 /// Value of `LEARNT_V4`/`LEARNT_V6`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -433,7 +454,7 @@ pub struct Learnt {
 
 /// Indexes of `DNS_COUNTERS`.
 pub mod dns_counter {
-    /// A new address could not be learnt: the table was full.
+    /// A new address could not be learnt (the map refused the insertion).
     pub const LEARN_FULL: u32 = 0;
     /// A learnt address had all its pattern slots live; the soonest to expire was replaced.
     pub const SLOT_EVICTED: u32 = 1;
@@ -446,7 +467,9 @@ pub mod dns_counter {
     pub const QUERY_DENIED: u32 = 4;
     /// Addresses learnt (new or renewed).
     pub const LEARNT: u32 = 5;
-    pub const COUNT: u32 = 6;
+    /// Entries created in the learnt tables (the agent derives evictions from it).
+    pub const LEARNT_NEW: u32 = 6;
+    pub const COUNT: u32 = 7;
 }
 
 /// Phases of a [`DnsEvent`].
@@ -548,6 +571,8 @@ mod pod {
     unsafe impl aya::Pod for super::Pending {}
     unsafe impl aya::Pod for super::Learnt {}
     unsafe impl aya::Pod for super::LearntSlot {}
+    unsafe impl aya::Pod for super::LearntKeyV4 {}
+    unsafe impl aya::Pod for super::LearntKeyV6 {}
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.

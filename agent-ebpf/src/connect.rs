@@ -15,13 +15,13 @@ use core::ffi::c_void;
 
 use agent_common::{
     event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, Learnt,
-    SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+    LearntKeyV4, LearntKeyV6, SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns,
-        bpf_loop,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie,
+        bpf_ktime_get_ns, bpf_loop,
     },
     maps::lpm_trie::Key,
     programs::SockAddrContext,
@@ -45,6 +45,8 @@ const REFUSE: i32 = 0; // the syscall fails with EPERM
 /// The destination of one attempt, as it will be matched.
 struct Dest {
     addr: [u8; 16],
+    /// Network namespace of the socket (addresses learnt from DNS are per namespace).
+    netns: u64,
     family: u8,
     port: u16,
     proto: u8,
@@ -65,7 +67,8 @@ pub fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
     // user_ip4 is in network order in memory: its native bytes are the address bytes.
     let ip4 = sa.user_ip4.to_ne_bytes();
     addr[..4].copy_from_slice(&ip4);
-    let dest = Dest { addr, family: AF_INET, port: u16::from_be(sa.user_port as u16), proto, flags: 0 };
+    let netns = netns_of(ctx);
+    let dest = Dest { addr, netns, family: AF_INET, port: u16::from_be(sa.user_port as u16), proto, flags: 0 };
     handle(ctx, hook, &dest)
 }
 
@@ -82,17 +85,24 @@ pub fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
     let mut addr = [0u8; 16];
     // ::ffff:a.b.c.d is IPv4 on the wire: match it against the IPv4 rules, or it would bypass them.
     let mapped = w0 == [0; 4] && w1 == [0; 4] && w2 == [0, 0, 0xff, 0xff];
+    let netns = netns_of(ctx);
     let dest = if mapped {
         addr[..4].copy_from_slice(&w3);
-        Dest { addr, family: AF_INET, port, proto, flags: event_flags::V4_MAPPED }
+        Dest { addr, netns, family: AF_INET, port, proto, flags: event_flags::V4_MAPPED }
     } else {
         addr[0..4].copy_from_slice(&w0);
         addr[4..8].copy_from_slice(&w1);
         addr[8..12].copy_from_slice(&w2);
         addr[12..16].copy_from_slice(&w3);
-        Dest { addr, family: AF_INET6, port, proto, flags: 0 }
+        Dest { addr, netns, family: AF_INET6, port, proto, flags: 0 }
     };
     handle(ctx, hook, &dest)
+}
+
+#[inline(always)]
+fn netns_of(ctx: &SockAddrContext) -> u64 {
+    // SAFETY: the helper takes the program's own context.
+    unsafe { bpf_get_netns_cookie(ctx.as_ptr()) }
 }
 
 /// The IPPROTO number to match and report. UDP-Lite sockets take the UDP paths and are UDP to
@@ -167,11 +177,11 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
     // Addresses learnt from DNS answers, with the rules of the domain patterns they were
     // learnt under (in this slot: a reload maps the same ids to its own rules).
     let learnt = if dest.family == AF_INET {
-        let mut a4 = [0u8; 4];
-        a4.copy_from_slice(&dest.addr[..4]);
-        LEARNT_V4.get_ptr(&a4)
+        let mut addr = [0u8; 4];
+        addr.copy_from_slice(&dest.addr[..4]);
+        LEARNT_V4.get_ptr(&LearntKeyV4 { netns: dest.netns, addr, _pad: 0 })
     } else {
-        LEARNT_V6.get_ptr(&dest.addr)
+        LEARNT_V6.get_ptr(&LearntKeyV6 { netns: dest.netns, addr: dest.addr })
     };
     if let Some(learnt) = learnt {
         // The pattern slots are walked with bpf_loop too (each step walks its rules with

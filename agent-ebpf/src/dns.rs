@@ -18,7 +18,8 @@ use core::ffi::c_void;
 
 use agent_common::{
     dns::{self as wire, status, Packet, Rr, CHUNK},
-    dns_counter, dns_flags, dns_phase, domain_kind, mode, record, verdict, DnsEvent, DomainValue, LearntSlot,
+    dns_counter, dns_flags, dns_phase, domain_kind, mode, record, verdict, DnsEvent, DomainValue, LearntKeyV4,
+    LearntKeyV6, LearntSlot,
     PendingKey, ResolverKey, DNS_EVENT_ADDRS, DNS_EVENT_MSG, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_TTL_S,
 };
 use aya_ebpf::{
@@ -26,7 +27,8 @@ use aya_ebpf::{
     helpers::{
         bpf_probe_read_kernel,
         generated::{
-            bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_get_socket_uid, bpf_ktime_get_ns, bpf_loop,
+            bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_get_socket_uid,
+            bpf_ktime_get_ns, bpf_loop,
             bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_skb_load_bytes,
         },
     },
@@ -273,8 +275,8 @@ unsafe extern "C" fn rr_cb(_i: u64, ctx: *mut c_void) -> i64 {
     match wire::rr_step(&Skb(lc.skb), &mut s.st) {
         Rr::Continue => 0,
         Rr::Stop => 1,
-        Rr::Addr { family, addr, ttl } => {
-            learn(s, family, &addr, ttl);
+        Rr::Addr { family, ttl } => {
+            learn(s, family, ttl);
             0
         }
     }
@@ -504,25 +506,34 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
         add(&DNS_COUNTERS, dns_counter::ANSWER_REJECTED);
         return PASS;
     };
-    let key = PendingKey { cookie, txid: h.id, qtype, _pad: 0 };
+    // In the scratch, not on the stack: this frame and the answer walk's together are at the
+    // verifier's 512-byte limit.
+    s.pkey = PendingKey { cookie, txid: h.id, qtype, _pad: 0 };
+    let key: &PendingKey = {
+        let p = &s.pkey as *const PendingKey;
+        // SAFETY: points into the live scratch, which outlives this function.
+        unsafe { &*p }
+    };
     let Some((slot, meta)) = active_slot() else { return PASS };
     let grace_s = meta.dns_grace_s;
     // One place decides trust and one reports a refusal: each early return would be a path of
     // its own for the verifier.
     // The checksum walk below reuses the cursor: remember where the answers start.
     let after_question = s.st.cur.off;
-    let flag = judge(skb, s, l, &key, slot, meta.resolvers_only != 0);
+    let flag = judge(skb, s, l, key, slot, meta.resolvers_only != 0);
     if flag != 0 {
         return reject(skb, s, l, cookie, msg, end, flag, qtype);
     }
     // One answer per query: a second one (a forgery racing the real answer, or a replay) finds
     // nothing outstanding.
-    let _ = DNS_PENDING.remove(&key);
+    let _ = DNS_PENDING.remove(key);
     s.n_addrs = 0;
     s.ttl_min = u32::MAX;
     s.flags = 0;
     s.domain_id = s.pending.domain_id;
     s.grace_s = grace_s;
+    // SAFETY: the helper takes the program's own context.
+    s.netns = unsafe { bpf_get_netns_cookie(skb.0 as *mut c_void) };
     // SAFETY: plain helper.
     s.now_ns = unsafe { bpf_ktime_get_ns() };
     let records = u32::from(h.ancount);
@@ -776,25 +787,32 @@ fn copy_msg(skb: Skb, e: &mut DnsEvent, msg: u32, end: u32) {
     }
 }
 
-/// Records that `addr` answers for the scratch's domain id until TTL + grace.
+/// Records that the address in `s.st.tmp` answers for the scratch's domain id until TTL + grace.
 #[inline(always)]
-fn learn(s: &mut Scratch, family: u8, addr: &[u8; 16], ttl: u32) {
+fn learn(s: &mut Scratch, family: u8, ttl: u32) {
     let ttl = if ttl > MAX_TTL_S { MAX_TTL_S } else { ttl };
     let expires = s.now_ns + (u64::from(ttl) + u64::from(s.grace_s)) * 1_000_000_000;
     let id = s.domain_id;
     if id == 0 || id >= MAX_DOMAIN_IDS {
         return;
     }
+    // The keys live in the scratch: the stack of this callback frame is nearly full.
+    s.k4 = LearntKeyV4 { netns: s.netns, addr: [0; 4], _pad: 0 };
+    s.k6 = LearntKeyV6 { netns: s.netns, addr: [0; 16] };
+    s.k6.addr.copy_from_slice(&s.st.tmp[..16]);
+    let a = &s.k6.addr;
     // An IPv4-mapped AAAA is IPv4 on the wire, and connect matches it as such.
-    let mapped = family == AF_INET6 && addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff;
-    let mut a4 = [0u8; 4];
+    let mapped = family == AF_INET6 && a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff;
     let v4 = family == AF_INET || mapped;
     if family == AF_INET {
-        a4.copy_from_slice(&addr[..4]);
+        s.k4.addr.copy_from_slice(&s.st.tmp[..4]);
     } else if mapped {
-        a4.copy_from_slice(&addr[12..16]);
+        s.k4.addr.copy_from_slice(&s.st.tmp[12..16]);
     }
-    let existing = if v4 { LEARNT_V4.get_ptr_mut(&a4) } else { LEARNT_V6.get_ptr_mut(addr) };
+    let (k4, k6) = (&s.k4 as *const LearntKeyV4, &s.k6 as *const LearntKeyV6);
+    // SAFETY: both point into the live scratch, which outlives this function.
+    let (k4, k6) = unsafe { (&*k4, &*k6) };
+    let existing = if v4 { LEARNT_V4.get_ptr_mut(k4) } else { LEARNT_V6.get_ptr_mut(k6) };
     let ok = match existing {
         // SAFETY: a live map value.
         Some(v) => {
@@ -805,15 +823,18 @@ fn learn(s: &mut Scratch, family: u8, addr: &[u8; 16], ttl: u32) {
             copy(&mut s.new_learnt.slots, &s.zero_slots);
             s.new_learnt.slots[0] = LearntSlot { domain_id: id, _pad: 0, expires_ns: expires };
             let rc = if v4 {
-                LEARNT_V4.insert(&a4, &s.new_learnt, u64::from(BPF_NOEXIST))
+                LEARNT_V4.insert(k4, &s.new_learnt, u64::from(BPF_NOEXIST))
             } else {
-                LEARNT_V6.insert(addr, &s.new_learnt, u64::from(BPF_NOEXIST))
+                LEARNT_V6.insert(k6, &s.new_learnt, u64::from(BPF_NOEXIST))
             };
             match rc {
-                Ok(()) => true,
+                Ok(()) => {
+                    add(&DNS_COUNTERS, dns_counter::LEARNT_NEW);
+                    true
+                }
                 Err(_) => {
                     // Another CPU inserted it meanwhile (update that), or the table is full.
-                    let again = if v4 { LEARNT_V4.get_ptr_mut(&a4) } else { LEARNT_V6.get_ptr_mut(addr) };
+                    let again = if v4 { LEARNT_V4.get_ptr_mut(k4) } else { LEARNT_V6.get_ptr_mut(k6) };
                     match again {
                         // SAFETY: a live map value.
                         Some(v) => {
@@ -835,7 +856,7 @@ fn learn(s: &mut Scratch, family: u8, addr: &[u8; 16], ttl: u32) {
     let n = s.n_addrs;
     if (n as usize) < DNS_EVENT_ADDRS {
         let i = (n as usize) & (DNS_EVENT_ADDRS - 1);
-        s.addrs[i] = *addr;
+        s.addrs[i] = s.k6.addr;
         s.addr_family[i] = family;
     }
     s.n_addrs = n + 1;

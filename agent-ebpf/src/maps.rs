@@ -1,7 +1,7 @@
 //! Every map of the kernel programs. Names are the constants of `agent_common::maps`.
 
 use agent_common::{
-    dns::ParseState, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, Pending, PendingKey, ResolverKey,
+    dns::ParseState, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Pending, PendingKey, ResolverKey,
     RuleEntry, Selector, SlotMeta, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS, MAX_EXE_KEYS, MAX_LEARNT,
     MAX_PENDING, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
@@ -75,13 +75,13 @@ pub static DNS_PENDING: LruHashMap<PendingKey, Pending> = LruHashMap::with_max_e
 #[map(name = "DNS_SCRATCH")]
 pub static DNS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
 
-/// Addresses learnt from answers. Capped, not LRU: a full table refuses new addresses (they are
-/// then not allowed, and counted) rather than silently evicting live ones; the agent removes
-/// expired entries every second.
+/// Addresses learnt from answers, per network namespace. LRU maps: the kernel recycles the least
+/// recently used entries (expired ones first, since nothing uses them) atomically, so no
+/// userspace sweep can race a renewal; evictions are counted (entries created minus present).
 #[map(name = "LEARNT_V4")]
-pub static LEARNT_V4: HashMap<AddrV4, Learnt> = HashMap::with_max_entries(MAX_LEARNT, 0);
+pub static LEARNT_V4: LruHashMap<LearntKeyV4, Learnt> = LruHashMap::with_max_entries(MAX_LEARNT, 0);
 #[map(name = "LEARNT_V6")]
-pub static LEARNT_V6: HashMap<AddrV6, Learnt> = HashMap::with_max_entries(MAX_LEARNT, 0);
+pub static LEARNT_V6: LruHashMap<LearntKeyV6, Learnt> = LruHashMap::with_max_entries(MAX_LEARNT, 0);
 
 #[map(name = "DNS_COUNTERS")]
 pub static DNS_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::dns_counter::COUNT, 0);
@@ -98,6 +98,13 @@ pub struct Scratch {
     pub domain_id: u32,
     pub grace_s: u32,
     pub now_ns: u64,
+    /// Network namespace of the socket the answer is for.
+    pub netns: u64,
+    /// Learnt-table keys being looked up or inserted (kept off the stack).
+    pub k4: agent_common::LearntKeyV4,
+    pub k6: agent_common::LearntKeyV6,
+    /// The outstanding-query key an answer is looked up by (kept off the stack).
+    pub pkey: PendingKey,
     /// `dns_flags` gathered while learning.
     pub flags: u16,
     pub _pad: [u8; 6],

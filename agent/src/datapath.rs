@@ -11,7 +11,7 @@ use std::net::IpAddr;
 
 use agent_common::{
     dns_counter, domain_kind, maps, programs as progs, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey,
-    KernelOffsets, Learnt, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    KernelOffsets, Learnt, LearntKeyV4, LearntKeyV6, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya::{
     maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
@@ -78,12 +78,12 @@ pub struct Datapath {
     domain_ids: DomainIds,
 }
 
-/// Addresses learnt from DNS, after a sweep.
+/// The learnt-address tables, counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LearntStats {
-    /// Entries still live.
+    /// Entries with a pattern still live.
     pub live: u64,
-    /// Entries removed because every pattern they carried expired.
+    /// Entries whose every pattern expired (recycled first when the table is full).
     pub expired: u64,
 }
 
@@ -298,35 +298,29 @@ impl Datapath {
         &self.domain_ids
     }
 
-    /// Removes learnt addresses whose every pattern has expired (`now_ns`: CLOCK_MONOTONIC, as
-    /// the kernel's `bpf_ktime_get_ns`). The kernel ignores expired slots already; this keeps
-    /// the capped table from filling with dead entries.
-    pub fn sweep_learnt(&mut self, now_ns: u64) -> Result<LearntStats, DatapathError> {
+    /// Counts the learnt addresses, live (some pattern not expired at `now_ns`, CLOCK_MONOTONIC
+    /// as the kernel's `bpf_ktime_get_ns`) and expired. Nothing is removed here: the tables are
+    /// LRU maps the kernel recycles itself, so no removal can race a renewal.
+    pub fn learnt_stats(&mut self, now_ns: u64) -> Result<LearntStats, DatapathError> {
         let mut stats = LearntStats::default();
-        let dead = |v: &Learnt| v.slots.iter().all(|s| s.domain_id == 0 || s.expires_ns <= now_ns);
+        let live = |v: &Learnt| v.slots.iter().any(|s| s.domain_id != 0 && s.expires_ns > now_ns);
         {
-            let mut m: HashMap<_, AddrV4, Learnt> = self.map_mut(maps::LEARNT_V4)?;
-            let all: Vec<(AddrV4, Learnt)> = m.iter().filter_map(Result::ok).collect();
-            for (k, v) in all {
-                if dead(&v) {
-                    // A concurrent renewal between the read and the removal is lost: the next
-                    // answer learns the address again; the connection in between is refused.
-                    let _ = m.remove(&k);
-                    stats.expired += 1;
-                } else {
+            let m: HashMap<_, LearntKeyV4, Learnt> = self.map_mut(maps::LEARNT_V4)?;
+            for (_, v) in m.iter().filter_map(Result::ok) {
+                if live(&v) {
                     stats.live += 1;
+                } else {
+                    stats.expired += 1;
                 }
             }
         }
         {
-            let mut m: HashMap<_, AddrV6, Learnt> = self.map_mut(maps::LEARNT_V6)?;
-            let all: Vec<(AddrV6, Learnt)> = m.iter().filter_map(Result::ok).collect();
-            for (k, v) in all {
-                if dead(&v) {
-                    let _ = m.remove(&k);
-                    stats.expired += 1;
-                } else {
+            let m: HashMap<_, LearntKeyV6, Learnt> = self.map_mut(maps::LEARNT_V6)?;
+            for (_, v) in m.iter().filter_map(Result::ok) {
+                if live(&v) {
                     stats.live += 1;
+                } else {
+                    stats.expired += 1;
                 }
             }
         }

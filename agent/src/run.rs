@@ -243,7 +243,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut enricher = Enricher::new(mount.clone(), args.cmdline);
     let mut names = ResolvedNames::default();
     let mut out_errors = OutputErrors::default();
-    let mut dns_seen = [0u64; agent_common::dns_counter::COUNT as usize];
+    let mut dns_seen =
+        DnsSeen { counters: [0; agent_common::dns_counter::COUNT as usize], evicted: 0, last_stats: Instant::now() };
 
     let sig = |kind, what| signal(kind).map_err(|source| RunError::Io { what, source });
     let mut sigint = sig(SignalKind::interrupt(), "installing the SIGINT handler")?;
@@ -388,16 +389,11 @@ impl OutputErrors {
     }
 }
 
-/// Removes expired learnt addresses and reports what the DNS path counted since the last call
-/// (a full table, evicted patterns, untrusted answers, parses cut short, refused queries).
-fn dns_housekeeping(dp: &mut Datapath, seen: &mut [u64; agent_common::dns_counter::COUNT as usize]) {
+/// Reports what the DNS path counted since the last call: addresses the learnt tables evicted
+/// (entries created minus entries present), patterns evicted from shared addresses, answers not
+/// trusted or parsed in part, refused queries.
+fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen) {
     use agent_common::dns_counter as c;
-    let now = events::monotonic_now_ns();
-    match dp.sweep_learnt(now) {
-        Ok(s) if s.expired > 0 => debug!(live = s.live, expired = s.expired, "learnt addresses swept"),
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "sweeping learnt addresses failed"),
-    }
     let counters = match dp.dns_counters() {
         Ok(c) => c,
         Err(e) => {
@@ -405,13 +401,28 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut [u64; agent_common::dns_counte
             return;
         }
     };
-    let new = |i: u32| counters[i as usize].saturating_sub(seen[i as usize]);
+    let new = |i: u32| counters[i as usize].saturating_sub(seen.counters[i as usize]);
+    if new(c::LEARNT_NEW) > 0 || seen.last_stats.elapsed() >= Duration::from_secs(10) {
+        match dp.learnt_stats(events::monotonic_now_ns()) {
+            Ok(s) => {
+                let evicted = counters[c::LEARNT_NEW as usize].saturating_sub(s.live + s.expired);
+                if evicted > seen.evicted {
+                    warn!(
+                        evicted = evicted - seen.evicted,
+                        total = evicted,
+                        live = s.live,
+                        "learnt-address tables full: least recently used entries were evicted (a live one evicted makes its next connection wait for a new answer)"
+                    );
+                    seen.evicted = evicted;
+                }
+                debug!(live = s.live, expired = s.expired, "learnt addresses");
+            }
+            Err(e) => warn!(error = %e, "counting learnt addresses failed"),
+        }
+        seen.last_stats = Instant::now();
+    }
     if new(c::LEARN_FULL) > 0 {
-        warn!(
-            not_learnt = new(c::LEARN_FULL),
-            total = counters[c::LEARN_FULL as usize],
-            "learnt-address table full: new addresses were not learnt, so connections to them are decided without them"
-        );
+        warn!(not_learnt = new(c::LEARN_FULL), "addresses from answers could not be learnt");
     }
     if new(c::SLOT_EVICTED) > 0 {
         warn!(
@@ -420,10 +431,7 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut [u64; agent_common::dns_counte
         );
     }
     if new(c::PARSE_LIMIT) > 0 {
-        warn!(
-            answers = new(c::PARSE_LIMIT),
-            "DNS answers were parsed only in part (record limit or a later TCP segment)"
-        );
+        warn!(answers = new(c::PARSE_LIMIT), "DNS answers were parsed only in part (record limit or a later TCP segment)");
     }
     if new(c::ANSWER_REJECTED) > 0 {
         info!(
@@ -431,7 +439,17 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut [u64; agent_common::dns_counte
             "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)"
         );
     }
-    *seen = counters;
+    if new(c::QUERY_DENIED) > 0 {
+        info!(packets = new(c::QUERY_DENIED), "DNS queries (or forged answers) refused");
+    }
+    seen.counters = counters;
+}
+
+/// What [`dns_housekeeping`] reported already.
+struct DnsSeen {
+    counters: [u64; agent_common::dns_counter::COUNT as usize],
+    evicted: u64,
+    last_stats: Instant,
 }
 
 /// The process identity of a DNS event, as the enricher reads it from connect events.

@@ -167,6 +167,21 @@ elif mode == "smuggle":
             out["answer_bytes"] = len(s.recv(4096))
         except (socket.timeout, OSError):
             out["answer_bytes"] = 0
+elif mode == "userns-forge":
+    # Run inside a network namespace of its own (unshare -Urn: no privilege needed), where the
+    # process can be its own resolver on 127.0.0.53:53: asks NAME, answers FORGED.
+    name, forged = sys.argv[2], sys.argv[3]
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.53", 53))
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(2)
+    c.sendto(query(name, 7), ("127.0.0.53", 53))
+    q, frm = server.recvfrom(4096)
+    server.sendto(answer(name, 7, [forged], ttl=3600), frm)
+    data, _ = c.recvfrom(4096)
+    out["answered"] = len(data) > 0
+    out["uid"] = os.getuid()
+    out["errno"] = connect(forged, 443)
 elif mode == "forge":
     # Run outside the watched cgroup, as the network would: FORGE KIND NAME TXID DPORT FORGED
     kind, name, txid, dport, forged = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]

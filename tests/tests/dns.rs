@@ -317,6 +317,31 @@ fn forged_answers_open_nothing() {
     agent.wait_event("spoof event", |e| e["kind"] == "dns" && e["phase"] == "spoof" && e["verdict"] == "deny");
 }
 
+/// An unprivileged process makes its own user and network namespace, where it may bind port 53
+/// and answer its own query for an allowed name: what it learns there stays there. Its parent
+/// namespace (the host's, here the test's) does not get the forged address.
+#[test]
+fn an_answer_forged_in_a_namespace_of_its_own_opens_nothing_outside_it() {
+    let (env, _dns) = setup("dns-userns", 30);
+    let agent = env.agent(&policy(&format!(
+        "  mode: enforce\n  default: deny\n  allow:\n    - {{name: loopback, cidr: 127.0.0.0/8}}\n    - {{name: resolver, cidr: {DNS4}/32, ports: [53]}}\n  vendors:\n{FX}"
+    )));
+    let script = format!("ip link set lo up && exec python3 {} userns-forge x.fx.test 198.18.202.1", py("dns_client.py"));
+    let out = env
+        .in_cgroup(
+            "setpriv",
+            &["--reuid", "65534", "--regid", "65534", "--clear-groups", "unshare", "-Urn", "sh", "-c", &script],
+        )
+        .output()
+        .expect("userns forger");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("forger output");
+    assert_eq!(r["answered"], true, "the forgery was answered inside the namespace: {r}");
+    let ev = agent.wait_event("the forged answer", |e| e["kind"] == "dns" && e["phase"] == "answer");
+    assert_eq!(ev["learnt"], 1, "learnt, for that namespace: {ev}");
+    assert_eq!(connect(&env, "198.18.202.1"), 1, "the forged address must stay refused outside that namespace");
+}
+
 #[test]
 fn two_vendors_sharing_an_address_each_keep_their_processes() {
     let (env, _dns) = setup("dns-shared", 30);

@@ -68,7 +68,12 @@ fn parse(msg: &[u8]) -> Option<Parsed> {
         match wire::rr_step(&p, &mut st) {
             Rr::Continue => {}
             Rr::Stop => break,
-            Rr::Addr { family, addr, ttl } => addrs.push((family, addr, ttl)),
+            Rr::Addr { family, ttl } => {
+                let mut addr = [0u8; 16];
+                let n = if family == 2 { 4 } else { 16 };
+                addr[..n].copy_from_slice(&st.tmp[..n]);
+                addrs.push((family, addr, ttl));
+            }
         }
     }
     Some(Parsed { name, qtype, rkey, addrs, status: st.cur.status })
