@@ -239,6 +239,21 @@ fn message(skb: Skb, l: &L4, tmp: &mut [u8; CHUNK]) -> Option<(u32, u32)> {
 /// What a `bpf_loop` step gets: the packet and the scratch. The scratch pointer is passed
 /// (derived from the caller's reference) rather than looked up again, so the compiler knows the
 /// loop may change it: a value it believed unchanged across `bpf_loop` would be read stale.
+/// Where an outgoing query is: (start, end as declared) — the UDP payload, or for TCP the
+/// message after its 2-byte length, whose declared end may lie past the segment (then it is not
+/// one whole query). (0, 0) when a TCP segment is too short to start a message.
+#[inline(always)]
+fn query_bounds(skb: Skb, l: &L4, tmp: &mut [u8; CHUNK]) -> (u32, u32) {
+    if u32::from(l.proto) == IPPROTO_UDP {
+        return (l.payload, l.l4_end);
+    }
+    if l.payload + 2 + wire::HEADER_LEN > l.l4_end || !skb.load(l.payload, tmp, 2) {
+        return (0, 0);
+    }
+    let start = l.payload + 2;
+    (start, start + u32::from(u16::from_be_bytes([tmp[0], tmp[1]])))
+}
+
 #[repr(C)]
 struct LoopCtx {
     skb: *mut __sk_buff,
@@ -357,23 +372,31 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
     if l.dport != wire::PORT {
         return PASS;
     }
-    let Some((slot, meta)) = active_slot() else { return PASS };
-    let Some((msg, end)) = message(skb, l, &mut s.st.tmp) else {
-        // A TCP segment without a message start (a handshake, an ACK, a continuation).
+    if u32::from(l.proto) == IPPROTO_TCP && l.payload == l.l4_end {
+        // No data: a handshake, an ACK, a FIN.
         return PASS;
-    };
+    }
+    let Some((slot, meta)) = active_slot() else { return PASS };
+    // Every datagram or segment with data to port 53 must be exactly one query, or it counts as
+    // one that does not parse (refused under `unlisted: deny`): a query split over small TCP
+    // segments, a second query in the same segment, or a GSO packet that leaves as several
+    // datagrams could otherwise carry a name past the check.
+    // SAFETY: context fields readable by cgroup_skb programs.
+    let gso = unsafe { (*skb.0).gso_segs > 1 || (*skb.0).gso_size != 0 };
+    let (msg, end) = query_bounds(skb, l, &mut s.st.tmp);
     // Plain values rather than Options: the compiler leaves a None's payload undefined, and the
     // verifier refuses to let an undefined register be spilled.
     let (mut parsed, mut txid, mut qtype) = (false, 0u16, 0u16);
-    if let Some(h) = wire::header(&skb, msg, &mut s.st.tmp) {
-        if h.flags & (wire::FLAG_QR | wire::OPCODE_MASK) == 0 && h.qdcount == 1 {
-            if let Some((t, _)) = read_question(skb, s, msg + wire::HEADER_LEN, end, true) {
-                // Exactly this query, up to the end of the datagram or segment: data past the
-                // question would go out unchecked (see `query_is_exact`).
-                let after = s.st.cur.off;
-                parsed = end == l.l4_end && wire::query_is_exact(&skb, &h, after, end, &mut s.st.tmp);
-                txid = h.id;
-                qtype = t;
+    if !gso && msg != 0 && end == l.l4_end {
+        if let Some(h) = wire::header(&skb, msg, &mut s.st.tmp) {
+            if h.flags & (wire::FLAG_QR | wire::OPCODE_MASK) == 0 && h.qdcount == 1 {
+                if let Some((t, _)) = read_question(skb, s, msg + wire::HEADER_LEN, end, true) {
+                    // Exactly this query: data past the question would go out unchecked.
+                    let after = s.st.cur.off;
+                    parsed = wire::query_is_exact(&skb, &h, after, end, &mut s.st.tmp);
+                    txid = h.id;
+                    qtype = t;
+                }
             }
         }
     }
@@ -433,7 +456,7 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
                 (*e).comm = proc.comm;
                 (*e).generation = meta.generation;
                 (*e).qtype = qtype;
-                copy_msg(skb, &mut *e, msg, end);
+                copy_msg(skb, &mut *e, msg, if end < l.l4_end { end } else { l.l4_end });
             }
             entry.submit(wakeup_flags());
         } else {

@@ -159,6 +159,20 @@ elif mode == "smuggle":
             out["errno"] = 0
         except OSError as e:
             out["errno"] = e.errno
+    elif kind in ("tcp-split", "tcp-gso-opt"):
+        # tcp-split: the unlisted query written a few bytes at a time, so that no segment holds
+        # a whole message.
+        s = socket.create_connection(RESOLVER, timeout=2)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        data = struct.pack("!H", len(q2)) + q2
+        for i in range(0, len(data), 7):
+            s.send(data[i:i + 7])
+            time.sleep(0.05)
+        s.settimeout(1.5)
+        try:
+            out["answer_bytes"] = len(s.recv(4096))
+        except (socket.timeout, OSError):
+            out["answer_bytes"] = 0
     elif kind == "tcp-pipelined":
         s = socket.create_connection(RESOLVER, timeout=2)
         s.sendall(struct.pack("!H", len(q1)) + q1 + struct.pack("!H", len(q2)) + q2)
