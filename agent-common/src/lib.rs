@@ -469,7 +469,10 @@ pub mod dns_counter {
     pub const LEARNT: u32 = 5;
     /// Entries created in the learnt tables (the agent derives evictions from it).
     pub const LEARNT_NEW: u32 = 6;
-    pub const COUNT: u32 = 7;
+    /// Egress packets refused because DNS programs nested deeper on one CPU than they have
+    /// state for (never expected).
+    pub const NEST_OVERFLOW: u32 = 7;
+    pub const COUNT: u32 = 8;
 }
 
 /// Phases of a [`DnsEvent`].

@@ -40,7 +40,7 @@ use crate::{
     connect::active_slot,
     identity::current_proc,
     maps::{
-        Scratch, CONFIG, DNS_COUNTERS, DNS_HEADERS, DNS_PENDING, DNS_SCRATCH, DOMAINS_0, DOMAINS_1, EVENTS, LEARNT_V4,
+        Scratch, CONFIG, DNS_COUNTERS, DNS_HEADERS, DNS_NEST, DNS_PENDING, DNS_SCRATCH, DOMAINS_0, DOMAINS_1, EVENTS, LEARNT_V4,
         LEARNT_V6, RESOLVERS,
     },
     ring::{add, count_drop, wakeup_flags},
@@ -57,8 +57,12 @@ const CHECKSUM_UNNECESSARY: u8 = 1;
 const CHECKSUM_PARTIAL: u8 = 3;
 
 /// Scratch slots of `DNS_SCRATCH`.
-const EGRESS: u32 = 0;
-const INGRESS: u32 = 1;
+/// Scratch slots for egress runs nested on one CPU: a run in process context (sendmsg) can be
+/// interrupted by a softirq that sends (a TCP ACK, a retransmission) and runs the egress program
+/// too, on the same per-CPU memory. Each nesting level gets its own slot.
+const EGRESS_SLOTS: u32 = 4;
+/// Ingress runs in softirq context only, which does not nest: one slot, after the egress ones.
+const INGRESS: u32 = EGRESS_SLOTS;
 
 /// The packet of the running program.
 #[derive(Clone, Copy)]
@@ -361,11 +365,34 @@ fn is_raw_socket(skb: Skb) -> bool {
 }
 
 pub fn egress(ctx: &SkBuffContext) -> i32 {
+    let Some(depth) = DNS_NEST.get_ptr_mut(0) else { return PASS };
+    // A plain increment is enough: nested runs on one CPU end before the run they interrupted
+    // resumes (a softirq returns; the kernel here does not preempt these programs).
+    // SAFETY: a live per-CPU map value.
+    let level = unsafe {
+        let level = *depth;
+        *depth = level + 1;
+        level
+    };
+    let rc = if level < EGRESS_SLOTS {
+        egress_at(ctx, level)
+    } else {
+        // Never seen in practice; refuse rather than decide with another run's state.
+        add(&DNS_COUNTERS, dns_counter::NEST_OVERFLOW);
+        DROP
+    };
+    // SAFETY: as above.
+    unsafe { *depth = level };
+    rc
+}
+
+#[inline(always)]
+fn egress_at(ctx: &SkBuffContext, level: u32) -> i32 {
     let skb = Skb(ctx.skb.skb);
-    let Some(s) = DNS_SCRATCH.get_ptr_mut(EGRESS) else { return PASS };
-    // SAFETY: a live per-CPU map value, used by egress programs only.
+    let Some(s) = DNS_SCRATCH.get_ptr_mut(level) else { return PASS };
+    // SAFETY: a live per-CPU map value, owned by this nesting level.
     let s = unsafe { &mut *s };
-    let Some(l) = headers(skb, s, EGRESS) else { return PASS };
+    let Some(l) = headers(skb, s, level) else { return PASS };
     if l.sport == wire::PORT && is_raw_socket(skb) {
         return spoof(skb, s, l);
     }

@@ -70,10 +70,14 @@ pub static RESOLVERS: HashMap<ResolverKey, u8> = HashMap::with_max_entries(MAX_R
 #[map(name = "DNS_PENDING")]
 pub static DNS_PENDING: LruHashMap<PendingKey, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
 
-/// Parser state per CPU: index 0 for egress (process context), 1 for ingress (softirq), so an
-/// answer parsed in a softirq that interrupts a query being parsed does not share its state.
+/// Parser state per CPU: indexes 0-3 for egress by nesting level, 4 for ingress (softirq), so a
+/// run that interrupts another never shares its state.
 #[map(name = "DNS_SCRATCH")]
-pub static DNS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
+pub static DNS_SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(5, 0);
+
+/// How many egress runs are in progress on this CPU (see `dns::egress`).
+#[map(name = "DNS_NEST")]
+pub static DNS_NEST: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// Addresses learnt from answers, per network namespace. LRU maps: the kernel recycles the least
 /// recently used entries (expired ones first, since nothing uses them) atomically, so no
@@ -121,4 +125,4 @@ pub struct Scratch {
 
 /// The headers of the packet being parsed, per CPU and direction (see `dns::headers`).
 #[map(name = "DNS_HEADERS")]
-pub static DNS_HEADERS: PerCpuArray<crate::dns::L4> = PerCpuArray::with_max_entries(2, 0);
+pub static DNS_HEADERS: PerCpuArray<crate::dns::L4> = PerCpuArray::with_max_entries(5, 0);

@@ -439,6 +439,9 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen) {
             "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)"
         );
     }
+    if new(c::NEST_OVERFLOW) > 0 {
+        warn!(packets = new(c::NEST_OVERFLOW), "egress packets refused: DNS programs nested deeper than they have state for");
+    }
     if new(c::QUERY_DENIED) > 0 {
         info!(packets = new(c::QUERY_DENIED), "DNS queries (or forged answers) refused");
     }
