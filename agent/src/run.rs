@@ -513,7 +513,7 @@ fn drain(
                 let pattern = state.domain_ids.pattern(d.domain_id).map(ToString::to_string);
                 if d.phase == agent_common::dns_phase::ANSWER {
                     let name = dns::event::query_name(&d);
-                    for a in dns::event::learnt_addrs(&d) {
+                    for a in dns::event::answer_addrs(&d) {
                         names.record(d.pid, d.start_ns, a, &name);
                     }
                 }

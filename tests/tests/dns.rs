@@ -147,6 +147,13 @@ fn unlisted_names_and_literal_addresses_are_refused() {
     let pid = r["pid"].as_u64().expect("pid");
     let ev = agent.wait_event("reported query", |e| e["kind"] == "dns" && e["pid"] == pid && e["phase"] == "query");
     assert_eq!(ev["verdict"], "alert", "{ev}");
+    // Refused, and still named: operators rolling out a policy see which names they miss.
+    let r = client(&env, &["rounds", "other2.evil.test", "1", "443", "4"]);
+    assert_eq!(r["n_refused"], 1, "{r}");
+    let pid = r["pid"].as_u64().expect("pid");
+    let ev = agent.wait_event("refused named", |e| e["kind"] == "connect" && e["pid"] == pid && e["dport"] == 443);
+    assert_eq!((ev["verdict"].as_str(), ev["domain"].as_str()), (Some("deny"), Some("other2.evil.test")), "{ev}");
+    assert!(ev["domain_rule"].is_null(), "{ev}");
     assert_eq!(connect(&env, &addr), 1);
 }
 

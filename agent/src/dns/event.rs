@@ -93,6 +93,35 @@ pub fn learnt_addrs(ev: &DnsEvent) -> Vec<IpAddr> {
     (0..n).map(|i| addr(ev.addr_family[i], &ev.addrs[i])).collect()
 }
 
+/// Every address an answer event names: those the kernel learnt, and — when the message was
+/// copied whole — the A/AAAA records of its answer section (an unlisted name's answer teaches
+/// the kernel nothing, but its flows are still named). IPv4-mapped addresses as IPv4, as
+/// connect events show them.
+pub fn answer_addrs(ev: &DnsEvent) -> Vec<IpAddr> {
+    let mut out = learnt_addrs(ev);
+    if ev.msg_len as usize <= DNS_EVENT_MSG {
+        if let Ok(m) = Message::from_vec(&ev.msg[..ev.msg_len as usize]) {
+            for r in &m.answers {
+                match &r.data {
+                    RData::A(a) => out.push(IpAddr::V4(a.0)),
+                    RData::AAAA(a) => out.push(IpAddr::V6(a.0)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out: Vec<IpAddr> = out
+        .into_iter()
+        .map(|a| match a {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
+            v4 => v4,
+        })
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
 /// The query name of an event.
 pub fn query_name(ev: &DnsEvent) -> String {
     name_from_wire(&ev.name[..(ev.name_len as usize).min(ev.name.len())])
