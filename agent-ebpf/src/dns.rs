@@ -599,12 +599,11 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
     };
     if s.domain_id != 0 {
         run_loop(skb, s, wire::RR_STEPS, rr_cb);
+        // A TCP answer longer than its first segment is cut there, not malformed.
+        let (_, declared_end) = query_bounds(skb, l, &mut s.st.tmp);
         match s.st.cur.status {
             status::DONE => {}
-            status::BAD if s.st.cur.off >= end && u32::from(l.proto) == IPPROTO_TCP => {
-                // The answer continues in a later TCP segment, which is not parsed.
-                s.flags |= dns_flags::PARSE_LIMIT;
-            }
+            status::BAD if declared_end > l.l4_end => s.flags |= dns_flags::PARSE_LIMIT,
             status::BAD => s.flags |= dns_flags::MALFORMED,
             _ => s.flags |= dns_flags::PARSE_LIMIT,
         }

@@ -238,6 +238,25 @@ fn a_node_local_cache_on_127_0_0_53() {
     assert!(client(&env, &["resolve", "unlisted.example"])["error"].is_string());
 }
 
+/// The documented choice for DNS over TCP: an answer is read from the segment that starts it.
+/// With a 1280-byte MTU (and no segmentation offload) a 102-record answer spans two segments:
+/// the records in the first are learnt, the rest are not, and the event says so.
+#[test]
+fn a_tcp_answer_is_learnt_up_to_the_end_of_its_first_segment() {
+    let (env, _dns) = setup("dns-tcpseg", 30);
+    env.ip(&["link", "set", "lo", "mtu", "1280"]);
+    env.ip(&["link", "set", "lo", "gso_max_size", "1280"]);
+    let agent = env.agent(&domain_policy("{unlisted: deny}", FX));
+    let a = dig(&env, &["+tcp", "many102.fx.test", "A"]);
+    assert_eq!(a.len(), 102, "{a:?}");
+    assert_eq!(connect(&env, &a[0]), 0, "the first segment's records are learnt");
+    assert_eq!(connect(&env, &a[101]), 1, "records in a later segment are not");
+    let ev = agent.wait_event("the partial answer", |e| e["kind"] == "dns" && e["phase"] == "answer");
+    assert!(ev["problems"].as_array().is_some_and(|p| p.iter().any(|x| x == "parse_limit")), "{ev}");
+    let learnt = ev["learnt"].as_u64().expect("learnt");
+    assert!(learnt > 10 && learnt < 102, "{ev}");
+}
+
 /// A forged answer opens nothing. The victim (in the watched cgroup) asks the resolver for a
 /// name it never answers (`silent.*`), so only the forgery can arrive.
 #[test]

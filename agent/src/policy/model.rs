@@ -98,7 +98,7 @@ impl FromStr for Grace {
             _ => return Err(format!("grace `{s}`: expected seconds (`30s`), minutes (`2m`) or hours (`1h`)")),
         };
         let n: u64 = num.parse().map_err(|_| format!("grace `{s}`: expected a number then s, m or h"))?;
-        let secs = n * mult;
+        let secs = n.saturating_mul(mult);
         if secs > u64::from(agent_common::MAX_TTL_S) {
             return Err(format!("grace `{s}` is over a day: an address would outlive any answer by too much"));
         }
