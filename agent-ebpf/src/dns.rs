@@ -19,8 +19,8 @@ use core::ffi::c_void;
 use agent_common::{
     dns::{self as wire, status, Packet, Rr, CHUNK},
     dns_counter, dns_flags, dns_phase, domain_kind, mode, record, verdict, DnsEvent, DomainValue, LearntKeyV4,
-    LearntKeyV6, LearntSlot,
-    PendingKey, ResolverKey, DNS_EVENT_ADDRS, DNS_EVENT_MSG, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_TTL_S,
+    LearntKeyV6, LearntSlot, PendingKey, ResolverKey, DNS_EVENT_ADDRS, DNS_EVENT_MSG, LEARNT_SLOTS, MAX_DOMAIN_IDS,
+    MAX_TTL_S,
 };
 use aya_ebpf::{
     bindings::{__sk_buff, BPF_NOEXIST},
@@ -28,8 +28,8 @@ use aya_ebpf::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_get_socket_uid,
-            bpf_ktime_get_ns, bpf_loop,
-            bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_sk_fullsock, bpf_skb_cgroup_id, bpf_skb_load_bytes,
+            bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_sk_fullsock,
+            bpf_skb_cgroup_id, bpf_skb_load_bytes,
         },
     },
     maps::lpm_trie::Key,
@@ -40,8 +40,8 @@ use crate::{
     connect::active_slot,
     identity::current_proc,
     maps::{
-        Scratch, CONFIG, DNS_COUNTERS, DNS_HEADERS, DNS_NEST, DNS_PENDING, DNS_SCRATCH, DOMAINS_0, DOMAINS_1, EVENTS, LEARNT_V4,
-        LEARNT_V6, RESOLVERS,
+        Scratch, CONFIG, DNS_COUNTERS, DNS_HEADERS, DNS_NEST, DNS_PENDING, DNS_SCRATCH, DOMAINS_0, DOMAINS_1, EVENTS,
+        LEARNT_V4, LEARNT_V6, RESOLVERS,
     },
     ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP,

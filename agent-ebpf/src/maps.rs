@@ -1,9 +1,9 @@
 //! Every map of the kernel programs. Names are the constants of `agent_common::maps`.
 
 use agent_common::{
-    dns::ParseState, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Pending, PendingKey, ResolverKey,
-    RuleEntry, Selector, SlotMeta, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS, MAX_EXE_KEYS, MAX_LEARNT,
-    MAX_PENDING, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    dns::ParseState, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Pending,
+    PendingKey, ResolverKey, RuleEntry, Selector, SlotMeta, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS,
+    MAX_EXE_KEYS, MAX_LEARNT, MAX_PENDING, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya_ebpf::{
     macros::map,

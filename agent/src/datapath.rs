@@ -11,7 +11,8 @@ use std::net::IpAddr;
 
 use agent_common::{
     dns_counter, domain_kind, maps, programs as progs, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey,
-    KernelOffsets, Learnt, LearntKeyV4, LearntKeyV6, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    KernelOffsets, Learnt, LearntKeyV4, LearntKeyV6, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS,
+    MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya::{
     maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},

@@ -72,11 +72,6 @@ pub fn hook(ev: &Event) -> &'static str {
     }
 }
 
-/// The task's comm, up to its first NUL.
-pub fn comm(ev: &Event) -> String {
-    c_str(&ev.comm)
-}
-
 /// Offset that turns CLOCK_MONOTONIC nanoseconds (bpf_ktime_get_ns) into Unix time.
 pub fn monotonic_to_realtime_offset() -> i128 {
     let read = |clock| {
@@ -146,7 +141,7 @@ mod tests {
         let Some(Record::Connect(back)) = decode(bytes) else { panic!("a connect record") };
         assert_eq!(back, ev);
         assert_eq!(dst(&back).to_string(), "192.0.2.1");
-        assert_eq!(comm(&back), "curl");
+        assert_eq!(c_str(&back.comm), "curl");
         assert_eq!(proto(&back), "tcp");
         assert!(decode(&bytes[..50]).is_none());
         let mut unknown = bytes.to_vec();

@@ -13,11 +13,9 @@ use serde::Serialize;
 
 use crate::{enrich::Enriched, events, policy::CompiledPolicy};
 
+/// Who made an attempt or a lookup: the fields every record kind shares.
 #[derive(Debug, Serialize)]
-pub struct Record<'a> {
-    pub ts: String,
-    /// `connect` for these; `dns` for DNS events (see `dns::event`).
-    pub kind: &'static str,
+pub struct Who<'a> {
     pub pid: u32,
     pub tid: u32,
     pub uid: u32,
@@ -28,6 +26,34 @@ pub struct Record<'a> {
     pub cgroup: Option<&'a str>,
     pub cgroup_id: u64,
     pub container: Option<&'a str>,
+}
+
+impl<'a> Who<'a> {
+    /// The kernel's identity fields, with what enrichment found.
+    pub fn new(ids: [u32; 4], comm: &[u8], cgroup_id: u64, who: &'a Enriched) -> Self {
+        let [pid, tid, uid, gid] = ids;
+        Who {
+            pid,
+            tid,
+            uid,
+            gid,
+            comm: events::c_str(comm),
+            exe: who.proc.exe.as_deref(),
+            cmdline: who.proc.cmdline.as_deref(),
+            cgroup: who.cgroup.as_deref(),
+            cgroup_id,
+            container: who.container.as_deref(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Record<'a> {
+    pub ts: String,
+    /// `connect` for these; `dns` for DNS events (see `dns::event`).
+    pub kind: &'static str,
+    #[serde(flatten)]
+    pub who: Who<'a>,
     pub proto: &'static str,
     /// `ipv4` or `ipv6`, as matched (an IPv4-mapped destination is `ipv4`).
     pub family: &'static str,
@@ -64,16 +90,7 @@ pub fn record<'a>(
     Record {
         ts: events::rfc3339(ts_offset + i128::from(ev.ts_ns)),
         kind: "connect",
-        pid: ev.pid,
-        tid: ev.tid,
-        uid: ev.uid,
-        gid: ev.gid,
-        comm: events::comm(ev),
-        exe: who.proc.exe.as_deref(),
-        cmdline: who.proc.cmdline.as_deref(),
-        cgroup: who.cgroup.as_deref(),
-        cgroup_id: ev.cgroup_id,
-        container: who.container.as_deref(),
+        who: Who::new([ev.pid, ev.tid, ev.uid, ev.gid], &ev.comm, ev.cgroup_id, who),
         proto: events::proto(ev),
         family: if ev.family == 2 { "ipv4" } else { "ipv6" },
         dst: events::dst(ev).to_string(),

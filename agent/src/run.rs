@@ -421,29 +421,26 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen) {
         }
         seen.last_stats = Instant::now();
     }
-    if new(c::LEARN_FULL) > 0 {
-        warn!(not_learnt = new(c::LEARN_FULL), "addresses from answers could not be learnt");
-    }
-    if new(c::SLOT_EVICTED) > 0 {
-        warn!(
-            evicted = new(c::SLOT_EVICTED),
-            "an address carried too many domain patterns: the soonest to expire was replaced"
-        );
-    }
-    if new(c::PARSE_LIMIT) > 0 {
-        warn!(answers = new(c::PARSE_LIMIT), "DNS answers were parsed only in part (record limit or a later TCP segment)");
-    }
-    if new(c::ANSWER_REJECTED) > 0 {
-        info!(
-            answers = new(c::ANSWER_REJECTED),
-            "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)"
-        );
-    }
-    if new(c::NEST_OVERFLOW) > 0 {
-        warn!(packets = new(c::NEST_OVERFLOW), "egress packets refused: DNS programs nested deeper than they have state for");
-    }
-    if new(c::QUERY_DENIED) > 0 {
-        info!(packets = new(c::QUERY_DENIED), "DNS queries (or forged answers) refused");
+    // (counter, warning rather than info, message)
+    const REPORTS: [(u32, bool, &str); 6] = [
+        (c::LEARN_FULL, true, "addresses from answers could not be learnt"),
+        (c::SLOT_EVICTED, true, "an address carried too many domain patterns: the soonest to expire was replaced"),
+        (c::PARSE_LIMIT, true, "DNS answers were parsed only in part (record limit or a later TCP segment)"),
+        (c::NEST_OVERFLOW, true, "egress packets refused: DNS programs nested deeper than they have state for"),
+        (
+            c::ANSWER_REJECTED,
+            false,
+            "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)",
+        ),
+        (c::QUERY_DENIED, false, "DNS queries (or forged answers) refused"),
+    ];
+    for (counter, is_warning, what) in REPORTS {
+        let n = new(counter);
+        match (n, is_warning) {
+            (0, _) => {}
+            (_, true) => warn!(count = n, "{what}"),
+            (_, false) => info!(count = n, "{what}"),
+        }
     }
     seen.counters = counters;
 }

@@ -132,7 +132,11 @@ fn unlisted_names_and_literal_addresses_are_refused() {
         let r = client(&env, &["smuggle", kind, "ok.fx.test", name]);
         assert_eq!(r["answer_bytes"], 0, "{kind}: {r}");
     }
-    assert!(dns.queries().iter().all(|q| q["name"].as_str().is_none_or(|n| !n.starts_with("exfil"))), "{:?}", dns.queries());
+    assert!(
+        dns.queries().iter().all(|q| q["name"].as_str().is_none_or(|n| !n.starts_with("exfil"))),
+        "{:?}",
+        dns.queries()
+    );
     // The suffix of a wildcard is not below it.
     assert!(client(&env, &["resolve", "fx.test"])["error"].is_string());
     // An address nobody resolved: refused, although the resolver hands out its neighbours.
@@ -354,7 +358,8 @@ fn an_answer_forged_in_a_namespace_of_its_own_opens_nothing_outside_it() {
     let agent = env.agent(&policy(&format!(
         "  mode: enforce\n  default: deny\n  allow:\n    - {{name: loopback, cidr: 127.0.0.0/8}}\n    - {{name: resolver, cidr: {DNS4}/32, ports: [53]}}\n  vendors:\n{FX}"
     )));
-    let script = format!("ip link set lo up && exec python3 {} userns-forge x.fx.test 198.18.202.1", py("dns_client.py"));
+    let script =
+        format!("ip link set lo up && exec python3 {} userns-forge x.fx.test 198.18.202.1", py("dns_client.py"));
     let out = env
         .in_cgroup(
             "setpriv",

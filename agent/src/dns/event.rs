@@ -11,7 +11,7 @@ use hickory_proto::{
 };
 use serde::Serialize;
 
-use crate::{dns::name::name_from_wire, enrich::Enriched, events, policy::CompiledPolicy};
+use crate::{dns::name::name_from_wire, enrich::Enriched, events, output::Who, policy::CompiledPolicy};
 
 #[derive(Debug, Serialize)]
 pub struct Answer {
@@ -29,16 +29,8 @@ pub struct DnsRecord<'a> {
     /// `query` (refused or reported when sent), `answer` (matched and parsed), `rejected` (an
     /// answer that was not trusted), `spoof` (an answer forged from a raw socket).
     pub phase: &'static str,
-    pub pid: u32,
-    pub tid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub comm: String,
-    pub exe: Option<&'a str>,
-    pub cmdline: Option<&'a [String]>,
-    pub cgroup: Option<&'a str>,
-    pub cgroup_id: u64,
-    pub container: Option<&'a str>,
+    #[serde(flatten)]
+    pub who: Who<'a>,
     pub proto: &'static str,
     pub family: &'static str,
     /// The resolver: where the query went, or where the answer came from.
@@ -177,16 +169,7 @@ pub fn record<'a>(
             dns_phase::REJECTED => "rejected",
             _ => "spoof",
         },
-        pid: ev.pid,
-        tid: ev.tid,
-        uid: ev.uid,
-        gid: ev.gid,
-        comm: events::c_str(&ev.comm),
-        exe: who.proc.exe.as_deref(),
-        cmdline: who.proc.cmdline.as_deref(),
-        cgroup: who.cgroup.as_deref(),
-        cgroup_id: ev.cgroup_id,
-        container: who.container.as_deref(),
+        who: Who::new([ev.pid, ev.tid, ev.uid, ev.gid], &ev.comm, ev.cgroup_id, who),
         proto: if ev.proto == 6 { "tcp" } else { "udp" },
         family: if ev.family == 2 { "ipv4" } else { "ipv6" },
         server: addr(ev.family, &ev.server).to_string(),
