@@ -157,6 +157,26 @@ proptest! {
         let _ = parse(&bytes);
     }
 
+    /// Valid answers with random bytes changed (structure-aware fuzzing): the steps never panic,
+    /// stop within budget, and a name they accept is a well-formed wire name.
+    #[test]
+    fn mutated_answers_never_panic(
+        n in 0usize..20,
+        flips in proptest::collection::vec((any::<u16>(), any::<u8>()), 1..8),
+    ) {
+        let owner = Name::from_ascii("a.b.example.test.").expect("name");
+        let recs = (0..n).map(|i| Record::from_rdata(owner.clone(), 60, RData::A(rdata::A((i as u32).into())))).collect();
+        let mut msg = answer("a.b.example.test.", RecordType::A, recs);
+        for (at, b) in flips {
+            let i = usize::from(at) % msg.len();
+            msg[i] = b;
+        }
+        if let Some(p) = parse(&msg) {
+            prop_assert!(crate::dns::name::rkey_from_wire(&p.name).is_some(), "{:?}", p.name);
+            prop_assert!(p.addrs.len() <= msg.len() / 14);
+        }
+    }
+
     /// Random answers built by hickory-proto: the kernel steps read the same question and the
     /// same address records, in order.
     #[test]
