@@ -27,8 +27,8 @@ pub mod maps {
     pub const DOMAIN_RULES: &str = "DOMAIN_RULES";
     /// Trusted resolver addresses per slot (`spec.dns.resolvers`).
     pub const RESOLVERS: &str = "RESOLVERS";
-    /// Outstanding DNS queries, by socket cookie, transaction id and type.
-    pub const DNS_PENDING: &str = "DNS_PENDING";
+    /// Outstanding DNS queries, in each socket's local storage.
+    pub const SK_PENDING: &str = "SK_PENDING";
     /// Per-CPU parser state (index 0: egress, 1: ingress).
     pub const DNS_SCRATCH: &str = "DNS_SCRATCH";
     /// Addresses learnt from DNS answers, by address.
@@ -336,8 +336,6 @@ pub const MAX_LEARNT: u32 = 1 << 15;
 /// Domain patterns one learnt address can carry at once (shared CDN addresses): when all are
 /// live, the one that expires first is replaced, counted.
 pub const LEARNT_SLOTS: usize = 8;
-/// Outstanding queries remembered (an LRU: a query never answered ages out).
-pub const MAX_PENDING: u32 = 1 << 13;
 /// Trusted resolver addresses, both slots together.
 pub const MAX_RESOLVERS: u32 = 256;
 /// A TTL above this (one day) is taken as this: an answer cannot allow an address for longer.
@@ -376,16 +374,6 @@ pub struct ResolverKey {
     pub addr: [u8; 16],
 }
 
-/// Key of `DNS_PENDING`: one outstanding query of one socket.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PendingKey {
-    pub cookie: u64,
-    pub txid: u16,
-    pub qtype: u16,
-    pub _pad: u32,
-}
-
 /// An outstanding query: who asked, whom, for what, and the verdict of the lookup. Recorded on
 /// egress, in the asking process's context, so the answer (parsed in softirq context) can name it.
 #[repr(C)]
@@ -407,12 +395,31 @@ pub struct Pending {
     pub name_len: u32,
     pub server: [u8; 16],
     pub server_port: u16,
+    pub txid: u16,
+    pub qtype: u16,
     pub family: u8,
     pub verdict: u8,
     pub proto: u8,
-    pub _pad: [u8; 3],
+    /// 1 while the query is outstanding.
+    pub used: u8,
+    pub _pad: [u8; 6],
     pub comm: [u8; 16],
     pub name: [u8; dns::NAME_BUF],
+}
+
+/// Queries one socket may have outstanding at once (glibc sends A and AAAA together; a retry
+/// reuses its slot). A further one replaces the oldest of that socket.
+pub const PENDING_PER_SOCKET: usize = 4;
+
+/// Per-socket storage of outstanding queries (`SK_PENDING`, a socket-local storage map): a
+/// socket's queries can only be pushed out by the same socket's, never by another process's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SockPending {
+    pub q: [Pending; PENDING_PER_SOCKET],
+    /// Slot the next query takes when none is free.
+    pub next: u32,
+    pub _pad: u32,
 }
 
 /// One domain pattern carried by a learnt address.
@@ -570,7 +577,6 @@ mod pod {
     unsafe impl aya::Pod for super::DnsEvent {}
     unsafe impl aya::Pod for super::DomainValue {}
     unsafe impl aya::Pod for super::ResolverKey {}
-    unsafe impl aya::Pod for super::PendingKey {}
     unsafe impl aya::Pod for super::Pending {}
     unsafe impl aya::Pod for super::Learnt {}
     unsafe impl aya::Pod for super::LearntSlot {}
@@ -585,8 +591,7 @@ const _: () = assert!(core::mem::size_of::<Config>() == 64);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 16);
 const _: () = assert!(core::mem::size_of::<DomainValue>() == 16);
 const _: () = assert!(core::mem::size_of::<ResolverKey>() == 24);
-const _: () = assert!(core::mem::size_of::<PendingKey>() == 16);
-const _: () = assert!(core::mem::size_of::<Pending>() == 104 + dns::NAME_BUF);
+const _: () = assert!(core::mem::size_of::<Pending>() == 112 + dns::NAME_BUF);
 const _: () = assert!(core::mem::size_of::<Learnt>() == 16 * LEARNT_SLOTS);
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 152 + 16 * DNS_EVENT_ADDRS + dns::NAME_BUF + DNS_EVENT_MSG);
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 16);

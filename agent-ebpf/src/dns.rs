@@ -19,17 +19,17 @@ use core::ffi::c_void;
 use agent_common::{
     dns::{self as wire, status, Packet, Rr, CHUNK},
     dns_counter, dns_flags, dns_phase, domain_kind, mode, record, verdict, DnsEvent, DomainValue, LearntKeyV4,
-    LearntKeyV6, LearntSlot, PendingKey, ResolverKey, DNS_EVENT_ADDRS, DNS_EVENT_MSG, LEARNT_SLOTS, MAX_DOMAIN_IDS,
-    MAX_TTL_S,
+    LearntKeyV6, LearntSlot, ResolverKey, SockPending, DNS_EVENT_ADDRS, DNS_EVENT_MSG, LEARNT_SLOTS, MAX_DOMAIN_IDS,
+    MAX_TTL_S, PENDING_PER_SOCKET,
 };
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_NOEXIST},
+    bindings::{__sk_buff, BPF_NOEXIST, BPF_SK_STORAGE_GET_F_CREATE},
     helpers::{
         bpf_probe_read_kernel,
         generated::{
             bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_get_socket_uid,
             bpf_ktime_get_ns, bpf_loop, bpf_probe_read_kernel as bpf_probe_read_kernel_raw, bpf_sk_fullsock,
-            bpf_skb_cgroup_id, bpf_skb_load_bytes,
+            bpf_sk_storage_get, bpf_skb_cgroup_id, bpf_skb_load_bytes,
         },
     },
     maps::lpm_trie::Key,
@@ -40,8 +40,8 @@ use crate::{
     connect::active_slot,
     identity::current_proc,
     maps::{
-        Scratch, CONFIG, DNS_COUNTERS, DNS_HEADERS, DNS_NEST, DNS_PENDING, DNS_SCRATCH, DOMAINS_0, DOMAINS_1, EVENTS,
-        LEARNT_V4, LEARNT_V6, RESOLVERS,
+        Scratch, CONFIG, DNS_COUNTERS, DNS_HEADERS, DNS_NEST, DNS_SCRATCH, DOMAINS_0, DOMAINS_1, EVENTS, LEARNT_V4,
+        LEARNT_V6, RESOLVERS, SK_PENDING,
     },
     ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP,
@@ -351,6 +351,31 @@ fn domain_id(slot: u32, s: &Scratch) -> u32 {
     }
 }
 
+/// The outstanding queries of the packet's socket, created on first use if `create`.
+#[inline(always)]
+fn sock_pending(skb: Skb, create: bool) -> Option<*mut SockPending> {
+    // SAFETY: the context field `sk` is readable by cgroup_skb programs; fullsock checks it, and
+    // the storage helper takes a full socket and the map.
+    unsafe {
+        let sk = (*skb.0).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return None;
+        }
+        let full = bpf_sk_fullsock(sk);
+        if full.is_null() {
+            return None;
+        }
+        let flags = if create { u64::from(BPF_SK_STORAGE_GET_F_CREATE) } else { 0 };
+        let map = &SK_PENDING as *const _ as *mut c_void;
+        let p = bpf_sk_storage_get(map, full as *mut c_void, core::ptr::null_mut(), flags) as *mut SockPending;
+        if p.is_null() {
+            None
+        } else {
+            Some(p)
+        }
+    }
+}
+
 #[inline(always)]
 fn is_raw_socket(skb: Skb) -> bool {
     // SAFETY: the context field `sk` is readable by cgroup_skb programs; fullsock checks it.
@@ -461,9 +486,33 @@ fn egress_at(ctx: &SkBuffContext, level: u32) -> i32 {
         p.verdict = verdict;
         p.proto = l.proto;
         p.comm = proc.comm;
+        p.txid = txid;
+        p.qtype = qtype;
+        p.used = 1;
+        p._pad = [0; 6];
         copy(&mut p.name[..], &s.st.name[..wire::NAME_BUF]);
-        let key = PendingKey { cookie, txid, qtype, _pad: 0 };
-        let _ = DNS_PENDING.insert(&key, p, 0);
+        if let Some(sp) = sock_pending(skb, true) {
+            // SAFETY: the socket's live storage.
+            let sp = unsafe { &mut *sp };
+            // A retry of the same query takes its slot; else a free one; else the oldest.
+            let mut at = PENDING_PER_SOCKET;
+            for i in 0..PENDING_PER_SOCKET {
+                let q = &sp.q[i];
+                if at == PENDING_PER_SOCKET && q.used != 0 && q.txid == txid && q.qtype == qtype {
+                    at = i;
+                }
+            }
+            for i in 0..PENDING_PER_SOCKET {
+                if at == PENDING_PER_SOCKET && sp.q[i].used == 0 {
+                    at = i;
+                }
+            }
+            if at == PENDING_PER_SOCKET {
+                at = sp.next as usize;
+                sp.next = sp.next.wrapping_add(1);
+            }
+            copy(&mut sp.q[at & (PENDING_PER_SOCKET - 1)], &s.pending);
+        }
     }
     if verdict != verdict::ALLOW {
         let flags = if parsed { 0 } else { dns_flags::MALFORMED };
@@ -556,27 +605,22 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
         add(&DNS_COUNTERS, dns_counter::ANSWER_REJECTED);
         return PASS;
     };
-    // In the scratch, not on the stack: this frame and the answer walk's together are at the
-    // verifier's 512-byte limit.
-    s.pkey = PendingKey { cookie, txid: h.id, qtype, _pad: 0 };
-    let key: &PendingKey = {
-        let p = &s.pkey as *const PendingKey;
-        // SAFETY: points into the live scratch, which outlives this function.
-        unsafe { &*p }
-    };
     let Some((slot, meta)) = active_slot() else { return PASS };
     let grace_s = meta.dns_grace_s;
     // One place decides trust and one reports a refusal: each early return would be a path of
     // its own for the verifier.
     // The checksum walk below reuses the cursor: remember where the answers start.
     let after_question = s.st.cur.off;
-    let flag = judge(skb, s, l, key, slot, meta.resolvers_only != 0);
+    let flag = judge(skb, s, l, h.id, qtype, slot, meta.resolvers_only != 0);
     if flag != 0 {
         return reject(skb, s, l, cookie, msg, end, flag, qtype);
     }
     // One answer per query: a second one (a forgery racing the real answer, or a replay) finds
     // nothing outstanding.
-    let _ = DNS_PENDING.remove(key);
+    if let Some(sp) = sock_pending(skb, false) {
+        // SAFETY: the socket's live storage; `pending_slot` was checked by `judge`.
+        unsafe { (*sp).q[(s.pending_slot as usize) & (PENDING_PER_SOCKET - 1)].used = 0 };
+    }
     s.n_addrs = 0;
     s.ttl_min = u32::MAX;
     s.flags = 0;
@@ -636,14 +680,24 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
 /// 0 if the answer is to be trusted (and then `s.pending` is its query), else the `dns_flags`
 /// bit that says why not.
 #[inline(always)]
-fn judge(skb: Skb, s: &mut Scratch, l: &L4, key: &PendingKey, slot: u32, resolvers_only: bool) -> u16 {
-    let Some(pending) = DNS_PENDING.get_ptr(key) else {
-        s.pending.name_len = 0;
+fn judge(skb: Skb, s: &mut Scratch, l: &L4, txid: u16, qtype: u16, slot: u32, resolvers_only: bool) -> u16 {
+    s.pending.name_len = 0;
+    let Some(sp) = sock_pending(skb, false) else { return dns_flags::NO_QUERY };
+    // SAFETY: the socket's live storage.
+    let sp = unsafe { &*sp };
+    let mut at = PENDING_PER_SOCKET;
+    for i in 0..PENDING_PER_SOCKET {
+        let q = &sp.q[i];
+        if at == PENDING_PER_SOCKET && q.used != 0 && q.txid == txid && q.qtype == qtype {
+            at = i;
+        }
+    }
+    if at == PENDING_PER_SOCKET {
         return dns_flags::NO_QUERY;
-    };
-    // SAFETY: a live map value; copied at once, since the entry is deleted once trusted.
-    // SAFETY: `pending` is a live map value of that type.
-    copy(&mut s.pending, unsafe { &*pending });
+    }
+    s.pending_slot = at as u32;
+    // Copied: the slot is freed once the answer is trusted.
+    copy(&mut s.pending, &sp.q[at & (PENDING_PER_SOCKET - 1)]);
     let p = &s.pending;
     // The whole question, not a hash of it: both names are lowercase and zero-padded. Compared
     // a word at a time, branch-free, so the verifier walks it as one straight line.

@@ -2,11 +2,12 @@
 
 use agent_common::{
     dns::ParseState, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Pending,
-    PendingKey, ResolverKey, RuleEntry, Selector, SlotMeta, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS,
-    MAX_EXE_KEYS, MAX_LEARNT, MAX_PENDING, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    ResolverKey, RuleEntry, Selector, SlotMeta, SockPending, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS,
+    MAX_EXE_KEYS, MAX_LEARNT, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya_ebpf::{
-    macros::map,
+    btf_maps::SkStorage,
+    macros::{btf_map, map},
     maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
@@ -66,9 +67,10 @@ pub static DOMAIN_RULES: Array<DestValue> = Array::with_max_entries(2 * MAX_DOMA
 #[map(name = "RESOLVERS")]
 pub static RESOLVERS: HashMap<ResolverKey, u8> = HashMap::with_max_entries(MAX_RESOLVERS, 0);
 
-/// An LRU: queries that are never answered age out instead of filling the table.
-#[map(name = "DNS_PENDING")]
-pub static DNS_PENDING: LruHashMap<PendingKey, Pending> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+/// Outstanding queries in the socket that sent them (socket-local storage, freed with the
+/// socket): a flood of queries from one process cannot push out another's.
+#[btf_map]
+pub static SK_PENDING: SkStorage<SockPending> = SkStorage::new();
 
 /// Parser state per CPU: indexes 0-3 for egress by nesting level, 4 for ingress (softirq), so a
 /// run that interrupts another never shares its state.
@@ -104,11 +106,13 @@ pub struct Scratch {
     pub now_ns: u64,
     /// Network namespace of the socket the answer is for.
     pub netns: u64,
+    /// Which of its socket's slots the answer being judged matched.
+    pub pending_slot: u32,
+    pub _pad2: u32,
     /// Learnt-table keys being looked up or inserted (kept off the stack).
     pub k4: agent_common::LearntKeyV4,
     pub k6: agent_common::LearntKeyV6,
-    /// The outstanding-query key an answer is looked up by (kept off the stack).
-    pub pkey: PendingKey,
+
     /// `dns_flags` gathered while learning.
     pub flags: u16,
     pub _pad: [u8; 6],

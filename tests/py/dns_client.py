@@ -181,6 +181,18 @@ elif mode == "smuggle":
             out["answer_bytes"] = len(s.recv(4096))
         except (socket.timeout, OSError):
             out["answer_bytes"] = 0
+elif mode == "flood":
+    # N queries with distinct transaction ids for a name the resolver never answers.
+    n = int(sys.argv[2])
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sent = 0
+    for i in range(n):
+        try:
+            s.sendto(query("silent.fx.test", i & 0xFFFF), RESOLVER)
+            sent += 1
+        except OSError:
+            pass
+    out["sent"] = sent
 elif mode == "userns-forge":
     # Run inside a network namespace of its own (unshare -Urn: no privilege needed), where the
     # process can be its own resolver on 127.0.0.53:53: asks NAME, answers FORGED.

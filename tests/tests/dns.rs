@@ -349,6 +349,31 @@ fn forged_answers_open_nothing() {
     agent.wait_event("spoof event", |e| e["kind"] == "dns" && e["phase"] == "spoof" && e["verdict"] == "deny");
 }
 
+/// Outstanding queries are kept per socket: a process that floods queries cannot push another
+/// process's outstanding query out (with one shared table of 8,192, a flood could).
+#[test]
+fn a_flood_of_queries_cannot_push_out_another_process_query() {
+    let (env, _dns) = setup("dns-flood", 30);
+    let agent = env.agent(&domain_policy("{unlisted: deny}", FX));
+    let script = format!(
+        "import subprocess, sys; p = subprocess.Popen([sys.executable, {:?}, 'wait-query', 'silent.fx.test', '4662', '40007', '198.18.203.1'], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True); print(p.stdout.readline().strip(), flush=True); p.stdin.write(sys.stdin.readline()); p.stdin.flush(); print(p.stdout.readline().strip(), flush=True)",
+        py("dns_client.py")
+    );
+    let victim = Held::start(&env, "python3", &script);
+    let flood = client(&env, &["flood", "40000"]);
+    assert_eq!(flood["sent"], 40000, "{flood}");
+    // The resolver's answer to the victim arrives only now (sent from its address and port).
+    let f = Command::new("ip")
+        .args(["netns", "exec", &env.netns, "python3", &py("dns_client.py"), "forge", "good-checksum"])
+        .args(["silent.fx.test", "4662", "40007", "198.18.203.1"])
+        .output()
+        .expect("answer");
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    sleep(Duration::from_millis(100));
+    let v: Value = serde_json::from_str(&victim.go()).expect("victim output");
+    assert_eq!(v["errno"], 0, "the victim's answer must still be trusted after the flood: {v}\n{}", agent.log());
+}
+
 /// An unprivileged process makes its own user and network namespace, where it may bind port 53
 /// and answer its own query for an allowed name: what it learns there stays there. Its parent
 /// namespace (the host's, here the test's) does not get the forged address.
