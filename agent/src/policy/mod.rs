@@ -363,8 +363,16 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                 }
             }
             for (j, dest) in v.destinations.iter().enumerate() {
-                if let Err(msg) = dest.dest() {
-                    errors.push(Problem::error(d.place(&format!("spec.vendors[{i}].destinations[{j}]")), msg));
+                let at = || d.place(&format!("spec.vendors[{i}].destinations[{j}]"));
+                match dest.dest() {
+                    Err(msg) => errors.push(Problem::error(at(), msg)),
+                    Ok(model::Dest::Domain(p)) if p.is_wildcard() && !p.base().contains('.') => {
+                        warnings.push(Problem::warning(
+                            at(),
+                            format!("`{p}` covers every name under a top-level domain: whoever registers one there adds addresses to this vendor; name the vendor's own domain"),
+                        ));
+                    }
+                    Ok(_) => {}
                 }
             }
             if v.destinations.is_empty() {
@@ -630,6 +638,9 @@ mod tests {
         assert!(e.contains("spec.dns.unlisted"), "{e}");
         let e = err(&format!("{HEAD}spec: {{dns: {{grace: 5s}}}}\n---\n{HEAD}spec: {{dns: {{grace: 6s}}}}\n"));
         assert!(e.contains("dns settings differ"), "{e}");
+        let docs = parse("p.yaml", &v("{domain: \"*.com\"}")).expect("parses");
+        let (_, warnings) = merge(&docs).expect("merges");
+        assert!(warnings.iter().any(|w| w.message.contains("top-level domain")), "{warnings:?}");
     }
 
     #[test]
