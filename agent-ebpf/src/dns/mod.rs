@@ -1,8 +1,8 @@
 //! DNS in the kernel: cgroup_skb programs that make domain rules synchronous.
 //!
 //! - Egress (`dns_egress`): a query to port 53 is parsed, its name looked up in the slot's
-//!   domain trie, and recorded as outstanding for its socket (cookie, transaction id, type) with
-//!   the domain id it maps to; a query for a name no rule covers is refused under
+//!   domain trie, and recorded as outstanding in its socket's storage (transaction id, type,
+//!   question) with the domain id it maps to; a query for a name no rule covers is refused under
 //!   `dns.unlisted: deny` in enforce mode. A DNS answer sent from a raw socket in the watched
 //!   cgroup (a forgery) is refused in enforce mode and reported.
 //! - Ingress (`dns_ingress`): runs before the datagram (or segment) is queued to the socket, so
@@ -12,15 +12,18 @@
 //!   comes from the address and port the query went to (or a configured resolver), and carries a
 //!   valid checksum when the kernel has not verified it yet.
 //!
-//! The parsing steps are shared with the host (`agent_common::dns`) and run from `bpf_loop`.
+//! The parsing steps are shared with the host (`agent_common::dns`) and run from `bpf_loop`
+//! (`steps`); `packet` reads headers and checksums, `pending` keeps queries and judges answers,
+//! `learn` fills the learnt tables, `report` writes events. Addresses are learnt per network
+//! namespace.
 
 mod learn;
 mod packet;
-
-pub use packet::L4;
 mod pending;
 mod report;
 mod steps;
+
+pub use packet::L4;
 
 use core::ffi::c_void;
 
