@@ -4,8 +4,11 @@
 pub mod compile;
 pub mod domains;
 pub mod locate;
+mod merge;
 pub mod model;
 pub mod resolve;
+mod selectors;
+mod shadowing;
 
 use std::{collections::HashMap, fmt, path::PathBuf};
 
@@ -13,7 +16,8 @@ use serde::Deserialize as _;
 
 pub use compile::CompiledPolicy;
 use locate::Pos;
-use model::{AllowRule, DefaultAction, Mode, PolicyDoc, Vendor};
+pub use merge::{merge, DnsSettings, Merged};
+use model::{AllowRule, PolicyDoc, Vendor};
 
 /// The policy the agent runs when none is given: monitor mode, so it refuses nothing on any host.
 pub const EMBEDDED_DEFAULT: &str = include_str!("../../../policies/default.yaml");
@@ -271,157 +275,6 @@ fn strip_location(message: &str) -> String {
     }
 }
 
-/// The documents merged into one policy, each rule with its place.
-#[derive(Debug, Clone)]
-pub struct Merged {
-    pub name: String,
-    pub mode: Mode,
-    pub default: DefaultAction,
-    pub dns: DnsSettings,
-    pub allow: Vec<(AllowRule, Place)>,
-    pub vendors: Vec<(Vendor, VendorPlaces)>,
-}
-
-/// `spec.dns` after merging, with defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DnsSettings {
-    pub grace_s: u32,
-    pub unlisted: DefaultAction,
-    pub resolvers: Vec<std::net::IpAddr>,
-}
-
-impl Default for DnsSettings {
-    fn default() -> Self {
-        // Unlisted lookups are reported, not refused, unless the policy says so: refusing them
-        // breaks every name nobody thought of, which a first rollout must not do.
-        Self { grace_s: model::Grace::DEFAULT.0, unlisted: DefaultAction::Alert, resolvers: Vec::new() }
-    }
-}
-
-/// Where a vendor and each of its process selectors are defined.
-#[derive(Debug, Clone)]
-pub struct VendorPlaces {
-    pub name: Place,
-    pub processes: Vec<Place>,
-}
-
-/// Merges documents: lists concatenate; a vendor defined twice, or `mode`/`default` set to
-/// different values, is an error naming both places. Also checks each selector's shape.
-pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut mode: Option<(Mode, Place)> = None;
-    let mut default: Option<(DefaultAction, Place)> = None;
-    let mut dns: Option<(model::DnsSpec, Place)> = None;
-    let mut allow = Vec::new();
-    let mut vendors: Vec<(Vendor, VendorPlaces)> = Vec::new();
-    for d in docs {
-        let spec = &d.doc.spec;
-        if !names.contains(&d.doc.metadata.name.0) {
-            names.push(d.doc.metadata.name.0.clone());
-        }
-        set_once(&mut mode, spec.mode, d, "mode", &mut errors);
-        set_once(&mut default, spec.default, d, "default", &mut errors);
-        if let Some(spec_dns) = &spec.dns {
-            let here = d.place("spec.dns");
-            match &dns {
-                Some((prev, at)) if prev != spec_dns => errors.push(Problem::error(
-                    here,
-                    format!("dns settings differ from those at {at}: give `spec.dns` in one document"),
-                )),
-                Some(_) => {}
-                None => dns = Some((spec_dns.clone(), here)),
-            }
-        }
-        for (i, a) in spec.allow.iter().enumerate() {
-            if let Err(msg) = a.dest() {
-                errors.push(Problem::error(d.place(&format!("spec.allow[{i}]")), msg));
-            }
-            allow.push((a.clone(), d.place(&format!("spec.allow[{i}]"))));
-        }
-        for (i, v) in spec.vendors.iter().enumerate() {
-            let here = d.place(&format!("spec.vendors[{i}].name"));
-            if let Some((_, first)) = vendors.iter().find(|(o, _)| o.name == v.name) {
-                errors.push(Problem::error(
-                    here.clone(),
-                    format!("vendor `{}` is defined twice: here and at {}", v.name, first.name),
-                ));
-                continue;
-            }
-            let mut processes = Vec::new();
-            for (j, sel) in v.processes.iter().enumerate() {
-                let at = d.place(&format!("spec.vendors[{i}].processes[{j}]"));
-                processes.push(at.clone());
-                if *sel == model::ProcessSelector::default() {
-                    errors.push(Problem::error(
-                        at,
-                        "empty selector: it would match every process; omit `processes` to allow any process",
-                    ));
-                } else if sel.uid.is_some() && sel.user.is_some() {
-                    errors.push(Problem::error(at, "give `uid` or `user`, not both"));
-                }
-            }
-            for (j, dest) in v.destinations.iter().enumerate() {
-                let at = || d.place(&format!("spec.vendors[{i}].destinations[{j}]"));
-                match dest.dest() {
-                    Err(msg) => errors.push(Problem::error(at(), msg)),
-                    Ok(model::Dest::Domain(p)) if p.is_wildcard() && !p.base().contains('.') => {
-                        warnings.push(Problem::warning(
-                            at(),
-                            format!("`{p}` covers every name under a top-level domain: whoever registers one there adds addresses to this vendor; name the vendor's own domain"),
-                        ));
-                    }
-                    Ok(_) => {}
-                }
-            }
-            if v.destinations.is_empty() {
-                warnings.push(Problem::warning(
-                    d.place(&format!("spec.vendors[{i}].destinations")),
-                    "no destinations: this vendor allows nothing",
-                ));
-            }
-            vendors.push((v.clone(), VendorPlaces { name: here, processes }));
-        }
-    }
-    if !errors.is_empty() {
-        return Err(PolicyError::Invalid(errors));
-    }
-    let merged = Merged {
-        name: names.join(","),
-        mode: mode.map_or(Mode::Monitor, |m| m.0),
-        default: default.map_or(DefaultAction::Deny, |d| d.0),
-        dns: dns.map_or_else(DnsSettings::default, |(d, _)| DnsSettings {
-            grace_s: d.grace.unwrap_or(model::Grace::DEFAULT).0,
-            unlisted: d.unlisted.unwrap_or(DefaultAction::Alert),
-            resolvers: d.resolvers.iter().map(|r| r.0).collect(),
-        }),
-        allow,
-        vendors,
-    };
-    Ok((merged, warnings))
-}
-
-/// Records a policy-wide setting that several documents may give, but only with one value; a
-/// different value is an error naming both places.
-fn set_once<T: Copy + PartialEq + fmt::Debug>(
-    slot: &mut Option<(T, Place)>,
-    value: Option<T>,
-    doc: &Document,
-    field: &str,
-    errors: &mut Vec<Problem>,
-) {
-    let Some(v) = value else { return };
-    let here = doc.place(&format!("spec.{field}"));
-    match slot {
-        Some((prev, at)) if *prev != v => {
-            errors.push(Problem::error(here, format!("{field} {v:?} conflicts with {field} {prev:?} at {at}")));
-        }
-        Some(_) => {}
-        None => *slot = Some((v, here)),
-    }
-}
-
 /// Loads, merges and compiles policy paths (or the embedded default when there are none),
 /// resolving process selectors on this host. Returns the policy and its warnings.
 pub fn load(
@@ -461,7 +314,7 @@ pub fn describe(paths: &[PathBuf]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{model::Mode, *};
 
     pub fn err(text: &str) -> String {
         match parse("p.yaml", text).and_then(|d| {

@@ -1,0 +1,113 @@
+//! Process selectors resolved on this host into what the kernel checks: a uid, a comm, a cgroup
+//! id with its depth, and the executables (device, inode) an `exe` glob matches now.
+
+use agent_common::{selector_flags, Selector};
+
+use super::{
+    model::ProcessSelector,
+    resolve::{ExeFile, Resolver},
+    Merged,
+};
+
+/// How often the agent resolves selectors again (see run.rs), for messages.
+pub const RESOLVE_EVERY_SECS: u64 = 5;
+
+/// What each process selector of a policy resolves to: the selector as the kernel sees it and
+/// the executables (dev, inode) its `exe` matched, in policy order.
+pub type Fingerprint = Vec<(Selector, Vec<(u32, u64)>)>;
+
+pub(super) fn fingerprint_entry(s: &Selector, files: &[super::resolve::ExeFile]) -> (Selector, Vec<(u32, u64)>) {
+    (*s, files.iter().map(|f| (f.dev, f.ino)).collect())
+}
+
+/// A task name as the kernel stores it: at most 15 bytes, NUL-padded.
+pub fn comm_bytes(comm: &str) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let b = comm.as_bytes();
+    let n = b.len().min(15);
+    out[..n].copy_from_slice(&b[..n]);
+    out
+}
+
+/// What every process selector of `m` resolves to on this host now: compared between runs, it
+/// tells whether the policy must be compiled again (a new binary, a recreated cgroup, a user)
+/// without compiling it.
+pub fn selector_fingerprint(m: &Merged, resolver: &dyn Resolver) -> Fingerprint {
+    m.vendors
+        .iter()
+        .flat_map(|(v, _)| v.processes.iter())
+        .map(|sel| {
+            let (s, files, _) = compile_selector(sel, resolver);
+            fingerprint_entry(&s, &files)
+        })
+        .collect()
+}
+
+/// Resolves one selector. Parts that resolve to nothing make it match nothing (and say why):
+/// an unknown user, no executable matching the glob, a cgroup that does not exist yet.
+pub(super) fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Selector, Vec<ExeFile>, Option<String>) {
+    let mut s = Selector::default();
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    let mut script_note: Option<String> = None;
+    if let Some(exe) = &sel.exe {
+        s.flags |= selector_flags::EXE;
+        files = r.exes(&exe.0);
+        if files.is_empty() {
+            problems.push(format!("exe `{}` matches no executable file on this host", exe.0));
+        }
+        // Scripts never match (the kernel runs, and sees, their interpreter); say so, but keep
+        // the binaries the same glob matched.
+        let (scripts, binaries): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.script);
+        files = binaries;
+        if !scripts.is_empty() {
+            let names: Vec<&str> = scripts.iter().map(|f| f.path.as_str()).collect();
+            script_note = Some(format!(
+                "{} {} a `#!` script: the kernel sees its interpreter, never the script, so it cannot match; name the interpreter and narrow it with `user` or `cgroup`",
+                names.join(", "),
+                if names.len() == 1 { "is" } else { "are" }
+            ));
+            if files.is_empty() {
+                problems.push("no executable it matches can be seen by the kernel".into());
+            }
+        }
+    }
+    if let Some(c) = &sel.comm {
+        s.flags |= selector_flags::COMM;
+        s.comm = comm_bytes(&c.0);
+    }
+    if let Some(uid) = sel.uid {
+        s.flags |= selector_flags::UID;
+        s.uid = uid;
+    }
+    if let Some(user) = &sel.user {
+        s.flags |= selector_flags::UID;
+        match r.user(user) {
+            Some(uid) => s.uid = uid,
+            None => problems.push(format!("user `{user}` does not exist on this host")),
+        }
+    }
+    if let Some(cg) = &sel.cgroup {
+        s.flags |= selector_flags::CGROUP;
+        match r.cgroup(&cg.0) {
+            Some((id, level)) => {
+                s.cgroup_id = id;
+                s.cgroup_level = level;
+            }
+            None => problems.push(format!("cgroup `{}` does not exist (yet)", cg.0)),
+        }
+    }
+    if problems.is_empty() {
+        return (s, files, script_note);
+    }
+    s.flags |= selector_flags::NEVER;
+    let mut msg = format!(
+        "{}: this selector matches no process until it resolves (the agent retries every {} s and on reload)",
+        problems.join("; "),
+        RESOLVE_EVERY_SECS
+    );
+    if let Some(n) = script_note {
+        msg = format!("{n}; {msg}");
+    }
+    (s, files, Some(msg))
+}
