@@ -66,6 +66,8 @@ pub enum DatapathError {
     Map { map: &'static str, source: MapError },
     #[error(transparent)]
     DomainIds(#[from] IdsExhausted),
+    #[error("reading the kernel programs' log: {0}")]
+    Logger(aya_log::Error),
 }
 
 fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
@@ -350,6 +352,12 @@ impl Datapath {
             trie.insert(&key, value, 0).map_err(map_err(map))?;
         }
         Ok(())
+    }
+
+    /// The reader of the programs' own diagnostics (aya-log: rare paths such as a parse that gave
+    /// up or a full table), which writes them to the agent's log; can be taken once.
+    pub fn take_logger(&mut self) -> Result<aya_log::EbpfLogger<&'static dyn log::Log>, DatapathError> {
+        aya_log::EbpfLogger::init(&mut self.ebpf).map_err(DatapathError::Logger)
     }
 
     /// The ring buffer of events; can be taken once.

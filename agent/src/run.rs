@@ -240,6 +240,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // which is as long as the AsyncFd that owns it.
     let mut ring = unsafe { AsyncFd::register(dp.take_events()?) }
         .map_err(|e| RunError::Io { what: "polling the event ring buffer", source: e.into() })?;
+    // The programs log only on rare paths, so their log is read on the drain timer.
+    let mut kernel_log = match dp.take_logger() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!(error = %e, "the kernel programs' diagnostics will not be logged");
+            None
+        }
+    };
     let mut enricher = Enricher::new(mount.clone(), args.cmdline);
     let mut names = ResolvedNames::default();
     let mut out_errors = OutputErrors::default();
@@ -292,7 +300,12 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                     guard.clear_ready();
                 }
             }
-            _ = poll.tick() => { drain_now(ring.get_mut(), &state); }
+            _ = poll.tick() => {
+                drain_now(ring.get_mut(), &state);
+                if let Some(l) = kernel_log.as_mut() {
+                    l.flush();
+                }
+            }
             _ = sigint.recv() => { info!("SIGINT: detaching"); break; }
             _ = sigterm.recv() => { info!("SIGTERM: detaching"); break; }
             _ = sighup.recv() => {

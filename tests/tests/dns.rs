@@ -259,6 +259,12 @@ fn a_tcp_answer_is_learnt_up_to_the_end_of_its_first_segment() {
     assert!(ev["problems"].as_array().is_some_and(|p| p.iter().any(|x| x == "parse_limit")), "{ev}");
     let learnt = ev["learnt"].as_u64().expect("learnt");
     assert!(learnt > 10 && learnt < 102, "{ev}");
+    // The program's own diagnostic (aya-log) for the rare path reaches the agent's log.
+    wait_for(
+        Duration::from_secs(5),
+        || agent.log().contains("dns answer learnt in part"),
+        || format!("no kernel diagnostic in the agent log:\n{}", agent.log()),
+    );
 }
 
 /// A forged answer opens nothing. The victim (in the watched cgroup) asks the resolver for a

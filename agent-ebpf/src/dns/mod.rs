@@ -79,6 +79,7 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
     } else {
         // Never seen in practice; refuse rather than decide with another run's state.
         add(&DNS_COUNTERS, dns_counter::NEST_OVERFLOW);
+        aya_log_ebpf::error!(ctx, "dns egress nested {} deep on one cpu: packet refused", level);
         DROP
     };
     // SAFETY: as above.
@@ -257,6 +258,7 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
     let Some((qtype, _)) = read_question(skb, s, msg + wire::HEADER_LEN, end, false) else {
         // Not a message this parser reads (or a TCP continuation): nothing learnt.
         add(&DNS_COUNTERS, dns_counter::ANSWER_REJECTED);
+        aya_log_ebpf::debug!(ctx, "dns answer from port 53 whose question cannot be read: ignored");
         return PASS;
     };
     let Some((slot, meta)) = active_slot() else { return PASS };
@@ -304,6 +306,12 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
         }
         if s.flags & dns_flags::PARSE_LIMIT != 0 {
             add(&DNS_COUNTERS, dns_counter::PARSE_LIMIT);
+        }
+        // Rare paths: a parse that gave up, a full table, an evicted pattern.
+        if s.flags & (dns_flags::PARSE_LIMIT | dns_flags::MALFORMED | dns_flags::LEARN_FULL | dns_flags::SLOT_EVICTED)
+            != 0
+        {
+            aya_log_ebpf::warn!(ctx, "dns answer learnt in part: flags {:x}, {} addresses", s.flags, s.n_addrs);
         }
     }
     if let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) {
