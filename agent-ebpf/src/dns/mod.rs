@@ -39,7 +39,7 @@ use aya_ebpf::{
 use self::{
     packet::{headers, is_raw_socket, message, query_bounds, Skb},
     pending::judge,
-    report::{copy, copy_msg, fill, identity_from_pending, reject},
+    report::{copy, copy_msg, fill, identity_from_pending, identity_from_proc, reject},
     steps::{domain_id, read_question, rr_cb, run_loop},
 };
 use crate::{
@@ -176,15 +176,7 @@ fn egress_at(ctx: &SkBuffContext, level: u32) -> i32 {
             // SAFETY: a reserved record of the right size; `fill` writes every field.
             unsafe {
                 fill(&mut *e, dns_phase::QUERY, flags, verdict, l, l.daddr, l.dport, cookie, s);
-                (*e).pid = (proc.pid_tgid >> 32) as u32;
-                (*e).tid = proc.pid_tgid as u32;
-                (*e).uid = proc.uid_gid as u32;
-                (*e).gid = (proc.uid_gid >> 32) as u32;
-                (*e).exe_dev = proc.exe_dev;
-                (*e).exe_ino = proc.exe_ino;
-                (*e).start_ns = proc.start_ns;
-                (*e).cgroup_id = cgroup_id;
-                (*e).comm = proc.comm;
+                identity_from_proc(&mut *e, &proc, cgroup_id);
                 (*e).generation = meta.generation;
                 (*e).qtype = qtype;
                 copy_msg(skb, &mut *e, msg, if end < l.l4_end { end } else { l.l4_end });
@@ -214,15 +206,7 @@ fn spoof(skb: Skb, s: &mut Scratch, l: &L4) -> i32 {
         unsafe {
             let v = if enforce { verdict::DENY } else { verdict::ALERT };
             fill(&mut *e, dns_phase::SPOOF, 0, v, l, l.daddr, l.dport, 0, s);
-            (*e).pid = (proc.pid_tgid >> 32) as u32;
-            (*e).tid = proc.pid_tgid as u32;
-            (*e).uid = proc.uid_gid as u32;
-            (*e).gid = (proc.uid_gid >> 32) as u32;
-            (*e).exe_dev = proc.exe_dev;
-            (*e).exe_ino = proc.exe_ino;
-            (*e).start_ns = proc.start_ns;
-            (*e).cgroup_id = bpf_get_current_cgroup_id();
-            (*e).comm = proc.comm;
+            identity_from_proc(&mut *e, &proc, bpf_get_current_cgroup_id());
             if let Some((msg, end)) = message(skb, l, &mut s.st.tmp) {
                 copy_msg(skb, &mut *e, msg, end);
             }

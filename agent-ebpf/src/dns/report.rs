@@ -15,6 +15,7 @@ use super::{
     PASS,
 };
 use crate::{
+    identity::Proc,
     maps::{Scratch, DNS_COUNTERS, EVENTS},
     ring::{add, count_drop, wakeup_flags},
 };
@@ -97,6 +98,22 @@ pub(super) fn fill(
     e._pad2 = 0;
 }
 
+/// The calling process as the event's identity (egress runs in the sender's context).
+#[inline(always)]
+pub(super) fn identity_from_proc(e: &mut DnsEvent, proc: &Proc, cgroup_id: u64) {
+    e.pid = (proc.pid_tgid >> 32) as u32;
+    e.tid = proc.pid_tgid as u32;
+    e.uid = proc.uid_gid as u32;
+    e.gid = (proc.uid_gid >> 32) as u32;
+    e.exe_dev = proc.exe_dev;
+    e.exe_ino = proc.exe_ino;
+    e.start_ns = proc.start_ns;
+    e.cgroup_id = cgroup_id;
+    e.comm = proc.comm;
+}
+
+/// The process that sent the query as the event's identity (ingress runs in softirq context,
+/// where the current task is not the socket's owner).
 #[inline(always)]
 pub(super) fn identity_from_pending(e: &mut DnsEvent, s: &Scratch) {
     let p = &s.pending;
