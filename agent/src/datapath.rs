@@ -45,9 +45,17 @@ const HOOKS: [(&str, &str); 4] = [
 /// The raw tracepoint that reports execs in the watched cgroup.
 const EXEC_HOOK: &str = "sched_process_exec";
 
+/// Program `program` of the object as its type `T`; errors name the program and its hook.
+fn program<'a, T>(ebpf: &'a mut Ebpf, program: &'static str, hook: &'static str) -> Result<&'a mut T, DatapathError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
+{
+    let err = |source| DatapathError::Program { program, hook, source };
+    ebpf.program_mut(program).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)
+}
+
 fn exec_program(ebpf: &mut Ebpf) -> Result<&mut RawTracePoint, DatapathError> {
-    let err = |source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source };
-    ebpf.program_mut(progs::EXEC).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)
+    program(ebpf, progs::EXEC, EXEC_HOOK)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -95,21 +103,13 @@ impl Datapath {
     /// `ring_bytes`: capacity of the event ring buffer (a power of two, at least a page).
     pub fn load(offsets: KernelOffsets, ring_bytes: u32) -> Result<Self, DatapathError> {
         let mut ebpf = aya::EbpfLoader::new().map_max_entries(maps::EVENTS, ring_bytes).load(OBJECT)?;
-        for (program, hook, _) in DNS_HOOKS {
-            let prog: &mut CgroupSkb = ebpf
-                .program_mut(program)
-                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { program, hook, source })?;
-            prog.load().map_err(|source| DatapathError::Program { program, hook, source })?;
+        for (name, hook, _) in DNS_HOOKS {
+            let prog: &mut CgroupSkb = program(&mut ebpf, name, hook)?;
+            prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
-        for (program, hook) in HOOKS {
-            let prog: &mut CgroupSockAddr = ebpf
-                .program_mut(program)
-                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { program, hook, source })?;
-            prog.load().map_err(|source| DatapathError::Program { program, hook, source })?;
+        for (name, hook) in HOOKS {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name, hook)?;
+            prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
         let exec = exec_program(&mut ebpf)?;
         exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
@@ -137,15 +137,10 @@ impl Datapath {
             cgroup: cg.clone(),
             source,
         })?;
-        for (program, hook) in HOOKS {
-            let prog: &mut CgroupSockAddr = self
-                .ebpf
-                .program_mut(program)
-                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { program, hook, source })?;
+        for (name, hook) in HOOKS {
+            let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name, hook)?;
             prog.attach(&fd, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
-                program,
+                program: name,
                 hook,
                 cgroup: cg.clone(),
                 source,
@@ -154,15 +149,10 @@ impl Datapath {
         // The DNS programs before the connect hooks would be better still, but all attach before
         // the agent reports ready, and a query sent in between is only unrecorded (its answer
         // learns nothing: fail closed).
-        for (program, hook, direction) in DNS_HOOKS {
-            let prog: &mut CgroupSkb = self
-                .ebpf
-                .program_mut(program)
-                .ok_or(DatapathError::Program { program, hook, source: ProgramError::NotLoaded })?
-                .try_into()
-                .map_err(|source| DatapathError::Program { program, hook, source })?;
+        for (name, hook, direction) in DNS_HOOKS {
+            let prog: &mut CgroupSkb = program(&mut self.ebpf, name, hook)?;
             prog.attach(&fd, direction, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
-                program,
+                program: name,
                 hook,
                 cgroup: cg.clone(),
                 source,

@@ -39,10 +39,15 @@ pub fn c_str(bytes: &[u8]) -> String {
 }
 
 pub fn dst(ev: &Event) -> IpAddr {
-    if ev.family == 2 {
-        IpAddr::V4(Ipv4Addr::new(ev.daddr[0], ev.daddr[1], ev.daddr[2], ev.daddr[3]))
+    addr(ev.family, &ev.daddr)
+}
+
+/// An address as the kernel records carry it: `AF_INET` (2) in the first 4 bytes, else IPv6.
+pub fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
+    if family == 2 {
+        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
     } else {
-        IpAddr::V6(Ipv6Addr::from(ev.daddr))
+        IpAddr::V6(Ipv6Addr::from(*bytes))
     }
 }
 

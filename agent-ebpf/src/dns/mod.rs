@@ -232,7 +232,11 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
     if l.sport != wire::PORT {
         return PASS;
     }
-    let Some((msg, end)) = message(skb, l, &mut s.st.tmp) else { return PASS };
+    let (msg, declared_end) = query_bounds(skb, l, &mut s.st.tmp);
+    if msg == 0 {
+        return PASS;
+    }
+    let end = if declared_end < l.l4_end { declared_end } else { l.l4_end };
     let Some(h) = wire::header(&skb, msg, &mut s.st.tmp) else { return PASS };
     if h.flags & wire::FLAG_QR == 0 || h.qdcount != 1 {
         return PASS;
@@ -281,7 +285,6 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
     if s.domain_id != 0 {
         run_loop(skb, s, wire::RR_STEPS, rr_cb);
         // A TCP answer longer than its first segment is cut there, not malformed.
-        let (_, declared_end) = query_bounds(skb, l, &mut s.st.tmp);
         match s.st.cur.status {
             status::DONE => {}
             status::BAD if declared_end > l.l4_end => s.flags |= dns_flags::PARSE_LIMIT,

@@ -177,29 +177,21 @@ pub(super) fn parse_l4(skb: Skb, tmp: &mut [u8; CHUNK]) -> Option<L4> {
     Some(l)
 }
 
-/// Where the DNS message is: after the UDP header, or after the 2-byte length of DNS over TCP,
-/// and where the payload ends. A TCP segment is parsed only if it starts a message (see README
-/// "DNS over TCP"); the message ends at its declared length or with the segment.
+/// Where the DNS message is and where it ends within the packet: [`query_bounds`] with the
+/// end cut at the segment. A TCP segment is parsed only if it starts a message (see README
+/// "DNS over TCP").
 #[inline(always)]
 pub(super) fn message(skb: Skb, l: &L4, tmp: &mut [u8; CHUNK]) -> Option<(u32, u32)> {
-    if u32::from(l.proto) == IPPROTO_UDP {
-        return Some((l.payload, l.l4_end));
-    }
-    if l.payload + 2 + wire::HEADER_LEN > l.l4_end || !skb.load(l.payload, tmp, 2) {
+    let (start, declared_end) = query_bounds(skb, l, tmp);
+    if start == 0 {
         return None;
     }
-    let declared = u32::from(u16::from_be_bytes([tmp[0], tmp[1]]));
-    let start = l.payload + 2;
-    let end = if start + declared < l.l4_end { start + declared } else { l.l4_end };
-    Some((start, end))
+    Some((start, if declared_end < l.l4_end { declared_end } else { l.l4_end }))
 }
 
-/// What a `bpf_loop` step gets: the packet and the scratch. The scratch pointer is passed
-/// (derived from the caller's reference) rather than looked up again, so the compiler knows the
-/// loop may change it: a value it believed unchanged across `bpf_loop` would be read stale.
-/// Where an outgoing query is: (start, end as declared) — the UDP payload, or for TCP the
-/// message after its 2-byte length, whose declared end may lie past the segment (then it is not
-/// one whole query). (0, 0) when a TCP segment is too short to start a message.
+/// Where a DNS message is: (start, end as declared) — the UDP payload, or for TCP the message
+/// after its 2-byte length, whose declared end may lie past the segment (then the segment does
+/// not hold the whole message). (0, 0) when a TCP segment is too short to start a message.
 #[inline(always)]
 pub(super) fn query_bounds(skb: Skb, l: &L4, tmp: &mut [u8; CHUNK]) -> (u32, u32) {
     if u32::from(l.proto) == IPPROTO_UDP {

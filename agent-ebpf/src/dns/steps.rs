@@ -12,6 +12,9 @@ use aya_ebpf::{bindings::__sk_buff, helpers::generated::bpf_loop, maps::lpm_trie
 use super::{learn::learn, packet::Skb, report::copy};
 use crate::maps::{Scratch, DOMAINS_0, DOMAINS_1};
 
+/// What a `bpf_loop` step gets: the packet and the scratch. The scratch pointer is passed
+/// (derived from the caller's reference) rather than looked up again, so the compiler knows the
+/// loop may change it: a value it believed unchanged across `bpf_loop` would be read stale.
 #[repr(C)]
 pub(super) struct LoopCtx {
     skb: *mut __sk_buff,

@@ -2,7 +2,7 @@
 //! learnt; the message itself (its first bytes) is decoded here with hickory-proto, so names,
 //! types and CNAME chains are read by a well-kept parser, not by hand.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use agent_common::{dns_flags, dns_phase, verdict, DnsEvent, DNS_EVENT_ADDRS, DNS_EVENT_MSG};
 use hickory_proto::{
@@ -11,7 +11,13 @@ use hickory_proto::{
 };
 use serde::Serialize;
 
-use crate::{dns::name::name_from_wire, enrich::Enriched, events, output::Who, policy::CompiledPolicy};
+use crate::{
+    dns::name::name_from_wire,
+    enrich::Enriched,
+    events::{self, addr},
+    output::Who,
+    policy::CompiledPolicy,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Answer {
@@ -70,14 +76,6 @@ const FLAG_NAMES: [(u16, &str); 9] = [
     (dns_flags::SLOT_EVICTED, "pattern_evicted"),
     (dns_flags::MSG_CUT, "message_cut"),
 ];
-
-fn addr(family: u8, bytes: &[u8; 16]) -> IpAddr {
-    if family == 2 {
-        IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
-    } else {
-        IpAddr::V6(Ipv6Addr::from(*bytes))
-    }
-}
 
 /// The addresses the kernel learnt, as listed in the event.
 pub fn learnt_addrs(ev: &DnsEvent) -> Vec<IpAddr> {
