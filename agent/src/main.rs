@@ -1,6 +1,7 @@
 //! egress-agent: sees every outbound connection a process makes, matches it against the approved
 //! vendors' allowlists, and reports or refuses everything else.
 
+mod baseline;
 mod btf;
 mod cgroup;
 mod cli;
@@ -13,6 +14,7 @@ mod logging;
 mod output;
 mod policy;
 mod run;
+mod statefile;
 mod watch;
 
 use std::process::ExitCode;

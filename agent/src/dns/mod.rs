@@ -5,5 +5,6 @@ pub mod event;
 pub mod ids;
 pub mod name;
 pub mod names;
+pub mod registrable;
 #[cfg(test)]
 mod wire;
