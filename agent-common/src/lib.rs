@@ -36,6 +36,14 @@ pub mod maps {
     pub const LEARNT_V6: &str = "LEARNT_V6";
     /// Per-CPU counters of the DNS path, indexed by [`super::dns_counter`].
     pub const DNS_COUNTERS: &str = "DNS_COUNTERS";
+    /// Bytes and packets of every tracked flow, by [`super::FlowKey`].
+    pub const FLOWS: &str = "FLOWS";
+    /// Marks, in each socket's local storage, a socket that has flows (so its release is reported).
+    pub const SK_FLOWS: &str = "SK_FLOWS";
+    /// (vendor, executable) pairs refused until a time: automated responses (see [`super::BlockKey`]).
+    pub const BLOCKS: &str = "BLOCKS";
+    /// Per-CPU counters of the flow path, indexed by [`super::flow_counter`].
+    pub const FLOW_COUNTERS: &str = "FLOW_COUNTERS";
 }
 
 /// Program names (the Rust function names in agent-ebpf) and the hook each attaches to.
@@ -50,6 +58,11 @@ pub mod programs {
     pub const DNS_EGRESS: &str = "dns_egress";
     /// cgroup_skb ingress: parses DNS answers before the socket can read them.
     pub const DNS_INGRESS: &str = "dns_ingress";
+    /// cgroup_skb egress and ingress: count the bytes and packets of tracked flows.
+    pub const FLOW_EGRESS: &str = "flow_egress";
+    pub const FLOW_INGRESS: &str = "flow_ingress";
+    /// cgroup/sock_release: reports the end of a socket that has flows.
+    pub const FLOW_RELEASE: &str = "flow_release";
 }
 
 /// First field of every ring-buffer record: which struct follows.
@@ -61,6 +74,8 @@ pub mod record {
     /// A [`super::DnsEvent`]: a DNS query refused or reported, an answer parsed, or an answer
     /// that was not trusted.
     pub const DNS: u32 = 3;
+    /// A [`super::FlowEnd`]: a socket with tracked flows was released.
+    pub const FLOW_END: u32 = 4;
 }
 
 /// Default capacity of the ring buffer that carries [`Event`]s, in bytes (a power of two, page
@@ -125,6 +140,10 @@ pub mod event_flags {
     /// The destination matched as an address learnt from a DNS answer (`domain_id` says which
     /// domain pattern).
     pub const LEARNT: u8 = 8;
+    /// A rule allowed it, but an automated response (see [`super::BlockKey`]) refused it.
+    pub const BLOCKED: u8 = 16;
+    /// Allowed, but not tracked as a flow: the flow table was full (counted).
+    pub const NO_FLOW: u8 = 32;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).
@@ -288,7 +307,9 @@ pub struct RuleEntry {
     pub protocols: u8,
     /// [`rule_flags`].
     pub flags: u8,
-    pub _pad: [u8; 2],
+    /// Stable id of the rule's vendor for the agent's lifetime (0: not a vendor's rule); the
+    /// key of [`BlockKey`].
+    pub vendor: u16,
     /// Index of the [`Selector`] within the slot; 0: any process.
     pub selector: u32,
 }
@@ -563,6 +584,81 @@ pub struct DnsEvent {
     pub _pad2: u32,
 }
 
+/// Flows the kernel tracks at once (both families). When the table is nearly full the agent
+/// reports and evicts the oldest; an insertion into a full table is counted and the attempt is
+/// reported with [`event_flags::NO_FLOW`].
+pub const MAX_FLOWS: u32 = 1 << 17;
+
+/// Key of `FLOWS`: one socket's traffic with one peer. A connected socket has one flow; an
+/// unconnected UDP socket has one per destination address and port it sends to, so a client
+/// that sends many datagrams to one place is one flow, not one event per datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub cookie: u64,
+    /// Peer address in network order; IPv4 (also an IPv4-mapped destination) in the first 4 bytes.
+    pub addr: [u8; 16],
+    /// Peer port, host order (0 for ICMP).
+    pub port: u16,
+    /// `AF_INET` or `AF_INET6`, as on the wire.
+    pub family: u8,
+    /// IPPROTO, UDP-Lite counted as UDP (as the connect hooks report it).
+    pub proto: u8,
+    pub _pad: u32,
+}
+
+/// Value of `FLOWS`: counted by the cgroup_skb programs, payload bytes (the transport's, so a
+/// transfer counts what the application sent), updated atomically.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// `bpf_ktime_get_ns` when the connect hook created the flow.
+    pub start_ns: u64,
+    /// Last packet either way.
+    pub last_ns: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+}
+
+/// A socket that had flows was released (closed, or its process exited). Its flows stay in
+/// `FLOWS` until the agent has read and removed them, so a flow that starts and ends between two
+/// reads is still reported, with its last bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowEnd {
+    /// [`record::FLOW_END`].
+    pub kind: u32,
+    pub _pad: u32,
+    pub cookie: u64,
+    pub ts_ns: u64,
+}
+
+/// Key of `BLOCKS`: a vendor refused to one executable (automated response) until the value, a
+/// `bpf_ktime_get_ns` time. The kernel checks the time itself, so a block never outlives its
+/// cool-down even if the agent is gone.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct BlockKey {
+    /// [`RuleEntry::vendor`].
+    pub vendor: u32,
+    pub exe_dev: u32,
+    pub exe_ino: u64,
+}
+
+/// Blocks in force at once.
+pub const MAX_BLOCKS: u32 = 1 << 12;
+
+/// Indexes of `FLOW_COUNTERS`.
+pub mod flow_counter {
+    /// A flow could not be tracked: the table was full.
+    pub const FULL: u32 = 0;
+    /// Attempts refused by a block.
+    pub const BLOCKED: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C), Copy, made of integers, with explicit padding.
@@ -582,6 +678,10 @@ mod pod {
     unsafe impl aya::Pod for super::LearntSlot {}
     unsafe impl aya::Pod for super::LearntKeyV4 {}
     unsafe impl aya::Pod for super::LearntKeyV6 {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowStats {}
+    unsafe impl aya::Pod for super::FlowEnd {}
+    unsafe impl aya::Pod for super::BlockKey {}
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.
@@ -597,3 +697,7 @@ const _: () = assert!(core::mem::size_of::<DnsEvent>() == 152 + 16 * DNS_EVENT_A
 const _: () = assert!(core::mem::size_of::<RuleEntry>() == 16);
 const _: () = assert!(core::mem::size_of::<Selector>() == 40);
 const _: () = assert!(core::mem::size_of::<ExeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 32);
+const _: () = assert!(core::mem::size_of::<FlowStats>() == 48);
+const _: () = assert!(core::mem::size_of::<FlowEnd>() == 24);
+const _: () = assert!(core::mem::size_of::<BlockKey>() == 16);

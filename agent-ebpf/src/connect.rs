@@ -14,7 +14,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, Learnt,
+    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, Learnt,
     LearntKeyV4, LearntKeyV6, SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
     MAX_SELECTORS, RULE_DEFAULT,
 };
@@ -35,7 +35,9 @@ use crate::{
         ACTIVE_SLOT, DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, EVENTS, EXE_SET, LEARNT_V4,
         LEARNT_V6, RULES, SELECTORS, SLOT_META,
     },
-    ring::{count_drop, wakeup_flags},
+    flows,
+    maps::FLOW_COUNTERS,
+    ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
 
@@ -124,12 +126,39 @@ struct Decision {
     generation: u32,
     flags: u8,
     domain_id: u32,
+    /// Vendor id of the rule that allowed, 0 if none.
+    vendor: u16,
 }
 
 #[inline(always)]
 fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
     let proc = current_proc();
-    let decision = decide(dest, &proc);
+    let mut decision = decide(dest, &proc);
+    if decision.verdict == verdict::ALLOW && decision.vendor != 0 && flows::blocked(decision.vendor, &proc) {
+        decision.verdict = verdict::DENY;
+        decision.flags |= event_flags::BLOCKED;
+    }
+    let sendmsg = hook == agent_common::hook::SENDMSG4 || hook == agent_common::hook::SENDMSG6;
+    let key = flows::key(ctx, &dest.addr, dest.port, dest.family, dest.proto);
+    let live = flows::live(&key);
+    if sendmsg && live {
+        // A datagram of a flow already reported: its verdict is taken again (the policy may have
+        // changed), but an allowed one is only counted in the flow. A block leaves live flows alone.
+        if decision.flags & event_flags::BLOCKED != 0 {
+            decision.verdict = verdict::ALLOW;
+            decision.flags &= !event_flags::BLOCKED;
+        }
+        if decision.verdict == verdict::ALLOW {
+            return PASS;
+        }
+    }
+    if decision.verdict == verdict::DENY {
+        if decision.flags & event_flags::BLOCKED != 0 {
+            add(&FLOW_COUNTERS, flow_counter::BLOCKED);
+        }
+    } else if !live && !flows::create(ctx, &key) {
+        decision.flags |= event_flags::NO_FLOW;
+    }
     emit(ctx, hook, dest, &proc, &decision);
     if decision.verdict == verdict::DENY {
         REFUSE
@@ -153,7 +182,14 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
     let Some((slot, meta)) = active_slot() else {
         // Unreachable with a loaded agent (array maps always have their entries); never refuse
         // on an internal fault.
-        return Decision { verdict: verdict::ALERT, rule_id: RULE_DEFAULT, generation: 0, flags: 0, domain_id: 0 };
+        return Decision {
+            verdict: verdict::ALERT,
+            rule_id: RULE_DEFAULT,
+            generation: 0,
+            flags: 0,
+            domain_id: 0,
+            vendor: 0,
+        };
     };
     let value = if dest.family == AF_INET {
         let mut a4 = [0u8; 4];
@@ -168,8 +204,8 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
     let mut scoped: Option<(u32, u8, u32)> = None;
     if let Some(value) = value {
         match match_rules(slot, &value, dest, proc) {
-            Match::Allowed(rule_id) => {
-                return Decision { verdict: verdict::ALLOW, rule_id, generation, flags: 0, domain_id: 0 };
+            Match::Allowed(rule_id, vendor) => {
+                return Decision { verdict: verdict::ALLOW, rule_id, generation, flags: 0, domain_id: 0, vendor };
             }
             Match::WrongProcess(rule_id, flags) => scoped = Some((rule_id, flags, 0)),
             Match::None => {}
@@ -212,6 +248,7 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
                 generation,
                 flags: event_flags::LEARNT,
                 domain_id: c.allowed_domain,
+                vendor: (c.allowed >> 48) as u16,
             };
         }
         if scoped.is_none() && c.wrong != 0 {
@@ -235,6 +272,7 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
             generation,
             flags: event_flags::PROCESS_NOT_ALLOWED | learnt_flag,
             domain_id,
+            vendor: 0,
         };
     }
     let verdict = match (meta.default_verdict, meta.mode) {
@@ -242,11 +280,12 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
         (verdict::DENY, mode::ENFORCE) => verdict::DENY,
         _ => verdict::ALERT,
     };
-    Decision { verdict, rule_id: RULE_DEFAULT, generation, flags: 0, domain_id: 0 }
+    Decision { verdict, rule_id: RULE_DEFAULT, generation, flags: 0, domain_id: 0, vendor: 0 }
 }
 
 enum Match {
-    Allowed(u32),
+    /// Rule id and vendor id.
+    Allowed(u32, u16),
     /// First entry whose destination, port and protocol matched but whose process did not.
     WrongProcess(u32, u8),
     None,
@@ -285,8 +324,8 @@ unsafe extern "C" fn slot_cb(index: u64, ctx: *mut c_void) -> i64 {
     }
     // SAFETY: as above.
     match match_rules(c.slot, &value, unsafe { &*c.dest }, unsafe { &*c.proc }) {
-        Match::Allowed(rule_id) => {
-            c.allowed = (1 << 40) | u64::from(rule_id);
+        Match::Allowed(rule_id, vendor) => {
+            c.allowed = (1 << 40) | (u64::from(vendor) << 48) | u64::from(rule_id);
             c.allowed_domain = s.domain_id;
             1
         }
@@ -310,7 +349,7 @@ struct RulesCtx {
     first: u32,
     count: u32,
     _pad: u32,
-    /// Packed [`Match`]: kind << 40 | flags << 32 | rule id.
+    /// Packed [`Match`]: vendor << 48 | kind << 40 | flags << 32 | rule id.
     allowed: u64,
     wrong: u64,
 }
@@ -339,7 +378,7 @@ unsafe extern "C" fn rule_cb(index: u64, ctx: *mut c_void) -> i64 {
         return 0;
     }
     if rule.selector == 0 || selector_matches(c.slot, rule.selector, proc) {
-        c.allowed = (1 << 40) | u64::from(rule.rule_id);
+        c.allowed = (u64::from(rule.vendor) << 48) | (1 << 40) | u64::from(rule.rule_id);
         return 1;
     }
     if c.wrong == 0 {
@@ -357,7 +396,7 @@ fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match 
         bpf_loop(n, rule_cb as *mut c_void, &mut c as *mut RulesCtx as *mut c_void, 0);
     }
     if c.allowed != 0 {
-        Match::Allowed(c.allowed as u32)
+        Match::Allowed(c.allowed as u32, (c.allowed >> 48) as u16)
     } else if c.wrong != 0 {
         Match::WrongProcess(c.wrong as u32, (c.wrong >> 32) as u8)
     } else {

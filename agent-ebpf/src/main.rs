@@ -4,6 +4,7 @@
 //!   report it through the ring buffer;
 //! - `dns`: cgroup_skb hooks that record DNS queries and learn the addresses of their answers
 //!   before the application reads them;
+//! - `flows`: cgroup_skb and sock_release hooks that count each flow's bytes and report its end;
 //! - `identity`: who is calling, and the exec tracepoint that names short-lived processes.
 #![no_std]
 #![no_main]
@@ -14,14 +15,15 @@
 
 mod connect;
 mod dns;
+mod flows;
 mod identity;
 mod maps;
 mod ring;
 
 use agent_common::hook;
 use aya_ebpf::{
-    macros::{cgroup_skb, cgroup_sock_addr, raw_tracepoint},
-    programs::{RawTracePointContext, SkBuffContext, SockAddrContext},
+    macros::{cgroup_skb, cgroup_sock, cgroup_sock_addr, raw_tracepoint},
+    programs::{RawTracePointContext, SkBuffContext, SockAddrContext, SockContext},
 };
 
 const AF_INET: u8 = 2;
@@ -58,6 +60,21 @@ pub fn dns_egress(ctx: SkBuffContext) -> i32 {
 #[cgroup_skb(ingress)]
 pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
     dns::ingress(&ctx)
+}
+
+#[cgroup_skb(egress)]
+pub fn flow_egress(ctx: SkBuffContext) -> i32 {
+    flows::count(&ctx, true)
+}
+
+#[cgroup_skb(ingress)]
+pub fn flow_ingress(ctx: SkBuffContext) -> i32 {
+    flows::count(&ctx, false)
+}
+
+#[cgroup_sock(sock_release)]
+pub fn flow_release(ctx: SockContext) -> i32 {
+    flows::release(&ctx)
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]

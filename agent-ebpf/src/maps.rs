@@ -1,9 +1,9 @@
 //! Every map of the kernel programs. Names are the constants of `agent_common::maps`.
 
 use agent_common::{
-    dns::ParseState, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Pending,
+    dns::ParseState, BlockKey, FlowKey, FlowStats, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Pending,
     ResolverKey, RuleEntry, Selector, SlotMeta, SockPending, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS,
-    MAX_EXE_KEYS, MAX_LEARNT, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    MAX_BLOCKS, MAX_EXE_KEYS, MAX_FLOWS, MAX_LEARNT, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya_ebpf::{
     btf_maps::SkStorage,
@@ -130,3 +130,19 @@ pub struct Scratch {
 /// The headers of the packet being parsed, per CPU and direction (see `dns::headers`).
 #[map(name = "DNS_HEADERS")]
 pub static DNS_HEADERS: PerCpuArray<crate::dns::L4> = PerCpuArray::with_max_entries(5, 0);
+
+/// Tracked flows (see `flows`). A plain hash, not an LRU: the kernel must never drop a flow
+/// silently; the agent reports and evicts the oldest when it fills up.
+#[map(name = "FLOWS")]
+pub static FLOWS: HashMap<FlowKey, FlowStats> = HashMap::with_max_entries(MAX_FLOWS, 0);
+
+/// Marks sockets that have flows, so that only their release is reported.
+#[btf_map]
+pub static SK_FLOWS: SkStorage<u32> = SkStorage::new();
+
+/// Automated responses: (vendor, executable) → `bpf_ktime_get_ns` until which it is refused.
+#[map(name = "BLOCKS")]
+pub static BLOCKS: HashMap<BlockKey, u64> = HashMap::with_max_entries(MAX_BLOCKS, 0);
+
+#[map(name = "FLOW_COUNTERS")]
+pub static FLOW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::flow_counter::COUNT, 0);

@@ -2,18 +2,17 @@
 //! vendors' allowlists, and reports or refuses everything else.
 
 mod baseline;
-mod btf;
 mod cgroup;
 mod cli;
-mod datapath;
 mod dns;
-mod enrich;
 mod events;
 mod fileid;
+mod kernel;
 mod logging;
-mod output;
 mod policy;
+mod pipeline;
 mod run;
+mod sinks;
 mod statefile;
 mod watch;
 
@@ -24,7 +23,7 @@ use clap::Parser as _;
 use crate::cli::{Cli, Command};
 
 /// Exit code for configuration errors (what clap uses for usage errors).
-const EXIT_USAGE: u8 = 2;
+pub const EXIT_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -32,26 +31,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { paths } => cli::check(&paths),
         Command::Explain(args) => cli::explain(&args),
-        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes } => {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(error = %e, "starting the async runtime failed");
-                    return ExitCode::FAILURE;
-                }
+        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state } => {
+            let pipeline = pipeline::Settings {
+                cmdline: !no_cmdline,
+                max_flows: flows.max_flows,
+                flow_update: std::time::Duration::from_secs(flows.flow_update),
+                events_per_key: flows.events_per_key,
             };
-            let args = run::RunArgs { ring_bytes, policy, cgroup, events, cmdline: !no_cmdline };
-            match rt.block_on(run::run(args)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    tracing::error!(error = %cli::error_chain(&e), "egress-agent stopped");
-                    if e.is_usage() {
-                        ExitCode::from(EXIT_USAGE)
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-            }
+            run::run_blocking(run::RunArgs { ring_bytes, policy, cgroup, events, pipeline, state, learn: None })
         }
+        Command::Learn(args) => cli::learn(args),
     }
 }

@@ -177,9 +177,20 @@ impl TestEnv {
 
     /// A server inside the namespace but outside the watched cgroup, logging what reaches it.
     pub fn server(&mut self, proto: &str, addr: &str, port: u16) -> ServerLog {
-        let log = self.path(&format!("server-{proto}-{}-{port}.log", addr.replace(':', "_")));
+        self.server_from(&["server.py"], proto, addr, port)
+    }
+
+    /// The bulk-transfer server of tests/py/bulk.py (known byte counts each way).
+    pub fn bulk_server(&mut self, proto: &str, addr: &str, port: u16) -> ServerLog {
+        self.server_from(&["bulk.py", "serve"], proto, addr, port)
+    }
+
+    fn server_from(&mut self, script: &[&str], proto: &str, addr: &str, port: u16) -> ServerLog {
+        let log = self.path(&format!("server-{}-{proto}-{}-{port}.log", script[0], addr.replace(':', "_")));
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.netns, "python3", &py("server.py"), proto, addr, &port.to_string()])
+            .args(["netns", "exec", &self.netns, "python3", &py(script[0])])
+            .args(&script[1..])
+            .args([proto, addr, &port.to_string()])
             .arg(&log)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -251,6 +262,24 @@ impl TestEnv {
             .arg(program)
             .args(args);
         c
+    }
+
+    /// Starts the agent with extra command-line arguments.
+    pub fn agent_with(&self, policy: &str, extra: &[&str]) -> Agent {
+        let policy_path = self.path("policy.yaml");
+        fs::write(&policy_path, policy).expect("write policy");
+        Agent::start(&agent_bin(), &policy_path, &self.cgroup, &self.dir, extra)
+    }
+
+    /// Runs a tests/py script in the cgroup and returns the JSON line it prints.
+    pub fn py_client(&self, script: &str, args: &[&str]) -> Value {
+        let path = py(script);
+        let mut all = vec![path.as_str()];
+        all.extend_from_slice(args);
+        let out = self.in_cgroup("python3", &all).output().expect("run client");
+        assert!(out.status.success(), "{script} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{script} output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
     }
 
     /// Runs tests/py/client.py in the cgroup and returns its JSON report.

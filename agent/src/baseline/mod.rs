@@ -7,3 +7,4 @@ pub mod inventory;
 pub mod learn;
 pub mod settings;
 pub mod stats;
+pub mod watch;

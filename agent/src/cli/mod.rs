@@ -1,7 +1,8 @@
-//! The command line; the commands that only read have a file each (`check`, `explain`).
+//! The command line; the commands other than `run` have a file each.
 
 mod check;
 mod explain;
+mod learn;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -9,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use check::check;
 pub use explain::explain;
+pub use learn::learn;
 
 #[derive(Parser)]
 #[command(
@@ -43,6 +45,12 @@ pub enum Command {
         /// (an event takes 120 bytes). Larger absorbs longer bursts; overflows are counted.
         #[arg(long, default_value_t = agent_common::EVENTS_RING_BYTES, value_parser = ring_bytes)]
         ring_bytes: u32,
+        #[command(flatten)]
+        flows: FlowArgs,
+        /// Directory for what the agent learns over time (inventory, baselines), kept across
+        /// restarts. Without it nothing is learnt or kept.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
     /// Validate policy files or directories (merged into one policy): print every problem with
     /// file, line, column and field, then what the policy allows. Exits 2 on any error.
@@ -52,6 +60,37 @@ pub enum Command {
     },
     /// Would this connection be allowed, and by which rule? Same matching code as the agent.
     Explain(ExplainArgs),
+    /// Watch in monitor mode (nothing is refused) for a while, then write a policy that allows
+    /// what was seen: one vendor per registrable domain, the processes, ports and protocols
+    /// used, with counts in comments for review.
+    Learn(LearnArgs),
+}
+
+#[derive(Args)]
+pub struct LearnArgs {
+    /// How long to watch: `90s`, `30m`, `1h`, `2d`, or seconds.
+    #[arg(long, value_parser = duration)]
+    pub duration: std::time::Duration,
+    /// cgroup v2 directory to watch (as for `run`); default: the whole host.
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// A base policy (repeatable): what it allows is left out of the proposal. It runs in
+    /// monitor mode while learning, whatever its `mode` says.
+    #[arg(long)]
+    pub policy: Vec<PathBuf>,
+    /// Where the proposed policy is written (refused if it exists, unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub force: bool,
+    /// `metadata.name` of the proposed policy.
+    #[arg(long, default_value = "learned")]
+    pub name: String,
+    /// Also write the events seen while learning (a file, or `-` for stdout).
+    #[arg(long)]
+    pub events: Option<PathBuf>,
+    #[command(flatten)]
+    pub flows: FlowArgs,
 }
 
 #[derive(Args)]
@@ -86,10 +125,44 @@ pub struct ExplainArgs {
     pub proto: ProtoArg,
 }
 
+/// How flows and repeated attempts become records.
+#[derive(Args, Clone)]
+pub struct FlowArgs {
+    /// Flows tracked at once (the kernel's table); past 90% the oldest are reported and evicted.
+    #[arg(long, default_value_t = agent_common::MAX_FLOWS, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
+    pub max_flows: u32,
+    /// Seconds between the records of a long-lived flow (0: only when it ends).
+    #[arg(long, default_value_t = 60)]
+    pub flow_update: u64,
+    /// Connect records per second for one process, destination, verdict and rule; further
+    /// attempts are folded into one record that says how many (`suppressed`). 0: never fold.
+    #[arg(long, default_value_t = 5)]
+    pub events_per_key: u32,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 pub enum ProtoArg {
     Tcp,
     Udp,
+}
+
+/// A duration: a number followed by `s`, `m`, `h` or `d` (seconds without a unit).
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (such as 90s, 30m, 1h, 2d)"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    if n == 0 {
+        return Err(format!("`{s}`: a duration must be more than zero"));
+    }
+    Ok(std::time::Duration::from_secs(n.saturating_mul(mult)))
 }
 
 fn ring_bytes(s: &str) -> Result<u32, String> {

@@ -13,9 +13,7 @@ use serde::Serialize;
 
 use crate::{
     dns::name::name_from_wire,
-    enrich::Enriched,
-    events::{self, addr},
-    output::Who,
+    events::{self, addr, connect::Who, enrich::Enriched},
     policy::CompiledPolicy,
 };
 
@@ -202,3 +200,34 @@ pub fn record<'a>(
         cookie: ev.cookie,
     }
 }
+
+/// The process identity of a DNS event, as the enricher reads it from connect events.
+pub fn identity(d: &agent_common::DnsEvent) -> agent_common::Event {
+    agent_common::Event {
+        kind: agent_common::record::CONNECT,
+        pid: d.pid,
+        tid: d.tid,
+        uid: d.uid,
+        gid: d.gid,
+        exe_dev: d.exe_dev,
+        rule_id: agent_common::RULE_DEFAULT,
+        generation: d.generation,
+        ts_ns: d.ts_ns,
+        cookie: d.cookie,
+        cgroup_id: d.cgroup_id,
+        exe_ino: d.exe_ino,
+        start_ns: d.start_ns,
+        daddr: d.server,
+        comm: d.comm,
+        dport: d.server_port,
+        family: d.family,
+        proto: d.proto,
+        verdict: d.verdict,
+        hook: 0,
+        flags: 0,
+        _pad1: 0,
+        domain_id: d.domain_id,
+        _pad2: 0,
+    }
+}
+

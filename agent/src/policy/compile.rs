@@ -104,6 +104,15 @@ impl CompiledPolicy {
         super::domains::lookup(&self.tables.domains, p).map_or_else(DestValue::default, |e| e.value)
     }
 
+    /// Makes this policy refuse nothing (for `learn`): monitor mode, and vendors that enforce
+    /// their processes in a monitor-mode policy only report them too.
+    pub fn monitor_only(&mut self) {
+        self.mode = Mode::Monitor;
+        for e in &mut self.tables.entries {
+            e.flags &= !rule_flags::MODE_ENFORCE;
+        }
+    }
+
     pub fn mode_bits(&self) -> u8 {
         match self.mode {
             Mode::Monitor => agent_common::mode::MONITOR,

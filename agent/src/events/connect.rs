@@ -1,17 +1,14 @@
-//! The event stream: one JSON object per line, to stdout or a file. Field names and meanings are a
-//! stable interface (README "Event format"); new fields may be added, none renamed or removed.
-
-use std::{
-    fs::OpenOptions,
-    io::{self, BufWriter, Write},
-    os::unix::fs::OpenOptionsExt as _,
-    path::Path,
-};
+//! The record of an outbound attempt (`kind: "connect"`) and the process fields every record
+//! kind shares. Field names and meanings are a stable interface (README "Event format"): new
+//! fields may be added, none renamed or removed.
 
 use agent_common::{event_flags, Event, RULE_DEFAULT};
 use serde::Serialize;
 
-use crate::{enrich::Enriched, events, policy::CompiledPolicy};
+use crate::{
+    events::{self, enrich::Enriched},
+    policy::CompiledPolicy,
+};
 
 /// Who made an attempt or a lookup: the fields every record kind shares.
 #[derive(Debug, Serialize)]
@@ -50,7 +47,7 @@ impl<'a> Who<'a> {
 #[derive(Debug, Serialize)]
 pub struct Record<'a> {
     pub ts: String,
-    /// `connect` for these; `dns` for DNS events (see `dns::event`).
+    /// `connect` for these; `flow` for flows (see `flows`), which carry these fields too.
     pub kind: &'static str,
     #[serde(flatten)]
     pub who: Who<'a>,
@@ -75,18 +72,46 @@ pub struct Record<'a> {
     pub domain: Option<String>,
     /// The domain pattern whose learnt address decided, if one did.
     pub domain_rule: Option<String>,
+    /// Attempts with the same process, destination, verdict and rule folded into this record by
+    /// the per-key rate limit since the previous one (0: none).
+    pub suppressed: u64,
+    /// An automated response refused it (`verdict` is `deny`).
+    pub blocked: bool,
 }
 
-/// Builds the record of one event. `policy` is the policy of the event's generation, if known.
+/// What an event's `vendor`, `rule` and `policy` fields say.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleNames {
+    pub vendor: Option<String>,
+    pub rule: String,
+    pub policy: Option<String>,
+}
+
+impl RuleNames {
+    /// Names the rule of `ev` in `policy`, the policy of the event's generation, if known.
+    pub fn of(ev: &Event, policy: Option<&CompiledPolicy>) -> Self {
+        let rule = policy.and_then(|p| p.rule(ev.rule_id));
+        RuleNames {
+            vendor: rule.and_then(|r| r.vendor.clone()),
+            rule: match rule {
+                Some(r) => r.name.clone(),
+                None if ev.rule_id == RULE_DEFAULT => "default".to_owned(),
+                None => "unknown".to_owned(),
+            },
+            policy: policy.map(|p| p.name.clone()),
+        }
+    }
+}
+
+/// Builds the record of one event.
 pub fn record<'a>(
     ev: &Event,
     who: &'a Enriched,
-    policy: Option<&'a CompiledPolicy>,
+    names: &'a RuleNames,
     ts_offset: i128,
     domain: Option<String>,
     domain_rule: Option<String>,
 ) -> Record<'a> {
-    let rule = policy.and_then(|p| p.rule(ev.rule_id));
     Record {
         ts: events::rfc3339(ts_offset + i128::from(ev.ts_ns)),
         kind: "connect",
@@ -96,13 +121,9 @@ pub fn record<'a>(
         dst: events::dst(ev).to_string(),
         dport: ev.dport,
         verdict: events::verdict(ev),
-        vendor: rule.and_then(|r| r.vendor.as_deref()),
-        rule: match rule {
-            Some(r) => &r.name,
-            None if ev.rule_id == RULE_DEFAULT => "default",
-            None => "unknown",
-        },
-        policy: policy.map(|p| p.name.as_str()),
+        vendor: names.vendor.as_deref(),
+        rule: &names.rule,
+        policy: names.policy.as_deref(),
         hook: events::hook(ev),
         cookie: ev.cookie,
         v4_mapped: ev.flags & event_flags::V4_MAPPED != 0,
@@ -115,32 +136,7 @@ pub fn record<'a>(
         },
         domain,
         domain_rule,
-    }
-}
-
-pub struct Sink {
-    out: BufWriter<Box<dyn Write + Send>>,
-}
-
-impl Sink {
-    /// `-` is stdout; anything else a file, appended to (so a restart does not erase history).
-    pub fn open(target: &Path) -> io::Result<Self> {
-        let w: Box<dyn Write + Send> = if target == Path::new("-") {
-            Box::new(io::stdout())
-        } else {
-            // Owner-only: events name processes and may carry command lines.
-            Box::new(OpenOptions::new().create(true).append(true).mode(0o600).open(target)?)
-        };
-        Ok(Self { out: BufWriter::with_capacity(64 * 1024, w) })
-    }
-
-    pub fn write<T: Serialize>(&mut self, rec: &T) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, rec).map_err(io::Error::other)?;
-        self.out.write_all(b"\n")
-    }
-
-    /// Called after each batch read from the ring buffer, so readers see events promptly.
-    pub fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        suppressed: 0,
+        blocked: ev.flags & event_flags::BLOCKED != 0,
     }
 }

@@ -16,20 +16,28 @@ use agent_common::{
 };
 use aya::{
     maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, ProgramError, RawTracePoint},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint,
+    },
     Ebpf, EbpfError,
 };
 
+use super::flows::VendorIds;
 use crate::{
     dns::ids::{DomainIds, IdsExhausted},
     policy::CompiledPolicy,
 };
 
-/// The DNS programs (cgroup_skb) and the direction each attaches to.
-const DNS_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
+/// The cgroup_skb programs (DNS, then flow accounting) and the direction each attaches to.
+const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 4] = [
     (progs::DNS_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
     (progs::DNS_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
+    (progs::FLOW_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
+    (progs::FLOW_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
 ];
+
+/// The socket-release hook that reports the end of sockets with flows.
+const RELEASE_HOOK: &str = "cgroup/sock_release";
 
 /// The kernel programs, built by build.rs for this kernel's BPF target and embedded in the binary.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -78,15 +86,17 @@ pub enum DatapathError {
     Logger(aya_log::Error),
 }
 
-fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
+pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
     move |source| DatapathError::Map { map, source }
 }
 
 pub struct Datapath {
-    ebpf: Ebpf,
+    pub(super) ebpf: Ebpf,
     active_slot: u32,
     /// Ids of every domain pattern installed so far (see `dns::ids`).
     domain_ids: DomainIds,
+    /// Ids of every vendor installed so far (the key of blocks).
+    pub(super) vendor_ids: VendorIds,
 }
 
 /// The learnt-address tables, counted.
@@ -100,10 +110,14 @@ pub struct LearntStats {
 
 impl Datapath {
     /// Loads the programs into the kernel (not attached yet) and writes the kernel offsets.
-    /// `ring_bytes`: capacity of the event ring buffer (a power of two, at least a page).
-    pub fn load(offsets: KernelOffsets, ring_bytes: u32) -> Result<Self, DatapathError> {
-        let mut ebpf = aya::EbpfLoader::new().map_max_entries(maps::EVENTS, ring_bytes).load(OBJECT)?;
-        for (name, hook, _) in DNS_HOOKS {
+    /// `ring_bytes`: capacity of the event ring buffer (a power of two, at least a page);
+    /// `max_flows`: capacity of the flow table.
+    pub fn load(offsets: KernelOffsets, ring_bytes: u32, max_flows: u32) -> Result<Self, DatapathError> {
+        let mut ebpf = aya::EbpfLoader::new()
+            .map_max_entries(maps::EVENTS, ring_bytes)
+            .map_max_entries(maps::FLOWS, max_flows)
+            .load(OBJECT)?;
+        for (name, hook, _) in SKB_HOOKS {
             let prog: &mut CgroupSkb = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
@@ -111,9 +125,14 @@ impl Datapath {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
+        let release: &mut CgroupSock = program(&mut ebpf, progs::FLOW_RELEASE, RELEASE_HOOK)?;
+        release
+            .load()
+            .map_err(|source| DatapathError::Program { program: progs::FLOW_RELEASE, hook: RELEASE_HOOK, source })?;
         let exec = exec_program(&mut ebpf)?;
         exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
-        let mut dp = Self { ebpf, active_slot: 0, domain_ids: DomainIds::default() };
+        let mut dp =
+            Self { ebpf, active_slot: 0, domain_ids: DomainIds::default(), vendor_ids: VendorIds::default() };
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
         let config_value = Config { offsets, wakeup_bytes: ring_bytes / 8, _pad: 0 };
         config.set(0, config_value, 0).map_err(map_err(maps::CONFIG))?;
@@ -149,7 +168,7 @@ impl Datapath {
         // The DNS programs before the connect hooks would be better still, but all attach before
         // the agent reports ready, and a query sent in between is only unrecorded (its answer
         // learns nothing: fail closed).
-        for (name, hook, direction) in DNS_HOOKS {
+        for (name, hook, direction) in SKB_HOOKS {
             let prog: &mut CgroupSkb = program(&mut self.ebpf, name, hook)?;
             prog.attach(&fd, direction, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
                 program: name,
@@ -158,10 +177,17 @@ impl Datapath {
                 source,
             })?;
         }
+        let release: &mut CgroupSock = program(&mut self.ebpf, progs::FLOW_RELEASE, RELEASE_HOOK)?;
+        release.attach(&fd, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
+            program: progs::FLOW_RELEASE,
+            hook: RELEASE_HOOK,
+            cgroup: cg.clone(),
+            source,
+        })?;
         Ok(())
     }
 
-    fn map_mut<'a, T>(&'a mut self, map: &'static str) -> Result<T, DatapathError>
+    pub(super) fn map_mut<'a, T>(&'a mut self, map: &'static str) -> Result<T, DatapathError>
     where
         T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
     {
@@ -180,10 +206,19 @@ impl Datapath {
         self.fill_trie::<AddrV4>(maps::DESTS_V4[slot_idx], v4)?;
         let v6 = t.v6.iter().map(|(n, v)| (Key::new(u32::from(n.prefix_len()), n.network().octets()), *v));
         self.fill_trie::<AddrV6>(maps::DESTS_V6[slot_idx], v6)?;
+        // Each entry carries its vendor's id, which blocks are keyed by.
+        let entries: Vec<RuleEntry> = t
+            .entries
+            .iter()
+            .map(|e| {
+                let vendor = policy.rule(e.rule_id).and_then(|r| r.vendor.as_deref());
+                RuleEntry { vendor: vendor.map_or(0, |v| self.vendor_ids.assign(v)), ..*e }
+            })
+            .collect();
         {
             let mut rules: Array<_, RuleEntry> = self.map_mut(maps::RULES)?;
             let base = slot * MAX_RULE_ENTRIES;
-            for (i, e) in t.entries.iter().enumerate() {
+            for (i, e) in entries.iter().enumerate() {
                 rules.set(base + i as u32, e, 0).map_err(map_err(maps::RULES))?;
             }
         }

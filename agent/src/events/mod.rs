@@ -1,14 +1,22 @@
-//! Decoding of the kernel's [`Event`] records and of their fields into text.
+//! Kernel records, from the ring buffer to what the agent writes: decoding (here), who made them
+//! (`enrich`), the connect record (`connect`), flows (`flows`) and the per-key rate limit
+//! (`ratelimit`).
+
+pub mod connect;
+pub mod enrich;
+pub mod flows;
+pub mod ratelimit;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use agent_common::{hook, record, verdict, DnsEvent, Event, ExecEvent};
+use agent_common::{hook, record, verdict, DnsEvent, Event, ExecEvent, FlowEnd};
 
 /// One ring-buffer record.
 pub enum Record {
     Connect(Event),
     Exec(Box<ExecEvent>),
     Dns(Box<DnsEvent>),
+    FlowEnd(FlowEnd),
 }
 
 /// Copies a record out of the ring buffer; `None` for an unknown kind or a short record (an ABI
@@ -19,6 +27,7 @@ pub fn decode(bytes: &[u8]) -> Option<Record> {
         record::CONNECT => read::<Event>(bytes).map(Record::Connect),
         record::EXEC => read::<ExecEvent>(bytes).map(|e| Record::Exec(Box::new(e))),
         record::DNS => read::<DnsEvent>(bytes).map(|e| Record::Dns(Box::new(e))),
+        record::FLOW_END => read::<FlowEnd>(bytes).map(Record::FlowEnd),
         _ => None,
     }
 }

@@ -1,0 +1,213 @@
+//! Flows: what each allowed socket sends and receives, counted in the kernel.
+//!
+//! - The connect hooks create a flow when they allow (or alert on) a socket's first attempt
+//!   towards a peer ([`create`]); an unconnected UDP socket gets one flow per peer address and
+//!   port, and its later datagrams to that peer are only counted, not reported one by one.
+//! - The cgroup_skb programs ([`count`]) add every packet's transport payload to its flow, found
+//!   from the packet itself (socket cookie, peer address and port), so connected and unconnected
+//!   sockets are counted alike.
+//! - cgroup/sock_release ([`release`]) reports the end of a socket that has flows. The flows stay
+//!   in `FLOWS` until the agent reads and removes them: a flow that starts and ends between two
+//!   reads is still reported, and data TCP sends after close() is still counted.
+
+use core::ffi::c_void;
+
+use agent_common::{record, BlockKey, FlowEnd, FlowKey, FlowStats};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_storage_get},
+    programs::{SkBuffContext, SockAddrContext, SockContext},
+    EbpfContext as _,
+};
+
+use crate::{
+    identity::Proc,
+    maps::{BLOCKS, EVENTS, FLOWS, FLOW_COUNTERS, SK_FLOWS},
+    ring::{add, count_drop, wakeup_flags},
+    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+};
+
+/// cgroup_skb: let the packet through (these programs only count).
+const PASS: i32 = 1;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_DSTOPTS: u8 = 60;
+/// Extension headers skipped before giving up on a packet (uncounted).
+const IPV6_EXT_MAX: u32 = 4;
+
+/// The flow key of an attempt seen by a connect hook.
+#[inline(always)]
+pub fn key(ctx: &SockAddrContext, addr: &[u8; 16], port: u16, family: u8, proto: u8) -> FlowKey {
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    // Ports mean nothing to ICMP (ping sockets): the packets carry none either.
+    let port = if proto as u32 == IPPROTO_TCP || proto as u32 == IPPROTO_UDP { port } else { 0 };
+    FlowKey { cookie, addr: *addr, port, family, proto, _pad: 0 }
+}
+
+#[inline(always)]
+pub fn live(key: &FlowKey) -> bool {
+    FLOWS.get_ptr(key).is_some()
+}
+
+/// Starts tracking a flow, and marks its socket so that its release is reported. False when the
+/// table is full (counted): the attempt is still decided and reported, only not counted.
+#[inline(always)]
+pub fn create(ctx: &SockAddrContext, key: &FlowKey) -> bool {
+    // SAFETY: plain helper.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let stats = FlowStats { start_ns: now, last_ns: now, ..FlowStats::default() };
+    // The mark first: a flow without one would never be reported as ended.
+    // SAFETY: the socket of a sock_addr program is a full socket.
+    let mark = unsafe { SK_FLOWS.get_or_insert_ptr_mut(ctx, None) };
+    if mark.is_null() {
+        add(&FLOW_COUNTERS, agent_common::flow_counter::FULL);
+        return false;
+    }
+    match FLOWS.insert(key, &stats, u64::from(BPF_NOEXIST)) {
+        Ok(()) => true,
+        // Created a moment ago by another thread sending on the same socket.
+        Err(e) if e == -17 => true,
+        Err(_) => {
+            add(&FLOW_COUNTERS, agent_common::flow_counter::FULL);
+            false
+        }
+    }
+}
+
+/// Whether an automated response refuses this executable the vendor `vendor` now.
+#[inline(always)]
+pub fn blocked(vendor: u16, proc: &Proc) -> bool {
+    if proc.exe_ino == 0 {
+        return false;
+    }
+    let key = BlockKey { vendor: u32::from(vendor), exe_dev: proc.exe_dev, exe_ino: proc.exe_ino };
+    // SAFETY: a read of a live map value.
+    match unsafe { BLOCKS.get(&key) } {
+        // SAFETY: plain helper.
+        Some(&until) => until > unsafe { bpf_ktime_get_ns() },
+        None => false,
+    }
+}
+
+/// Adds a packet to its flow, if it has one.
+#[inline(always)]
+pub fn count(ctx: &SkBuffContext, egress: bool) -> i32 {
+    let _ = try_count(ctx, egress);
+    PASS
+}
+
+#[inline(always)]
+fn try_count(ctx: &SkBuffContext, egress: bool) -> Option<()> {
+    // SAFETY: the kernel hands the program a valid __sk_buff; the helper takes the context.
+    let (skb, cookie) = unsafe { (&*ctx.skb.skb, bpf_get_socket_cookie(ctx.as_ptr())) };
+    if cookie == 0 {
+        return None;
+    }
+    let mut key = FlowKey { cookie, ..FlowKey::default() };
+    let l3: u32;
+    let proto: u8;
+    match u16::from_be(skb.protocol as u16) {
+        ETH_P_IP => {
+            let vihl: u8 = ctx.load(0).ok()?;
+            let frag: u16 = u16::from_be(ctx.load(6).ok()?);
+            l3 = u32::from(vihl & 0x0f) * 4;
+            proto = ctx.load(9).ok()?;
+            let a: [u8; 4] = ctx.load(if egress { 16 } else { 12 }).ok()?;
+            key.addr[..4].copy_from_slice(&a);
+            key.family = AF_INET;
+            // A later fragment has no transport header: its bytes cannot be placed.
+            if frag & 0x1fff != 0 {
+                return None;
+            }
+        }
+        ETH_P_IPV6 => {
+            key.addr = ctx.load(if egress { 24 } else { 8 }).ok()?;
+            key.family = AF_INET6;
+            let mut next: u8 = ctx.load(6).ok()?;
+            let mut at: u32 = 40;
+            // Extension headers before the transport header. BIG TCP packets (over 64 KiB, which
+            // loopback and fast NICs send) carry a hop-by-hop jumbo header: missing it would miss
+            // most of a bulk transfer's bytes.
+            let mut i = 0;
+            while i < IPV6_EXT_MAX {
+                match next {
+                    IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS => {
+                        let h: [u8; 2] = ctx.load(at as usize).ok()?;
+                        next = h[0];
+                        at += (u32::from(h[1]) + 1) * 8;
+                    }
+                    IPV6_FRAGMENT => {
+                        let h: [u8; 4] = ctx.load(at as usize).ok()?;
+                        // A later fragment has no transport header.
+                        if u16::from_be_bytes([h[2], h[3]]) & 0xfff8 != 0 {
+                            return None;
+                        }
+                        next = h[0];
+                        at += 8;
+                    }
+                    _ => break,
+                }
+                i += 1;
+            }
+            l3 = at;
+            proto = next;
+        }
+        _ => return None,
+    }
+    let (l4, ported) = match proto as u32 {
+        IPPROTO_TCP => {
+            let doff: u8 = ctx.load(l3 as usize + 12).ok()?;
+            (u32::from(doff >> 4) * 4, true)
+        }
+        IPPROTO_UDP | IPPROTO_UDPLITE => (8, true),
+        _ => (8, false),
+    };
+    if ported {
+        // The peer's port: the destination going out, the source coming in.
+        let at = l3 as usize + if egress { 2 } else { 0 };
+        key.port = u16::from_be(ctx.load(at).ok()?);
+    }
+    key.proto = if proto as u32 == IPPROTO_UDPLITE { IPPROTO_UDP as u8 } else { proto };
+    let flow = FLOWS.get_ptr_mut(&key)?;
+    let payload = u64::from(skb.len.saturating_sub(l3 + l4));
+    // A GSO packet is several on the wire.
+    let packets = u64::from(if skb.gso_segs == 0 { 1 } else { skb.gso_segs });
+    // SAFETY: a live map value; the counters are updated atomically since both directions and
+    // several CPUs count into the same flow at once.
+    unsafe {
+        let (bytes, pkts) = if egress {
+            (&raw mut (*flow).bytes_out, &raw mut (*flow).packets_out)
+        } else {
+            (&raw mut (*flow).bytes_in, &raw mut (*flow).packets_in)
+        };
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(bytes, payload);
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(pkts, packets);
+        (*flow).last_ns = bpf_ktime_get_ns();
+    }
+    Some(())
+}
+
+/// cgroup/sock_release: reports that a socket with flows is gone.
+#[inline(always)]
+pub fn release(ctx: &SockContext) -> i32 {
+    let map = &SK_FLOWS as *const _ as *mut c_void;
+    // SAFETY: the storage helper takes the program's socket (its context) and the map; no create.
+    let mark = unsafe { bpf_sk_storage_get(map, ctx.as_ptr(), core::ptr::null_mut(), 0) };
+    if mark.is_null() {
+        return 1;
+    }
+    let Some(mut entry) = EVENTS.reserve::<FlowEnd>(0) else {
+        // Its flows are found by the agent's sweep instead (see the agent's flows module).
+        count_drop();
+        return 1;
+    };
+    // SAFETY: plain helpers; the cookie helper takes the program's own context.
+    let (cookie, ts_ns) = unsafe { (bpf_get_socket_cookie(ctx.as_ptr()), bpf_ktime_get_ns()) };
+    entry.write(FlowEnd { kind: record::FLOW_END, _pad: 0, cookie, ts_ns });
+    entry.submit(wakeup_flags());
+    1
+}

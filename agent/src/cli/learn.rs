@@ -1,0 +1,34 @@
+//! `egress-agent learn`: run the datapath in monitor mode for a while, then write the policy the
+//! observed traffic needs (see `baseline::learn` for what it proposes).
+
+use std::{path::PathBuf, process::ExitCode};
+
+use super::LearnArgs;
+use crate::{pipeline, run};
+
+pub fn learn(args: LearnArgs) -> ExitCode {
+    if args.out.exists() && !args.force {
+        eprintln!("{} exists: choose another --out, or pass --force to replace it", args.out.display());
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    let dir = args.out.parent().filter(|d| !d.as_os_str().is_empty()).map_or_else(|| PathBuf::from("."), PathBuf::from);
+    if !dir.is_dir() {
+        eprintln!("{}: no such directory for --out", dir.display());
+        return ExitCode::from(crate::EXIT_USAGE);
+    }
+    let pipeline = pipeline::Settings {
+        cmdline: false,
+        max_flows: args.flows.max_flows,
+        flow_update: std::time::Duration::from_secs(args.flows.flow_update),
+        events_per_key: args.flows.events_per_key,
+    };
+    run::run_blocking(run::RunArgs {
+        ring_bytes: agent_common::EVENTS_RING_BYTES,
+        policy: args.policy,
+        cgroup: args.cgroup,
+        events: args.events.unwrap_or_else(|| PathBuf::from("/dev/null")),
+        pipeline,
+        state: None,
+        learn: Some(run::Learning { duration: args.duration, out: args.out, name: args.name }),
+    })
+}

@@ -1,0 +1,413 @@
+//! Flows as the agent tracks them: each starts with the connect record the kernel wrote when it
+//! created the flow, is counted in the kernel's `FLOWS` table, and ends when its socket is
+//! released (a `FlowEnd` record). The tracker joins the two and writes one `kind: "flow"` record
+//! per finished flow, an update for long-lived ones, and reports and evicts the oldest when the
+//! table nears its capacity.
+//!
+//! Memory: an open flow costs about 250 bytes here (the connect event, shared process and rule
+//! names, counters), so 100,000 open flows stay around 25 MiB.
+
+use std::{collections::BTreeMap, num::NonZeroUsize, sync::Arc};
+
+use agent_common::{event_flags, verdict, Event, FlowKey, FlowStats};
+use lru::LruCache;
+use serde::Serialize;
+
+use super::{
+    connect::{self, Record, RuleNames},
+    enrich::Enriched,
+};
+
+/// A flow is read and removed this long after its socket was released: TCP may still be
+/// sending what the application wrote before close(), and those bytes belong to the flow.
+pub const END_GRACE_NS: u64 = 200_000_000;
+/// Flows older than this that the kernel has and the agent never heard of (their connect record
+/// was lost to a full ring) are removed by the sweep.
+const ORPHAN_AGE_NS: u64 = 10_000_000_000;
+
+/// Where the kernel's counters are read (the datapath; a fake in tests).
+pub trait FlowTable {
+    fn read(&mut self, key: &FlowKey) -> Option<FlowStats>;
+    /// Reads and removes.
+    fn take(&mut self, key: &FlowKey) -> Option<FlowStats>;
+    fn all(&mut self) -> Vec<(FlowKey, FlowStats)>;
+}
+
+#[derive(Clone)]
+pub struct OpenFlow {
+    /// The connect record that started it.
+    pub ev: Event,
+    pub who: Arc<Enriched>,
+    pub names: Arc<RuleNames>,
+    pub domain: Option<Arc<str>>,
+    pub domain_rule: Option<Arc<str>>,
+    /// Counters already reported (updates report the delta to baselines).
+    pub reported_out: u64,
+    pub reported_in: u64,
+    last_report_ns: u64,
+    /// When its socket was released (0: still open).
+    ended_ns: u64,
+}
+
+impl OpenFlow {
+    pub fn new(
+        ev: Event,
+        who: Arc<Enriched>,
+        names: Arc<RuleNames>,
+        domain: Option<Arc<str>>,
+        domain_rule: Option<Arc<str>>,
+    ) -> Self {
+        let ts = ev.ts_ns;
+        OpenFlow { ev, who, names, domain, domain_rule, reported_out: 0, reported_in: 0, last_report_ns: ts, ended_ns: 0 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FlowState {
+    /// The socket was released: final counters.
+    End,
+    /// Still open: counters so far (long-lived flows, every update interval).
+    Update,
+    /// Pushed out of a full table: counters so far; it is no longer tracked.
+    Evicted,
+    /// The agent is stopping: counters so far.
+    Stopped,
+}
+
+/// A flow to write, and the bytes it added since it was last reported.
+pub struct FlowReport {
+    pub flow: OpenFlow,
+    pub stats: FlowStats,
+    pub state: FlowState,
+    /// CLOCK_MONOTONIC time the report is for (the end, or now).
+    pub at_ns: u64,
+    pub delta_out: u64,
+    pub delta_in: u64,
+}
+
+/// What the tracker did, for logs and metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FlowTotals {
+    pub evicted: u64,
+    pub orphaned: u64,
+}
+
+pub struct FlowTracker {
+    /// Ordered by key, whose first field is the socket cookie: a socket's flows are one range.
+    open: BTreeMap<FlowKey, OpenFlow>,
+    capacity: usize,
+    update_every_ns: u64,
+    /// Process descriptions shared by the flows of one process.
+    who_cache: LruCache<(u32, u64, u64, u64), Arc<Enriched>>,
+    pub totals: FlowTotals,
+}
+
+impl FlowTracker {
+    /// `capacity`: the kernel table's; `update_every_ns`: how often a long-lived flow is reported.
+    pub fn new(capacity: usize, update_every_ns: u64) -> Self {
+        let cache = NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN);
+        FlowTracker {
+            open: BTreeMap::new(),
+            capacity,
+            update_every_ns,
+            who_cache: LruCache::new(cache),
+            totals: FlowTotals::default(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.open.len()
+    }
+
+    /// The key the kernel counts a connect event's flow under, if the kernel tracks it.
+    pub fn key_of(ev: &Event) -> Option<FlowKey> {
+        if ev.verdict == verdict::DENY || ev.flags & event_flags::NO_FLOW != 0 {
+            return None;
+        }
+        let port = if ev.proto == 6 || ev.proto == 17 { ev.dport } else { 0 };
+        Some(FlowKey { cookie: ev.cookie, addr: ev.daddr, port, family: ev.family, proto: ev.proto, _pad: 0 })
+    }
+
+    /// One shared description per process, so that many flows of one process cost one.
+    pub fn shared_who(&mut self, ev: &Event, who: Enriched) -> Arc<Enriched> {
+        let key = (ev.pid, ev.start_ns, ev.exe_ino, ev.cgroup_id);
+        if let Some(w) = self.who_cache.get(&key) {
+            return w.clone();
+        }
+        let w = Arc::new(who);
+        self.who_cache.put(key, w.clone());
+        w
+    }
+
+    /// Starts tracking the flow of a connect record (a second record for a flow already tracked,
+    /// a UDP socket connected again to the same peer, changes nothing).
+    pub fn open(&mut self, key: FlowKey, flow: OpenFlow) {
+        self.open.entry(key).or_insert(flow);
+    }
+
+    /// A socket was released: its flows end (they are read once [`END_GRACE_NS`] has passed).
+    pub fn ended(&mut self, cookie: u64, ts_ns: u64) {
+        for (_, f) in self.open.range_mut(cookie_range(cookie)) {
+            if f.ended_ns == 0 {
+                f.ended_ns = ts_ns.max(1);
+            }
+        }
+    }
+
+    /// Ended flows past their grace, updates of long-lived flows, and evictions when the table
+    /// is nearly full.
+    pub fn tick(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> Vec<FlowReport> {
+        let mut out = Vec::new();
+        let done: Vec<FlowKey> = self
+            .open
+            .iter()
+            .filter(|(_, f)| f.ended_ns != 0 && now_ns.saturating_sub(f.ended_ns) >= END_GRACE_NS)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in done {
+            if let Some(f) = self.open.remove(&k) {
+                let stats = table.take(&k).unwrap_or_else(|| zero(&f));
+                let at = f.ended_ns;
+                out.push(report(f, stats, FlowState::End, at));
+            }
+        }
+        if self.update_every_ns > 0 {
+            let due: Vec<FlowKey> = self
+                .open
+                .iter()
+                .filter(|(_, f)| f.ended_ns == 0 && now_ns.saturating_sub(f.last_report_ns) >= self.update_every_ns)
+                .map(|(k, _)| *k)
+                .collect();
+            for k in due {
+                let Some(stats) = table.read(&k) else { continue };
+                if let Some(f) = self.open.get_mut(&k) {
+                    let r = report(f.clone(), stats, FlowState::Update, now_ns);
+                    f.reported_out = stats.bytes_out;
+                    f.reported_in = stats.bytes_in;
+                    f.last_report_ns = now_ns;
+                    out.push(r);
+                }
+            }
+        }
+        // Report and evict the oldest before the kernel's table is full, so that new flows are
+        // still tracked: down to 80% once past 90%.
+        if self.open.len() * 10 > self.capacity * 9 {
+            let target = self.capacity * 8 / 10;
+            let mut by_age: Vec<(u64, FlowKey)> = self.open.iter().map(|(k, f)| (f.ev.ts_ns, *k)).collect();
+            by_age.sort_unstable_by_key(|(ts, _)| *ts);
+            let excess = self.open.len().saturating_sub(target);
+            for (_, k) in by_age.into_iter().take(excess) {
+                if let Some(f) = self.open.remove(&k) {
+                    let stats = table.take(&k).unwrap_or_else(|| zero(&f));
+                    out.push(report(f, stats, FlowState::Evicted, now_ns));
+                    self.totals.evicted += 1;
+                }
+            }
+        }
+        out
+    }
+
+    /// Removes flows the kernel has and the agent never heard of (their connect record was lost
+    /// with a full ring: already counted as dropped events). Returns how many.
+    pub fn sweep(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> u64 {
+        let mut n = 0;
+        for (k, s) in table.all() {
+            if !self.open.contains_key(&k) && now_ns.saturating_sub(s.start_ns) >= ORPHAN_AGE_NS {
+                table.take(&k);
+                n += 1;
+            }
+        }
+        self.totals.orphaned += n;
+        n
+    }
+
+    /// Every tracked flow, as the agent stops (removed from the kernel's table).
+    pub fn finish_all(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> Vec<FlowReport> {
+        std::mem::take(&mut self.open)
+            .into_iter()
+            .map(|(k, f)| {
+                let stats = table.take(&k).unwrap_or_else(|| zero(&f));
+                let (state, at) = if f.ended_ns != 0 { (FlowState::End, f.ended_ns) } else { (FlowState::Stopped, now_ns) };
+                report(f, stats, state, at)
+            })
+            .collect()
+    }
+}
+
+fn cookie_range(cookie: u64) -> std::ops::RangeInclusive<FlowKey> {
+    let lo = FlowKey { cookie, addr: [0; 16], port: 0, family: 0, proto: 0, _pad: 0 };
+    let hi = FlowKey { cookie, addr: [0xff; 16], port: u16::MAX, family: u8::MAX, proto: u8::MAX, _pad: u32::MAX };
+    lo..=hi
+}
+
+/// Counters of a flow the kernel no longer has (it never should): nothing counted.
+fn zero(f: &OpenFlow) -> FlowStats {
+    FlowStats { start_ns: f.ev.ts_ns, last_ns: f.ev.ts_ns, ..FlowStats::default() }
+}
+
+fn report(flow: OpenFlow, stats: FlowStats, state: FlowState, at_ns: u64) -> FlowReport {
+    let delta_out = stats.bytes_out.saturating_sub(flow.reported_out);
+    let delta_in = stats.bytes_in.saturating_sub(flow.reported_in);
+    FlowReport { flow, stats, state, at_ns, delta_out, delta_in }
+}
+
+/// `kind: "flow"`: the connect record's fields, and what the flow carried.
+#[derive(Serialize)]
+pub struct FlowRecord<'a> {
+    #[serde(flatten)]
+    pub conn: Record<'a>,
+    pub state: FlowState,
+    /// When the connect hook created the flow.
+    pub start: String,
+    /// When the socket was released (`end` records only).
+    pub end: Option<String>,
+    pub duration_ms: u64,
+    pub bytes_out: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub packets_in: u64,
+}
+
+pub fn record<'a>(r: &'a FlowReport, ts_offset: i128) -> FlowRecord<'a> {
+    let f = &r.flow;
+    let domain = f.domain.as_deref().map(str::to_owned);
+    let domain_rule = f.domain_rule.as_deref().map(str::to_owned);
+    let mut conn = connect::record(&f.ev, &f.who, &f.names, ts_offset, domain, domain_rule);
+    conn.kind = "flow";
+    conn.ts = super::rfc3339(ts_offset + i128::from(r.at_ns));
+    let start_ns = if r.stats.start_ns != 0 { r.stats.start_ns } else { f.ev.ts_ns };
+    FlowRecord {
+        conn,
+        state: r.state,
+        start: super::rfc3339(ts_offset + i128::from(start_ns)),
+        end: (r.state == FlowState::End).then(|| super::rfc3339(ts_offset + i128::from(r.at_ns))),
+        duration_ms: r.at_ns.saturating_sub(start_ns) / 1_000_000,
+        bytes_out: r.stats.bytes_out,
+        bytes_in: r.stats.bytes_in,
+        packets_out: r.stats.packets_out,
+        packets_in: r.stats.packets_in,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Fake(HashMap<FlowKey, FlowStats>);
+
+    impl FlowTable for Fake {
+        fn read(&mut self, key: &FlowKey) -> Option<FlowStats> {
+            self.0.get(key).copied()
+        }
+        fn take(&mut self, key: &FlowKey) -> Option<FlowStats> {
+            self.0.remove(key)
+        }
+        fn all(&mut self) -> Vec<(FlowKey, FlowStats)> {
+            self.0.iter().map(|(k, v)| (*k, *v)).collect()
+        }
+    }
+
+    fn ev(cookie: u64, port: u16, ts_ns: u64) -> Event {
+        Event {
+            kind: 1,
+            pid: 1,
+            tid: 1,
+            uid: 0,
+            gid: 0,
+            exe_dev: 0,
+            rule_id: 0,
+            generation: 1,
+            ts_ns,
+            cookie,
+            cgroup_id: 0,
+            exe_ino: 0,
+            start_ns: 0,
+            daddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            comm: [0; 16],
+            dport: port,
+            family: 2,
+            proto: 17,
+            verdict: 0,
+            hook: 3,
+            flags: 0,
+            _pad1: 0,
+            domain_id: 0,
+            _pad2: 0,
+        }
+    }
+
+    fn open(t: &mut FlowTracker, k: &mut Fake, e: Event, out: u64) -> FlowKey {
+        let key = FlowTracker::key_of(&e).expect("tracked");
+        k.0.insert(key, FlowStats { start_ns: e.ts_ns, bytes_out: out, ..FlowStats::default() });
+        let who = t.shared_who(&e, Enriched::default());
+        t.open(key, OpenFlow::new(e, who, Arc::new(RuleNames::default()), None, None));
+        key
+    }
+
+    #[test]
+    fn a_released_socket_ends_all_its_flows_after_the_grace() {
+        let (mut t, mut k) = (FlowTracker::new(100, 0), Fake::default());
+        open(&mut t, &mut k, ev(7, 53, 10), 100);
+        open(&mut t, &mut k, ev(7, 54, 11), 200);
+        open(&mut t, &mut k, ev(8, 53, 12), 300);
+        t.ended(7, 1_000);
+        assert!(t.tick(&mut k, 1_000 + END_GRACE_NS - 1).is_empty(), "not before the grace");
+        let r = t.tick(&mut k, 1_000 + END_GRACE_NS);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|r| r.state == FlowState::End && r.at_ns == 1_000));
+        assert_eq!(r.iter().map(|r| r.delta_out).sum::<u64>(), 300);
+        assert_eq!(t.len(), 1);
+        assert_eq!(k.0.len(), 1, "read and removed from the kernel's table");
+    }
+
+    #[test]
+    fn long_lived_flows_report_updates_with_deltas() {
+        let (mut t, mut k) = (FlowTracker::new(100, 1_000), Fake::default());
+        let key = open(&mut t, &mut k, ev(7, 53, 0), 100);
+        let r = t.tick(&mut k, 1_000);
+        assert_eq!((r.len(), r[0].state, r[0].delta_out), (1, FlowState::Update, 100));
+        k.0.get_mut(&key).expect("flow").bytes_out = 250;
+        let r = t.tick(&mut k, 2_000);
+        assert_eq!(r[0].delta_out, 150, "only what is new since the last report");
+        assert_eq!(r[0].stats.bytes_out, 250);
+    }
+
+    #[test]
+    fn a_nearly_full_table_reports_and_evicts_the_oldest() {
+        let (mut t, mut k) = (FlowTracker::new(10, 0), Fake::default());
+        for i in 0..10 {
+            open(&mut t, &mut k, ev(i, 53, 100 + i), 1);
+        }
+        let r = t.tick(&mut k, 1_000);
+        assert_eq!(r.len(), 2, "down to 80%");
+        assert!(r.iter().all(|r| r.state == FlowState::Evicted));
+        assert_eq!(r.iter().map(|r| r.flow.ev.cookie).collect::<Vec<_>>(), vec![0, 1], "oldest first");
+        assert_eq!(t.totals.evicted, 2);
+        assert_eq!(k.0.len(), 8);
+    }
+
+    #[test]
+    fn the_sweep_removes_old_flows_nobody_reported() {
+        let (mut t, mut k) = (FlowTracker::new(10, 0), Fake::default());
+        open(&mut t, &mut k, ev(1, 53, 0), 1);
+        let stray = FlowKey { cookie: 99, ..FlowKey::default() };
+        k.0.insert(stray, FlowStats::default());
+        assert_eq!(t.sweep(&mut k, ORPHAN_AGE_NS), 1);
+        assert_eq!(k.0.len(), 1);
+        assert_eq!(t.totals.orphaned, 1);
+    }
+
+    #[test]
+    fn denied_and_untracked_attempts_have_no_flow() {
+        let mut e = ev(1, 53, 0);
+        e.verdict = verdict::DENY;
+        assert!(FlowTracker::key_of(&e).is_none());
+        let mut e = ev(1, 53, 0);
+        e.flags = event_flags::NO_FLOW;
+        assert!(FlowTracker::key_of(&e).is_none());
+    }
+}

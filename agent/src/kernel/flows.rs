@@ -1,0 +1,100 @@
+//! The flow table, the blocks of automated responses, and the stable vendor ids blocks are keyed
+//! by, as the agent reads and writes them.
+
+use std::collections::HashMap as StdHashMap;
+
+use agent_common::{flow_counter, maps, BlockKey, FlowKey, FlowStats};
+use aya::maps::{HashMap, MapError, PerCpuArray};
+
+use super::datapath::{map_err, Datapath, DatapathError};
+
+/// Vendor ids, stable for the agent's lifetime like domain pattern ids: a reload that keeps a
+/// vendor keeps its id, so its blocks stay in force without being rewritten.
+#[derive(Debug, Clone, Default)]
+pub struct VendorIds {
+    by_name: StdHashMap<String, u16>,
+}
+
+impl VendorIds {
+    /// The id of `vendor`, assigning the next one to a new name; 0 (no vendor: cannot be
+    /// blocked) once 65,535 vendors have been seen since the agent started.
+    pub fn assign(&mut self, vendor: &str) -> u16 {
+        if let Some(&id) = self.by_name.get(vendor) {
+            return id;
+        }
+        let Ok(id) = u16::try_from(self.by_name.len() + 1) else { return 0 };
+        self.by_name.insert(vendor.to_owned(), id);
+        id
+    }
+
+    pub fn get(&self, vendor: &str) -> Option<u16> {
+        self.by_name.get(vendor).copied()
+    }
+}
+
+/// The flow path's counters, summed over CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    /// Flows not tracked because the table was full.
+    pub full: u64,
+    /// Attempts refused by a block.
+    pub blocked: u64,
+}
+
+impl Datapath {
+    /// The counters of a flow, if the kernel still has it.
+    pub fn flow(&mut self, key: &FlowKey) -> Result<Option<FlowStats>, DatapathError> {
+        let m: HashMap<_, FlowKey, FlowStats> = self.map_mut(maps::FLOWS)?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DatapathError::Map { map: maps::FLOWS, source }),
+        }
+    }
+
+    /// Reads a flow's final counters and removes it.
+    pub fn take_flow(&mut self, key: &FlowKey) -> Result<Option<FlowStats>, DatapathError> {
+        let stats = self.flow(key)?;
+        if stats.is_some() {
+            let mut m: HashMap<_, FlowKey, FlowStats> = self.map_mut(maps::FLOWS)?;
+            match m.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(source) => return Err(DatapathError::Map { map: maps::FLOWS, source }),
+            }
+        }
+        Ok(stats)
+    }
+
+    /// Every flow in the kernel's table (for the sweep that finds flows the agent never heard of).
+    pub fn flows(&mut self) -> Result<Vec<(FlowKey, FlowStats)>, DatapathError> {
+        let m: HashMap<_, FlowKey, FlowStats> = self.map_mut(maps::FLOWS)?;
+        // Entries removed while iterating are skipped, not errors.
+        Ok(m.iter().filter_map(Result::ok).collect())
+    }
+
+    pub fn flow_counters(&mut self) -> Result<FlowCounters, DatapathError> {
+        let counters: PerCpuArray<_, u64> = self.map_mut(maps::FLOW_COUNTERS)?;
+        let sum = |i: u32| -> Result<u64, DatapathError> {
+            Ok(counters.get(&i, 0).map_err(map_err(maps::FLOW_COUNTERS))?.iter().sum())
+        };
+        Ok(FlowCounters { full: sum(flow_counter::FULL)?, blocked: sum(flow_counter::BLOCKED)? })
+    }
+
+    pub fn vendor_id(&self, vendor: &str) -> Option<u16> {
+        self.vendor_ids.get(vendor)
+    }
+
+    /// Refuses `key` until `until_ns` (CLOCK_MONOTONIC, as `bpf_ktime_get_ns`).
+    pub fn set_block(&mut self, key: BlockKey, until_ns: u64) -> Result<(), DatapathError> {
+        let mut m: HashMap<_, BlockKey, u64> = self.map_mut(maps::BLOCKS)?;
+        m.insert(key, until_ns, 0).map_err(map_err(maps::BLOCKS))
+    }
+
+    pub fn remove_block(&mut self, key: &BlockKey) -> Result<(), DatapathError> {
+        let mut m: HashMap<_, BlockKey, u64> = self.map_mut(maps::BLOCKS)?;
+        match m.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(source) => Err(DatapathError::Map { map: maps::BLOCKS, source }),
+        }
+    }
+}

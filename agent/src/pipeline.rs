@@ -1,0 +1,275 @@
+//! The one path every kernel record takes: decode → who made it (enrich, resolved names) →
+//! flows and the rate limit → inventory, baselines and responses (`baseline::watch`) → sinks. `run` owns the loop and
+//! calls [`Pipeline::drain`] when the ring has records and [`Pipeline::tick`] every second.
+
+use std::{
+    collections::BTreeMap,
+    num::NonZeroUsize,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use agent_common::{dns_phase, Event, FlowKey, FlowStats};
+use aya::maps::{MapData, RingBuf};
+use lru::LruCache;
+use tracing::{error, warn};
+
+use crate::{
+    baseline::watch::Watch,
+    dns::{self, ids::DomainIds, names::ResolvedNames},
+    events::{
+        self,
+        connect::{self, RuleNames},
+        enrich::{Enriched, Enricher},
+        flows::{self, FlowReport, FlowTable, FlowTracker, OpenFlow},
+        ratelimit::{Folded, RateLimiter},
+    },
+    kernel::Datapath,
+    policy::CompiledPolicy,
+    sinks::json::Sink,
+};
+
+/// Records handled per pass over the ring buffer, so signals and reloads are served under load.
+pub const DRAIN_BATCH: usize = 4096;
+
+/// The policies events may name: the one in force and the few before it.
+pub struct PolicyView<'a> {
+    pub by_gen: &'a BTreeMap<u32, Arc<CompiledPolicy>>,
+    pub current: u32,
+    pub domain_ids: &'a DomainIds,
+}
+
+/// Settings of the pipeline that come from the command line.
+pub struct Settings {
+    pub cmdline: bool,
+    /// Capacity of the kernel's flow table.
+    pub max_flows: u32,
+    /// How often a long-lived flow is reported (0: only when it ends).
+    pub flow_update: Duration,
+    /// Connect records per key per second before the rest are folded (0: never fold).
+    pub events_per_key: u32,
+}
+
+pub struct Pipeline {
+    enricher: Enricher,
+    names: ResolvedNames,
+    pub flows: FlowTracker,
+    limiter: RateLimiter,
+    sink: Sink,
+    errors: OutputErrors,
+    /// Rule names by (generation, rule id, domain id), shared by the flows they name.
+    rule_names: LruCache<(u32, u32), Arc<RuleNames>>,
+    /// Inventory, baselines and automated responses.
+    pub watch: Watch,
+}
+
+impl Pipeline {
+    pub fn new(sink: Sink, enricher: Enricher, s: &Settings, watch: Watch) -> Self {
+        let cap = NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN);
+        Pipeline {
+            enricher,
+            names: ResolvedNames::default(),
+            flows: FlowTracker::new(s.max_flows as usize, s.flow_update.as_nanos() as u64),
+            limiter: RateLimiter::new(1_000_000_000, s.events_per_key),
+            sink,
+            errors: OutputErrors::default(),
+            rule_names: LruCache::new(cap),
+            watch,
+        }
+    }
+
+    /// Handles up to [`DRAIN_BATCH`] records; returns how many.
+    pub fn drain(&mut self, ring: &mut RingBuf<MapData>, view: &PolicyView<'_>, dp: &mut Datapath) -> usize {
+        // Computed per batch, so wall-clock steps (NTP, suspend) do not skew timestamps for long.
+        let ts_offset = events::monotonic_to_realtime_offset();
+        let mut n = 0;
+        while n < DRAIN_BATCH {
+            let Some(item) = ring.next() else { break };
+            n += 1;
+            let decoded = events::decode(&item);
+            drop(item);
+            match decoded {
+                Some(events::Record::Connect(ev)) => self.on_connect(&ev, view, dp, ts_offset),
+                Some(events::Record::Exec(exec)) => self.enricher.on_exec(&exec),
+                Some(events::Record::Dns(d)) => self.on_dns(&d, view, ts_offset),
+                Some(events::Record::FlowEnd(end)) => self.flows.ended(end.cookie, end.ts_ns),
+                None => warn!("malformed event record ignored"),
+            }
+        }
+        if n > 0 {
+            self.flush();
+        }
+        n
+    }
+
+    fn on_connect(&mut self, ev: &Event, view: &PolicyView<'_>, dp: &mut Datapath, ts_offset: i128) {
+        let who = self.flows.shared_who(ev, self.enricher.enrich(ev));
+        let names = self.rule_names(ev, view);
+        let learnt = ev.flags & agent_common::event_flags::LEARNT != 0;
+        let domain = self.names.name(ev.pid, ev.start_ns, events::dst(ev), learnt);
+        let domain_rule = if learnt { view.domain_ids.pattern(ev.domain_id).map(ToString::to_string) } else { None };
+        let (write, pushed) = self.limiter.admit(ev, &who, &domain, &domain_rule);
+        if let Some(f) = pushed {
+            self.write_folded(&f, view, ts_offset);
+        }
+        if write {
+            let rec = connect::record(ev, &who, &names, ts_offset, domain.clone(), domain_rule.clone());
+            self.write(&rec);
+        }
+        if ev.verdict != agent_common::verdict::DENY {
+            let outs = self.watch.on_connect(dp, ev, &who, names.vendor.as_deref(), domain.as_deref());
+            self.write_all(&outs);
+        }
+        if let Some(key) = FlowTracker::key_of(ev) {
+            let flow = OpenFlow::new(*ev, who, names, domain.map(Arc::from), domain_rule.map(Arc::from));
+            self.flows.open(key, flow);
+        }
+    }
+
+    fn on_dns(&mut self, d: &agent_common::DnsEvent, view: &PolicyView<'_>, ts_offset: i128) {
+        let pattern = view.domain_ids.pattern(d.domain_id).map(ToString::to_string);
+        if d.phase == dns_phase::ANSWER {
+            let name = dns::event::query_name(d);
+            for a in dns::event::answer_addrs(d) {
+                self.names.record(d.pid, d.start_ns, a, &name);
+            }
+        }
+        let who = if d.pid == 0 { Enriched::default() } else { self.enricher.enrich(&dns::event::identity(d)) };
+        // Named by the policy in force now: a pattern's rules are those of the slot the kernel
+        // uses for it from now on.
+        let policy = view.by_gen.get(&view.current).map(Arc::as_ref);
+        let rec = dns::event::record(d, &who, policy, pattern, ts_offset);
+        self.write(&rec);
+    }
+
+    fn rule_names(&mut self, ev: &Event, view: &PolicyView<'_>) -> Arc<RuleNames> {
+        let key = (ev.generation, ev.rule_id);
+        if let Some(n) = self.rule_names.get(&key) {
+            return n.clone();
+        }
+        let n = Arc::new(RuleNames::of(ev, view.by_gen.get(&ev.generation).map(Arc::as_ref)));
+        // Only cache names from a known policy: an unknown generation may become known.
+        if view.by_gen.contains_key(&ev.generation) {
+            self.rule_names.put(key, n.clone());
+        }
+        n
+    }
+
+    fn write_folded(&mut self, f: &Folded, view: &PolicyView<'_>, ts_offset: i128) {
+        let names = self.rule_names(&f.event, view);
+        let mut rec = connect::record(&f.event, &f.who, &names, ts_offset, f.domain.clone(), f.domain_rule.clone());
+        rec.suppressed = f.suppressed;
+        self.write(&rec);
+    }
+
+    fn write<T: serde::Serialize>(&mut self, rec: &T) {
+        if let Err(e) = self.sink.write(rec) {
+            self.errors.record(&e);
+        }
+    }
+
+    fn write_all(&mut self, outs: &[serde_json::Value]) {
+        for o in outs {
+            self.write(o);
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.sink.flush() {
+            self.errors.record(&e);
+        }
+    }
+
+    fn write_flow(&mut self, dp: &mut Datapath, r: &FlowReport, ts_offset: i128) {
+        let rec = flows::record(r, ts_offset);
+        self.write(&rec);
+        let outs = self.watch.on_flow(dp, r);
+        self.write_all(&outs);
+    }
+
+    /// Every second: folded attempts whose window ended, finished and long-lived flows,
+    /// evictions, and the observers' own work.
+    pub fn tick(&mut self, dp: &mut Datapath, view: &PolicyView<'_>) {
+        let ts_offset = events::monotonic_to_realtime_offset();
+        let now = events::monotonic_now_ns();
+        for f in self.limiter.expired(now) {
+            self.write_folded(&f, view, ts_offset);
+        }
+        let evicted = self.flows.totals.evicted;
+        for r in self.flows.tick(dp, now) {
+            self.write_flow(dp, &r, ts_offset);
+        }
+        if self.flows.totals.evicted > evicted {
+            warn!(
+                evicted = self.flows.totals.evicted - evicted,
+                total = self.flows.totals.evicted,
+                "flow table nearly full: the oldest flows were reported and evicted"
+            );
+        }
+        let outs = self.watch.tick(dp);
+        self.write_all(&outs);
+        self.flush();
+    }
+
+    /// Removes flows the kernel has and the agent never heard of (see `FlowTracker::sweep`).
+    pub fn sweep(&mut self, dp: &mut Datapath) {
+        let n = self.flows.sweep(dp, events::monotonic_now_ns());
+        if n > 0 {
+            warn!(flows = n, "flows whose connect record was lost (ring buffer full) were removed untracked");
+        }
+    }
+
+    /// The agent is stopping: everything folded and every open flow is written.
+    pub fn finish(&mut self, dp: &mut Datapath, view: &PolicyView<'_>) {
+        let ts_offset = events::monotonic_to_realtime_offset();
+        for f in self.limiter.drain() {
+            self.write_folded(&f, view, ts_offset);
+        }
+        for r in self.flows.finish_all(dp, events::monotonic_now_ns()) {
+            self.write_flow(dp, &r, ts_offset);
+        }
+        self.watch.save();
+        self.flush();
+    }
+}
+
+impl FlowTable for Datapath {
+    fn read(&mut self, key: &FlowKey) -> Option<FlowStats> {
+        self.flow(key).unwrap_or_else(|e| {
+            warn!(error = %e, "reading a flow failed");
+            None
+        })
+    }
+
+    fn take(&mut self, key: &FlowKey) -> Option<FlowStats> {
+        self.take_flow(key).unwrap_or_else(|e| {
+            warn!(error = %e, "removing a flow failed");
+            None
+        })
+    }
+
+    fn all(&mut self) -> Vec<(FlowKey, FlowStats)> {
+        self.flows().unwrap_or_else(|e| {
+            warn!(error = %e, "listing flows failed");
+            Vec::new()
+        })
+    }
+}
+
+/// Failures to write events. They are counted and reported, never fatal: stopping would detach
+/// the programs, and a full disk must not turn enforcement off.
+#[derive(Default)]
+struct OutputErrors {
+    count: u64,
+    reported: Option<Instant>,
+}
+
+impl OutputErrors {
+    fn record(&mut self, e: &std::io::Error) {
+        self.count += 1;
+        if self.reported.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+            self.reported = Some(Instant::now());
+            error!(error = %e, failed_writes = self.count, "writing events failed; enforcement continues");
+        }
+    }
+}
