@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { paths } => cli::check(&paths),
         Command::Explain(args) => cli::explain(&args),
+        Command::Inventory(args) => cli::inventory(&args),
         Command::Run { policy, cgroup, events, no_cmdline, ring_bytes } => {
             let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(rt) => rt,

@@ -1,7 +1,9 @@
-//! The command line; the commands that only read have a file each (`check`, `explain`).
+//! The command line; the commands that only read have a file each (`check`, `explain`,
+//! `inventory`).
 
 mod check;
 mod explain;
+mod inventory;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -9,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use check::check;
 pub use explain::explain;
+pub use inventory::{inventory, InventoryArgs};
 
 #[derive(Parser)]
 #[command(
@@ -52,6 +55,9 @@ pub enum Command {
     },
     /// Would this connection be allowed, and by which rule? Same matching code as the agent.
     Explain(ExplainArgs),
+    /// The third parties the agent saw (from its state directory): by which processes, when,
+    /// how much, and each one's standing in the policy; plus unused and unowned vendors.
+    Inventory(InventoryArgs),
 }
 
 #[derive(Args)]
