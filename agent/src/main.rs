@@ -31,6 +31,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { paths } => cli::check(&paths),
         Command::Explain(args) => cli::explain(&args),
+        Command::Inventory(args) => cli::inventory(&args),
         Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state } => {
             let pipeline = pipeline::Settings {
                 cmdline: !no_cmdline,

@@ -2,6 +2,7 @@
 
 mod check;
 mod explain;
+mod inventory;
 mod learn;
 
 use std::{net::SocketAddr, path::PathBuf};
@@ -10,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub use check::check;
 pub use explain::explain;
+pub use inventory::{inventory, InventoryArgs};
 pub use learn::learn;
 
 #[derive(Parser)]
@@ -60,6 +62,9 @@ pub enum Command {
     },
     /// Would this connection be allowed, and by which rule? Same matching code as the agent.
     Explain(ExplainArgs),
+    /// The third parties the agent saw (from its state directory): by which processes, when,
+    /// how much, and each one's standing in the policy; plus unused and unowned vendors.
+    Inventory(InventoryArgs),
     /// Watch in monitor mode (nothing is refused) for a while, then write a policy that allows
     /// what was seen: one vendor per registrable domain, the processes, ports and protocols
     /// used, with counts in comments for review.
