@@ -1,0 +1,167 @@
+//! Kernel tests of what the agent learns: `learn` over real traffic (names through the test
+//! resolver) proposes a policy `check` accepts and that, enforced, lets the same traffic through
+//! and reports a new destination; with `--state`, the inventory it keeps is what `inventory`
+//! prints; after a baseline of small requests, a large upload is flagged and, where the vendor
+//! opts in, its process is blocked from the vendor until the cool-down ends.
+
+use std::{
+    fs,
+    path::Path,
+    process::{Command, Stdio},
+    thread::sleep,
+    time::{Duration, Instant},
+};
+
+use egress_agent_tests::{agent_bin, policy, py, wait_for, TestEnv, ADDR4, DNS4};
+use serde_json::Value;
+
+const PORT: u16 = 443;
+
+fn dns_server_bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_ea-dns-server"))
+}
+
+fn dns_client(env: &TestEnv, args: &[&str]) -> Value {
+    let script = py("dns_client.py");
+    let mut all = vec![script.as_str()];
+    all.extend_from_slice(args);
+    let out = env.in_cgroup("python3", &all).output().expect("run dns_client.py");
+    assert!(out.status.success(), "dns_client {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("dns_client output: {e}"))
+}
+
+/// The traffic of the service being learnt: two Stripe names, an address without a name.
+fn service_traffic(env: &TestEnv) -> Vec<Value> {
+    vec![
+        dns_client(env, &["rounds", "api.stripe.com", "3", "443", "4"]),
+        dns_client(env, &["rounds", "files.stripe.com", "2", "443", "4"]),
+        dns_client(env, &["connect", ADDR4, "443"]),
+    ]
+}
+
+#[test]
+fn learn_proposes_a_policy_check_accepts_and_enforcing_it_passes_the_same_traffic() {
+    let mut env = TestEnv::new("learn");
+    env.dns(dns_server_bin(), 300);
+    env.server("tcp", "::", PORT);
+    let out = env.path("learned.yaml");
+    let log = env.path("learn.log");
+    let mut learn = Command::new(agent_bin())
+        .args(["learn", "--duration", "10s", "--name", "checkout"])
+        .arg("--cgroup")
+        .arg(&env.cgroup)
+        .arg("--out")
+        .arg(&out)
+        .env("EGRESS_AGENT_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("start learn");
+    wait_for(
+        Duration::from_secs(30),
+        || fs::read_to_string(&log).unwrap_or_default().contains("egress-agent ready"),
+        || format!("learn did not start:\n{}", fs::read_to_string(&log).unwrap_or_default()),
+    );
+    for r in service_traffic(&env) {
+        // Monitor mode: nothing is refused while learning.
+        assert!(r["n_refused"].as_u64().unwrap_or(0) == 0 && r["errno"].as_i64().unwrap_or(0) == 0, "{r}");
+    }
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = learn.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "learn did not finish");
+        sleep(Duration::from_millis(100));
+    };
+    let learn_log = fs::read_to_string(&log).unwrap_or_default();
+    assert!(status.success(), "learn failed:\n{learn_log}");
+    let text = fs::read_to_string(&out).unwrap_or_else(|e| panic!("no proposal ({e}):\n{learn_log}"));
+    for want in ["name: checkout", "stripe-com", "api.stripe.com", "files.stripe.com", ADDR4, DNS4, "owner: \"\""] {
+        assert!(text.contains(want), "the proposal lacks `{want}`:\n{text}");
+    }
+    let py_exe = egress_agent_tests::python_exe();
+    assert!(text.contains(&py_exe), "the proposal names the process ({py_exe}):\n{text}");
+
+    // `check` accepts it (warning only about the owners to fill in).
+    let check = Command::new(agent_bin()).arg("check").arg(&out).output().expect("check");
+    let check_out = String::from_utf8_lossy(&check.stdout).into_owned() + &String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "check refused the proposal:\n{check_out}\n{text}");
+    assert!(check_out.contains("has no owner"), "check should ask for owners:\n{check_out}");
+
+    // Enforced: the same traffic passes, by the learnt vendor; a new destination is reported.
+    let enforced = text.replace("mode: monitor", "mode: enforce");
+    assert_ne!(enforced, text, "the proposal should say `mode: monitor`:\n{text}");
+    let agent = env.agent(&enforced);
+    for r in service_traffic(&env) {
+        assert!(r["n_refused"].as_u64().unwrap_or(0) == 0 && r["errno"].as_i64().unwrap_or(0) == 0, "{r}\n{text}");
+    }
+    let stripe = agent.wait_event("an allowed connection to api.stripe.com", |e| {
+        e["kind"] == "connect" && e["domain"] == "api.stripe.com"
+    });
+    assert_eq!(stripe["verdict"], "allow", "{stripe}\n{text}");
+    assert_eq!(stripe["vendor"], "stripe-com", "{stripe}");
+    let bare = agent.wait_event("the connection without a name", |e| e["kind"] == "connect" && e["dst"] == ADDR4);
+    assert_eq!(bare["verdict"], "allow", "{bare}\n{text}");
+    let r = dns_client(&env, &["rounds", "api.newvendor.io", "1", "443", "4"]);
+    assert_eq!(r["ok"], 1, "{r}");
+    let new = agent.wait_event("the new destination", |e| e["kind"] == "connect" && e["domain"] == "api.newvendor.io");
+    assert_eq!(new["verdict"], "alert", "{new}");
+}
+
+#[test]
+fn state_keeps_the_inventory_across_restarts_and_inventory_prints_it() {
+    let mut env = TestEnv::new("inventory");
+    env.dns(dns_server_bin(), 300);
+    env.server("tcp", "::", PORT);
+    let state = env.path("state");
+    fs::create_dir_all(&state).expect("state dir");
+    let text = policy(&format!(
+        "  mode: enforce
+  default: alert
+  allow:
+    - {{name: resolver, cidr: {DNS4}/32, ports: [53], protocols: [udp]}}
+  vendors:
+    - name: stripe
+      owner: payments
+      destinations: [{{domain: \"*.stripe.com\"}}]
+      ports: [443]
+      protocols: [tcp]
+    - name: unused
+      destinations: [{{cidr: 192.0.2.0/24}}]
+"
+    ));
+    let state_arg = state.display().to_string();
+    let mut agent = env.agent_with(&text, &["--state", &state_arg]);
+    service_traffic(&env);
+    agent.wait_event("a flow", |e| e["kind"] == "flow" && e["domain"] == "api.stripe.com");
+    agent.stop();
+    assert!(state.join("inventory.json").is_file() && state.join("baselines.json").is_file(), "state saved at stop");
+    let policy_path = env.path("policy.yaml");
+    let inv = Command::new(agent_bin())
+        .args(["inventory", "--format", "json", "--state"])
+        .arg(&state)
+        .arg("--policy")
+        .arg(&policy_path)
+        .output()
+        .expect("inventory");
+    assert!(inv.status.success(), "{}", String::from_utf8_lossy(&inv.stderr));
+    let report: Value = serde_json::from_slice(&inv.stdout).expect("inventory json");
+    let s = report.to_string();
+    assert!(s.contains("api.stripe.com") && s.contains("approved"), "{report:#}");
+    assert!(s.contains(ADDR4) && s.contains("unapproved"), "{report:#}");
+    assert!(s.contains("unused"), "a vendor nobody used is listed as stale: {report:#}");
+
+    // Restarted on the same state: what was known is still there, and grows.
+    let agent = env.agent_with(&text, &["--state", &state_arg]);
+    dns_client(&env, &["rounds", "api.github.com", "1", "443", "4"]);
+    agent.wait_event("a flow", |e| e["kind"] == "flow" && e["domain"] == "api.github.com");
+    drop(agent);
+    wait_for(
+        Duration::from_secs(10),
+        || fs::read_to_string(state.join("inventory.json")).is_ok_and(|t| t.contains("github.com")),
+        || "the restarted agent did not save its inventory".to_owned(),
+    );
+    let t = fs::read_to_string(state.join("inventory.json")).expect("inventory");
+    assert!(t.contains("api.stripe.com"), "the first run's inventory survived the restart: {t}");
+}
