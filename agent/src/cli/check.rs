@@ -3,6 +3,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use crate::{
+    baseline::{
+        anomalies::AnomalyKind,
+        settings::{BaselineSettings, Thresholds},
+    },
     policy::{self, compile::CompiledPolicy, Merged},
     EXIT_USAGE,
 };
@@ -48,6 +52,16 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
         dns.grace_s,
         format!("{:?}", dns.unlisted).to_lowercase(),
         if resolvers.is_empty() { "wherever the query went".to_owned() } else { resolvers.join(", ") }
+    );
+    let baselines = BaselineSettings::from_merged(m);
+    let off = baselines.utc_offset;
+    let _ = writeln!(
+        s,
+        "  baseline: {}; hours of day at UTC{}{:02}:{:02}",
+        thresholds(&baselines.global),
+        if off.is_negative() { '-' } else { '+' },
+        off.whole_hours().unsigned_abs(),
+        off.minutes_past_hour().unsigned_abs()
     );
     for (i, (a, _)) in m.allow.iter().enumerate() {
         let name = a.name.as_ref().map_or_else(|| i.to_string(), ToString::to_string);
@@ -103,9 +117,54 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
             }
             let _ = writeln!(s, "    process: {}", parts.join(" and "));
         }
+        if baselines.vendors.contains_key(&v.name.0) {
+            let _ = writeln!(s, "    baseline: {}", thresholds(baselines.thresholds(Some(&v.name.0))));
+        }
+        let responses: Vec<String> = AnomalyKind::ALL
+            .iter()
+            .filter_map(|k| baselines.response(&v.name.0, *k).map(|d| format!("{k} (block {})", secs(d))))
+            .collect();
+        if !responses.is_empty() {
+            let _ = writeln!(s, "    response: {}", responses.join(", "));
+        }
         if let Some(exes) = c.vendor_exes.get(&v.name.0).filter(|e| !e.is_empty()) {
             let _ = writeln!(s, "    executables now: {}", exes.join(", "));
         }
     }
     s
+}
+
+/// One line of baseline thresholds.
+fn thresholds(t: &Thresholds) -> String {
+    let kinds: Vec<&str> = AnomalyKind::ALL.iter().filter(|k| t.enabled(**k)).map(|k| k.as_str()).collect();
+    format!(
+        "interval {}, warm-up {}, cooldown {}; rate spike at max({}, mean x {}, mean + {} sd) connections, volume spike at max({}, mean x {}, mean + {} sd) bytes out; flags {}",
+        secs(t.interval),
+        secs(t.warmup),
+        secs(t.cooldown),
+        t.min_connections,
+        t.rate_factor,
+        t.sigmas,
+        bytes(t.min_bytes),
+        t.volume_factor,
+        t.sigmas,
+        kinds.join(", ")
+    )
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        n if n > 0 && n % (1 << 30) == 0 => format!("{}GiB", n >> 30),
+        n if n > 0 && n % (1 << 20) == 0 => format!("{}MiB", n >> 20),
+        n if n > 0 && n % (1 << 10) == 0 => format!("{}KiB", n >> 10),
+        n => n.to_string(),
+    }
+}
+
+fn secs(d: std::time::Duration) -> String {
+    match d.as_secs() {
+        s if s > 0 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s > 0 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }

@@ -15,6 +15,9 @@ pub struct Merged {
     pub mode: Mode,
     pub default: DefaultAction,
     pub dns: DnsSettings,
+    /// `spec.baseline` as given (unset keys are `None`); each vendor's overrides and response
+    /// stay on its [`Vendor`]. Resolved by `baseline::settings::BaselineSettings::from_merged`.
+    pub baseline: model::BaselineSpec,
     pub allow: Vec<(AllowRule, Place)>,
     pub vendors: Vec<(Vendor, VendorPlaces)>,
 }
@@ -51,6 +54,7 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
     let mut mode: Option<(Mode, Place)> = None;
     let mut default: Option<(DefaultAction, Place)> = None;
     let mut dns: Option<(model::DnsSpec, Place)> = None;
+    let mut baseline: Option<(model::BaselineSpec, Place)> = None;
     let mut allow = Vec::new();
     let mut vendors: Vec<(Vendor, VendorPlaces)> = Vec::new();
     for d in docs {
@@ -69,6 +73,17 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                 )),
                 Some(_) => {}
                 None => dns = Some((spec_dns.clone(), here)),
+            }
+        }
+        if let Some(spec_baseline) = &spec.baseline {
+            let here = d.place("spec.baseline");
+            match &baseline {
+                Some((prev, at)) if prev != spec_baseline => errors.push(Problem::error(
+                    here,
+                    format!("baseline settings differ from those at {at}: give `spec.baseline` in one document"),
+                )),
+                Some(_) => {}
+                None => baseline = Some((*spec_baseline, here)),
             }
         }
         for (i, a) in spec.allow.iter().enumerate() {
@@ -112,6 +127,20 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                     Ok(_) => {}
                 }
             }
+            if v.owner.as_deref().is_none_or(|o| o.trim().is_empty()) {
+                warnings.push(Problem::warning(
+                    here.clone(),
+                    format!("vendor `{}` has no owner: name the team accountable for it", v.name),
+                ));
+            }
+            if let Some(r) = &v.response {
+                if r.on.is_empty() {
+                    errors.push(Problem::error(
+                        d.place(&format!("spec.vendors[{i}].response.on")),
+                        "no anomaly kinds: name the ones that trigger the response (volume_spike, rate_spike, ...) or omit `response`",
+                    ));
+                }
+            }
             if v.destinations.is_empty() {
                 warnings.push(Problem::warning(
                     d.place(&format!("spec.vendors[{i}].destinations")),
@@ -133,6 +162,7 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
             unlisted: d.unlisted.unwrap_or(DefaultAction::Alert),
             resolvers: d.resolvers.iter().map(|r| r.0).collect(),
         }),
+        baseline: baseline.map(|(b, _)| b).unwrap_or_default(),
         allow,
         vendors,
     };

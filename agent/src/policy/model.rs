@@ -3,10 +3,11 @@
 //! Every value is checked while it is deserialized, so that a bad value is reported with the line
 //! and column the YAML parser is at and the field path serde is at (see [`super::parse`]).
 
-use std::{fmt, net::IpAddr, str::FromStr};
+use std::{fmt, net::IpAddr, str::FromStr, time::Duration};
 
 use ipnet::IpNet;
 
+pub use crate::baseline::anomalies::AnomalyKind;
 pub use crate::dns::name::DomainPattern;
 use serde::{
     de::{self, Visitor},
@@ -58,6 +59,9 @@ pub struct Spec {
     /// How DNS answers allow domain destinations.
     #[serde(default)]
     pub dns: Option<DnsSpec>,
+    /// What counts as a departure from each integration's learned rhythm and volume.
+    #[serde(default)]
+    pub baseline: Option<BaselineSpec>,
 }
 
 /// `spec.dns`: how answers teach addresses, and what a lookup of an unlisted name gets.
@@ -103,6 +107,332 @@ impl FromStr for Grace {
             return Err(format!("grace `{s}` is over a day: an address would outlive any answer by too much"));
         }
         Ok(Grace(secs as u32))
+    }
+}
+
+/// `spec.baseline`: how anomalies are told from an integration's ordinary rhythm. Every key is
+/// optional; unset ones take the defaults of [`crate::baseline::settings::Thresholds`].
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BaselineSpec {
+    #[serde(default)]
+    pub interval: Option<Interval>,
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
+    #[serde(default)]
+    pub cooldown: Option<Cooldown>,
+    #[serde(default)]
+    pub sigmas: Option<Sigmas>,
+    #[serde(default)]
+    pub rate_factor: Option<Factor>,
+    #[serde(default)]
+    pub volume_factor: Option<Factor>,
+    #[serde(default)]
+    pub min_connections: Option<MinConnections>,
+    #[serde(default)]
+    pub min_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub off_hours: Option<bool>,
+    #[serde(default)]
+    pub new_destinations: Option<bool>,
+    #[serde(default)]
+    pub new_processes: Option<bool>,
+    /// Hours of the day are counted in this offset from UTC.
+    #[serde(default)]
+    pub utc_offset: Option<Offset>,
+}
+
+impl BaselineSpec {
+    /// The keys a vendor may override (all but `utcOffset`, which is one clock for the host).
+    pub fn overrides(&self) -> BaselineOverrides {
+        BaselineOverrides {
+            interval: self.interval,
+            warmup: self.warmup,
+            cooldown: self.cooldown,
+            sigmas: self.sigmas,
+            rate_factor: self.rate_factor,
+            volume_factor: self.volume_factor,
+            min_connections: self.min_connections,
+            min_bytes: self.min_bytes,
+            off_hours: self.off_hours,
+            new_destinations: self.new_destinations,
+            new_processes: self.new_processes,
+        }
+    }
+}
+
+/// `spec.vendors[].baseline`: the keys of `spec.baseline` but `utcOffset`, for one vendor.
+// A copy of the fields rather than `#[serde(flatten)]`: serde cannot deny unknown fields through
+// a flattened struct, and a misspelt threshold must be an error, not silently the default.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BaselineOverrides {
+    #[serde(default)]
+    pub interval: Option<Interval>,
+    #[serde(default)]
+    pub warmup: Option<Warmup>,
+    #[serde(default)]
+    pub cooldown: Option<Cooldown>,
+    #[serde(default)]
+    pub sigmas: Option<Sigmas>,
+    #[serde(default)]
+    pub rate_factor: Option<Factor>,
+    #[serde(default)]
+    pub volume_factor: Option<Factor>,
+    #[serde(default)]
+    pub min_connections: Option<MinConnections>,
+    #[serde(default)]
+    pub min_bytes: Option<ByteSize>,
+    #[serde(default)]
+    pub off_hours: Option<bool>,
+    #[serde(default)]
+    pub new_destinations: Option<bool>,
+    #[serde(default)]
+    pub new_processes: Option<bool>,
+}
+
+/// `spec.vendors[].response`: what the agent does by itself when this vendor's traffic departs
+/// from its baseline. Off unless given.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseSpec {
+    /// The anomaly kinds that trigger it.
+    pub on: Vec<AnomalyKind>,
+    pub action: ResponseAction,
+    /// How long the action lasts.
+    #[serde(rename = "for")]
+    pub duration: ResponseFor,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseAction {
+    /// Refuse the process's connections to the vendor for a while.
+    Block,
+}
+
+/// A duration: a number followed by `s`, `m`, `h` or `d` (a bare number is seconds).
+fn parse_duration(field: &str, s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&t[..i], t[i..].trim_start()),
+        None => (t, "s"),
+    };
+    let mult: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!("{field} `{s}`: expected seconds (`30s`), minutes (`5m`), hours (`1h`) or days (`1d`)"))
+        }
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{field} `{s}`: expected a number then s, m, h or d"))?;
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+/// Checks a duration against its bounds, with a message that says why they exist.
+fn bounded(field: &str, s: &str, min: Duration, max: Duration, why: &str) -> Result<Duration, String> {
+    let d = parse_duration(field, s)?;
+    if d < min || d > max {
+        return Err(format!("{field} `{s}` is out of range {}..{}: {why}", show_secs(min), show_secs(max)));
+    }
+    Ok(d)
+}
+
+fn show_secs(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".to_owned(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// `interval`: the counting interval of the rate and volume statistics, 1s to 1h.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Interval(pub Duration);
+
+impl FromStr for Interval {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        bounded(
+            "interval",
+            s,
+            Duration::from_secs(1),
+            Duration::from_secs(3600),
+            "intervals are counted per hour of the day, so one cannot be longer than an hour",
+        )
+        .map(Interval)
+    }
+}
+
+/// `warmup`: how long a key is watched before anything about it is flagged; 0s to 90 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Warmup(pub Duration);
+
+impl FromStr for Warmup {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        bounded(
+            "warmup",
+            s,
+            Duration::ZERO,
+            Duration::from_secs(90 * 86_400),
+            "a longer warm-up never ends in practice",
+        )
+        .map(Warmup)
+    }
+}
+
+/// `cooldown`: the shortest time between two anomalies of one kind for one key; 1s to 7 days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cooldown(pub Duration);
+
+impl FromStr for Cooldown {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        bounded(
+            "cooldown",
+            s,
+            Duration::from_secs(1),
+            Duration::from_secs(7 * 86_400),
+            "without one every connection of a burst is reported; longer hides a week of repeats",
+        )
+        .map(Cooldown)
+    }
+}
+
+/// `for` of a response: how long an automated block lasts; 1s to 24h, so that a false alarm
+/// never cuts an integration off for longer than a day without a person deciding to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseFor(pub Duration);
+
+impl FromStr for ResponseFor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        bounded(
+            "for",
+            s,
+            Duration::from_secs(1),
+            Duration::from_secs(86_400),
+            "an automated block must end within a day; block for longer in the policy itself",
+        )
+        .map(ResponseFor)
+    }
+}
+
+/// Parses a finite number from text.
+fn parse_number(field: &str, s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(x) if x.is_finite() => Ok(x),
+        _ => Err(format!("{field} `{s}`: expected a number")),
+    }
+}
+
+/// `sigmas`: standard deviations above the mean a spike must reach; above 0, at most 100.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sigmas(pub f64);
+
+impl FromStr for Sigmas {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let x = parse_number("sigmas", s)?;
+        if !(x > 0.0 && x <= 100.0) {
+            return Err(format!("sigmas `{s}` must be above 0 and at most 100"));
+        }
+        Ok(Sigmas(x))
+    }
+}
+
+/// `rateFactor`, `volumeFactor`: how many times the mean a spike must reach; 1 to 1000 (below 1
+/// the ordinary mean itself would be a spike).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Factor(pub f64);
+
+impl FromStr for Factor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let x = parse_number("factor", s)?;
+        if !(1.0..=1000.0).contains(&x) {
+            return Err(format!("factor `{s}` must be from 1 to 1000: below 1 the ordinary mean would be a spike"));
+        }
+        Ok(Factor(x))
+    }
+}
+
+/// `minConnections`: connections in one interval below which there is never a rate spike; at
+/// least 1, since a key whose mean is 0 would otherwise flag its first connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MinConnections(pub u64);
+
+impl FromStr for MinConnections {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => Ok(MinConnections(n)),
+            _ => Err(format!("minConnections `{s}`: expected a whole number of connections, at least 1")),
+        }
+    }
+}
+
+/// A byte count: a whole number, optionally followed by `B`, `KiB`, `MiB` or `GiB`; at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl FromStr for ByteSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (num, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+            Some((i, _)) => (&t[..i], t[i..].trim_start()),
+            None => (t, "B"),
+        };
+        let mult: u64 = match unit {
+            "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            _ => return Err(format!("bytes `{s}`: expected a number of bytes, or one followed by KiB, MiB or GiB")),
+        };
+        let n: u64 = num.parse().map_err(|_| format!("bytes `{s}`: expected a number then B, KiB, MiB or GiB"))?;
+        match n.checked_mul(mult) {
+            Some(b) if b >= 1 => Ok(ByteSize(b)),
+            Some(_) => Err(format!("bytes `{s}` must be at least 1: with 0 an idle key's first byte is a spike")),
+            None => Err(format!("bytes `{s}` is too large")),
+        }
+    }
+}
+
+/// An offset from UTC, `+HH:MM` or `-HH:MM` (`Z` for UTC), at most 23:59 either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offset(pub time::UtcOffset);
+
+impl FromStr for Offset {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        if t == "Z" {
+            return Ok(Offset(time::UtcOffset::UTC));
+        }
+        let bad = || format!("utcOffset `{s}`: expected +HH:MM or -HH:MM, such as \"+00:00\" or \"-05:00\"");
+        let (sign, rest) = match t.as_bytes().first() {
+            Some(b'+') => (1i8, &t[1..]),
+            Some(b'-') => (-1i8, &t[1..]),
+            _ => return Err(bad()),
+        };
+        let (h, m) = rest.split_once(':').ok_or_else(bad)?;
+        if h.len() != 2 || m.len() != 2 {
+            return Err(bad());
+        }
+        let h: i8 = h.parse().map_err(|_| bad())?;
+        let m: i8 = m.parse().map_err(|_| bad())?;
+        if !(0..=23).contains(&h) || !(0..=59).contains(&m) {
+            return Err(bad());
+        }
+        time::UtcOffset::from_hms(sign * h, sign * m, 0).map(Offset).map_err(|_| bad())
     }
 }
 
@@ -189,6 +519,12 @@ pub struct Vendor {
     /// End of a temporary approval: after it the vendor's rules are removed.
     #[serde(default)]
     pub expires: Option<Expiry>,
+    /// Overrides of `spec.baseline` for this vendor's traffic.
+    #[serde(default)]
+    pub baseline: Option<BaselineOverrides>,
+    /// Opt-in automated response to this vendor's anomalies.
+    #[serde(default)]
+    pub response: Option<ResponseSpec>,
 }
 
 /// Which processes a rule is for. Every field given must match (and); several selectors in a
@@ -446,6 +782,17 @@ impl FromStr for PortRange {
 /// error carries the parser's location.
 macro_rules! deserialize_from_str {
     ($ty:ty, $what:literal) => {
+        deserialize_from_str!(@impl $ty, $what,);
+    };
+    // Numbers such as `sigmas: 3.5` arrive as floats.
+    ($ty:ty, $what:literal, float) => {
+        deserialize_from_str!(@impl $ty, $what,
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<$ty, E> {
+                n.to_string().parse().map_err(E::custom)
+            }
+        );
+    };
+    (@impl $ty:ty, $what:literal, $($extra:tt)*) => {
         impl<'de> Deserialize<'de> for $ty {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 struct V;
@@ -463,6 +810,7 @@ macro_rules! deserialize_from_str {
                     fn visit_i64<E: de::Error>(self, n: i64) -> Result<$ty, E> {
                         n.to_string().parse().map_err(E::custom)
                     }
+                    $($extra)*
                 }
                 d.deserialize_any(V)
             }
@@ -480,3 +828,142 @@ deserialize_from_str!(Expiry, "a date or an RFC 3339 time");
 deserialize_from_str!(DomainPattern, "a domain name (api.example.com) or wildcard (*.example.com)");
 deserialize_from_str!(Grace, "a duration such as 30s, 2m or 1h");
 deserialize_from_str!(ResolverAddr, "a resolver address");
+deserialize_from_str!(Interval, "a duration such as 30s, 5m or 1h");
+deserialize_from_str!(Warmup, "a duration such as 0s, 12h or 7d");
+deserialize_from_str!(Cooldown, "a duration such as 10m or 1h");
+deserialize_from_str!(ResponseFor, "a duration such as 10m or 1h");
+deserialize_from_str!(Sigmas, "a number of standard deviations", float);
+deserialize_from_str!(Factor, "a factor such as 4", float);
+deserialize_from_str!(MinConnections, "a number of connections");
+deserialize_from_str!(ByteSize, "a byte count such as 10MiB");
+deserialize_from_str!(Offset, "an offset from UTC such as \"+00:00\"");
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::policy::{merge, parse, Severity};
+
+    const HEAD: &str = "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: t}\n";
+
+    fn spec(text: &str) -> Spec {
+        let mut d = parse("p.yaml", &format!("{HEAD}spec:\n{text}")).unwrap_or_else(|e| panic!("{e:?}"));
+        d.remove(0).doc.spec
+    }
+
+    /// Every problem of a text, parse and merge, one per line.
+    fn problems(text: &str) -> String {
+        let found = match parse("p.yaml", text) {
+            Err(p) => p,
+            Ok(d) => match merge(&d) {
+                Err(crate::policy::PolicyError::Invalid(p)) => p,
+                Err(e) => panic!("{e}"),
+                Ok((_, w)) => w,
+            },
+        };
+        found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn baseline_settings_parse() {
+        let s = spec(
+            "  baseline:\n    interval: 1m\n    warmup: 0s\n    cooldown: 2h\n    sigmas: 3.5\n    rateFactor: 5\n    volumeFactor: 2.5\n    minConnections: 50\n    minBytes: 512KiB\n    offHours: false\n    newDestinations: true\n    newProcesses: false\n    utcOffset: \"+05:30\"\n",
+        );
+        let b = s.baseline.expect("baseline");
+        assert_eq!(b.interval, Some(Interval(Duration::from_secs(60))));
+        assert_eq!(b.warmup, Some(Warmup(Duration::ZERO)));
+        assert_eq!(b.cooldown, Some(Cooldown(Duration::from_secs(7200))));
+        assert_eq!(
+            (b.sigmas, b.rate_factor, b.volume_factor),
+            (Some(Sigmas(3.5)), Some(Factor(5.0)), Some(Factor(2.5)))
+        );
+        assert_eq!((b.min_connections, b.min_bytes), (Some(MinConnections(50)), Some(ByteSize(512 * 1024))));
+        assert_eq!((b.off_hours, b.new_destinations, b.new_processes), (Some(false), Some(true), Some(false)));
+        assert_eq!(b.utc_offset, Some(Offset(time::macros::offset!(+5:30))));
+        let s = spec("  baseline: {minBytes: 1048576, utcOffset: \"-08:00\", warmup: 7d}\n");
+        let b = s.baseline.expect("baseline");
+        assert_eq!(b.min_bytes, Some(ByteSize(1 << 20)));
+        assert_eq!(b.utc_offset, Some(Offset(time::macros::offset!(-8))));
+        assert_eq!(b.warmup, Some(Warmup(Duration::from_secs(7 * 86_400))));
+        assert_eq!("10 MiB".parse::<ByteSize>(), Ok(ByteSize(10 << 20)));
+        assert_eq!("1GiB".parse::<ByteSize>(), Ok(ByteSize(1 << 30)));
+    }
+
+    #[test]
+    fn vendor_baseline_and_response_parse() {
+        let s = spec(
+            "  vendors:\n    - name: stripe\n      owner: payments\n      destinations: [{domain: api.stripe.com}]\n      baseline: {minBytes: 1MiB, interval: 30s}\n      response: {on: [volume_spike, rate_spike], action: block, for: 10m}\n",
+        );
+        let v = &s.vendors[0];
+        let b = v.baseline.expect("baseline");
+        assert_eq!((b.min_bytes, b.interval), (Some(ByteSize(1 << 20)), Some(Interval(Duration::from_secs(30)))));
+        let r = v.response.as_ref().expect("response");
+        assert_eq!(r.on, [AnomalyKind::VolumeSpike, AnomalyKind::RateSpike]);
+        assert_eq!((r.action, r.duration), (ResponseAction::Block, ResponseFor(Duration::from_secs(600))));
+    }
+
+    #[test]
+    fn bad_baseline_values_name_their_field() {
+        for (yaml, field, words) in [
+            ("interval: 2h", "spec.baseline.interval", "out of range 1s..1h"),
+            ("interval: 0s", "spec.baseline.interval", "out of range"),
+            ("interval: 5x", "spec.baseline.interval", "expected seconds"),
+            ("warmup: 100d", "spec.baseline.warmup", "out of range"),
+            ("cooldown: 0s", "spec.baseline.cooldown", "out of range"),
+            ("sigmas: 0", "spec.baseline.sigmas", "above 0"),
+            ("sigmas: lots", "spec.baseline.sigmas", "expected a number"),
+            ("rateFactor: 0.5", "spec.baseline.rateFactor", "from 1 to 1000"),
+            ("volumeFactor: -2", "spec.baseline.volumeFactor", "from 1 to 1000"),
+            ("minConnections: 0", "spec.baseline.minConnections", "at least 1"),
+            ("minConnections: 2.5", "spec.baseline.minConnections", "floating point"),
+            ("minBytes: 10MB", "spec.baseline.minBytes", "KiB, MiB or GiB"),
+            ("minBytes: 0", "spec.baseline.minBytes", "at least 1"),
+            ("offHours: maybe", "spec.baseline.offHours", "boolean"),
+            ("utcOffset: \"+5\"", "spec.baseline.utcOffset", "+HH:MM"),
+            ("utcOffset: \"+24:00\"", "spec.baseline.utcOffset", "+HH:MM"),
+            ("intervall: 5m", "spec.baseline", "unknown field `intervall`"),
+        ] {
+            let e = problems(&format!("{HEAD}spec:\n  baseline:\n    {yaml}\n"));
+            assert!(e.starts_with("p.yaml:6:") || e.starts_with("p.yaml:5:"), "{yaml}: {e}");
+            assert!(e.contains(&format!("error: {field}")) && e.contains(words), "{yaml}: {e}");
+        }
+        let v = |extra: &str| {
+            format!("{HEAD}spec:\n  vendors:\n    - name: a\n      owner: x\n      destinations: [{{cidr: 1.1.1.1}}]\n      {extra}\n")
+        };
+        let e = problems(&v("baseline: {utcOffset: \"+01:00\"}"));
+        assert!(e.contains("spec.vendors[0].baseline") && e.contains("unknown field `utcOffset`"), "{e}");
+        let e = problems(&v("response: {on: [volume_spike], action: block, for: 2d}"));
+        assert!(e.contains("error: spec.vendors[0].response.for") && e.contains("within a day"), "{e}");
+        let e = problems(&v("response: {on: [exfiltration], action: block, for: 1h}"));
+        assert!(e.contains("spec.vendors[0].response.on[0]") && e.contains("unknown variant"), "{e}");
+        let e = problems(&v("response: {on: [rate_spike], action: kill, for: 1h}"));
+        assert!(e.contains("spec.vendors[0].response.action"), "{e}");
+        let e = problems(&v("response: {on: [], action: block, for: 1h}"));
+        assert!(e.contains("error: spec.vendors[0].response.on: no anomaly kinds"), "{e}");
+    }
+
+    #[test]
+    fn baseline_settings_merge_like_dns_settings() {
+        let two = |a: &str, b: &str| format!("{HEAD}spec: {{baseline: {a}}}\n---\n{HEAD}spec: {{baseline: {b}}}\n");
+        let docs = parse("p.yaml", &two("{interval: 1m}", "{interval: 60s}")).expect("parses");
+        let (m, _) = merge(&docs).expect("the same settings twice merge");
+        assert_eq!(m.baseline.interval, Some(Interval(Duration::from_secs(60))));
+        let e = problems(&two("{interval: 1m}", "{interval: 2m}"));
+        assert!(e.contains("error: spec.baseline: baseline settings differ from those at p.yaml:4:"), "{e}");
+    }
+
+    #[test]
+    fn a_vendor_without_an_owner_is_warned_about() {
+        for owner in ["", "      owner: \"  \"\n"] {
+            let text =
+                format!("{HEAD}spec:\n  vendors:\n    - name: acme\n{owner}      destinations: [{{cidr: 1.1.1.1}}]\n");
+            let docs = parse("p.yaml", &text).expect("parses");
+            let (_, w) = merge(&docs).expect("merges");
+            assert_eq!(w.len(), 1, "{w:?}");
+            assert_eq!(w[0].severity, Severity::Warning);
+            assert_eq!(w[0].place.field, "spec.vendors[0].name");
+            assert_eq!(w[0].message, "vendor `acme` has no owner: name the team accountable for it");
+        }
+    }
+}
