@@ -165,3 +165,62 @@ fn state_keeps_the_inventory_across_restarts_and_inventory_prints_it() {
     let t = fs::read_to_string(state.join("inventory.json")).expect("inventory");
     assert!(t.contains("api.stripe.com"), "the first run's inventory survived the restart: {t}");
 }
+
+#[test]
+fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_its_cool_down() {
+    const BULK: u16 = 7000;
+    let mut env = TestEnv::new("spike");
+    env.bulk_server("tcp", ADDR4, BULK);
+    let state = env.path("state");
+    fs::create_dir_all(&state).expect("state dir");
+    let text = policy(&format!(
+        "  mode: enforce
+  default: deny
+  baseline: {{interval: 2s, warmup: 4s, cooldown: 60s, minBytes: 1MiB, offHours: false}}
+  vendors:
+    - name: bulk
+      owner: tests
+      destinations: [{{cidr: {ADDR4}}}]
+      ports: [{BULK}]
+      protocols: [tcp]
+      response: {{on: [volume_spike], action: block, for: 6s}}
+"
+    ));
+    let agent = env.agent_with(&text, &["--state", &state.display().to_string()]);
+    let small = || env.py_client("bulk.py", &["tcp", ADDR4, &BULK.to_string(), "2000", "100"]);
+    // The baseline: small requests every half second for 12 s (six 2 s intervals).
+    let until = Instant::now() + Duration::from_secs(12);
+    while Instant::now() < until {
+        let r = small();
+        assert_eq!(r["ok"], true, "{r}");
+        sleep(Duration::from_millis(500));
+    }
+    assert!(
+        !agent.events().iter().any(|e| e["kind"] == "anomaly"),
+        "ordinary small requests were flagged: {:#?}",
+        agent.events().iter().filter(|e| e["kind"] == "anomaly").collect::<Vec<_>>()
+    );
+    // 50 MB out at once.
+    let r = env.py_client("bulk.py", &["tcp", ADDR4, &BULK.to_string(), "50000000", "0"]);
+    assert_eq!(r["ok"], true, "the upload itself is not cut: {r}");
+    let a = agent.wait_event("a volume spike", |e| e["kind"] == "anomaly" && e["anomaly"] == "volume_spike");
+    assert_eq!(a["vendor"], "bulk", "{a}");
+    assert_eq!(a["action"], "block", "{a}");
+    assert!(a["observed"].as_f64().expect("observed") >= 50e6, "{a}");
+    assert!(a["threshold"].as_f64().expect("threshold") < 50e6, "{a}");
+    agent.wait_event("the block starting", |e| e["kind"] == "response" && e["state"] == "start");
+    let blocked_at = Instant::now();
+    // The next connection of that executable to the vendor is refused in the kernel.
+    let r = small();
+    assert_eq!(r["ok"], false, "not blocked: {r}");
+    assert_eq!(r["errno"], 1, "EPERM expected: {r}");
+    let pid = r["pid"].as_u64().expect("pid");
+    let refused = agent.wait_event("the refused attempt", |e| e["kind"] == "connect" && e["pid"] == pid);
+    assert_eq!((refused["verdict"].as_str(), refused["blocked"].as_bool()), (Some("deny"), Some(true)), "{refused}");
+    // Until the cool-down ends, and not after.
+    agent.wait_event("the block ending", |e| e["kind"] == "response" && e["state"] == "end");
+    let held = blocked_at.elapsed();
+    assert!(held >= Duration::from_secs(4), "the block ended after {held:?}, before its 6 s");
+    let r = small();
+    assert_eq!(r["ok"], true, "still blocked after the cool-down: {r}");
+}

@@ -30,11 +30,6 @@
 //! [`MAX_CALLERS`] processes per party, beyond which new ones are counted but not flagged. An
 //! evicted entry that comes back starts its warm-up again: eviction errs on the quiet side.
 
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the event loop feeds baselines once connection and flow reports reach it")
-)]
-
 use std::{
     collections::BTreeSet,
     fmt, io,

@@ -7,11 +7,6 @@
 //! its event path and a host that contacts millions of addresses must not grow it without end.
 //! What does not fit is counted, and the counts are shown with the inventory.
 
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the run loop records contacts and saves; it is being wired up in parallel")
-)]
-
 use std::{
     collections::BTreeMap,
     io,

@@ -7,7 +7,6 @@
 //! in comments has its control characters replaced (a process name with a newline must not be
 //! able to add a rule).
 
-#![cfg_attr(not(test), expect(dead_code, reason = "the `learn` command calls generate; it is being added"))]
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},

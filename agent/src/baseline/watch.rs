@@ -221,6 +221,7 @@ impl Watch {
             warn!(state = %dir.display(), error = %e, "saving the inventory failed");
         }
         if let Some(b) = &self.baselines {
+            info!(keys = b.keys(), evicted = b.evicted(), "baselines saved");
             if let Err(e) = b.save(dir) {
                 warn!(state = %dir.display(), error = %e, "saving the baselines failed");
             }

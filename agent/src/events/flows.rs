@@ -116,10 +116,6 @@ impl FlowTracker {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.open.len()
-    }
-
     /// The key the kernel counts a connect event's flow under, if the kernel tracks it.
     pub fn key_of(ev: &Event) -> Option<FlowKey> {
         if ev.verdict == verdict::DENY || ev.flags & event_flags::NO_FLOW != 0 {
@@ -360,7 +356,7 @@ mod tests {
         assert_eq!(r.len(), 2);
         assert!(r.iter().all(|r| r.state == FlowState::End && r.at_ns == 1_000));
         assert_eq!(r.iter().map(|r| r.delta_out).sum::<u64>(), 300);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.open.len(), 1);
         assert_eq!(k.0.len(), 1, "read and removed from the kernel's table");
     }
 

@@ -6,4 +6,3 @@ mod datapath;
 mod flows;
 
 pub use datapath::{Datapath, DatapathError};
-pub use flows::{FlowCounters, VendorIds};
