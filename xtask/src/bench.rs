@@ -12,8 +12,14 @@
 //!
 //! `cargo xtask bench dns` (module [`dns`]): the latency the agent adds to a DNS lookup and to the
 //! first connect to the answered address.
+//!
+//! `cargo xtask bench flows` (module [`flows`]): bulk TCP throughput with and without the agent,
+//! and the agent's memory with 100,000 open flows. `cargo xtask bench events` (module [`events`]):
+//! events and bytes of JSON the agent writes for chatty UDP and TCP clients.
 
 pub mod dns;
+pub mod events;
+pub mod flows;
 
 use std::{
     net::{TcpListener, TcpStream, UdpSocket},
@@ -58,6 +64,33 @@ pub enum Which {
         #[arg(long, default_value_t = 2000)]
         lookups: u32,
     },
+    /// Bulk TCP throughput (no agent vs enforce) and the agent's memory with many open flows.
+    Flows {
+        /// Rounds per configuration (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        /// MiB transferred each way per round.
+        #[arg(long, default_value_t = 1024)]
+        mib: u64,
+        /// Concurrently open UDP flows for the memory measurement.
+        #[arg(long, default_value_t = 100_000)]
+        flows: u32,
+    },
+    /// Events and bytes written for a statsd-style UDP sender and for TCP connection churn.
+    Events {
+        /// Datagrams the statsd client sends.
+        #[arg(long, default_value_t = 200_000)]
+        datagrams: u32,
+        /// TCP connections per second ...
+        #[arg(long, default_value_t = 10_000)]
+        rate: u32,
+        /// ... for this many seconds.
+        #[arg(long, default_value_t = 5)]
+        secs: u32,
+        /// Run the agent with --no-cmdline (smaller events).
+        #[arg(long)]
+        no_cmdline: bool,
+    },
 }
 
 #[derive(Args)]
@@ -83,6 +116,10 @@ pub fn run(which: Which, agent_bin: &Path) -> Result<()> {
         Which::Connect { rounds, tcp, udp } => connect(agent_bin, rounds, tcp, udp),
         Which::Reload { rules, rounds } => reload(agent_bin, rules, rounds),
         Which::Dns { rounds, lookups } => dns::run(agent_bin, rounds, lookups),
+        Which::Flows { rounds, mib, flows } => flows::run(agent_bin, rounds, mib, flows),
+        Which::Events { datagrams, rate, secs, no_cmdline } => {
+            events::run(agent_bin, datagrams, rate, secs, no_cmdline)
+        }
     }
 }
 

@@ -55,6 +55,12 @@ enum Cmd {
     /// Internal: the DNS benchmark's client (in the cgroup) or its TCP listener (outside it).
     #[command(hide = true)]
     BenchDnsClient(bench::dns::ClientArgs),
+    /// Internal: the flows benchmark's client (in the cgroup) or its server (outside it).
+    #[command(hide = true)]
+    BenchFlowsClient(bench::flows::ClientArgs),
+    /// Internal: the events benchmark's client (in the cgroup) or its server (outside it).
+    #[command(hide = true)]
+    BenchEventsClient(bench::events::ClientArgs),
 }
 
 fn main() -> Result<()> {
@@ -91,6 +97,8 @@ fn main() -> Result<()> {
         }
         Cmd::BenchClient(args) => bench::client(&args),
         Cmd::BenchDnsClient(args) => bench::dns::client(&args),
+        Cmd::BenchFlowsClient(args) => bench::flows::client(&args),
+        Cmd::BenchEventsClient(args) => bench::events::client_main(&args),
     }
 }
 
