@@ -77,7 +77,7 @@ fn learn_proposes_a_policy_check_accepts_and_enforcing_it_passes_the_same_traffi
     let learn_log = fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "learn failed:\n{learn_log}");
     let text = fs::read_to_string(&out).unwrap_or_else(|e| panic!("no proposal ({e}):\n{learn_log}"));
-    for want in ["name: checkout", "stripe-com", "api.stripe.com", "files.stripe.com", ADDR4, DNS4, "owner: \"\""] {
+    for want in ["name: \"checkout\"", "stripe-com", "api.stripe.com", "files.stripe.com", ADDR4, DNS4, "owner: \"\""] {
         assert!(text.contains(want), "the proposal lacks `{want}`:\n{text}");
     }
     let py_exe = egress_agent_tests::python_exe();

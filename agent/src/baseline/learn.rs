@@ -419,10 +419,11 @@ fn proto_list(ps: &[Protocol]) -> String {
 
 fn stats(u: &Usage) -> String {
     format!(
-        "first seen {}, last seen {}, {} connections, {} bytes out, {} bytes in",
+        "first seen {}, last seen {}, {} connection{}, {} bytes out, {} bytes in",
         rfc3339(u.first()),
         rfc3339(u.last()),
         u.connections,
+        if u.connections == 1 { "" } else { "s" },
         u.bytes_out,
         u.bytes_in
     )
