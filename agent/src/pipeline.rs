@@ -103,7 +103,9 @@ impl Pipeline {
     }
 
     fn on_connect(&mut self, ev: &Event, view: &PolicyView<'_>, dp: &mut Datapath, ts_offset: i128) {
-        let who = self.flows.shared_who(ev, self.enricher.enrich(ev));
+        let enricher = &mut self.enricher;
+        let proc = self.flows.shared_proc(ev, || enricher.enrich(ev));
+        let who = proc.who.clone();
         let names = self.rule_names(ev, view);
         let learnt = ev.flags & agent_common::event_flags::LEARNT != 0;
         let domain = self.names.name(ev.pid, ev.start_ns, events::dst(ev), learnt);
@@ -121,7 +123,7 @@ impl Pipeline {
             self.write_all(&outs);
         }
         if let Some(key) = FlowTracker::key_of(ev) {
-            let flow = OpenFlow::new(*ev, who, names, domain.map(Arc::from), domain_rule.map(Arc::from));
+            let flow = OpenFlow::new(ev, proc, names, domain.map(Arc::from), domain_rule.map(Arc::from));
             self.flows.open(key, flow);
         }
     }

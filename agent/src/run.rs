@@ -340,6 +340,10 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut sweep = tokio::time::interval_at(tokio::time::Instant::now() + SWEEP_EVERY, SWEEP_EVERY);
     let learn_until = args.learn.as_ref().map(|l| tokio::time::Instant::now() + l.duration);
 
+    // Loading parsed the kernel's BTF and the object's: give that memory back to the system
+    // rather than keep it as the process's high-water mark.
+    // SAFETY: plain libc call without pointers.
+    unsafe { libc::malloc_trim(0) };
     info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = 1, "egress-agent ready");
     loop {
         let debounce = sleep_until_if(pending_change);

@@ -145,3 +145,28 @@ fn a_nearly_full_flow_table_reports_and_evicts_the_oldest() {
         .sum();
     assert!(attempts >= 100, "{attempts} attempts reported for 100 sockets");
 }
+
+#[test]
+fn a_long_lived_flow_is_reported_while_it_lasts() {
+    let mut env = TestEnv::new("flowupdate");
+    env.bulk_server("udp", ADDR4, UDP);
+    let agent = env.agent_with(&spec(), &["--flow-update", "1"]);
+    // A connected UDP socket that sends one datagram every 100 ms for 3.5 s.
+    let script = format!(
+        "import os,socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.connect(('{ADDR4}',{UDP}))\nfor i in range(35):\n s.send(b'y'*10)\n time.sleep(0.1)\nprint(os.getpid())\n"
+    );
+    let out = env.in_cgroup("python3", &["-c", &script]).output().expect("client");
+    assert!(out.status.success(), "{out:?}");
+    let pid: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().expect("pid");
+    let end = flow_of(&agent, pid, UDP);
+    let updates: Vec<Value> = agent
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "flow" && e["pid"] == pid && e["state"] == "update")
+        .collect();
+    assert!(updates.len() >= 2, "updates every second of a 3.5 s flow: {updates:#?}");
+    let counts: Vec<u64> = updates.iter().map(|u| u["bytes_out"].as_u64().expect("bytes")).collect();
+    assert!(counts.windows(2).all(|w| w[0] <= w[1]), "cumulative: {counts:?}");
+    assert!(updates.iter().all(|u| u["end"].is_null() && u["cookie"] == end["cookie"]), "{updates:#?}");
+    assert_eq!(end["bytes_out"], 350, "{end}");
+}

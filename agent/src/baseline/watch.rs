@@ -109,8 +109,8 @@ impl Watch {
             return Vec::new();
         }
         let f = &r.flow;
-        let seen = Seen { ev: &f.ev, who: &f.who, vendor: f.names.vendor.as_deref(), domain: f.domain.as_deref() };
-        let process = identity(&f.ev, &f.who);
+        let seen = Seen { ev: &r.ev, who: &f.proc.who, vendor: f.names.vendor.as_deref(), domain: f.domain.as_deref() };
+        let process = identity(&r.ev, &f.proc.who);
         let now = OffsetDateTime::now_utc();
         let contact = contact(&seen, &process);
         self.inventory.record_bytes(now, &contact, r.delta_out, r.delta_in);

@@ -1,7 +1,7 @@
 //! The names each process resolved, from the kernel's DNS events: a connect event names the
 //! domain its address came from. Bounded (LRU): the oldest resolutions are forgotten first.
 
-use std::{net::IpAddr, num::NonZeroUsize};
+use std::net::IpAddr;
 
 use lru::LruCache;
 
@@ -17,15 +17,24 @@ pub struct ResolvedNames {
 
 impl Default for ResolvedNames {
     fn default() -> Self {
-        let cap = NonZeroUsize::new(CAPACITY).unwrap_or(NonZeroUsize::MIN);
-        Self { by_process: LruCache::new(cap), by_addr: LruCache::new(cap) }
+        // Grown as used, not allocated up front: an idle agent should not hold room for 65,536
+        // names it has not seen.
+        Self { by_process: LruCache::unbounded(), by_addr: LruCache::unbounded() }
     }
+}
+
+/// Puts into an LRU kept at [`CAPACITY`] by hand (see `Default`).
+fn put_bounded<K: std::hash::Hash + Eq, V>(cache: &mut LruCache<K, V>, k: K, v: V) {
+    if cache.len() >= CAPACITY && !cache.contains(&k) {
+        cache.pop_lru();
+    }
+    cache.put(k, v);
 }
 
 impl ResolvedNames {
     pub fn record(&mut self, pid: u32, start_ns: u64, addr: IpAddr, name: &str) {
-        self.by_process.put((pid, start_ns, addr), name.to_owned());
-        self.by_addr.put(addr, name.to_owned());
+        put_bounded(&mut self.by_process, (pid, start_ns, addr), name.to_owned());
+        put_bounded(&mut self.by_addr, addr, name.to_owned());
     }
 
     /// The name `pid` resolved to `addr`; else, when the kernel allowed the address as learnt

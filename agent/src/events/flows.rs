@@ -4,10 +4,11 @@
 //! per finished flow, an update for long-lived ones, and reports and evicts the oldest when the
 //! table nears its capacity.
 //!
-//! Memory: an open flow costs about 250 bytes here (the connect event, shared process and rule
-//! names, counters), so 100,000 open flows stay around 25 MiB.
+//! Memory: an open flow costs about 150 bytes here (its key, the per-flow fields of its connect
+//! record and counters; the process and rule names are shared), so 100,000 open flows stay
+//! around 20 MiB with the hash table's slack.
 
-use std::{collections::BTreeMap, num::NonZeroUsize, sync::Arc};
+use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
 
 use agent_common::{event_flags, verdict, Event, FlowKey, FlowStats};
 use lru::LruCache;
@@ -21,6 +22,8 @@ use super::{
 /// A flow is read and removed this long after its socket was released: TCP may still be
 /// sending what the application wrote before close(), and those bytes belong to the flow.
 pub const END_GRACE_NS: u64 = 200_000_000;
+/// Flow records written per tick at most (ended flows, then updates); the rest wait a tick.
+const REPORTS_PER_TICK: usize = 10_000;
 /// Flows older than this that the kernel has and the agent never heard of (their connect record
 /// was lost to a full ring) are removed by the sweep.
 const ORPHAN_AGE_NS: u64 = 10_000_000_000;
@@ -33,32 +36,107 @@ pub trait FlowTable {
     fn all(&mut self) -> Vec<(FlowKey, FlowStats)>;
 }
 
+/// What the flows of one process (as one thread name and user) share: kept once, not per flow.
+pub struct FlowProc {
+    pub who: Arc<Enriched>,
+    pub pid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub exe_dev: u32,
+    pub cgroup_id: u64,
+    pub exe_ino: u64,
+    pub start_ns: u64,
+    pub comm: [u8; 16],
+}
+
+type ProcKey = (u32, u64, u64, u64, u32, u32, [u8; 16]);
+
+fn proc_key(ev: &Event) -> ProcKey {
+    (ev.pid, ev.start_ns, ev.exe_ino, ev.cgroup_id, ev.uid, ev.gid, ev.comm)
+}
+
+/// A tracked flow: the connect record that started it, kept compact (its process in a shared
+/// [`FlowProc`], its destination in its key), and what was reported of it so far.
 #[derive(Clone)]
 pub struct OpenFlow {
-    /// The connect record that started it.
-    pub ev: Event,
-    pub who: Arc<Enriched>,
+    pub proc: Arc<FlowProc>,
     pub names: Arc<RuleNames>,
     pub domain: Option<Arc<str>>,
     pub domain_rule: Option<Arc<str>>,
+    ts_ns: u64,
     /// Counters already reported (updates report the delta to baselines).
     pub reported_out: u64,
     pub reported_in: u64,
     last_report_ns: u64,
     /// When its socket was released (0: still open).
     ended_ns: u64,
+    tid: u32,
+    rule_id: u32,
+    generation: u32,
+    domain_id: u32,
+    verdict: u8,
+    hook: u8,
+    flags: u8,
 }
 
 impl OpenFlow {
     pub fn new(
-        ev: Event,
-        who: Arc<Enriched>,
+        ev: &Event,
+        proc: Arc<FlowProc>,
         names: Arc<RuleNames>,
         domain: Option<Arc<str>>,
         domain_rule: Option<Arc<str>>,
     ) -> Self {
-        let ts = ev.ts_ns;
-        OpenFlow { ev, who, names, domain, domain_rule, reported_out: 0, reported_in: 0, last_report_ns: ts, ended_ns: 0 }
+        OpenFlow {
+            proc,
+            names,
+            domain,
+            domain_rule,
+            ts_ns: ev.ts_ns,
+            reported_out: 0,
+            reported_in: 0,
+            last_report_ns: ev.ts_ns,
+            ended_ns: 0,
+            tid: ev.tid,
+            rule_id: ev.rule_id,
+            generation: ev.generation,
+            domain_id: ev.domain_id,
+            verdict: ev.verdict,
+            hook: ev.hook,
+            flags: ev.flags,
+        }
+    }
+
+    /// The connect record that started the flow `key`.
+    pub fn event(&self, key: &FlowKey) -> Event {
+        let p = &self.proc;
+        Event {
+            kind: agent_common::record::CONNECT,
+            pid: p.pid,
+            tid: self.tid,
+            uid: p.uid,
+            gid: p.gid,
+            exe_dev: p.exe_dev,
+            rule_id: self.rule_id,
+            generation: self.generation,
+            ts_ns: self.ts_ns,
+            cookie: key.cookie,
+            cgroup_id: p.cgroup_id,
+            exe_ino: p.exe_ino,
+            start_ns: p.start_ns,
+            daddr: key.addr,
+            comm: p.comm,
+            // ICMP flows are keyed without a port; their records had none either.
+            dport: key.port,
+            family: key.family,
+            proto: key.proto,
+            verdict: self.verdict,
+            hook: self.hook,
+            flags: self.flags,
+            _pad1: 0,
+            domain_id: self.domain_id,
+            _pad2: 0,
+        }
     }
 }
 
@@ -77,6 +155,8 @@ pub enum FlowState {
 
 /// A flow to write, and the bytes it added since it was last reported.
 pub struct FlowReport {
+    /// The connect record that started it.
+    pub ev: Event,
     pub flow: OpenFlow,
     pub stats: FlowStats,
     pub state: FlowState,
@@ -94,12 +174,15 @@ pub struct FlowTotals {
 }
 
 pub struct FlowTracker {
-    /// Ordered by key, whose first field is the socket cookie: a socket's flows are one range.
-    open: BTreeMap<FlowKey, OpenFlow>,
+    /// A hash map, not a B-tree: cookies grow monotonically, and a B-tree filled in order keeps
+    /// its nodes half empty (about 100 bytes more per flow).
+    open: HashMap<FlowKey, OpenFlow>,
+    /// Sockets released (cookie → when), whose flows end once [`END_GRACE_NS`] has passed.
+    released: HashMap<u64, u64>,
     capacity: usize,
     update_every_ns: u64,
     /// Process descriptions shared by the flows of one process.
-    who_cache: LruCache<(u32, u64, u64, u64), Arc<Enriched>>,
+    procs: LruCache<ProcKey, Arc<FlowProc>>,
     pub totals: FlowTotals,
 }
 
@@ -108,10 +191,11 @@ impl FlowTracker {
     pub fn new(capacity: usize, update_every_ns: u64) -> Self {
         let cache = NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN);
         FlowTracker {
-            open: BTreeMap::new(),
+            open: HashMap::new(),
+            released: HashMap::new(),
             capacity,
             update_every_ns,
-            who_cache: LruCache::new(cache),
+            procs: LruCache::new(cache),
             totals: FlowTotals::default(),
         }
     }
@@ -125,15 +209,26 @@ impl FlowTracker {
         Some(FlowKey { cookie: ev.cookie, addr: ev.daddr, port, family: ev.family, proto: ev.proto, _pad: 0 })
     }
 
-    /// One shared description per process, so that many flows of one process cost one.
-    pub fn shared_who(&mut self, ev: &Event, who: Enriched) -> Arc<Enriched> {
-        let key = (ev.pid, ev.start_ns, ev.exe_ino, ev.cgroup_id);
-        if let Some(w) = self.who_cache.get(&key) {
-            return w.clone();
+    /// One shared description per process, so that many flows of one process cost one;
+    /// `enrich` describes it when it is not known yet.
+    pub fn shared_proc(&mut self, ev: &Event, enrich: impl FnOnce() -> Enriched) -> Arc<FlowProc> {
+        let key = proc_key(ev);
+        if let Some(p) = self.procs.get(&key) {
+            return p.clone();
         }
-        let w = Arc::new(who);
-        self.who_cache.put(key, w.clone());
-        w
+        let p = Arc::new(FlowProc {
+            who: Arc::new(enrich()),
+            pid: ev.pid,
+            uid: ev.uid,
+            gid: ev.gid,
+            exe_dev: ev.exe_dev,
+            cgroup_id: ev.cgroup_id,
+            exe_ino: ev.exe_ino,
+            start_ns: ev.start_ns,
+            comm: ev.comm,
+        });
+        self.procs.put(key, p.clone());
+        p
     }
 
     /// Starts tracking the flow of a connect record (a second record for a flow already tracked,
@@ -144,28 +239,36 @@ impl FlowTracker {
 
     /// A socket was released: its flows end (they are read once [`END_GRACE_NS`] has passed).
     pub fn ended(&mut self, cookie: u64, ts_ns: u64) {
-        for (_, f) in self.open.range_mut(cookie_range(cookie)) {
-            if f.ended_ns == 0 {
-                f.ended_ns = ts_ns.max(1);
-            }
-        }
+        self.released.entry(cookie).or_insert(ts_ns.max(1));
     }
 
     /// Ended flows past their grace, updates of long-lived flows, and evictions when the table
     /// is nearly full.
     pub fn tick(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> Vec<FlowReport> {
         let mut out = Vec::new();
+        for (k, f) in &mut self.open {
+            if f.ended_ns == 0 {
+                if let Some(&at) = self.released.get(&k.cookie) {
+                    f.ended_ns = at;
+                }
+            }
+        }
+        // Bounded per tick, so that 100,000 sockets closing at once are written over a few
+        // ticks rather than held in memory together.
         let done: Vec<FlowKey> = self
             .open
             .iter()
             .filter(|(_, f)| f.ended_ns != 0 && now_ns.saturating_sub(f.ended_ns) >= END_GRACE_NS)
             .map(|(k, _)| *k)
+            .take(REPORTS_PER_TICK)
             .collect();
+        // Every flow of a released socket is marked now: the socket's entry is done with.
+        self.released.clear();
         for k in done {
             if let Some(f) = self.open.remove(&k) {
                 let stats = table.take(&k).unwrap_or_else(|| zero(&f));
                 let at = f.ended_ns;
-                out.push(report(f, stats, FlowState::End, at));
+                out.push(report(&k, f, stats, FlowState::End, at));
             }
         }
         if self.update_every_ns > 0 {
@@ -174,11 +277,12 @@ impl FlowTracker {
                 .iter()
                 .filter(|(_, f)| f.ended_ns == 0 && now_ns.saturating_sub(f.last_report_ns) >= self.update_every_ns)
                 .map(|(k, _)| *k)
+                .take(REPORTS_PER_TICK)
                 .collect();
             for k in due {
                 let Some(stats) = table.read(&k) else { continue };
                 if let Some(f) = self.open.get_mut(&k) {
-                    let r = report(f.clone(), stats, FlowState::Update, now_ns);
+                    let r = report(&k, f.clone(), stats, FlowState::Update, now_ns);
                     f.reported_out = stats.bytes_out;
                     f.reported_in = stats.bytes_in;
                     f.last_report_ns = now_ns;
@@ -190,13 +294,13 @@ impl FlowTracker {
         // still tracked: down to 80% once past 90%.
         if self.open.len() * 10 > self.capacity * 9 {
             let target = self.capacity * 8 / 10;
-            let mut by_age: Vec<(u64, FlowKey)> = self.open.iter().map(|(k, f)| (f.ev.ts_ns, *k)).collect();
+            let mut by_age: Vec<(u64, FlowKey)> = self.open.iter().map(|(k, f)| (f.ts_ns, *k)).collect();
             by_age.sort_unstable_by_key(|(ts, _)| *ts);
             let excess = self.open.len().saturating_sub(target);
             for (_, k) in by_age.into_iter().take(excess) {
                 if let Some(f) = self.open.remove(&k) {
                     let stats = table.take(&k).unwrap_or_else(|| zero(&f));
-                    out.push(report(f, stats, FlowState::Evicted, now_ns));
+                    out.push(report(&k, f, stats, FlowState::Evicted, now_ns));
                     self.totals.evicted += 1;
                 }
             }
@@ -220,32 +324,33 @@ impl FlowTracker {
 
     /// Every tracked flow, as the agent stops (removed from the kernel's table).
     pub fn finish_all(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> Vec<FlowReport> {
+        let released = std::mem::take(&mut self.released);
         std::mem::take(&mut self.open)
             .into_iter()
+            .map(|(k, mut f)| {
+                if f.ended_ns == 0 {
+                    f.ended_ns = released.get(&k.cookie).copied().unwrap_or(0);
+                }
+                (k, f)
+            })
             .map(|(k, f)| {
                 let stats = table.take(&k).unwrap_or_else(|| zero(&f));
                 let (state, at) = if f.ended_ns != 0 { (FlowState::End, f.ended_ns) } else { (FlowState::Stopped, now_ns) };
-                report(f, stats, state, at)
+                report(&k, f, stats, state, at)
             })
             .collect()
     }
 }
 
-fn cookie_range(cookie: u64) -> std::ops::RangeInclusive<FlowKey> {
-    let lo = FlowKey { cookie, addr: [0; 16], port: 0, family: 0, proto: 0, _pad: 0 };
-    let hi = FlowKey { cookie, addr: [0xff; 16], port: u16::MAX, family: u8::MAX, proto: u8::MAX, _pad: u32::MAX };
-    lo..=hi
-}
-
 /// Counters of a flow the kernel no longer has (it never should): nothing counted.
 fn zero(f: &OpenFlow) -> FlowStats {
-    FlowStats { start_ns: f.ev.ts_ns, last_ns: f.ev.ts_ns, ..FlowStats::default() }
+    FlowStats { start_ns: f.ts_ns, last_ns: f.ts_ns, ..FlowStats::default() }
 }
 
-fn report(flow: OpenFlow, stats: FlowStats, state: FlowState, at_ns: u64) -> FlowReport {
+fn report(key: &FlowKey, flow: OpenFlow, stats: FlowStats, state: FlowState, at_ns: u64) -> FlowReport {
     let delta_out = stats.bytes_out.saturating_sub(flow.reported_out);
     let delta_in = stats.bytes_in.saturating_sub(flow.reported_in);
-    FlowReport { flow, stats, state, at_ns, delta_out, delta_in }
+    FlowReport { ev: flow.event(key), flow, stats, state, at_ns, delta_out, delta_in }
 }
 
 /// `kind: "flow"`: the connect record's fields, and what the flow carried.
@@ -269,10 +374,10 @@ pub fn record<'a>(r: &'a FlowReport, ts_offset: i128) -> FlowRecord<'a> {
     let f = &r.flow;
     let domain = f.domain.as_deref().map(str::to_owned);
     let domain_rule = f.domain_rule.as_deref().map(str::to_owned);
-    let mut conn = connect::record(&f.ev, &f.who, &f.names, ts_offset, domain, domain_rule);
+    let mut conn = connect::record(&r.ev, &f.proc.who, &f.names, ts_offset, domain, domain_rule);
     conn.kind = "flow";
     conn.ts = super::rfc3339(ts_offset + i128::from(r.at_ns));
-    let start_ns = if r.stats.start_ns != 0 { r.stats.start_ns } else { f.ev.ts_ns };
+    let start_ns = if r.stats.start_ns != 0 { r.stats.start_ns } else { f.ts_ns };
     FlowRecord {
         conn,
         state: r.state,
@@ -288,8 +393,6 @@ pub fn record<'a>(r: &'a FlowReport, ts_offset: i128) -> FlowRecord<'a> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
 
     #[derive(Default)]
@@ -339,8 +442,8 @@ mod tests {
     fn open(t: &mut FlowTracker, k: &mut Fake, e: Event, out: u64) -> FlowKey {
         let key = FlowTracker::key_of(&e).expect("tracked");
         k.0.insert(key, FlowStats { start_ns: e.ts_ns, bytes_out: out, ..FlowStats::default() });
-        let who = t.shared_who(&e, Enriched::default());
-        t.open(key, OpenFlow::new(e, who, Arc::new(RuleNames::default()), None, None));
+        let p = t.shared_proc(&e, Enriched::default);
+        t.open(key, OpenFlow::new(&e, p, Arc::new(RuleNames::default()), None, None));
         key
     }
 
@@ -381,7 +484,7 @@ mod tests {
         let r = t.tick(&mut k, 1_000);
         assert_eq!(r.len(), 2, "down to 80%");
         assert!(r.iter().all(|r| r.state == FlowState::Evicted));
-        assert_eq!(r.iter().map(|r| r.flow.ev.cookie).collect::<Vec<_>>(), vec![0, 1], "oldest first");
+        assert_eq!(r.iter().map(|r| r.ev.cookie).collect::<Vec<_>>(), vec![0, 1], "oldest first");
         assert_eq!(t.totals.evicted, 2);
         assert_eq!(k.0.len(), 8);
     }

@@ -8,7 +8,7 @@
 //! ends it is written once with `suppressed` = how many were folded, so nothing disappears. The
 //! table is bounded; a key pushed out with folded attempts is written out first.
 
-use std::{num::NonZeroUsize, sync::Arc};
+use std::sync::Arc;
 
 use agent_common::Event;
 use lru::LruCache;
@@ -74,8 +74,8 @@ const CAPACITY: usize = 16_384;
 impl RateLimiter {
     /// `burst` records per key per `window_ns`; `burst == 0` turns folding off.
     pub fn new(window_ns: u64, burst: u32) -> Self {
-        let cap = NonZeroUsize::new(CAPACITY).unwrap_or(NonZeroUsize::MIN);
-        Self { window_ns, burst, keys: LruCache::new(cap), total_suppressed: 0 }
+        // Grown as used (see `admit`), not allocated up front.
+        Self { window_ns, burst, keys: LruCache::unbounded(), total_suppressed: 0 }
     }
 
     /// Whether the record of `ev` is written now. If not, it is folded (and written later by
@@ -116,7 +116,8 @@ impl RateLimiter {
             *w = Window { start_ns: now, written: 1, folded: None };
             return (true, left);
         }
-        let pushed = self.keys.push(key, Window { start_ns: now, written: 1, folded: None });
+        let pushed = if self.keys.len() >= CAPACITY { self.keys.pop_lru() } else { None };
+        self.keys.put(key, Window { start_ns: now, written: 1, folded: None });
         (true, pushed.and_then(|(_, w)| w.folded))
     }
 
