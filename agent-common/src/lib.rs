@@ -54,13 +54,12 @@ pub mod programs {
     pub const SENDMSG6: &str = "sendmsg6";
     /// raw_tracepoint on `sched_process_exec`.
     pub const EXEC: &str = "sched_process_exec";
-    /// cgroup_skb egress: records outstanding DNS queries, refuses unlisted ones.
-    pub const DNS_EGRESS: &str = "dns_egress";
-    /// cgroup_skb ingress: parses DNS answers before the socket can read them.
-    pub const DNS_INGRESS: &str = "dns_ingress";
-    /// cgroup_skb egress and ingress: count the bytes and packets of tracked flows.
-    pub const FLOW_EGRESS: &str = "flow_egress";
-    pub const FLOW_INGRESS: &str = "flow_ingress";
+    /// cgroup_skb egress: counts the bytes of tracked flows; records outstanding DNS queries,
+    /// refuses unlisted ones.
+    pub const SKB_EGRESS: &str = "skb_egress";
+    /// cgroup_skb ingress: counts the bytes of tracked flows; parses DNS answers before the
+    /// socket can read them.
+    pub const SKB_INGRESS: &str = "skb_ingress";
     /// cgroup/sock_release: reports the end of a socket that has flows.
     pub const FLOW_RELEASE: &str = "flow_release";
 }
@@ -608,14 +607,15 @@ pub struct FlowKey {
 }
 
 /// Value of `FLOWS`: counted by the cgroup_skb programs, payload bytes (the transport's, so a
-/// transfer counts what the application sent), updated atomically.
+/// transfer counts what the application sent), updated atomically. Packets are those that
+/// carry data: TCP segments without payload (ACKs, handshake, FIN) are not counted.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowStats {
     /// `bpf_ktime_get_ns` when the connect hook created the flow.
     pub start_ns: u64,
-    /// Last packet either way.
-    pub last_ns: u64,
+    /// Reserved (0): a shared "last packet" time would make both directions write one word.
+    pub _reserved: u64,
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub packets_out: u64,

@@ -5,7 +5,8 @@
 //!   port, and its later datagrams to that peer are only counted, not reported one by one.
 //! - The cgroup_skb programs ([`count`]) add every packet's transport payload to its flow, found
 //!   from the packet itself (socket cookie, peer address and port), so connected and unconnected
-//!   sockets are counted alike.
+//!   sockets are counted alike. They run first in the one cgroup_skb program per direction, and
+//!   hand the ports they read to the DNS code, which only looks at packets from or to port 53.
 //! - cgroup/sock_release ([`release`]) reports the end of a socket that has flows. The flows stay
 //!   in `FLOWS` until the agent reads and removes them: a flow that starts and ends between two
 //!   reads is still reported, and data TCP sends after close() is still counted.
@@ -59,7 +60,7 @@ pub fn live(key: &FlowKey) -> bool {
 pub fn create(ctx: &SockAddrContext, key: &FlowKey) -> bool {
     // SAFETY: plain helper.
     let now = unsafe { bpf_ktime_get_ns() };
-    let stats = FlowStats { start_ns: now, last_ns: now, ..FlowStats::default() };
+    let stats = FlowStats { start_ns: now, ..FlowStats::default() };
     // The mark first: a flow without one would never be reported as ended.
     // SAFETY: the socket of a sock_addr program is a full socket.
     let mark = unsafe { SK_FLOWS.get_or_insert_ptr_mut(ctx, None) };
@@ -93,21 +94,167 @@ pub fn blocked(vendor: u16, proc: &Proc) -> bool {
     }
 }
 
-/// Adds a packet to its flow, if it has one.
-#[inline(always)]
-pub fn count(ctx: &SkBuffContext, egress: bool) -> i32 {
-    let _ = try_count(ctx, egress);
-    PASS
+/// The ports of a packet the flow accounting read, for the DNS programs' pre-filter.
+pub struct Peek {
+    /// False when the headers could not be read here: the DNS programs must look themselves.
+    pub known: bool,
+    pub sport: u16,
+    pub dport: u16,
 }
 
-#[inline(always)]
-fn try_count(ctx: &SkBuffContext, egress: bool) -> Option<()> {
-    // SAFETY: the kernel hands the program a valid __sk_buff; the helper takes the context.
-    let (skb, cookie) = unsafe { (&*ctx.skb.skb, bpf_get_socket_cookie(ctx.as_ptr())) };
-    if cookie == 0 {
-        return None;
+/// What one packet adds to a flow.
+struct Seen {
+    key: FlowKey,
+    /// Transport payload bytes.
+    payload: u64,
+    sport: u16,
+    dport: u16,
+}
+
+/// Adds a packet to its flow, if it has one; says which ports it saw. A function of its own
+/// for the verifier: its stack is gone before the DNS code, which needs most of the 512 bytes,
+/// runs.
+#[inline(never)]
+pub fn count(ctx: &SkBuffContext, egress: bool) -> Peek {
+    // Headers are read straight from the packet when they are in its linear part (nearly
+    // always): helper calls per field cost more than the rest of the accounting.
+    let seen = match direct(ctx, egress) {
+        Direct::Seen(s) => Some(s),
+        Direct::Skip => None,
+        Direct::Slow => slow(ctx, egress),
+    };
+    let Some(mut seen) = seen else { return Peek { known: false, sport: 0, dport: 0 } };
+    let peek = Peek { known: true, sport: seen.sport, dport: seen.dport };
+    // Segments without data (ACKs, the handshake) are not counted: a bulk transfer sends about
+    // one for every data segment the other way, and each lookup costs.
+    if seen.payload == 0 && u32::from(seen.key.proto) == IPPROTO_TCP {
+        return peek;
     }
-    let mut key = FlowKey { cookie, ..FlowKey::default() };
+    // SAFETY: the helper takes the program's own context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    if cookie == 0 {
+        return peek;
+    }
+    seen.key.cookie = cookie;
+    let Some(flow) = FLOWS.get_ptr_mut(&seen.key) else { return peek };
+    // SAFETY: the context is valid for the program's run.
+    let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
+    // A GSO packet is several on the wire.
+    let packets = u64::from(if gso_segs == 0 { 1 } else { gso_segs });
+    // SAFETY: a live map value; the counters are updated atomically since several CPUs count
+    // into the same flow at once. Each direction writes only its own counters (no shared
+    // "last packet" time), so the two directions do not fight over more than the cache line.
+    unsafe {
+        let (bytes, pkts) = if egress {
+            (&raw mut (*flow).bytes_out, &raw mut (*flow).packets_out)
+        } else {
+            (&raw mut (*flow).bytes_in, &raw mut (*flow).packets_in)
+        };
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(bytes, seen.payload);
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(pkts, packets);
+    }
+    peek
+}
+
+enum Direct {
+    Seen(Seen),
+    /// Nothing to count (another protocol family, a later fragment).
+    Skip,
+    /// The headers are not all in the linear part: read them with the helper.
+    Slow,
+}
+
+/// Reads IPv4 without options, and IPv6 without extension headers (nearly every packet),
+/// straight from the packet; anything else goes the helper's way.
+#[inline(always)]
+fn direct(ctx: &SkBuffContext, egress: bool) -> Direct {
+    // SAFETY: the kernel hands the program a valid __sk_buff; `data`/`data_end` are the bounds
+    // of its linear part, checked before every read below.
+    let skb = unsafe { &*ctx.skb.skb };
+    let (data, end) = (skb.data as usize, skb.data_end as usize);
+    let len = skb.len;
+    let mut key = FlowKey::default();
+    match u16::from_be(skb.protocol as u16) {
+        ETH_P_IP => {
+            if data + 20 > end {
+                return Direct::Slow;
+            }
+            let ip = data as *const u8;
+            // SAFETY: 20 bytes are in bounds (checked above).
+            let (vihl, frag_hi, frag_lo, proto) = unsafe { (*ip, *ip.add(6), *ip.add(7), *ip.add(9)) };
+            // A later fragment has no transport header: its bytes cannot be placed.
+            if (u16::from_be_bytes([frag_hi, frag_lo]) & 0x1fff) != 0 {
+                return Direct::Skip;
+            }
+            if vihl & 0x0f != 5 {
+                // IP options: the header length varies, which the helper path handles.
+                return Direct::Slow;
+            }
+            let at = if egress { 16 } else { 12 };
+            // SAFETY: in bounds (checked above).
+            unsafe { core::ptr::copy_nonoverlapping(ip.add(at), key.addr.as_mut_ptr(), 4) };
+            key.family = AF_INET;
+            transport::<20>(data, end, len, proto, egress, key)
+        }
+        ETH_P_IPV6 => {
+            if data + 40 > end {
+                return Direct::Slow;
+            }
+            let ip = data as *const u8;
+            // SAFETY: 40 bytes are in bounds (checked above).
+            let next = unsafe { *ip.add(6) };
+            if !matches!(next as u32, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_UDPLITE) {
+                // Extension headers, ICMPv6 ...: the helper path walks them.
+                return Direct::Slow;
+            }
+            let at = if egress { 24 } else { 8 };
+            // SAFETY: in bounds (checked above).
+            unsafe { core::ptr::copy_nonoverlapping(ip.add(at), key.addr.as_mut_ptr(), 16) };
+            key.family = AF_INET6;
+            transport::<40>(data, end, len, next, egress, key)
+        }
+        _ => Direct::Skip,
+    }
+}
+
+/// The transport header at the constant offset `L3` (a constant, so that the verifier sees
+/// every read at a fixed distance from the checked packet pointer).
+#[inline(always)]
+fn transport<const L3: usize>(data: usize, end: usize, len: u32, proto: u8, egress: bool, mut key: FlowKey) -> Direct {
+    let l4 = match proto as u32 {
+        IPPROTO_TCP => {
+            if data + L3 + 20 > end {
+                return Direct::Slow;
+            }
+            // SAFETY: 20 bytes past L3 are in bounds (checked above).
+            let doff = unsafe { *((data + L3 + 12) as *const u8) };
+            u32::from(doff >> 4) * 4
+        }
+        IPPROTO_UDP | IPPROTO_UDPLITE => {
+            if data + L3 + 8 > end {
+                return Direct::Slow;
+            }
+            8
+        }
+        _ => return Direct::Slow,
+    };
+    // SAFETY: at least 8 bytes past L3 are in bounds (checked above).
+    let p = unsafe { core::ptr::read_unaligned((data + L3) as *const [u8; 4]) };
+    let sport = u16::from_be_bytes([p[0], p[1]]);
+    let dport = u16::from_be_bytes([p[2], p[3]]);
+    // The peer's port: the destination going out, the source coming in.
+    key.port = if egress { dport } else { sport };
+    key.proto = if proto as u32 == IPPROTO_UDPLITE { IPPROTO_UDP as u8 } else { proto };
+    let payload = u64::from(len.saturating_sub(L3 as u32 + l4));
+    Direct::Seen(Seen { key, payload, sport, dport })
+}
+
+/// The same with the load helper: headers past the linear part, IPv6 extension headers.
+#[inline(always)]
+fn slow(ctx: &SkBuffContext, egress: bool) -> Option<Seen> {
+    // SAFETY: the kernel hands the program a valid __sk_buff.
+    let skb = unsafe { &*ctx.skb.skb };
+    let mut key = FlowKey::default();
     let l3: u32;
     let proto: u8;
     match u16::from_be(skb.protocol as u16) {
@@ -119,7 +266,6 @@ fn try_count(ctx: &SkBuffContext, egress: bool) -> Option<()> {
             let a: [u8; 4] = ctx.load(if egress { 16 } else { 12 }).ok()?;
             key.addr[..4].copy_from_slice(&a);
             key.family = AF_INET;
-            // A later fragment has no transport header: its bytes cannot be placed.
             if frag & 0x1fff != 0 {
                 return None;
             }
@@ -166,29 +312,16 @@ fn try_count(ctx: &SkBuffContext, egress: bool) -> Option<()> {
         IPPROTO_UDP | IPPROTO_UDPLITE => (8, true),
         _ => (8, false),
     };
+    let (mut sport, mut dport) = (0, 0);
     if ported {
-        // The peer's port: the destination going out, the source coming in.
-        let at = l3 as usize + if egress { 2 } else { 0 };
-        key.port = u16::from_be(ctx.load(at).ok()?);
+        let p: [u8; 4] = ctx.load(l3 as usize).ok()?;
+        sport = u16::from_be_bytes([p[0], p[1]]);
+        dport = u16::from_be_bytes([p[2], p[3]]);
+        key.port = if egress { dport } else { sport };
     }
     key.proto = if proto as u32 == IPPROTO_UDPLITE { IPPROTO_UDP as u8 } else { proto };
-    let flow = FLOWS.get_ptr_mut(&key)?;
     let payload = u64::from(skb.len.saturating_sub(l3 + l4));
-    // A GSO packet is several on the wire.
-    let packets = u64::from(if skb.gso_segs == 0 { 1 } else { skb.gso_segs });
-    // SAFETY: a live map value; the counters are updated atomically since both directions and
-    // several CPUs count into the same flow at once.
-    unsafe {
-        let (bytes, pkts) = if egress {
-            (&raw mut (*flow).bytes_out, &raw mut (*flow).packets_out)
-        } else {
-            (&raw mut (*flow).bytes_in, &raw mut (*flow).packets_in)
-        };
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(bytes, payload);
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(pkts, packets);
-        (*flow).last_ns = bpf_ktime_get_ns();
-    }
-    Some(())
+    Some(Seen { key, payload, sport, dport })
 }
 
 /// cgroup/sock_release: reports that a socket with flows is gone.

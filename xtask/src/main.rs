@@ -92,7 +92,11 @@ fn main() -> Result<()> {
         Cmd::Test { filter } => test(filter.as_deref()),
         Cmd::Bench { which } => {
             setup::kernel_toolchain()?;
-            let bin = build_agent(true)?;
+            // Another build of the agent can be measured instead (an older commit, to compare).
+            let bin = match std::env::var_os("EGRESS_AGENT_BENCH_BIN") {
+                Some(b) => PathBuf::from(b),
+                None => build_agent(true)?,
+            };
             bench::run(which, &bin)
         }
         Cmd::BenchClient(args) => bench::client(&args),

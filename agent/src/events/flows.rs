@@ -344,7 +344,7 @@ impl FlowTracker {
 
 /// Counters of a flow the kernel no longer has (it never should): nothing counted.
 fn zero(f: &OpenFlow) -> FlowStats {
-    FlowStats { start_ns: f.ts_ns, last_ns: f.ts_ns, ..FlowStats::default() }
+    FlowStats { start_ns: f.ts_ns, ..FlowStats::default() }
 }
 
 fn report(key: &FlowKey, flow: OpenFlow, stats: FlowStats, state: FlowState, at_ns: u64) -> FlowReport {

@@ -28,12 +28,10 @@ use crate::{
     policy::CompiledPolicy,
 };
 
-/// The cgroup_skb programs (DNS, then flow accounting) and the direction each attaches to.
-const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 4] = [
-    (progs::DNS_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
-    (progs::DNS_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
-    (progs::FLOW_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
-    (progs::FLOW_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
+/// The cgroup_skb programs (flow accounting, then DNS) and the direction each attaches to.
+const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
+    (progs::SKB_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
+    (progs::SKB_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
 ];
 
 /// The socket-release hook that reports the end of sockets with flows.

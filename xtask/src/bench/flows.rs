@@ -18,7 +18,7 @@
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -71,40 +71,46 @@ pub fn run(agent_bin: &Path, rounds: u32, mib: u64, flows: u32) -> Result<()> {
     let path = env.path("enforce.yaml");
     std::fs::write(&path, spec())?;
 
-    // 1. Throughput.
+    // 1. Throughput. One agent runs throughout; "none" is a client in a sibling cgroup the agent
+    // does not watch (no hook runs for its sockets), "enforce" one in the watched cgroup. Same
+    // machine state for both, rounds alternating the order, so that only the hooks differ.
     let bytes = mib << 20;
     let configs = ["none", "enforce"];
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); configs.len()];
+    let free = FreeCgroup::new(&env)?;
+    let agent = Agent::start(agent_bin, &path, &env.cgroup, &env.dir, &[]);
     for round in 0..rounds {
-        for (i, cfg) in configs.iter().enumerate() {
-            let agent = (*cfg == "enforce").then(|| Agent::start(agent_bin, &path, &env.cgroup, &env.dir, &[]));
-            let out = env
-                .in_cgroup(&xtask.display().to_string(), &["bench-flows-client", "--bytes", &bytes.to_string()])
-                .output()
-                .context("running the bench client")?;
+        let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let cfg = configs[i];
+            let watched = cfg == "enforce";
+            let args = ["bench-flows-client", "--bytes", &bytes.to_string()];
+            let xt = xtask.display().to_string();
+            let mut cmd = if watched { env.in_cgroup(&xt, &args) } else { free.command(&env, &xt, &args) };
+            let out = cmd.output().context("running the bench client")?;
             let stderr = String::from_utf8_lossy(&out.stderr);
             if !out.status.success() {
-                let log = agent.as_ref().map(Agent::log).unwrap_or_default();
-                bail!("bench client failed in round {round} ({cfg}): {stderr}\nagent log:\n{log}");
+                bail!("bench client failed in round {round} ({cfg}): {stderr}\nagent log:\n{}", agent.log());
             }
             let text = String::from_utf8_lossy(&out.stdout);
             let v: Vec<&str> = text.split_whitespace().collect();
             let [up, down, probe] = v[..] else { bail!("bench client printed {text:?}") };
             let (up, down): (f64, f64) = (up.parse()?, down.parse()?);
-            match (agent.is_some(), probe) {
+            match (watched, probe) {
                 (true, "eperm") | (false, "refused") => {}
                 (true, p) => bail!(
                     "round {round}: with the agent, a connect to {ADDR4}:{PROBE_PORT} (not allowed) was not \
                      refused with EPERM ({p}): the agent is not enforcing, so its figures mean nothing"
                 ),
-                (false, p) => bail!("round {round}: without the agent, the probe connect got {p}, not ECONNREFUSED"),
+                (false, p) => bail!("round {round}: outside the watched cgroup, the probe connect got {p}, not ECONNREFUSED"),
             }
             eprintln!("round {round} {cfg}: client→server {up:.0} MB/s, server→client {down:.0} MB/s");
             results[i].push((up, down));
-            drop(agent);
-            clear_events(&env);
         }
     }
+    drop(agent);
+    drop(free);
+    clear_events(&env);
     let med = super::medians(&results);
     println!(
         "\nbulk TCP throughput over loopback, median of {rounds} rounds ({mib} MiB each way per round, \
@@ -129,6 +135,37 @@ pub fn run(agent_bin: &Path, rounds: u32, mib: u64, flows: u32) -> Result<()> {
     // 2. Memory.
     memory(&env, agent_bin, &path, flows)?;
     Ok(())
+}
+
+/// A sibling of the test's cgroup that the agent does not watch (removed when dropped).
+struct FreeCgroup(PathBuf);
+
+impl FreeCgroup {
+    fn new(env: &TestEnv) -> Result<Self> {
+        let mut name = env.cgroup.file_name().context("cgroup name")?.to_os_string();
+        name.push("-free");
+        let dir = env.cgroup.with_file_name(name);
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        Ok(FreeCgroup(dir))
+    }
+
+    /// `program args` in this cgroup and the test's namespace.
+    fn command(&self, env: &TestEnv, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo $$ > \"$1/cgroup.procs\" && shift && exec ip netns exec \"$@\"", "sh"])
+            .arg(&self.0)
+            .arg(&env.netns)
+            .arg(program)
+            .args(args);
+        c
+    }
+}
+
+impl Drop for FreeCgroup {
+    fn drop(&mut self) {
+        // Its processes have exited (each client runs to completion): the cgroup is empty.
+        let _ = std::fs::remove_dir(&self.0);
+    }
 }
 
 fn memory(env: &TestEnv, agent_bin: &Path, policy: &Path, flows: u32) -> Result<()> {
