@@ -14,8 +14,8 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey, Learnt,
-    LearntKeyV4, LearntKeyV6, SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
+    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
+    Learnt, LearntKeyV4, LearntKeyV6, SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
     MAX_SELECTORS, RULE_DEFAULT,
 };
 use aya_ebpf::{
@@ -30,13 +30,13 @@ use aya_ebpf::{
 };
 
 use crate::{
+    flows,
     identity::{current_proc, Proc},
+    maps::FLOW_COUNTERS,
     maps::{
         ACTIVE_SLOT, DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, EVENTS, EXE_SET, LEARNT_V4,
         LEARNT_V6, RULES, SELECTORS, SLOT_META,
     },
-    flows,
-    maps::FLOW_COUNTERS,
     ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };

@@ -1,9 +1,10 @@
 //! Every map of the kernel programs. Names are the constants of `agent_common::maps`.
 
 use agent_common::{
-    dns::ParseState, BlockKey, FlowKey, FlowStats, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Pending,
-    ResolverKey, RuleEntry, Selector, SlotMeta, SockPending, EVENTS_RING_BYTES, MAX_DOMAINS, MAX_DOMAIN_IDS,
-    MAX_BLOCKS, MAX_EXE_KEYS, MAX_FLOWS, MAX_LEARNT, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    dns::ParseState, AddrV4, AddrV6, BlockKey, Config, DestValue, DomainValue, ExeKey, FlowKey, FlowStats, Learnt,
+    LearntKeyV4, LearntKeyV6, Pending, ResolverKey, RuleEntry, Selector, SlotMeta, SockPending, EVENTS_RING_BYTES,
+    MAX_BLOCKS, MAX_DOMAINS, MAX_DOMAIN_IDS, MAX_EXE_KEYS, MAX_FLOWS, MAX_LEARNT, MAX_PREFIXES, MAX_RESOLVERS,
+    MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya_ebpf::{
     btf_maps::SkStorage,

@@ -551,7 +551,11 @@ struct DnsSeen {
 fn flow_housekeeping(dp: &mut Datapath, seen: &mut u64) {
     match dp.flow_counters() {
         Ok(c) if c.full > *seen => {
-            warn!(untracked = c.full - *seen, total = c.full, "flow table full: new flows were decided and reported but not counted");
+            warn!(
+                untracked = c.full - *seen,
+                total = c.full,
+                "flow table full: new flows were decided and reported but not counted"
+            );
             *seen = c.full;
         }
         Ok(_) => {}

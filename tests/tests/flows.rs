@@ -93,6 +93,7 @@ fn one_unconnected_socket_to_one_destination_is_one_flow_not_one_event_per_datag
     let connects: Vec<Value> =
         agent.events().into_iter().filter(|e| e["kind"] == "connect" && e["pid"] == pid).collect();
     assert_eq!(connects.len(), 1, "one record when the flow starts: {connects:#?}");
+    assert_eq!(connects[0]["flow"], true, "{}", connects[0]);
     assert_eq!(connects[0]["hook"], "sendmsg4");
 }
 

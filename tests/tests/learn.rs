@@ -211,7 +211,10 @@ fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_
     agent.wait_event("the block starting", |e| e["kind"] == "response" && e["state"] == "start");
     let blocked_at = Instant::now();
     // A reload (a new generation, with an extra rule) keeps the block.
-    let reloaded = text.replace("  vendors:\n", &format!("  allow:\n    - {{name: extra, cidr: {DNS4}/32, ports: [53]}}\n  vendors:\n"));
+    let reloaded = text.replace(
+        "  vendors:\n",
+        &format!("  allow:\n    - {{name: extra, cidr: {DNS4}/32, ports: [53]}}\n  vendors:\n"),
+    );
     assert_ne!(reloaded, text);
     egress_agent_tests::write_atomic(&env.path("policy.yaml"), &reloaded);
     wait_for(

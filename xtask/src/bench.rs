@@ -364,3 +364,18 @@ fn close_with_reset(s: TcpStream) {
     }
     drop(s);
 }
+
+/// A bench server's sockets: a TCP listener on `tcp_port`, and a UDP socket on `udp_port` that a
+/// thread drains; prints `ready` (what the bench waits for) once both are bound.
+pub(crate) fn listen_with_udp_sink(tcp_port: u16, udp_port: u16) -> Result<std::net::TcpListener> {
+    use std::{io::Write as _, net::Ipv4Addr};
+    let listener = std::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, tcp_port)).context("bench listener")?;
+    let udp = std::net::UdpSocket::bind((Ipv4Addr::UNSPECIFIED, udp_port)).context("bench UDP sink")?;
+    std::thread::spawn(move || {
+        let mut b = [0u8; 2048];
+        while udp.recv(&mut b).is_ok() {}
+    });
+    println!("ready");
+    std::io::stdout().flush()?;
+    Ok(listener)
+}

@@ -193,7 +193,7 @@ impl Usage {
     }
 
     /// Folds `o` in; returns the ports that did not fit.
-    fn merge(&mut self, o: &Usage) -> u64 {
+    pub(crate) fn merge(&mut self, o: &Usage) -> u64 {
         self.first_seen = self.first_seen.min(o.first_seen);
         self.last_seen = self.last_seen.max(o.last_seen);
         self.connections = self.connections.saturating_add(o.connections);

@@ -7,7 +7,6 @@
 //! in comments has its control characters replaced (a process name with a newline must not be
 //! able to add a rule).
 
-
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     fmt::Write as _,
@@ -106,22 +105,10 @@ impl Group {
     }
 }
 
+/// Adds `u` to `into`. Ports past the inventory's bound per entry are left out, as the
+/// inventory left them out (and counted them, which the proposal's header reports).
 fn fold(into: &mut Usage, u: &Usage) {
-    into.first_seen = into.first_seen.min(u.first_seen);
-    into.last_seen = into.last_seen.max(u.last_seen);
-    into.connections = into.connections.saturating_add(u.connections);
-    into.bytes_out = into.bytes_out.saturating_add(u.bytes_out);
-    into.bytes_in = into.bytes_in.saturating_add(u.bytes_in);
-    for p in &u.ports {
-        if let Err(i) = into.ports.binary_search(p) {
-            into.ports.insert(i, *p);
-        }
-    }
-    for p in &u.protocols {
-        if let Err(i) = into.protocols.binary_search(p) {
-            into.protocols.insert(i, p.clone());
-        }
-    }
+    let _ = into.merge(u);
 }
 
 fn protocols(u: &Usage) -> Vec<Protocol> {

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use crate::policy::{
-    model::{BaselineOverrides, ResponseAction},
+    model::{BaselineSpec, ResponseAction},
     Merged,
 };
 
@@ -42,7 +42,7 @@ impl Thresholds {
     pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(3600);
 
     /// These thresholds with the keys `o` gives replaced.
-    pub fn overlaid(&self, o: &BaselineOverrides) -> Self {
+    pub fn overlaid(&self, o: &BaselineSpec) -> Self {
         Self {
             interval: o.interval.map_or(self.interval, |v| v.0),
             warmup: o.warmup.map_or(self.warmup, |v| v.0),
@@ -123,7 +123,7 @@ impl Default for BaselineSettings {
 
 impl BaselineSettings {
     pub fn from_merged(m: &Merged) -> Self {
-        let global = Thresholds::default().overlaid(&m.baseline.overrides());
+        let global = Thresholds::default().overlaid(&m.baseline);
         let mut vendors = HashMap::new();
         let mut responses = HashMap::new();
         for (v, _) in &m.vendors {

@@ -151,7 +151,16 @@ impl Watch {
             warn!(anomaly = %a.kind, process = %a.process, party = %a.party, observed = a.observed, threshold = a.threshold, "anomaly");
             out.extend(serde_json::to_value(&rec).ok());
             if let Some(seconds) = block {
-                out.extend(serde_json::to_value(response_record(&a.vendor.unwrap_or_default(), &a.process, a.kind, seconds, "start")).ok());
+                out.extend(
+                    serde_json::to_value(response_record(
+                        &a.vendor.unwrap_or_default(),
+                        &a.process,
+                        a.kind,
+                        seconds,
+                        "start",
+                    ))
+                    .ok(),
+                );
             }
         }
         out
@@ -198,7 +207,8 @@ impl Watch {
         }
         let now = events::monotonic_now_ns();
         let mut out = Vec::new();
-        let (ended, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.blocks).into_iter().partition(|b| b.until_ns <= now);
+        let (ended, kept): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.blocks).into_iter().partition(|b| b.until_ns <= now);
         self.blocks = kept;
         for b in ended {
             // The kernel stopped refusing at `until_ns` by itself; the entry is only tidied.
@@ -299,7 +309,13 @@ struct ResponseRecord<'a> {
     seconds: u64,
 }
 
-fn response_record<'a>(vendor: &'a str, process: &'a str, anomaly: AnomalyKind, seconds: u64, state: &'static str) -> ResponseRecord<'a> {
+fn response_record<'a>(
+    vendor: &'a str,
+    process: &'a str,
+    anomaly: AnomalyKind,
+    seconds: u64,
+    state: &'static str,
+) -> ResponseRecord<'a> {
     let ts = events::rfc3339(events::monotonic_to_realtime_offset() + i128::from(events::monotonic_now_ns()));
     ResponseRecord { ts, kind: "response", state, action: "block", vendor, process, anomaly, seconds }
 }

@@ -83,8 +83,8 @@ fn run(a: &InventoryArgs) -> Result<String, String> {
     let merged = if a.policy.is_empty() {
         None
     } else {
-        let (m, _, warnings) = policy::load(&a.policy, now, &policy::resolve::HostResolver::new())
-            .map_err(|e| e.to_string())?;
+        let (m, _, warnings) =
+            policy::load(&a.policy, now, &policy::resolve::HostResolver::new()).map_err(|e| e.to_string())?;
         for w in warnings.iter().filter(|w| w.severity == Severity::Warning) {
             eprintln!("{w}");
         }
@@ -547,7 +547,9 @@ mod tests {
         let t = table(&r);
         assert!(t.starts_with("PARTY"), "{t}");
         let line = t.lines().find(|l| l.contains("api.stripe.com")).unwrap();
-        for want in ["stripe.com", "expiring through 2026-12-01", "/opt/billing/bin/api (uid 1000)", "2026-11-01T09:00:00Z"] {
+        for want in
+            ["stripe.com", "expiring through 2026-12-01", "/opt/billing/bin/api (uid 1000)", "2026-11-01T09:00:00Z"]
+        {
             assert!(line.contains(want), "{want}: {line}");
         }
         assert!(t.contains("  unused: never contacted") && t.contains("Vendors without an owner"), "{t}");

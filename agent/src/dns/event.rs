@@ -230,4 +230,3 @@ pub fn identity(d: &agent_common::DnsEvent) -> agent_common::Event {
         _pad2: 0,
     }
 }
-

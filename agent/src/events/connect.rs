@@ -77,6 +77,9 @@ pub struct Record<'a> {
     pub suppressed: u64,
     /// An automated response refused it (`verdict` is `deny`).
     pub blocked: bool,
+    /// A `flow` record will follow (let through and tracked; false when refused, or when the
+    /// flow table was full).
+    pub flow: bool,
 }
 
 /// What an event's `vendor`, `rule` and `policy` fields say.
@@ -138,5 +141,6 @@ pub fn record<'a>(
         domain_rule,
         suppressed: 0,
         blocked: ev.flags & event_flags::BLOCKED != 0,
+        flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,
     }
 }

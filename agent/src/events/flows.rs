@@ -22,6 +22,8 @@ use super::{
 /// A flow is read and removed this long after its socket was released: TCP may still be
 /// sending what the application wrote before close(), and those bytes belong to the flow.
 pub const END_GRACE_NS: u64 = 200_000_000;
+/// How early an update may come (see `tick`).
+const TICK_SLACK_NS: u64 = 200_000_000;
 /// Flow records written per tick at most (ended flows, then updates); the rest wait a tick.
 const REPORTS_PER_TICK: usize = 10_000;
 /// Flows older than this that the kernel has and the agent never heard of (their connect record
@@ -275,7 +277,11 @@ impl FlowTracker {
             let due: Vec<FlowKey> = self
                 .open
                 .iter()
-                .filter(|(_, f)| f.ended_ns == 0 && now_ns.saturating_sub(f.last_report_ns) >= self.update_every_ns)
+                .filter(|(_, f)| {
+                    // Ticks come about a second apart, never exactly: without the slack, an
+                    // update due every second would slip to every other tick.
+                    f.ended_ns == 0 && now_ns.saturating_sub(f.last_report_ns) + TICK_SLACK_NS >= self.update_every_ns
+                })
                 .map(|(k, _)| *k)
                 .take(REPORTS_PER_TICK)
                 .collect();
@@ -335,7 +341,8 @@ impl FlowTracker {
             })
             .map(|(k, f)| {
                 let stats = table.take(&k).unwrap_or_else(|| zero(&f));
-                let (state, at) = if f.ended_ns != 0 { (FlowState::End, f.ended_ns) } else { (FlowState::Stopped, now_ns) };
+                let (state, at) =
+                    if f.ended_ns != 0 { (FlowState::End, f.ended_ns) } else { (FlowState::Stopped, now_ns) };
                 report(&k, f, stats, state, at)
             })
             .collect()
@@ -411,32 +418,11 @@ mod tests {
     }
 
     fn ev(cookie: u64, port: u16, ts_ns: u64) -> Event {
-        Event {
-            kind: 1,
-            pid: 1,
-            tid: 1,
-            uid: 0,
-            gid: 0,
-            exe_dev: 0,
-            rule_id: 0,
-            generation: 1,
-            ts_ns,
-            cookie,
-            cgroup_id: 0,
-            exe_ino: 0,
-            start_ns: 0,
-            daddr: [10, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            comm: [0; 16],
-            dport: port,
-            family: 2,
-            proto: 17,
-            verdict: 0,
-            hook: 3,
-            flags: 0,
-            _pad1: 0,
-            domain_id: 0,
-            _pad2: 0,
-        }
+        let mut e = crate::events::test_event();
+        (e.pid, e.tid, e.generation, e.ts_ns, e.cookie, e.dport, e.proto, e.hook) =
+            (1, 1, 1, ts_ns, cookie, port, 17, 3);
+        e.daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e
     }
 
     fn open(t: &mut FlowTracker, k: &mut Fake, e: Event, out: u64) -> FlowKey {

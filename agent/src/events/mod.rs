@@ -112,42 +112,44 @@ pub fn rfc3339(unix_nanos: i128) -> String {
         .unwrap_or_default()
 }
 
+/// A connect record for tests: pid 0, TCP to 0.0.0.0:0 from `curl`, allowed.
+#[cfg(test)]
+pub fn test_event() -> Event {
+    Event {
+        kind: record::CONNECT,
+        pid: 0,
+        tid: 0,
+        uid: 0,
+        gid: 0,
+        exe_dev: 0,
+        rule_id: 0,
+        generation: 0,
+        ts_ns: 0,
+        cookie: 0,
+        cgroup_id: 0,
+        exe_ino: 0,
+        start_ns: 0,
+        daddr: [0; 16],
+        comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
+        dport: 0,
+        family: 2,
+        proto: 6,
+        verdict: 0,
+        hook: 1,
+        flags: 0,
+        _pad1: 0,
+        domain_id: 0,
+        _pad2: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn event() -> Event {
-        Event {
-            kind: record::CONNECT,
-            pid: 0,
-            tid: 0,
-            uid: 0,
-            gid: 0,
-            exe_dev: 0,
-            rule_id: 0,
-            generation: 0,
-            ts_ns: 0,
-            cookie: 0,
-            cgroup_id: 0,
-            exe_ino: 0,
-            start_ns: 0,
-            daddr: [0; 16],
-            comm: *b"curl\0\0\0\0\0\0\0\0\0\0\0\0",
-            dport: 0,
-            family: 2,
-            proto: 6,
-            verdict: 0,
-            hook: 1,
-            flags: 0,
-            _pad1: 0,
-            domain_id: 0,
-            _pad2: 0,
-        }
-    }
-
     #[test]
     fn decodes_fields() {
-        let mut ev = event();
+        let mut ev = test_event();
         ev.daddr[..4].copy_from_slice(&[192, 0, 2, 1]);
         // SAFETY: test-only view of a repr(C) value as bytes.
         let bytes =

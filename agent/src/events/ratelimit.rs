@@ -146,32 +146,10 @@ mod tests {
     use super::*;
 
     fn ev(ts_ns: u64, dport: u16) -> Event {
-        Event {
-            kind: 1,
-            pid: 7,
-            tid: 7,
-            uid: 0,
-            gid: 0,
-            exe_dev: 0,
-            rule_id: 0,
-            generation: 1,
-            ts_ns,
-            cookie: 0,
-            cgroup_id: 0,
-            exe_ino: 0,
-            start_ns: 1,
-            daddr: [0; 16],
-            comm: [0; 16],
-            dport,
-            family: 2,
-            proto: 17,
-            verdict: 1,
-            hook: 3,
-            flags: 0,
-            _pad1: 0,
-            domain_id: 0,
-            _pad2: 0,
-        }
+        let mut e = crate::events::test_event();
+        (e.pid, e.tid, e.generation, e.ts_ns, e.start_ns, e.dport, e.proto, e.verdict, e.hook) =
+            (7, 7, 1, ts_ns, 1, dport, 17, 1, 3);
+        e
     }
 
     #[test]

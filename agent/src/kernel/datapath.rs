@@ -124,13 +124,14 @@ impl Datapath {
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
         let release: &mut CgroupSock = program(&mut ebpf, progs::FLOW_RELEASE, RELEASE_HOOK)?;
-        release
-            .load()
-            .map_err(|source| DatapathError::Program { program: progs::FLOW_RELEASE, hook: RELEASE_HOOK, source })?;
+        release.load().map_err(|source| DatapathError::Program {
+            program: progs::FLOW_RELEASE,
+            hook: RELEASE_HOOK,
+            source,
+        })?;
         let exec = exec_program(&mut ebpf)?;
         exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
-        let mut dp =
-            Self { ebpf, active_slot: 0, domain_ids: DomainIds::default(), vendor_ids: VendorIds::default() };
+        let mut dp = Self { ebpf, active_slot: 0, domain_ids: DomainIds::default(), vendor_ids: VendorIds::default() };
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
         let config_value = Config { offsets, wakeup_bytes: ring_bytes / 8, _pad: 0 };
         config.set(0, config_value, 0).map_err(map_err(maps::CONFIG))?;

@@ -133,6 +133,12 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                     format!("vendor `{}` has no owner: name the team accountable for it", v.name),
                 ));
             }
+            if v.baseline.is_some_and(|b| b.utc_offset.is_some()) {
+                errors.push(Problem::error(
+                    d.place(&format!("spec.vendors[{i}].baseline.utcOffset")),
+                    "utcOffset is one clock for the whole host: set it in spec.baseline",
+                ));
+            }
             if let Some(r) = &v.response {
                 if r.on.is_empty() {
                     errors.push(Problem::error(

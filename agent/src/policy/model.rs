@@ -110,8 +110,10 @@ impl FromStr for Grace {
     }
 }
 
-/// `spec.baseline`: how anomalies are told from an integration's ordinary rhythm. Every key is
-/// optional; unset ones take the defaults of [`crate::baseline::settings::Thresholds`].
+/// `spec.baseline`, and a vendor's `baseline` (which may not set `utcOffset`: one clock for the
+/// host): how anomalies are told from an integration's ordinary rhythm. Every key is optional;
+/// unset ones take the defaults of [`crate::baseline::settings::Thresholds`] (a vendor's, those
+/// of `spec.baseline`).
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BaselineSpec {
@@ -140,55 +142,6 @@ pub struct BaselineSpec {
     /// Hours of the day are counted in this offset from UTC.
     #[serde(default)]
     pub utc_offset: Option<Offset>,
-}
-
-impl BaselineSpec {
-    /// The keys a vendor may override (all but `utcOffset`, which is one clock for the host).
-    pub fn overrides(&self) -> BaselineOverrides {
-        BaselineOverrides {
-            interval: self.interval,
-            warmup: self.warmup,
-            cooldown: self.cooldown,
-            sigmas: self.sigmas,
-            rate_factor: self.rate_factor,
-            volume_factor: self.volume_factor,
-            min_connections: self.min_connections,
-            min_bytes: self.min_bytes,
-            off_hours: self.off_hours,
-            new_destinations: self.new_destinations,
-            new_processes: self.new_processes,
-        }
-    }
-}
-
-/// `spec.vendors[].baseline`: the keys of `spec.baseline` but `utcOffset`, for one vendor.
-// A copy of the fields rather than `#[serde(flatten)]`: serde cannot deny unknown fields through
-// a flattened struct, and a misspelt threshold must be an error, not silently the default.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct BaselineOverrides {
-    #[serde(default)]
-    pub interval: Option<Interval>,
-    #[serde(default)]
-    pub warmup: Option<Warmup>,
-    #[serde(default)]
-    pub cooldown: Option<Cooldown>,
-    #[serde(default)]
-    pub sigmas: Option<Sigmas>,
-    #[serde(default)]
-    pub rate_factor: Option<Factor>,
-    #[serde(default)]
-    pub volume_factor: Option<Factor>,
-    #[serde(default)]
-    pub min_connections: Option<MinConnections>,
-    #[serde(default)]
-    pub min_bytes: Option<ByteSize>,
-    #[serde(default)]
-    pub off_hours: Option<bool>,
-    #[serde(default)]
-    pub new_destinations: Option<bool>,
-    #[serde(default)]
-    pub new_processes: Option<bool>,
 }
 
 /// `spec.vendors[].response`: what the agent does by itself when this vendor's traffic departs
@@ -521,7 +474,7 @@ pub struct Vendor {
     pub expires: Option<Expiry>,
     /// Overrides of `spec.baseline` for this vendor's traffic.
     #[serde(default)]
-    pub baseline: Option<BaselineOverrides>,
+    pub baseline: Option<BaselineSpec>,
     /// Opt-in automated response to this vendor's anomalies.
     #[serde(default)]
     pub response: Option<ResponseSpec>,
@@ -932,7 +885,7 @@ mod tests {
             format!("{HEAD}spec:\n  vendors:\n    - name: a\n      owner: x\n      destinations: [{{cidr: 1.1.1.1}}]\n      {extra}\n")
         };
         let e = problems(&v("baseline: {utcOffset: \"+01:00\"}"));
-        assert!(e.contains("spec.vendors[0].baseline") && e.contains("unknown field `utcOffset`"), "{e}");
+        assert!(e.contains("error: spec.vendors[0].baseline.utcOffset") && e.contains("one clock"), "{e}");
         let e = problems(&v("response: {on: [volume_spike], action: block, for: 2d}"));
         assert!(e.contains("error: spec.vendors[0].response.for") && e.contains("within a day"), "{e}");
         let e = problems(&v("response: {on: [exfiltration], action: block, for: 1h}"));

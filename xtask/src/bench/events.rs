@@ -13,8 +13,7 @@
 
 use std::{
     collections::BTreeMap,
-    io::Write as _,
-    net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, TcpStream, UdpSocket},
     path::Path,
     time::{Duration, Instant},
 };
@@ -245,14 +244,7 @@ pub fn client_main(args: &ClientArgs) -> Result<()> {
 
 /// Accepts and closes TCP connections and drains the UDP sink, until killed.
 fn serve() -> Result<()> {
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, TCP_PORT)).context("bench listener")?;
-    let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, STATSD_PORT)).context("bench UDP sink")?;
-    std::thread::spawn(move || {
-        let mut b = [0u8; 2048];
-        while udp.recv(&mut b).is_ok() {}
-    });
-    println!("ready");
-    std::io::stdout().flush()?;
+    let listener = super::listen_with_udp_sink(TCP_PORT, STATSD_PORT)?;
     for s in listener.incoming() {
         drop(s);
     }

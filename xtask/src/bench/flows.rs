@@ -17,7 +17,7 @@
 
 use std::{
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket},
+    net::{Ipv4Addr, TcpStream},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -102,7 +102,9 @@ pub fn run(agent_bin: &Path, rounds: u32, mib: u64, flows: u32) -> Result<()> {
                     "round {round}: with the agent, a connect to {ADDR4}:{PROBE_PORT} (not allowed) was not \
                      refused with EPERM ({p}): the agent is not enforcing, so its figures mean nothing"
                 ),
-                (false, p) => bail!("round {round}: outside the watched cgroup, the probe connect got {p}, not ECONNREFUSED"),
+                (false, p) => {
+                    bail!("round {round}: outside the watched cgroup, the probe connect got {p}, not ECONNREFUSED")
+                }
             }
             eprintln!("round {round} {cfg}: client→server {up:.0} MB/s, server→client {down:.0} MB/s");
             results[i].push((up, down));
@@ -412,14 +414,7 @@ pub fn client(args: &ClientArgs) -> Result<()> {
 /// Serves bulk transfers (one thread per connection: 'U' + length → read it all, ack one byte;
 /// 'D' + length → send that much) and drains the UDP sink, until killed.
 fn serve() -> Result<()> {
-    let listener = TcpListener::bind((Ipv4Addr::UNSPECIFIED, TCP_PORT)).context("bench listener")?;
-    let udp = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, UDP_PORT)).context("bench UDP sink")?;
-    std::thread::spawn(move || {
-        let mut b = [0u8; 2048];
-        while udp.recv(&mut b).is_ok() {}
-    });
-    println!("ready");
-    std::io::stdout().flush()?;
+    let listener = super::listen_with_udp_sink(TCP_PORT, UDP_PORT)?;
     for s in listener.incoming() {
         let Ok(mut s) = s else { continue };
         std::thread::spawn(move || -> std::io::Result<()> {
