@@ -38,7 +38,7 @@ struct EnvelopeIn<T> {
 pub enum Loaded<T> {
     /// No file yet.
     Absent,
-    Loaded(T),
+    Read(T),
     /// The file was unusable and was moved to `moved_to`; `reason` says why.
     SetAside {
         reason: String,
@@ -86,7 +86,7 @@ pub fn load<T: DeserializeOwned>(path: &Path, kind: &str, version: u32) -> io::R
                 format!("format version {}, this agent reads version {version}", env.version)
             }
             Ok(env) => match serde_json::from_value::<T>(env.data) {
-                Ok(v) => return Ok(Loaded::Loaded(v)),
+                Ok(v) => return Ok(Loaded::Read(v)),
                 Err(e) => format!("corrupt: {e}"),
             },
         }
@@ -119,7 +119,7 @@ mod tests {
         assert!(matches!(load::<Vec<u32>>(&p, "thing", 1).expect("load"), Loaded::Absent));
         save(&p, "thing", 1, &vec![1u32, 2, 3]).expect("save");
         match load::<Vec<u32>>(&p, "thing", 1).expect("load") {
-            Loaded::Loaded(v) => assert_eq!(v, vec![1, 2, 3]),
+            Loaded::Read(v) => assert_eq!(v, vec![1, 2, 3]),
             other => panic!("expected the saved value, got {other:?}"),
         }
         // Another version: set aside, not read, not fatal.

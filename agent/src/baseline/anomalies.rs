@@ -537,7 +537,7 @@ impl Baselines {
         let mut b = Self::new(settings);
         match statefile::load::<StateIn>(&path, STATE_KIND, STATE_VERSION) {
             Ok(statefile::Loaded::Absent) => (b, None),
-            Ok(statefile::Loaded::Loaded(s)) => {
+            Ok(statefile::Loaded::Read(s)) => {
                 b.restore(s);
                 (b, None)
             }

@@ -385,7 +385,7 @@ impl Inventory {
         let path = Self::path(dir);
         match statefile::load::<Inventory>(&path, KIND, VERSION) {
             Ok(statefile::Loaded::Absent) => (Inventory::default(), None),
-            Ok(statefile::Loaded::Loaded(inv)) => {
+            Ok(statefile::Loaded::Read(inv)) => {
                 // A file edited by hand may exceed the bounds: rebuilding through merge_from
                 // applies them.
                 let mut bounded = Inventory::default();

@@ -9,6 +9,9 @@ use std::{
 };
 
 use agent_common::{BlockKey, Event};
+
+/// IPPROTO_TCP.
+const IPPROTO_TCP: u32 = 6;
 use serde::Serialize;
 use time::OffsetDateTime;
 use tracing::{info, warn};
@@ -81,7 +84,9 @@ impl Watch {
         }
     }
 
-    /// An attempt the kernel let through.
+    /// An attempt the kernel let through. A UDP (or ICMP) socket counts once it carries data
+    /// (see [`Self::on_flow`]): glibc connects a UDP socket to every address a lookup returns,
+    /// to sort them, and sends nothing; those are not contacts.
     pub fn on_connect(
         &mut self,
         dp: &mut Datapath,
@@ -90,17 +95,23 @@ impl Watch {
         vendor: Option<&str>,
         domain: Option<&str>,
     ) -> Vec<serde_json::Value> {
-        let seen = Seen { ev, who, vendor, domain };
-        let process = identity(ev, who);
+        if u32::from(ev.proto) != IPPROTO_TCP {
+            return Vec::new();
+        }
+        self.contacted(dp, &Seen { ev, who, vendor, domain })
+    }
+
+    fn contacted(&mut self, dp: &mut Datapath, seen: &Seen<'_>) -> Vec<serde_json::Value> {
+        let process = identity(seen.ev, seen.who);
         let now = OffsetDateTime::now_utc();
-        let contact = contact(&seen, &process);
+        let contact = contact(seen, &process);
         self.inventory.record_connect(now, &contact);
         let Some(b) = &mut self.baselines else { return Vec::new() };
         let party = party_key(&contact).1;
-        let destination = destination(&seen);
-        let obs = Observation { process: &process, party: &party, vendor, destination: &destination };
+        let destination = destination(seen);
+        let obs = Observation { process: &process, party: &party, vendor: seen.vendor, destination: &destination };
         let found = b.on_connect(now, &obs);
-        self.respond(dp, &seen, found)
+        self.respond(dp, seen, found)
     }
 
     /// Bytes a flow carried since it was last reported.
@@ -110,16 +121,23 @@ impl Watch {
         }
         let f = &r.flow;
         let seen = Seen { ev: &r.ev, who: &f.proc.who, vendor: f.names.vendor.as_deref(), domain: f.domain.as_deref() };
+        // The first bytes of a UDP or ICMP flow: the contact its connect did not count.
+        let mut out = if u32::from(r.ev.proto) != IPPROTO_TCP && f.reported_out == 0 && f.reported_in == 0 {
+            self.contacted(dp, &seen)
+        } else {
+            Vec::new()
+        };
         let process = identity(&r.ev, &f.proc.who);
         let now = OffsetDateTime::now_utc();
         let contact = contact(&seen, &process);
         self.inventory.record_bytes(now, &contact, r.delta_out, r.delta_in);
-        let Some(b) = &mut self.baselines else { return Vec::new() };
+        let Some(b) = &mut self.baselines else { return out };
         let party = party_key(&contact).1;
         let destination = destination(&seen);
         let obs = Observation { process: &process, party: &party, vendor: seen.vendor, destination: &destination };
         let found = b.on_bytes(now, &obs, r.delta_out, r.delta_in);
-        self.respond(dp, &seen, found)
+        out.extend(self.respond(dp, &seen, found));
+        out
     }
 
     /// Anomaly records, and the blocks the policy asks for.
