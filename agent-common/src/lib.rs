@@ -614,8 +614,10 @@ pub struct FlowKey {
 pub struct FlowStats {
     /// `bpf_ktime_get_ns` when the connect hook created the flow.
     pub start_ns: u64,
-    /// Reserved (0): a shared "last packet" time would make both directions write one word.
-    pub _reserved: u64,
+    /// The verdict the flow's datagrams were last reported with (see the connect hooks): a
+    /// datagram of a live flow with the same verdict is only counted, not reported again.
+    pub verdict: u32,
+    pub _pad: u32,
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub packets_out: u64,

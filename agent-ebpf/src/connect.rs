@@ -141,22 +141,28 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
     let sendmsg = hook == agent_common::hook::SENDMSG4 || hook == agent_common::hook::SENDMSG6;
     let key = flows::key(ctx, &dest.addr, dest.port, dest.family, dest.proto);
     let live = flows::live(&key);
-    if sendmsg && live {
+    if sendmsg && live != flows::NO_FLOW {
         // A datagram of a flow already reported: its verdict is taken again (the policy may have
-        // changed), but an allowed one is only counted in the flow. A block leaves live flows alone.
+        // changed), but one let through with the verdict the flow was reported with (allowed,
+        // or alerted in monitor mode) is only counted in the flow, so a UDP client in monitor
+        // mode is one record too, not one per datagram. A block leaves live flows alone.
         if decision.flags & event_flags::BLOCKED != 0 {
             decision.verdict = verdict::ALLOW;
             decision.flags &= !event_flags::BLOCKED;
         }
-        if decision.verdict == verdict::ALLOW {
+        if decision.verdict == verdict::ALLOW || u32::from(decision.verdict) == live {
             return PASS;
+        }
+        if decision.verdict != verdict::DENY {
+            // Reported once with the new verdict, then counted again.
+            flows::set_verdict(&key, decision.verdict);
         }
     }
     if decision.verdict == verdict::DENY {
         if decision.flags & event_flags::BLOCKED != 0 {
             add(&FLOW_COUNTERS, flow_counter::BLOCKED);
         }
-    } else if !live && !flows::create(ctx, &key) {
+    } else if live == flows::NO_FLOW && !flows::create(ctx, &key, decision.verdict) {
         decision.flags |= event_flags::NO_FLOW;
     }
     emit(ctx, hook, dest, &proc, &decision);

@@ -49,18 +49,35 @@ pub fn key(ctx: &SockAddrContext, addr: &[u8; 16], port: u16, family: u8, proto:
     FlowKey { cookie, addr: *addr, port, family, proto, _pad: 0 }
 }
 
+/// No flow: what [`live`] answers for a key the table does not have.
+pub const NO_FLOW: u32 = u32::MAX;
+
+/// The verdict a live flow was last reported with, or [`NO_FLOW`].
 #[inline(always)]
-pub fn live(key: &FlowKey) -> bool {
-    FLOWS.get_ptr(key).is_some()
+pub fn live(key: &FlowKey) -> u32 {
+    match FLOWS.get_ptr(key) {
+        // SAFETY: a live map value.
+        Some(f) => unsafe { (*f).verdict },
+        None => NO_FLOW,
+    }
+}
+
+/// Records that the flow's datagrams are now reported with `verdict` (the policy changed).
+#[inline(always)]
+pub fn set_verdict(key: &FlowKey, verdict: u8) {
+    if let Some(f) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: a live map value; a racing writer writes the same kind of value.
+        unsafe { (*f).verdict = u32::from(verdict) };
+    }
 }
 
 /// Starts tracking a flow, and marks its socket so that its release is reported. False when the
 /// table is full (counted): the attempt is still decided and reported, only not counted.
 #[inline(always)]
-pub fn create(ctx: &SockAddrContext, key: &FlowKey) -> bool {
+pub fn create(ctx: &SockAddrContext, key: &FlowKey, verdict: u8) -> bool {
     // SAFETY: plain helper.
     let now = unsafe { bpf_ktime_get_ns() };
-    let stats = FlowStats { start_ns: now, ..FlowStats::default() };
+    let stats = FlowStats { start_ns: now, verdict: u32::from(verdict), ..FlowStats::default() };
     // The mark first: a flow without one would never be reported as ended.
     // SAFETY: the socket of a sock_addr program is a full socket.
     let mark = unsafe { SK_FLOWS.get_or_insert_ptr_mut(ctx, None) };

@@ -450,17 +450,15 @@ fn write_learnt(
     };
     let base_ref = base.as_ref().map(|p| learn::Base::new(p, &state.resolver));
     let text = learn::generate(inv, &l.name, base_ref.as_ref());
-    if let Err(problems) = policy::parse("learned policy", &text) {
-        // A bug of ours: say so rather than write a file `check` would refuse.
-        for p in &problems {
-            error!(problem = %p, "the proposed policy does not parse");
-        }
+    let tmp = l.out.with_extension("yaml.tmp");
+    std::fs::write(&tmp, &text).map_err(|source| RunError::Output { path: tmp.display().to_string(), source })?;
+    // Loaded as `check` loads it (parse, merge, compile against the kernel's limits): a bug of
+    // ours must not leave a file `check` would refuse.
+    if let Err(e) = policy::load(std::slice::from_ref(&tmp), time::OffsetDateTime::now_utc(), &state.resolver) {
+        error!(error = %e, kept = %tmp.display(), "the proposed policy does not load; kept for a bug report");
         return Err(RunError::Io { what: "generating the learned policy", source: std::io::Error::other("invalid") });
     }
-    let tmp = l.out.with_extension("yaml.tmp");
-    std::fs::write(&tmp, &text)
-        .and_then(|()| std::fs::rename(&tmp, &l.out))
-        .map_err(|source| RunError::Output { path: l.out.display().to_string(), source })?;
+    std::fs::rename(&tmp, &l.out).map_err(|source| RunError::Output { path: l.out.display().to_string(), source })?;
     let parties = inv.parties.len();
     info!(out = %l.out.display(), parties, "proposed policy written: review it, then `egress-agent check` it");
     Ok(())

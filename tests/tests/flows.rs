@@ -29,6 +29,14 @@ fn flow_of(agent: &egress_agent_tests::Agent, pid: u64, dport: u16) -> Value {
     })
 }
 
+/// An RFC 3339 UTC time as something that orders like the time (the fraction has no fixed length).
+fn ts_key(v: &Value) -> (String, u64) {
+    let s = v.as_str().unwrap_or_else(|| panic!("not a time: {v}"));
+    let (whole, frac) = s.trim_end_matches('Z').split_once('.').unwrap_or((s.trim_end_matches('Z'), "0"));
+    let nanos: u64 = format!("{frac:0<9}")[..9].parse().expect("fraction");
+    (whole.to_owned(), nanos)
+}
+
 fn within_1pct(what: &str, counted: &Value, actual: u64) {
     let c = counted.as_u64().unwrap_or_else(|| panic!("{what}: not a number: {counted}"));
     let diff = c.abs_diff(actual) as f64;
@@ -98,6 +106,22 @@ fn one_unconnected_socket_to_one_destination_is_one_flow_not_one_event_per_datag
 }
 
 #[test]
+fn in_monitor_mode_an_alerted_udp_client_is_one_flow_too() {
+    let mut env = TestEnv::new("flowmonitor");
+    env.bulk_server("udp", ADDR4, UDP_DENIED);
+    let agent = env.agent(&spec().replace("mode: enforce", "mode: monitor"));
+    let r = env.py_client("bulk.py", &["spray", ADDR4, &UDP_DENIED.to_string(), "5000", "10"]);
+    assert_eq!(r["sent"], 5000, "monitor mode refuses nothing: {r}");
+    let pid = r["pid"].as_u64().expect("pid");
+    let f = flow_of(&agent, pid, UDP_DENIED);
+    assert_eq!((f["verdict"].as_str(), f["packets_out"].as_u64()), (Some("alert"), Some(5000)), "{f}");
+    let connects: Vec<Value> =
+        agent.events().into_iter().filter(|e| e["kind"] == "connect" && e["pid"] == pid).collect();
+    assert_eq!(connects.len(), 1, "one alert when the flow starts, the rest counted: {connects:#?}");
+    assert_eq!(connects[0]["verdict"], "alert");
+}
+
+#[test]
 fn refusals_are_folded_per_key_and_every_attempt_is_counted() {
     let env = TestEnv::new("flowfold");
     let agent = env.agent(&spec());
@@ -136,6 +160,13 @@ fn a_nearly_full_flow_table_reports_and_evicts_the_oldest() {
     let evicted: Vec<Value> =
         agent.events().into_iter().filter(|e| e["kind"] == "flow" && e["state"] == "evicted").collect();
     assert!(!evicted.is_empty(), "no flow was evicted; log:\n{}", agent.log());
+    // The oldest ones: every evicted flow started before every flow that was still there to end.
+    let ended: Vec<Value> = agent.events().into_iter().filter(|e| e["kind"] == "flow" && e["state"] == "end").collect();
+    let newest_evicted = evicted.iter().map(|e| ts_key(&e["start"])).max().expect("start");
+    assert!(
+        ended.iter().all(|e| ts_key(&e["start"]) >= newest_evicted),
+        "a newer flow was evicted before an older one: evicted up to {newest_evicted:?}"
+    );
     assert!(agent.log().contains("oldest flows were reported and evicted"), "{}", agent.log());
     // Every datagram was still decided and reported: none refused, one record per socket at least.
     let attempts: u64 = agent

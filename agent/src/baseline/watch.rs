@@ -47,6 +47,8 @@ pub struct Watch {
     state: Option<PathBuf>,
     blocks: Vec<ActiveBlock>,
     last_save: Instant,
+    /// The policy is in enforce mode: responses are carried out (in monitor mode, reported).
+    enforce: bool,
 }
 
 /// One connection or flow as the watchers see it.
@@ -74,11 +76,12 @@ impl Watch {
             }
             None => (Inventory::default(), None),
         };
-        Watch { inventory, baselines, state, blocks: Vec::new(), last_save: Instant::now() }
+        Watch { inventory, baselines, state, blocks: Vec::new(), last_save: Instant::now(), enforce: enforcing(merged) }
     }
 
     /// A new policy: new thresholds and responses; what was learnt stays.
     pub fn set_policy(&mut self, merged: &Merged) {
+        self.enforce = enforcing(merged);
         if let Some(b) = &mut self.baselines {
             b.set_settings(BaselineSettings::from_merged(merged));
         }
@@ -146,6 +149,11 @@ impl Watch {
         let ts_offset = events::monotonic_to_realtime_offset();
         for a in found {
             let block = self.block_for(dp, seen, &a);
+            let action = match block {
+                Some(_) if self.enforce => "block",
+                Some(_) => "would_block",
+                None => "none",
+            };
             let rec = AnomalyRecord {
                 ts: events::rfc3339(ts_offset + i128::from(events::monotonic_now_ns())),
                 kind: "anomaly",
@@ -163,12 +171,12 @@ impl Watch {
                 observed: a.observed,
                 threshold: a.threshold,
                 unit: a.unit,
-                action: if block.is_some() { "block" } else { "none" },
+                action,
                 block_seconds: block,
             };
             warn!(anomaly = %a.kind, process = %a.process, party = %a.party, observed = a.observed, threshold = a.threshold, "anomaly");
             out.extend(serde_json::to_value(&rec).ok());
-            if let Some(seconds) = block {
+            if let (Some(seconds), true) = (block, self.enforce) {
                 out.extend(
                     serde_json::to_value(response_record(
                         &a.vendor.unwrap_or_default(),
@@ -189,6 +197,10 @@ impl Watch {
     fn block_for(&mut self, dp: &mut Datapath, seen: &Seen<'_>, a: &Anomaly) -> Option<u64> {
         let vendor = a.vendor.as_deref()?;
         let dur = self.baselines.as_ref()?.settings().response(vendor, a.kind)?;
+        if !self.enforce {
+            // Monitor mode refuses nothing: the anomaly says what enforce mode would have done.
+            return Some(dur.as_secs());
+        }
         if seen.ev.exe_ino == 0 {
             warn!(vendor, process = %a.process, "cannot block: the executable's identity is unknown");
             return None;
@@ -336,4 +348,8 @@ fn response_record<'a>(
 ) -> ResponseRecord<'a> {
     let ts = events::rfc3339(events::monotonic_to_realtime_offset() + i128::from(events::monotonic_now_ns()));
     ResponseRecord { ts, kind: "response", state, action: "block", vendor, process, anomaly, seconds }
+}
+
+fn enforcing(m: &Merged) -> bool {
+    m.mode == crate::policy::model::Mode::Enforce
 }

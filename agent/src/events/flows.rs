@@ -20,8 +20,9 @@ use super::{
 };
 
 /// A flow is read and removed this long after its socket was released: TCP may still be
-/// sending what the application wrote before close(), and those bytes belong to the flow.
-pub const END_GRACE_NS: u64 = 200_000_000;
+/// sending what the application wrote before close() (at most its send buffer), and those bytes
+/// belong to the flow. What it sends later than this is not counted.
+pub const END_GRACE_NS: u64 = 2_000_000_000;
 /// How early an update may come (see `tick`).
 const TICK_SLACK_NS: u64 = 200_000_000;
 /// Flow records written per tick at most (ended flows, then updates); the rest wait a tick.

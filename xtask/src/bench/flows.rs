@@ -2,10 +2,12 @@
 //! cost the agent.
 //!
 //! 1. Throughput: one bulk TCP transfer each way (client→server, then server→client) over the
-//!    test namespace's loopback, the client in the watched cgroup, with no agent and with the
-//!    agent enforcing a policy that allows the transfer. Rounds interleave the two configurations
-//!    so drift affects both alike; medians are reported, with the ratio agent/no agent. Every
-//!    client run also probes a port the policy does not allow: with the agent it must get EPERM
+//!    test namespace's loopback, with the agent enforcing a policy that allows the transfer: from
+//!    a client in the watched cgroup, and from one in a sibling cgroup the agent does not watch
+//!    (no hook runs for its sockets, as with no agent). Rounds alternate the order so drift
+//!    affects both alike; medians are reported, with their ratio, and the programs' exact run
+//!    time from the kernel's bpf stats. Every
+//!    client run also probes a port the policy does not allow: watched, it must get EPERM
 //!    (else the agent is not enforcing and its figures mean nothing), without it must not.
 //! 2. Memory: the agent's VmRSS and VmHWM (/proc/PID/status) idle after start, and while a
 //!    client in the cgroup holds 100,000 connected UDP sockets to one allowed destination (one
@@ -188,9 +190,7 @@ fn skb_prog_time(pid: u32) -> (u64, u64) {
     let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else { return total };
     for e in rd.flatten() {
         let Ok(info) = std::fs::read_to_string(e.path()) else { continue };
-        let field = |k: &str| {
-            info.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok())
-        };
+        let field = |k: &str| info.lines().find_map(|l| l.strip_prefix(k)).and_then(|v| v.trim().parse::<u64>().ok());
         if field("prog_type:") == Some(8) {
             total.0 += field("run_time_ns:").unwrap_or(0);
             total.1 += field("run_cnt:").unwrap_or(0);
