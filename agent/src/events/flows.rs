@@ -26,7 +26,7 @@ pub const END_GRACE_NS: u64 = 2_000_000_000;
 /// How early an update may come (see `tick`).
 const TICK_SLACK_NS: u64 = 200_000_000;
 /// Flow records written per tick at most (ended flows, then updates); the rest wait a tick.
-const REPORTS_PER_TICK: usize = 10_000;
+const REPORTS_PER_TICK: usize = 25_000;
 /// Flows older than this that the kernel has and the agent never heard of (their connect record
 /// was lost to a full ring) are removed by the sweep.
 const ORPHAN_AGE_NS: u64 = 10_000_000_000;
@@ -289,10 +289,14 @@ impl FlowTracker {
             for k in due {
                 let Some(stats) = table.read(&k) else { continue };
                 if let Some(f) = self.open.get_mut(&k) {
+                    f.last_report_ns = now_ns;
+                    // An idle flow has nothing new to say: no record until it moves or ends.
+                    if stats.bytes_out == f.reported_out && stats.bytes_in == f.reported_in {
+                        continue;
+                    }
                     let r = report(&k, f.clone(), stats, FlowState::Update, now_ns);
                     f.reported_out = stats.bytes_out;
                     f.reported_in = stats.bytes_in;
-                    f.last_report_ns = now_ns;
                     out.push(r);
                 }
             }
