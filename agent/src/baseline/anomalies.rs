@@ -468,12 +468,17 @@ impl Baselines {
         key.record_connection(t, offset_s);
         key.open.connections = key.open.connections.saturating_add(1);
         if warm && key.closed >= MIN_HISTORY {
-            let rule = SpikeRule { minimum: th.min_connections as f64, factor: th.rate_factor, sigmas: th.sigmas };
-            let at = key.connections.threshold(key.open_hour(offset_s), Rates::for_interval(th.interval), rule);
-            let observed = key.open.connections as f64;
-            if observed >= at.threshold {
-                found.push((AnomalyKind::RateSpike, at.mean, observed, at.threshold));
-            }
+            let hour = key.open_hour(offset_s);
+            let (minimum, factor) = (th.min_connections, th.rate_factor);
+            found.extend(spike(
+                AnomalyKind::RateSpike,
+                &key.connections,
+                hour,
+                &th,
+                minimum,
+                factor,
+                key.open.connections,
+            ));
         }
         report(key, o, t, &th, found)
     }
@@ -490,12 +495,17 @@ impl Baselines {
         key.open.bytes_in = key.open.bytes_in.saturating_add(bytes_in);
         let mut found = Vec::new();
         if bytes_out > 0 && key.warmed(t, &th) && key.closed >= MIN_HISTORY {
-            let rule = SpikeRule { minimum: th.min_bytes as f64, factor: th.volume_factor, sigmas: th.sigmas };
-            let at = key.bytes_out.threshold(key.open_hour(offset_s), Rates::for_interval(th.interval), rule);
-            let observed = key.open.bytes_out as f64;
-            if observed >= at.threshold {
-                found.push((AnomalyKind::VolumeSpike, at.mean, observed, at.threshold));
-            }
+            let hour = key.open_hour(offset_s);
+            let (minimum, factor) = (th.min_bytes, th.volume_factor);
+            found.extend(spike(
+                AnomalyKind::VolumeSpike,
+                &key.bytes_out,
+                hour,
+                &th,
+                minimum,
+                factor,
+                key.open.bytes_out,
+            ));
         }
         report(key, o, t, &th, found)
     }
@@ -617,6 +627,23 @@ fn trim(set: &mut BTreeSet<String>, cap: usize) {
 }
 
 /// The anomalies found for a key that its cooldowns let through.
+/// The spike test of one counter: the open interval's running total `observed` against the
+/// threshold its rhythm gives for `hour`; (kind, baseline mean, observed, threshold) if reached.
+fn spike(
+    kind: AnomalyKind,
+    rhythm: &Rhythm,
+    hour: usize,
+    th: &Thresholds,
+    minimum: u64,
+    factor: f64,
+    observed: u64,
+) -> Option<(AnomalyKind, f64, f64, f64)> {
+    let rule = SpikeRule { minimum: minimum as f64, factor, sigmas: th.sigmas };
+    let at = rhythm.threshold(hour, Rates::for_interval(th.interval), rule);
+    let observed = observed as f64;
+    (observed >= at.threshold).then_some((kind, at.mean, observed, at.threshold))
+}
+
 fn report(
     key: &mut KeyStats,
     o: &Observation,
