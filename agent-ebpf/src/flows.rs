@@ -28,8 +28,6 @@ use crate::{
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
 
-/// cgroup_skb: let the packet through (these programs only count).
-const PASS: i32 = 1;
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const IPV6_HOPOPTS: u8 = 0;

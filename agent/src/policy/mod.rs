@@ -1,6 +1,7 @@
 //! Policy: the file format, loading and merging of files and documents, validation with the
 //! place of every problem, and compilation into the kernel's tables.
 
+pub mod baseline_spec;
 pub mod compile;
 pub mod domains;
 pub mod locate;
