@@ -4,6 +4,7 @@
 mod baseline;
 mod cgroup;
 mod cli;
+mod control;
 mod dns;
 mod events;
 mod fileid;
@@ -42,5 +43,6 @@ fn main() -> ExitCode {
             run::run_blocking(run::RunArgs { ring_bytes, policy, cgroup, events, pipeline, state, learn: None })
         }
         Command::Learn(args) => cli::learn(args),
+        Command::Audit(cli::AuditCommand::Verify { file }) => cli::audit_verify(&file),
     }
 }

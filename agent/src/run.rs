@@ -19,6 +19,7 @@ use std::{
 };
 
 use aya::maps::{MapData, RingBuf};
+use serde_json::json;
 use tokio::{
     io::unix::AsyncFd,
     signal::unix::{signal, SignalKind},
@@ -139,6 +140,8 @@ struct PolicyState {
     domain_ids: DomainIds,
     /// `learn`: every policy installed refuses nothing.
     monitor_only: bool,
+    /// Audit records of installs and refusals, for the loop to write (see `control::audit`).
+    audit: Vec<(&'static str, serde_json::Value)>,
 }
 
 impl PolicyState {
@@ -188,6 +191,11 @@ impl PolicyState {
         }
         let install_us = started.elapsed().as_micros() as u64;
         info!(why, policy = %name, generation, prefixes, load_us, install_us, "policy installed");
+        let sha256 = policy_digest(&self.paths);
+        self.audit.push((
+            "policy_installed",
+            json!({"why": why, "policy": name, "generation": generation, "sha256": sha256}),
+        ));
         Ok(())
     }
 
@@ -207,7 +215,9 @@ impl PolicyState {
                 }
             }
             Err(e) => {
-                error!(why, error = %e, policy = %policy::describe(&self.paths), "policy refused; the previous policy stays in force")
+                error!(why, error = %e, policy = %policy::describe(&self.paths), "policy refused; the previous policy stays in force");
+                let sha256 = policy_digest(&self.paths);
+                self.audit.push(("reload_refused", json!({"why": why, "error": e.to_string(), "sha256": sha256})));
             }
         }
     }
@@ -282,6 +292,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         by_gen: BTreeMap::from([(1, Arc::new(compiled))]),
         domain_ids: dp.domain_ids().clone(),
         monitor_only,
+        audit: Vec::new(),
     };
     // Policy first, then attach: the first attempt the hooks see is already decided by it.
     dp.attach(&watched)?;
@@ -298,7 +309,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             None
         }
     };
-    let watch = Watch::new(args.state.clone(), &state.merged);
+    let mut watch = Watch::new(args.state.clone(), &state.merged);
+    watch.audit(
+        "agent_start",
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "policy": name,
+            "mode": format!("{mode:?}").to_lowercase(),
+            "generation": 1,
+            "sha256": policy_digest(&args.policy),
+            "cgroup": watched.display().to_string(),
+        }),
+    );
     let mut pipe = Pipeline::new(sink, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch);
     let mut dns_seen =
         DnsSeen { counters: [0; agent_common::dns_counter::COUNT as usize], evicted: 0, last_stats: Instant::now() };
@@ -410,6 +432,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             _ = sweep.tick() => pipe.sweep(&mut dp),
             () = sleep_until_if(learn_until) => { info!("learning period over"); break; }
         }
+        for (kind, detail) in std::mem::take(&mut state.audit) {
+            pipe.watch.audit(kind, detail);
+        }
         // A reload may name other selectors (watch their directories instead) and other
         // baseline settings.
         if std::mem::take(&mut state.merged_changed) {
@@ -425,6 +450,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     while drain_now(&mut pipe, ring.get_mut(), &state, &mut dp) == DRAIN_BATCH {}
     report_drops(&mut dp, &mut dropped_seen);
     pipe.finish(&mut dp, &state.view());
+    pipe.watch.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
     drop(ring);
     drop(dp); // detaches every program
     info!(cgroup = %watched.display(), events_dropped = dropped_seen, "detached");
@@ -432,6 +458,23 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         write_learnt(l, &pipe.watch.inventory, &args.policy, &state)?;
     }
     Ok(())
+}
+
+/// SHA-256 of the policy as read now: every file `paths` expands to, each as its path and its
+/// contents, in order (the embedded default's text when there are none).
+fn policy_digest(paths: &[PathBuf]) -> String {
+    use crate::control::audit::sha256_hex;
+    if paths.is_empty() {
+        return sha256_hex(policy::EMBEDDED_DEFAULT.as_bytes());
+    }
+    let mut all = Vec::new();
+    for p in policy::expand(paths).unwrap_or_default() {
+        all.extend_from_slice(p.display().to_string().as_bytes());
+        all.push(0);
+        all.extend_from_slice(&std::fs::read(&p).unwrap_or_default());
+        all.push(0);
+    }
+    sha256_hex(&all)
 }
 
 /// Writes the policy `learn` proposes, and checks that it loads as a policy would.

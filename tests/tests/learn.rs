@@ -242,4 +242,24 @@ fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_
     agent.wait_event("the block ending", |e| e["kind"] == "response" && e["state"] == "end");
     let r = small();
     assert_eq!(r["ok"], true, "still blocked after the cool-down: {r}");
+    drop(agent);
+
+    // The audit trail has it all, chained; an edited copy is caught at the edited record.
+    let trail = state.join("audit.jsonl");
+    let text = fs::read_to_string(&trail).expect("audit trail");
+    let kinds: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("record")["kind"].as_str().expect("kind").to_owned())
+        .collect();
+    assert_eq!(kinds, ["agent_start", "block_start", "policy_installed", "block_end", "agent_stop"], "{text}");
+    let verify = |f: &Path| Command::new(agent_bin()).args(["audit", "verify"]).arg(f).output().expect("audit verify");
+    let ok = verify(&trail);
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("5 records, chain intact"), "{ok:?}");
+    let edited = env.path("edited.jsonl");
+    fs::write(&edited, text.replacen("\"seconds\":6", "\"seconds\":600", 1)).expect("write");
+    let bad = verify(&edited);
+    let out = String::from_utf8_lossy(&bad.stdout).into_owned();
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains(":2: edited"), "{out}");
 }

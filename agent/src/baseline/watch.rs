@@ -22,6 +22,7 @@ use super::{
     settings::BaselineSettings,
 };
 use crate::{
+    control::audit::AuditLog,
     events::{self, connect::Who, enrich::Enriched, flows::FlowReport},
     kernel::Datapath,
     policy::Merged,
@@ -49,6 +50,8 @@ pub struct Watch {
     last_save: Instant,
     /// The policy is in enforce mode: responses are carried out (in monitor mode, reported).
     enforce: bool,
+    /// The audit trail, kept with the state.
+    audit: Option<AuditLog>,
 }
 
 /// One connection or flow as the watchers see it.
@@ -76,7 +79,22 @@ impl Watch {
             }
             None => (Inventory::default(), None),
         };
-        Watch { inventory, baselines, state, blocks: Vec::new(), last_save: Instant::now(), enforce: enforcing(merged) }
+        let audit = state.as_deref().and_then(|dir| match AuditLog::open(dir) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                warn!(state = %dir.display(), error = %e, "the audit trail cannot be opened: nothing is audited");
+                None
+            }
+        });
+        Watch {
+            inventory,
+            baselines,
+            state,
+            blocks: Vec::new(),
+            last_save: Instant::now(),
+            enforce: enforcing(merged),
+            audit,
+        }
     }
 
     /// A new policy: new thresholds and responses; what was learnt stays.
@@ -177,6 +195,11 @@ impl Watch {
             warn!(anomaly = %a.kind, process = %a.process, party = %a.party, observed = a.observed, threshold = a.threshold, "anomaly");
             out.extend(serde_json::to_value(&rec).ok());
             if let (Some(seconds), true) = (block, self.enforce) {
+                let detail = serde_json::json!({
+                    "vendor": a.vendor, "process": a.process, "anomaly": a.kind, "seconds": seconds,
+                    "observed": a.observed, "threshold": a.threshold,
+                });
+                self.audit("block_start", detail);
                 out.extend(
                     serde_json::to_value(response_record(
                         &a.vendor.unwrap_or_default(),
@@ -246,12 +269,26 @@ impl Watch {
                 warn!(error = %e, "removing an expired block failed");
             }
             info!(vendor = %b.vendor, process = %b.process, "automated response ended");
+            self.audit(
+                "block_end",
+                serde_json::json!({"vendor": b.vendor, "process": b.process, "anomaly": b.anomaly}),
+            );
             out.extend(serde_json::to_value(response_record(&b.vendor, &b.process, b.anomaly, b.seconds, "end")).ok());
         }
         if self.last_save.elapsed() >= SAVE_EVERY {
             self.save();
         }
         out
+    }
+
+    /// Appends a record to the audit trail, if there is one (`--state`). A failure to write is
+    /// logged, never fatal: enforcement must not stop because a disk is full.
+    pub fn audit(&mut self, kind: &str, detail: serde_json::Value) {
+        if let Some(a) = &mut self.audit {
+            if let Err(e) = a.append(kind, detail) {
+                warn!(kind, error = %e, "writing the audit trail failed");
+            }
+        }
     }
 
     pub fn save(&mut self) {

@@ -1,5 +1,6 @@
 //! The command line; the commands other than `run` have a file each.
 
+mod audit;
 mod check;
 mod explain;
 mod inventory;
@@ -9,6 +10,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
+pub use audit::audit_verify;
 pub use check::check;
 pub use explain::explain;
 pub use inventory::{inventory, InventoryArgs};
@@ -65,10 +67,20 @@ pub enum Command {
     /// The third parties the agent saw (from its state directory): by which processes, when,
     /// how much, and each one's standing in the policy; plus unused and unowned vendors.
     Inventory(InventoryArgs),
+    /// The audit trail `run --state DIR` keeps in DIR/audit.jsonl.
+    #[command(subcommand)]
+    Audit(AuditCommand),
     /// Watch in monitor mode (nothing is refused) for a while, then write a policy that allows
     /// what was seen: one vendor per registrable domain, the processes, ports and protocols
     /// used, with counts in comments for review.
     Learn(LearnArgs),
+}
+
+#[derive(Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain: names the first edited, deleted, inserted or reordered record, or a
+    /// truncated tail. Exits 0 when intact, 1 otherwise.
+    Verify { file: PathBuf },
 }
 
 #[derive(Args)]
