@@ -4,6 +4,7 @@
 mod baseline;
 mod cgroup;
 mod cli;
+mod config;
 mod control;
 mod dns;
 mod events;
@@ -30,17 +31,29 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     match cli.command {
-        Command::Check { paths } => cli::check(&paths),
+        Command::Check { paths, config } => cli::check(&paths, config.as_deref()),
         Command::Explain(args) => cli::explain(&args),
         Command::Inventory(args) => cli::inventory(&args),
-        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state } => {
-            let pipeline = pipeline::Settings {
-                cmdline: !no_cmdline,
-                max_flows: flows.max_flows,
-                flow_update: std::time::Duration::from_secs(flows.flow_update),
-                events_per_key: flows.events_per_key,
+        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state, config } => {
+            let file = match config.as_deref().map(config::AgentConfig::load).transpose() {
+                Ok(c) => c.unwrap_or_default(),
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration refused");
+                    return ExitCode::from(EXIT_USAGE);
+                }
             };
-            run::run_blocking(run::RunArgs { ring_bytes, policy, cgroup, events, pipeline, state, learn: None })
+            // Flags first, then the file, then the defaults.
+            let cmdline = !no_cmdline && file.cmdline.unwrap_or(true);
+            let pipeline = flows.settings(cmdline, &file);
+            run::run_blocking(run::RunArgs {
+                ring_bytes: ring_bytes.or(file.ring_bytes).unwrap_or(agent_common::EVENTS_RING_BYTES),
+                policy: if policy.is_empty() { file.policy } else { policy },
+                cgroup: cgroup.or(file.cgroup),
+                events: events.or(file.events).unwrap_or_else(|| "-".into()),
+                pipeline,
+                state: state.or(file.state),
+                learn: None,
+            })
         }
         Command::Learn(args) => cli::learn(args),
         Command::Audit(cli::AuditCommand::Verify { file }) => cli::audit_verify(&file),

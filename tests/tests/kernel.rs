@@ -379,6 +379,44 @@ fn stopping_the_agent_detaches_the_programs() {
 }
 
 #[test]
+fn the_configuration_file_is_read_flags_override_it_and_a_bad_one_is_refused() {
+    let env = TestEnv::new("config");
+    let state = env.path("state");
+    std::fs::create_dir_all(&state).expect("state");
+    let other = env.path("other.yaml");
+    std::fs::write(&other, policy("  mode: monitor\n").replace("name: test", "name: from-config")).expect("write");
+    let cfg = env.path("agent.yaml");
+    std::fs::write(&cfg, format!("policy: [{}]\nstate: {}\neventsPerKey: 0\n", other.display(), state.display()))
+        .expect("write");
+    // `check --config` validates the file and the policy it names.
+    let out =
+        Command::new(egress_agent_tests::agent_bin()).args(["check", "--config"]).arg(&cfg).output().expect("check");
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("policy `from-config`: ok"), "{out:?}");
+    // Run with it and a --policy flag: the flag's policy decides, the file's state is used.
+    let cfg_arg = cfg.display().to_string();
+    let agent = env.agent_with(&spec("enforce", "deny"), &["--config", &cfg_arg]);
+    let report = env.client("tcp", ADDR4, TCP_DENIED);
+    assert_eperm(&report);
+    let ev = agent.event_of(pid(&report), ADDR4, TCP_DENIED);
+    assert_eq!(ev["policy"], "test", "{ev}");
+    assert!(state.join("audit.jsonl").is_file(), "the configured state directory is used");
+    drop(agent);
+    // A bad key is refused with its place, before anything is attached.
+    std::fs::write(&cfg, "state: /tmp\nmetricz: 1\n").expect("write");
+    let out = Command::new(egress_agent_tests::agent_bin())
+        .args(["run", "--cgroup"])
+        .arg(&env.cgroup)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .expect("agent");
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:2:1", cfg.display())) && err.contains("unknown field `metricz`"), "{err}");
+}
+
+#[test]
 fn a_bad_policy_is_refused_at_start_with_its_place() {
     let mut env = TestEnv::new("badpolicy");
     let server = env.server("tcp", ADDR4, TCP_DENIED);

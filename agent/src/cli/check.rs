@@ -11,7 +11,25 @@ use crate::{
     EXIT_USAGE,
 };
 
-pub fn check(paths: &[PathBuf]) -> ExitCode {
+/// `config`: an agent configuration file to validate too; with no `paths`, its policy (or the
+/// embedded default) is checked.
+pub fn check(paths: &[PathBuf], config: Option<&std::path::Path>) -> ExitCode {
+    let mut paths = paths.to_vec();
+    if let Some(c) = config {
+        match crate::config::AgentConfig::load(c) {
+            Ok(cfg) => {
+                println!("config {}: ok", c.display());
+                if paths.is_empty() {
+                    paths = cfg.policy;
+                }
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let paths = &paths[..];
     match policy::load(paths, time::OffsetDateTime::now_utc(), &policy::resolve::HostResolver::new()) {
         Ok((merged, compiled, warnings)) => {
             for w in &warnings {

@@ -4,7 +4,7 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use super::LearnArgs;
-use crate::{pipeline, run};
+use crate::run;
 
 pub fn learn(args: LearnArgs) -> ExitCode {
     if args.out.exists() && !args.force {
@@ -16,12 +16,7 @@ pub fn learn(args: LearnArgs) -> ExitCode {
         eprintln!("{}: no such directory for --out", dir.display());
         return ExitCode::from(crate::EXIT_USAGE);
     }
-    let pipeline = pipeline::Settings {
-        cmdline: false,
-        max_flows: args.flows.max_flows,
-        flow_update: std::time::Duration::from_secs(args.flows.flow_update),
-        events_per_key: args.flows.events_per_key,
-    };
+    let pipeline = args.flows.settings(false, &crate::config::AgentConfig::default());
     run::run_blocking(run::RunArgs {
         ring_bytes: agent_common::EVENTS_RING_BYTES,
         policy: args.policy,

@@ -39,28 +39,35 @@ pub enum Command {
         /// root of the hierarchy, i.e. the whole host.
         #[arg(long)]
         cgroup: Option<PathBuf>,
-        /// Where events go: a file (appended to) or `-` for stdout.
-        #[arg(long, default_value = "-")]
-        events: PathBuf,
+        /// Where events go: a file (appended to) or `-` for stdout (the default).
+        #[arg(long)]
+        events: Option<PathBuf>,
         /// Leave command lines out of events (they can carry secrets passed as arguments).
         #[arg(long)]
         no_cmdline: bool,
         /// Capacity of the kernel's event ring buffer in bytes: a power of two, at least 4096
         /// (an event takes 120 bytes). Larger absorbs longer bursts; overflows are counted.
-        #[arg(long, default_value_t = agent_common::EVENTS_RING_BYTES, value_parser = ring_bytes)]
-        ring_bytes: u32,
+        #[arg(long, value_parser = ring_bytes)]
+        ring_bytes: Option<u32>,
         #[command(flatten)]
         flows: FlowArgs,
-        /// Directory for what the agent learns over time (inventory, baselines), kept across
-        /// restarts. Without it nothing is learnt or kept.
+        /// Directory for what the agent learns over time (inventory, baselines) and its audit
+        /// trail, kept across restarts. Without it nothing is learnt or kept.
         #[arg(long)]
         state: Option<PathBuf>,
+        /// The agent's configuration file (YAML): everything that is not policy. Flags given
+        /// here override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate policy files or directories (merged into one policy): print every problem with
     /// file, line, column and field, then what the policy allows. Exits 2 on any error.
     Check {
-        #[arg(required = true)]
+        #[arg(required_unless_present = "config")]
         paths: Vec<PathBuf>,
+        /// Also (or only) validate an agent configuration file, and the policy it names.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Would this connection be allowed, and by which rule? Same matching code as the agent.
     Explain(ExplainArgs),
@@ -146,15 +153,28 @@ pub struct ExplainArgs {
 #[derive(Args, Clone)]
 pub struct FlowArgs {
     /// Flows tracked at once (the kernel's table); past 90% the oldest are reported and evicted.
-    #[arg(long, default_value_t = agent_common::MAX_FLOWS, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
-    pub max_flows: u32,
+    #[arg(long, value_parser = clap::value_parser!(u32).range(16..=(1 << 22)))]
+    pub max_flows: Option<u32>,
     /// Seconds between the records of a long-lived flow (0: only when it ends).
-    #[arg(long, default_value_t = 60)]
-    pub flow_update: u64,
+    #[arg(long)]
+    pub flow_update: Option<u64>,
     /// Connect records per second for one process, destination, verdict and rule; further
     /// attempts are folded into one record that says how many (`suppressed`). 0: never fold.
-    #[arg(long, default_value_t = 5)]
-    pub events_per_key: u32,
+    #[arg(long)]
+    pub events_per_key: Option<u32>,
+}
+
+impl FlowArgs {
+    /// The pipeline's settings: these flags, else the configuration file, else the defaults
+    /// (131,072 flows, updates every 60 s, 5 records per key per second).
+    pub fn settings(&self, cmdline: bool, c: &crate::config::AgentConfig) -> crate::pipeline::Settings {
+        crate::pipeline::Settings {
+            cmdline,
+            max_flows: self.max_flows.or(c.max_flows).unwrap_or(agent_common::MAX_FLOWS),
+            flow_update: std::time::Duration::from_secs(self.flow_update.or(c.flow_update).unwrap_or(60)),
+            events_per_key: self.events_per_key.or(c.events_per_key).unwrap_or(5),
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -1,0 +1,126 @@
+//! The agent's own configuration (`--config FILE`): everything that is not policy. YAML like the
+//! policy; unknown keys are refused with their place. Every command-line flag overrides the file,
+//! and with no file the defaults apply.
+//!
+//! ```yaml
+//! policy: [/etc/egress-agent/policy.d]
+//! cgroup: /system.slice
+//! state: /var/lib/egress-agent
+//! events: /var/log/egress-agent/events.jsonl
+//! cmdline: false
+//! ringBytes: 4194304
+//! maxFlows: 131072
+//! flowUpdate: 60
+//! eventsPerKey: 5
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AgentConfig {
+    /// Policy files or directories (as `--policy`).
+    #[serde(default)]
+    pub policy: Vec<PathBuf>,
+    pub cgroup: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+    pub events: Option<PathBuf>,
+    /// Command lines in events (default true; `--no-cmdline` turns them off).
+    pub cmdline: Option<bool>,
+    pub ring_bytes: Option<u32>,
+    pub max_flows: Option<u32>,
+    /// Seconds.
+    pub flow_update: Option<u64>,
+    pub events_per_key: Option<u32>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}:{line}:{column}: error: {field}: {message}")]
+    Invalid { path: String, line: usize, column: usize, field: String, message: String },
+}
+
+impl AgentConfig {
+    /// Reads and checks `path`. An empty file is the defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        let de = serde_yaml_ng::Deserializer::from_str(text);
+        let c: Self = serde_path_to_error::deserialize(de).map_err(|err| {
+            let field = match err.path().to_string() {
+                p if p == "." || p.is_empty() => "(document)".to_owned(),
+                p => p,
+            };
+            let inner = err.into_inner();
+            let (line, column) = inner.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = inner.to_string();
+            // serde_yaml_ng appends the place and starts with the path; the error shows both.
+            let message = message.rfind(" at line ").map_or(message.clone(), |i| message[..i].to_owned());
+            let message = message.strip_prefix(&format!("{field}: ")).map_or(message.clone(), str::to_owned);
+            ConfigError::Invalid { path: file.to_owned(), line, column, field, message }
+        })?;
+        c.check(file, text)?;
+        Ok(c)
+    }
+
+    /// Bounds the command line checks too, with the place of the key.
+    fn check(&self, file: &str, text: &str) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            // The key's own line (a top-level key: at the start of a line).
+            let line = text.lines().position(|l| l.starts_with(&format!("{field}:"))).map_or(0, |i| i + 1);
+            ConfigError::Invalid { path: file.to_owned(), line, column: 1, field: field.to_owned(), message }
+        };
+        if let Some(n) = self.ring_bytes {
+            if n < 4096 || !n.is_power_of_two() {
+                return Err(bad("ringBytes", format!("{n} is not a power of two of at least 4096")));
+            }
+        }
+        if let Some(n) = self.max_flows {
+            if !(16..=(1 << 22)).contains(&n) {
+                return Err(bad("maxFlows", format!("{n} is not between 16 and 4194304")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_key_and_defaults_when_empty() {
+        let c = AgentConfig::parse(
+            "a.yaml",
+            "policy: [/etc/p.yaml, /etc/p.d]\ncgroup: /system.slice\nstate: /var/lib/ea\nevents: '-'\ncmdline: false\nringBytes: 8192\nmaxFlows: 1024\nflowUpdate: 30\neventsPerKey: 0\n",
+        )
+        .expect("valid");
+        assert_eq!(c.policy, [PathBuf::from("/etc/p.yaml"), PathBuf::from("/etc/p.d")]);
+        assert_eq!(
+            (c.cmdline, c.ring_bytes, c.max_flows, c.flow_update, c.events_per_key),
+            (Some(false), Some(8192), Some(1024), Some(30), Some(0))
+        );
+        assert_eq!(AgentConfig::parse("a.yaml", "\n").expect("empty"), AgentConfig::default());
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_their_place() {
+        let e = AgentConfig::parse("a.yaml", "state: /x\nmetricz: 1\n").expect_err("unknown").to_string();
+        assert!(e.starts_with("a.yaml:2:1: error:") && e.contains("unknown field `metricz`"), "{e}");
+        let e = AgentConfig::parse("a.yaml", "maxFlows: many\n").expect_err("bad").to_string();
+        assert!(e.contains("a.yaml:1:") && e.contains("maxFlows"), "{e}");
+        let e = AgentConfig::parse("a.yaml", "ringBytes: 5000\n").expect_err("bounds").to_string();
+        assert!(e.starts_with("a.yaml:1:1: error: ringBytes:") && e.contains("power of two"), "{e}");
+    }
+}
