@@ -12,6 +12,7 @@
 //! maxFlows: 131072
 //! flowUpdate: 60
 //! eventsPerKey: 5
+//! metrics: 127.0.0.1:9464
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,8 @@ pub struct AgentConfig {
     /// Seconds.
     pub flow_update: Option<u64>,
     pub events_per_key: Option<u32>,
+    /// Where `/metrics` is served: `ADDR:PORT`, or `off` (default `127.0.0.1:9464`).
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,9 @@ impl AgentConfig {
             if n < 4096 || !n.is_power_of_two() {
                 return Err(bad("ringBytes", format!("{n} is not a power of two of at least 4096")));
             }
+        }
+        if let Some(m) = &self.metrics {
+            crate::cli::metrics_addr(m).map_err(|e| bad("metrics", e))?;
         }
         if let Some(n) = self.max_flows {
             if !(16..=(1 << 22)).contains(&n) {

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Command::Check { paths, config } => cli::check(&paths, config.as_deref()),
         Command::Explain(args) => cli::explain(&args),
         Command::Inventory(args) => cli::inventory(&args),
-        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state, config } => {
+        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state, config, metrics } => {
             let file = match config.as_deref().map(config::AgentConfig::load).transpose() {
                 Ok(c) => c.unwrap_or_default(),
                 Err(e) => {
@@ -45,6 +45,9 @@ fn main() -> ExitCode {
             // Flags first, then the file, then the defaults.
             let cmdline = !no_cmdline && file.cmdline.unwrap_or(true);
             let pipeline = flows.settings(cmdline, &file);
+            let default = cli::MetricsAddr(cli::METRICS_DEFAULT.parse().ok());
+            let from_file = file.metrics.as_deref().and_then(|m| cli::metrics_addr(m).ok());
+            let metrics = metrics.or(from_file).unwrap_or(default).0;
             run::run_blocking(run::RunArgs {
                 ring_bytes: ring_bytes.or(file.ring_bytes).unwrap_or(agent_common::EVENTS_RING_BYTES),
                 policy: if policy.is_empty() { file.policy } else { policy },
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
                 pipeline,
                 state: state.or(file.state),
                 learn: None,
+                metrics,
             })
         }
         Command::Learn(args) => cli::learn(args),

@@ -26,7 +26,7 @@ use crate::{
     },
     kernel::Datapath,
     policy::CompiledPolicy,
-    sinks::json::Sink,
+    sinks::{json::Sink, metrics::Metrics},
 };
 
 /// Records handled per pass over the ring buffer, so signals and reloads are served under load.
@@ -61,10 +61,15 @@ pub struct Pipeline {
     rule_names: LruCache<(u32, u32), Arc<RuleNames>>,
     /// Inventory, baselines and automated responses.
     pub watch: Watch,
+    pub metrics: Arc<Metrics>,
+    /// What the metrics have already been given of cumulative totals.
+    seen_evicted: u64,
+    seen_suppressed: u64,
 }
 
 impl Pipeline {
-    pub fn new(sink: Sink, enricher: Enricher, s: &Settings, watch: Watch) -> Self {
+    pub fn new(sink: Sink, enricher: Enricher, s: &Settings, watch: Watch, metrics: Arc<Metrics>) -> Self {
+        metrics.flows_capacity.set(i64::from(s.max_flows));
         let cap = NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN);
         Pipeline {
             enricher,
@@ -75,6 +80,9 @@ impl Pipeline {
             errors: OutputErrors::default(),
             rule_names: LruCache::new(cap),
             watch,
+            metrics,
+            seen_evicted: 0,
+            seen_suppressed: 0,
         }
     }
 
@@ -107,6 +115,9 @@ impl Pipeline {
         let proc = self.flows.shared_proc(ev, || enricher.enrich(ev));
         let who = proc.who.clone();
         let names = self.rule_names(ev, view);
+        // Every attempt the kernel reported, folded or not.
+        let vendor = names.vendor.as_deref().unwrap_or("none");
+        self.metrics.connections.with_label_values(&[vendor, events::verdict(ev), events::proto(ev)]).inc();
         let learnt = ev.flags & agent_common::event_flags::LEARNT != 0;
         let domain = self.names.name(ev.pid, ev.start_ns, events::dst(ev), learnt);
         let domain_rule = if learnt { view.domain_ids.pattern(ev.domain_id).map(ToString::to_string) } else { None };
@@ -172,6 +183,10 @@ impl Pipeline {
 
     fn write_all(&mut self, outs: &[serde_json::Value]) {
         for o in outs {
+            if o["kind"] == "anomaly" {
+                let kind = o["anomaly"].as_str().unwrap_or("unknown");
+                self.metrics.anomalies.with_label_values(&[kind]).inc();
+            }
             self.write(o);
         }
     }
@@ -185,6 +200,9 @@ impl Pipeline {
     fn write_flow(&mut self, dp: &mut Datapath, r: &FlowReport, ts_offset: i128) {
         let rec = flows::record(r, ts_offset);
         self.write(&rec);
+        let vendor = r.flow.names.vendor.as_deref().unwrap_or("none");
+        self.metrics.flow_bytes.with_label_values(&[vendor, "out"]).inc_by(r.delta_out);
+        self.metrics.flow_bytes.with_label_values(&[vendor, "in"]).inc_by(r.delta_in);
         let outs = self.watch.on_flow(dp, r);
         self.write_all(&outs);
     }
@@ -211,6 +229,13 @@ impl Pipeline {
         let outs = self.watch.tick(dp);
         self.write_all(&outs);
         self.flush();
+        let m = &self.metrics;
+        m.flows_open.set(self.flows.open_count() as i64);
+        m.flows_evicted.inc_by(self.flows.totals.evicted.saturating_sub(self.seen_evicted));
+        self.seen_evicted = self.flows.totals.evicted;
+        m.events_suppressed.inc_by(self.limiter.total_suppressed.saturating_sub(self.seen_suppressed));
+        self.seen_suppressed = self.limiter.total_suppressed;
+        m.blocks_active.set(self.watch.blocks_active() as i64);
     }
 
     /// Removes flows the kernel has and the agent never heard of (see `FlowTracker::sweep`).

@@ -35,7 +35,7 @@ use crate::{
     kernel::{btf, Datapath, DatapathError},
     pipeline::{self, Pipeline, PolicyView, DRAIN_BATCH},
     policy::{self, compile, CompiledPolicy, Merged, PolicyError, Problem},
-    sinks::json::Sink,
+    sinks::{self, json::Sink, metrics::Metrics},
     watch,
 };
 
@@ -49,6 +49,8 @@ pub struct RunArgs {
     pub state: Option<PathBuf>,
     /// `learn`: watch in monitor mode for a while, then write a policy.
     pub learn: Option<Learning>,
+    /// Where `/metrics` is served, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// What `learn` asks of a run.
@@ -321,7 +323,16 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "cgroup": watched.display().to_string(),
         }),
     );
-    let mut pipe = Pipeline::new(sink, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch);
+    let metrics = Arc::new(
+        Metrics::new().map_err(|e| RunError::Io { what: "creating the metrics", source: std::io::Error::other(e) })?,
+    );
+    metrics.policy_generation.set(1);
+    metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
+    if let Some(addr) = args.metrics {
+        sinks::metrics::serve(metrics.clone(), addr);
+    }
+    let mut pipe =
+        Pipeline::new(sink, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
     let mut dns_seen =
         DnsSeen { counters: [0; agent_common::dns_counter::COUNT as usize], evicted: 0, last_stats: Instant::now() };
 
@@ -425,14 +436,18 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             _ = drop_check.tick() => {
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
                 pipe.tick(&mut dp, &state.view());
-                report_drops(&mut dp, &mut dropped_seen);
-                dns_housekeeping(&mut dp, &mut dns_seen);
-                flow_housekeeping(&mut dp, &mut flows_full_seen);
+                report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
+                dns_housekeeping(&mut dp, &mut dns_seen, &pipe.metrics);
+                flow_housekeeping(&mut dp, &mut flows_full_seen, &pipe.metrics);
             }
             _ = sweep.tick() => pipe.sweep(&mut dp),
             () = sleep_until_if(learn_until) => { info!("learning period over"); break; }
         }
         for (kind, detail) in std::mem::take(&mut state.audit) {
+            let result = if kind == "policy_installed" { "installed" } else { "refused" };
+            pipe.metrics.policy_reloads.with_label_values(&[result]).inc();
+            pipe.metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
+            pipe.metrics.policy_generation.set(i64::from(state.generation));
             pipe.watch.audit(kind, detail);
         }
         // A reload may name other selectors (watch their directories instead) and other
@@ -448,7 +463,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     drop(sel_watcher);
     while drain_now(&mut pipe, ring.get_mut(), &state, &mut dp) == DRAIN_BATCH {}
-    report_drops(&mut dp, &mut dropped_seen);
+    report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
     pipe.finish(&mut dp, &state.view());
     pipe.watch.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
     drop(ring);
@@ -528,7 +543,7 @@ fn arm_selector_watch(dirs: &[PathBuf], tx: &mpsc::UnboundedSender<()>) -> Optio
 /// Reports what the DNS path counted since the last call: addresses the learnt tables evicted
 /// (entries created minus entries present), patterns evicted from shared addresses, answers not
 /// trusted or parsed in part, refused queries.
-fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen) {
+fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen, m: &Metrics) {
     use agent_common::dns_counter as c;
     let counters = match dp.dns_counters() {
         Ok(c) => c,
@@ -538,6 +553,9 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen) {
         }
     };
     let new = |i: u32| counters[i as usize].saturating_sub(seen.counters[i as usize]);
+    m.dns_answers.inc_by(new(c::LEARNT));
+    m.dns_rejected.inc_by(new(c::ANSWER_REJECTED));
+    m.dns_refused.inc_by(new(c::QUERY_DENIED));
     if new(c::LEARNT_NEW) > 0 || seen.last_stats.elapsed() >= Duration::from_secs(10) {
         match dp.learnt_stats(events::monotonic_now_ns()) {
             Ok(s) => {
@@ -552,6 +570,7 @@ fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen) {
                     seen.evicted = evicted;
                 }
                 debug!(live = s.live, expired = s.expired, "learnt addresses");
+                m.learnt_addresses.set(s.live as i64);
             }
             Err(e) => warn!(error = %e, "counting learnt addresses failed"),
         }
@@ -589,9 +608,10 @@ struct DnsSeen {
 }
 
 /// Reports flows the kernel could not track (table full) since the last call.
-fn flow_housekeeping(dp: &mut Datapath, seen: &mut u64) {
+fn flow_housekeeping(dp: &mut Datapath, seen: &mut u64, m: &Metrics) {
     match dp.flow_counters() {
         Ok(c) if c.full > *seen => {
+            m.flows_untracked.inc_by(c.full - *seen);
             warn!(
                 untracked = c.full - *seen,
                 total = c.full,
@@ -604,9 +624,10 @@ fn flow_housekeeping(dp: &mut Datapath, seen: &mut u64) {
     }
 }
 
-fn report_drops(dp: &mut Datapath, seen: &mut u64) {
+fn report_drops(dp: &mut Datapath, seen: &mut u64, m: &Metrics) {
     match dp.events_dropped() {
         Ok(total) if total > *seen => {
+            m.events_dropped.inc_by(total - *seen);
             warn!(dropped = total - *seen, total, "kernel dropped events: the ring buffer was full");
             *seen = total;
         }

@@ -378,6 +378,49 @@ fn stopping_the_agent_detaches_the_programs() {
     assert_eq!(server.wait_received(1).len(), 1);
 }
 
+/// The value of a sample in a Prometheus text exposition, 0 if absent.
+fn sample(text: &str, series: &str) -> u64 {
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn metrics_count_connections_by_vendor_and_verdict() {
+    let mut env = TestEnv::new("metrics");
+    let _server = env.server("tcp", ADDR4, TCP_OK);
+    let agent = env.agent_with(&spec("enforce", "deny"), &["--metrics", "127.0.0.1:19464"]);
+    let scrape = || {
+        let out = Command::new("curl").args(["-sf", "http://127.0.0.1:19464/metrics"]).output().expect("curl");
+        assert!(out.status.success(), "scrape failed: {out:?}\n{}", agent.log());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let allow = r#"egress_connections_total{proto="tcp",vendor="web",verdict="allow"}"#;
+    let deny = r#"egress_connections_total{proto="tcp",vendor="none",verdict="deny"}"#;
+    let before = scrape();
+    assert_eq!(sample(&before, "egress_policy_generation"), 1, "{before}");
+    assert_allowed(&env.client("tcp", ADDR4, TCP_OK));
+    assert_eperm(&env.client("tcp", ADDR4, TCP_DENIED));
+    assert_eperm(&env.client("tcp", ADDR4, TCP_DENIED));
+    egress_agent_tests::wait_for(
+        Duration::from_secs(5),
+        || {
+            let now = scrape();
+            sample(&now, allow) == sample(&before, allow) + 1 && sample(&now, deny) == sample(&before, deny) + 2
+        },
+        || format!("the counters did not move:\n{}", scrape()),
+    );
+    // A flow's bytes, once it ended.
+    egress_agent_tests::wait_for(
+        Duration::from_secs(6),
+        || sample(&scrape(), r#"egress_flow_bytes_total{direction="out",vendor="web"}"#) >= 5,
+        || format!("no flow bytes:\n{}", scrape()),
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:19464/"])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+}
+
 #[test]
 fn the_configuration_file_is_read_flags_override_it_and_a_bad_one_is_refused() {
     let env = TestEnv::new("config");

@@ -291,6 +291,11 @@ impl Watch {
         }
     }
 
+    /// Automated blocks in force.
+    pub fn blocks_active(&self) -> usize {
+        self.blocks.len()
+    }
+
     pub fn save(&mut self) {
         self.last_save = Instant::now();
         let Some(dir) = &self.state else { return };

@@ -25,5 +25,6 @@ pub fn learn(args: LearnArgs) -> ExitCode {
         pipeline,
         state: None,
         learn: Some(run::Learning { duration: args.duration, out: args.out, name: args.name }),
+        metrics: None,
     })
 }

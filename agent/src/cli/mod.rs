@@ -59,6 +59,9 @@ pub enum Command {
         /// here override it.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Serve Prometheus metrics on ADDR:PORT at /metrics (default 127.0.0.1:9464), or `off`.
+        #[arg(long, value_parser = metrics_addr)]
+        metrics: Option<MetricsAddr>,
     },
     /// Validate policy files or directories (merged into one policy): print every problem with
     /// file, line, column and field, then what the policy allows. Exits 2 on any error.
@@ -181,6 +184,22 @@ impl FlowArgs {
 pub enum ProtoArg {
     Tcp,
     Udp,
+}
+
+/// Where metrics are served: an address, or nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+/// The default metrics address: loopback only.
+pub const METRICS_DEFAULT: &str = "127.0.0.1:9464";
+
+pub fn metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    if s == "off" {
+        return Ok(MetricsAddr(None));
+    }
+    s.parse()
+        .map(|a| MetricsAddr(Some(a)))
+        .map_err(|_| format!("`{s}` is not ADDR:PORT (such as 127.0.0.1:9464) or `off`"))
 }
 
 /// A duration: a number followed by `s`, `m`, `h` or `d` (seconds without a unit).

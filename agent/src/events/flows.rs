@@ -203,6 +203,11 @@ impl FlowTracker {
         }
     }
 
+    /// Flows tracked now.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
+    }
+
     /// The key the kernel counts a connect event's flow under, if the kernel tracks it.
     pub fn key_of(ev: &Event) -> Option<FlowKey> {
         if ev.verdict == verdict::DENY || ev.flags & event_flags::NO_FLOW != 0 {

@@ -1,3 +1,4 @@
 //! Where records go.
 
 pub mod json;
+pub mod metrics;

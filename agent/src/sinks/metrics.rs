@@ -1,0 +1,156 @@
+//! Prometheus metrics on `/metrics` (`--metrics`, default `127.0.0.1:9464`; `off` disables it).
+//!
+//! Label values come from the policy (vendor names) and fixed enums only, never addresses or
+//! pids, so the number of series is bounded by construction: a destination no vendor covers is
+//! `vendor="none"`. The HTTP listener runs on a thread of its own and only renders the registry:
+//! a slow scraper never holds up the event loop.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use tracing::{info, warn};
+
+/// Every metric the agent exports (README "Metrics" lists them).
+pub struct Metrics {
+    registry: Registry,
+    pub connections: IntCounterVec,
+    pub flow_bytes: IntCounterVec,
+    pub anomalies: IntCounterVec,
+    pub dns_answers: IntCounter,
+    pub dns_rejected: IntCounter,
+    pub dns_refused: IntCounter,
+    pub events_dropped: IntCounter,
+    pub events_suppressed: IntCounter,
+    pub policy_generation: IntGauge,
+    pub policy_reload_time: IntGauge,
+    pub policy_reloads: IntCounterVec,
+    pub flows_open: IntGauge,
+    pub flows_capacity: IntGauge,
+    pub flows_evicted: IntCounter,
+    pub flows_untracked: IntCounter,
+    pub learnt_addresses: IntGauge,
+    pub blocks_active: IntGauge,
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
+    let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        Ok(Metrics {
+            connections: counter_vec(
+                &r,
+                "egress_connections_total",
+                "Outbound attempts by the vendor whose rule matched (none), verdict and protocol",
+                &["vendor", "verdict", "proto"],
+            )?,
+            flow_bytes: counter_vec(
+                &r,
+                "egress_flow_bytes_total",
+                "Payload bytes of reported flows by vendor (none) and direction (out, in)",
+                &["vendor", "direction"],
+            )?,
+            anomalies: counter_vec(&r, "egress_anomalies_total", "Anomalies flagged, by kind", &["kind"])?,
+            dns_answers: counter(&r, "egress_dns_answers_learnt_total", "Addresses learnt from trusted DNS answers")?,
+            dns_rejected: counter(&r, "egress_dns_answers_rejected_total", "DNS answers not trusted")?,
+            dns_refused: counter(&r, "egress_dns_queries_refused_total", "DNS queries refused in the kernel")?,
+            events_dropped: counter(
+                &r,
+                "egress_events_dropped_total",
+                "Kernel records lost because the ring buffer was full",
+            )?,
+            events_suppressed: counter(
+                &r,
+                "egress_events_suppressed_total",
+                "Connect records folded by the per-key rate limit (still counted in suppressed)",
+            )?,
+            policy_generation: gauge(&r, "egress_policy_generation", "Generation of the policy in force")?,
+            policy_reload_time: gauge(
+                &r,
+                "egress_policy_last_reload_timestamp_seconds",
+                "Unix time of the last policy install or refused reload",
+            )?,
+            policy_reloads: counter_vec(
+                &r,
+                "egress_policy_reloads_total",
+                "Policy reloads by result (installed, refused)",
+                &["result"],
+            )?,
+            flows_open: gauge(&r, "egress_flows_open", "Flows tracked now")?,
+            flows_capacity: gauge(&r, "egress_flows_capacity", "Capacity of the kernel's flow table")?,
+            flows_evicted: counter(
+                &r,
+                "egress_flows_evicted_total",
+                "Flows reported and evicted from a nearly full table",
+            )?,
+            flows_untracked: counter(
+                &r,
+                "egress_flows_untracked_total",
+                "Flows the full table could not track (decided and reported, bytes not counted)",
+            )?,
+            learnt_addresses: gauge(
+                &r,
+                "egress_dns_learnt_addresses",
+                "Addresses in the learnt tables with a live pattern",
+            )?,
+            blocks_active: gauge(&r, "egress_blocks_active", "Automated blocks in force")?,
+            registry: r,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            warn!(error = %e, "rendering metrics failed");
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` on `addr` from a thread of its own. A listener that cannot bind is logged
+/// and skipped: metrics never stop enforcement.
+pub fn serve(metrics: Arc<Metrics>, addr: SocketAddr) {
+    let server = match tiny_http::Server::http(addr) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%addr, error = %e, "metrics listener not started");
+            return;
+        }
+    };
+    info!(%addr, "metrics on /metrics");
+    let spawned = std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        for req in server.incoming_requests() {
+            let resp = if req.url() == "/metrics" {
+                let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..]);
+                let r = tiny_http::Response::from_data(metrics.render());
+                match header {
+                    Ok(h) => r.with_header(h),
+                    Err(()) => r,
+                }
+            } else {
+                tiny_http::Response::from_data(b"not found: metrics are on /metrics\n".to_vec()).with_status_code(404)
+            };
+            let _ = req.respond(resp);
+        }
+    });
+    if let Err(e) = spawned {
+        warn!(error = %e, "metrics thread not started");
+    }
+}
