@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         Command::Check { paths, config } => cli::check(&paths, config.as_deref()),
         Command::Explain(args) => cli::explain(&args),
         Command::Inventory(args) => cli::inventory(&args),
-        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state, config, metrics } => {
+        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state, config, metrics, format } => {
             let file = match config.as_deref().map(config::AgentConfig::load).transpose() {
                 Ok(c) => c.unwrap_or_default(),
                 Err(e) => {
@@ -48,11 +48,16 @@ fn main() -> ExitCode {
             let default = cli::MetricsAddr(cli::METRICS_DEFAULT.parse().ok());
             let from_file = file.metrics.as_deref().and_then(|m| cli::metrics_addr(m).ok());
             let metrics = metrics.or(from_file).unwrap_or(default).0;
+            let events: std::path::PathBuf = events.or(file.events).unwrap_or_else(|| "-".into());
+            // SAFETY: isatty only reads the descriptor's state.
+            let terminal = events.as_os_str() == "-" && unsafe { libc::isatty(1) } == 1;
+            let format = format.unwrap_or(if terminal { sinks::json::Format::Text } else { sinks::json::Format::Json });
             run::run_blocking(run::RunArgs {
                 ring_bytes: ring_bytes.or(file.ring_bytes).unwrap_or(agent_common::EVENTS_RING_BYTES),
                 policy: if policy.is_empty() { file.policy } else { policy },
                 cgroup: cgroup.or(file.cgroup),
-                events: events.or(file.events).unwrap_or_else(|| "-".into()),
+                events,
+                format,
                 pipeline,
                 state: state.or(file.state),
                 learn: None,

@@ -51,6 +51,8 @@ pub struct RunArgs {
     pub learn: Option<Learning>,
     /// Where `/metrics` is served, if anywhere.
     pub metrics: Option<std::net::SocketAddr>,
+    /// JSON lines, or a line a person reads.
+    pub format: sinks::json::Format,
 }
 
 /// What `learn` asks of a run.
@@ -278,7 +280,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
     };
     // Open the output before attaching: a bad --events must not leave a half-started enforcer.
-    let sink = Sink::open(&args.events)
+    let sink = Sink::open(&args.events, args.format)
         .map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
     let mut dp = Datapath::load(offsets, args.ring_bytes, args.pipeline.max_flows)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);

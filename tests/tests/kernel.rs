@@ -422,6 +422,60 @@ fn metrics_count_connections_by_vendor_and_verdict() {
 }
 
 #[test]
+fn a_rotated_events_file_is_reopened_and_loses_no_line() {
+    let env = TestEnv::new("rotate");
+    let agent = env.agent_with(&spec("enforce", "deny"), &["--events-per-key", "0"]);
+    let spray = || {
+        let r = env.py_client("bulk.py", &["spray", ADDR4, &UDP_DENIED.to_string(), "30", "10"]);
+        assert_eq!(r["refused"], 30, "{r}");
+        r["pid"].as_u64().expect("pid")
+    };
+    let count = |path: &std::path::Path, pid: u64| -> usize {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        assert!(text.is_empty() || text.ends_with('\n'), "a line was split: {text:?}");
+        text.lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("not a whole line ({e}): {l}")))
+            .filter(|e| e["pid"] == pid && e["kind"] == "connect")
+            .count()
+    };
+    let first = spray();
+    egress_agent_tests::wait_for(Duration::from_secs(5), || count(&agent.events, first) == 30, || "first batch".into());
+    // logrotate's default: rename, and the writer creates a new file.
+    let rotated = env.path("events.rotated");
+    std::fs::rename(&agent.events, &rotated).expect("rename");
+    let second = spray();
+    egress_agent_tests::wait_for(
+        Duration::from_secs(5),
+        || count(&agent.events, second) == 30,
+        || format!("the new file has {} of 30 records", count(&agent.events, second)),
+    );
+    assert_eq!(count(&rotated, first), 30, "the first batch stays whole in the rotated file");
+    assert_eq!(count(&rotated, second) + count(&agent.events, second), 30, "no record lost or duplicated");
+}
+
+#[test]
+fn text_format_is_one_readable_line_per_event() {
+    let env = TestEnv::new("textfmt");
+    let agent = env.agent_with(&spec("enforce", "deny"), &["--format", "text"]);
+    let report = env.client("tcp", ADDR4, TCP_DENIED);
+    assert_eperm(&report);
+    let want = format!("connect python3[{}]", pid(&report));
+    egress_agent_tests::wait_for(
+        Duration::from_secs(5),
+        || std::fs::read_to_string(&agent.events).unwrap_or_default().lines().any(|l| l.contains(&want)),
+        || format!("no text line for the attempt:\n{}", std::fs::read_to_string(&agent.events).unwrap_or_default()),
+    );
+    let text = std::fs::read_to_string(&agent.events).expect("events");
+    let line = text.lines().find(|l| l.contains(&want)).expect("line");
+    assert!(
+        line.contains("DENY")
+            && line.contains(&format!("-> {ADDR4}:{TCP_DENIED} tcp"))
+            && line.contains("rule=default"),
+        "{line}"
+    );
+}
+
+#[test]
 fn the_configuration_file_is_read_flags_override_it_and_a_bad_one_is_refused() {
     let env = TestEnv::new("config");
     let state = env.path("state");

@@ -26,5 +26,6 @@ pub fn learn(args: LearnArgs) -> ExitCode {
         state: None,
         learn: Some(run::Learning { duration: args.duration, out: args.out, name: args.name }),
         metrics: None,
+        format: crate::sinks::json::Format::Json,
     })
 }

@@ -62,6 +62,10 @@ pub enum Command {
         /// Serve Prometheus metrics on ADDR:PORT at /metrics (default 127.0.0.1:9464), or `off`.
         #[arg(long, value_parser = metrics_addr)]
         metrics: Option<MetricsAddr>,
+        /// `json` lines, or `text`: a line per event for a person (default: text when events go
+        /// to a terminal, else json).
+        #[arg(long, value_enum)]
+        format: Option<crate::sinks::json::Format>,
     },
     /// Validate policy files or directories (merged into one policy): print every problem with
     /// file, line, column and field, then what the policy allows. Exits 2 on any error.
