@@ -31,8 +31,12 @@ use crate::{
     baseline::watch::Watch,
     cgroup,
     dns::ids::DomainIds,
-    events::{self, enrich::Enricher},
-    kernel::{btf, Datapath, DatapathError},
+    events::enrich::Enricher,
+    kernel::{
+        btf,
+        counters::{self, DnsSeen},
+        Datapath, DatapathError,
+    },
     pipeline::{self, Pipeline, PolicyView, DRAIN_BATCH},
     policy::{self, compile, CompiledPolicy, Merged, PolicyError, Problem},
     sinks::{self, json::Sink, metrics::Metrics},
@@ -195,7 +199,7 @@ impl PolicyState {
         }
         let install_us = started.elapsed().as_micros() as u64;
         info!(why, policy = %name, generation, prefixes, load_us, install_us, "policy installed");
-        let sha256 = policy_digest(&self.paths);
+        let sha256 = policy::digest(&self.paths);
         self.audit.push((
             "policy_installed",
             json!({"why": why, "policy": name, "generation": generation, "sha256": sha256}),
@@ -220,7 +224,7 @@ impl PolicyState {
             }
             Err(e) => {
                 error!(why, error = %e, policy = %policy::describe(&self.paths), "policy refused; the previous policy stays in force");
-                let sha256 = policy_digest(&self.paths);
+                let sha256 = policy::digest(&self.paths);
                 self.audit.push(("reload_refused", json!({"why": why, "error": e.to_string(), "sha256": sha256})));
             }
         }
@@ -321,7 +325,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             "policy": name,
             "mode": format!("{mode:?}").to_lowercase(),
             "generation": 1,
-            "sha256": policy_digest(&args.policy),
+            "sha256": policy::digest(&args.policy),
             "cgroup": watched.display().to_string(),
         }),
     );
@@ -335,8 +339,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     let mut pipe =
         Pipeline::new(sink, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
-    let mut dns_seen =
-        DnsSeen { counters: [0; agent_common::dns_counter::COUNT as usize], evicted: 0, last_stats: Instant::now() };
+    let mut dns_seen = DnsSeen::default();
 
     let sig = |kind, what| signal(kind).map_err(|source| RunError::Io { what, source });
     let mut sigint = sig(SignalKind::interrupt(), "installing the SIGINT handler")?;
@@ -438,9 +441,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             _ = drop_check.tick() => {
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
                 pipe.tick(&mut dp, &state.view());
-                report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
-                dns_housekeeping(&mut dp, &mut dns_seen, &pipe.metrics);
-                flow_housekeeping(&mut dp, &mut flows_full_seen, &pipe.metrics);
+                counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
+                counters::dns_housekeeping(&mut dp, &mut dns_seen, &pipe.metrics);
+                counters::flow_housekeeping(&mut dp, &mut flows_full_seen, &pipe.metrics);
             }
             _ = sweep.tick() => pipe.sweep(&mut dp),
             () = sleep_until_if(learn_until) => { info!("learning period over"); break; }
@@ -465,7 +468,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     }
     drop(sel_watcher);
     while drain_now(&mut pipe, ring.get_mut(), &state, &mut dp) == DRAIN_BATCH {}
-    report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
+    counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
     pipe.finish(&mut dp, &state.view());
     pipe.watch.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
     drop(ring);
@@ -475,23 +478,6 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         write_learnt(l, &pipe.watch.inventory, &args.policy, &state)?;
     }
     Ok(())
-}
-
-/// SHA-256 of the policy as read now: every file `paths` expands to, each as its path and its
-/// contents, in order (the embedded default's text when there are none).
-fn policy_digest(paths: &[PathBuf]) -> String {
-    use crate::control::audit::sha256_hex;
-    if paths.is_empty() {
-        return sha256_hex(policy::EMBEDDED_DEFAULT.as_bytes());
-    }
-    let mut all = Vec::new();
-    for p in policy::expand(paths).unwrap_or_default() {
-        all.extend_from_slice(p.display().to_string().as_bytes());
-        all.push(0);
-        all.extend_from_slice(&std::fs::read(&p).unwrap_or_default());
-        all.push(0);
-    }
-    sha256_hex(&all)
 }
 
 /// Writes the policy `learn` proposes, and checks that it loads as a policy would.
@@ -539,101 +525,5 @@ fn arm_selector_watch(dirs: &[PathBuf], tx: &mpsc::UnboundedSender<()>) -> Optio
             warn!(error = %e, "cannot watch selector directories; selectors are re-resolved on the timer only");
             None
         }
-    }
-}
-
-/// Reports what the DNS path counted since the last call: addresses the learnt tables evicted
-/// (entries created minus entries present), patterns evicted from shared addresses, answers not
-/// trusted or parsed in part, refused queries.
-fn dns_housekeeping(dp: &mut Datapath, seen: &mut DnsSeen, m: &Metrics) {
-    use agent_common::dns_counter as c;
-    let counters = match dp.dns_counters() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "reading the DNS counters failed");
-            return;
-        }
-    };
-    let new = |i: u32| counters[i as usize].saturating_sub(seen.counters[i as usize]);
-    m.dns_answers.inc_by(new(c::LEARNT));
-    m.dns_rejected.inc_by(new(c::ANSWER_REJECTED));
-    m.dns_refused.inc_by(new(c::QUERY_DENIED));
-    if new(c::LEARNT_NEW) > 0 || seen.last_stats.elapsed() >= Duration::from_secs(10) {
-        match dp.learnt_stats(events::monotonic_now_ns()) {
-            Ok(s) => {
-                let evicted = counters[c::LEARNT_NEW as usize].saturating_sub(s.live + s.expired);
-                if evicted > seen.evicted {
-                    warn!(
-                        evicted = evicted - seen.evicted,
-                        total = evicted,
-                        live = s.live,
-                        "learnt-address tables full: least recently used entries were evicted (a live one evicted makes its next connection wait for a new answer)"
-                    );
-                    seen.evicted = evicted;
-                }
-                debug!(live = s.live, expired = s.expired, "learnt addresses");
-                m.learnt_addresses.set(s.live as i64);
-            }
-            Err(e) => warn!(error = %e, "counting learnt addresses failed"),
-        }
-        seen.last_stats = Instant::now();
-    }
-    // (counter, warning rather than info, message)
-    const REPORTS: [(u32, bool, &str); 6] = [
-        (c::LEARN_FULL, true, "addresses from answers could not be learnt"),
-        (c::SLOT_EVICTED, true, "an address carried too many domain patterns: the soonest to expire was replaced"),
-        (c::PARSE_LIMIT, true, "DNS answers were parsed only in part (record limit or a later TCP segment)"),
-        (c::NEST_OVERFLOW, true, "egress packets refused: DNS programs nested deeper than they have state for"),
-        (
-            c::ANSWER_REJECTED,
-            false,
-            "DNS answers not trusted (no matching query, wrong source, bad checksum or malformed)",
-        ),
-        (c::QUERY_DENIED, false, "DNS queries (or forged answers) refused"),
-    ];
-    for (counter, is_warning, what) in REPORTS {
-        let n = new(counter);
-        match (n, is_warning) {
-            (0, _) => {}
-            (_, true) => warn!(count = n, "{what}"),
-            (_, false) => info!(count = n, "{what}"),
-        }
-    }
-    seen.counters = counters;
-}
-
-/// What [`dns_housekeeping`] reported already.
-struct DnsSeen {
-    counters: [u64; agent_common::dns_counter::COUNT as usize],
-    evicted: u64,
-    last_stats: Instant,
-}
-
-/// Reports flows the kernel could not track (table full) since the last call.
-fn flow_housekeeping(dp: &mut Datapath, seen: &mut u64, m: &Metrics) {
-    match dp.flow_counters() {
-        Ok(c) if c.full > *seen => {
-            m.flows_untracked.inc_by(c.full - *seen);
-            warn!(
-                untracked = c.full - *seen,
-                total = c.full,
-                "flow table full: new flows were decided and reported but not counted"
-            );
-            *seen = c.full;
-        }
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "reading the flow counters failed"),
-    }
-}
-
-fn report_drops(dp: &mut Datapath, seen: &mut u64, m: &Metrics) {
-    match dp.events_dropped() {
-        Ok(total) if total > *seen => {
-            m.events_dropped.inc_by(total - *seen);
-            warn!(dropped = total - *seen, total, "kernel dropped events: the ring buffer was full");
-            *seen = total;
-        }
-        Ok(_) => {}
-        Err(e) => warn!(error = %e, "reading the dropped-events counter failed"),
     }
 }

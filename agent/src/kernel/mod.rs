@@ -1,7 +1,9 @@
 //! The kernel side as the agent drives it: the running kernel's field offsets (`btf`), loading,
-//! attaching and installing policies (`datapath`), and the flow and block tables (`flows`).
+//! attaching and installing policies (`datapath`), the flow and block tables (`flows`), and the
+//! counters it keeps (`counters`).
 
 pub mod btf;
+pub mod counters;
 mod datapath;
 mod flows;
 

@@ -305,6 +305,23 @@ pub fn load(
     Ok((merged, compiled, warnings))
 }
 
+/// SHA-256 of the policy as read now: every file `paths` expands to, each as its path and its
+/// contents, in order (the embedded default's text when there are none).
+pub fn digest(paths: &[PathBuf]) -> String {
+    use crate::control::audit::sha256_hex;
+    if paths.is_empty() {
+        return sha256_hex(EMBEDDED_DEFAULT.as_bytes());
+    }
+    let mut all = Vec::new();
+    for p in expand(paths).unwrap_or_default() {
+        all.extend_from_slice(p.display().to_string().as_bytes());
+        all.push(0);
+        all.extend_from_slice(&std::fs::read(&p).unwrap_or_default());
+        all.push(0);
+    }
+    sha256_hex(&all)
+}
+
 /// Describes the paths in messages.
 pub fn describe(paths: &[PathBuf]) -> String {
     if paths.is_empty() {
