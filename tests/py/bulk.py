@@ -84,8 +84,17 @@ try:
             if not chunk:
                 break
             got += len(chunk)
+        # What went on the wire, retransmissions included (tcp_info.tcpi_bytes_sent, at offset
+        # 200 of struct tcp_info): the server has read everything, so nothing is left to send.
+        wire = 8 + up
+        try:
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+            if len(info) >= 208:
+                wire = struct.unpack_from("Q", info, 200)[0]
+        except OSError:
+            pass
         s.close()
-        out.update(sent=8 + up, received=got, cookie_hint=0)
+        out.update(sent=8 + up, received=got, wire_sent=wire, cookie_hint=0)
     elif cmd == "udp":
         n, size, mode = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
         s = socket.socket(fam(addr), socket.SOCK_DGRAM)
