@@ -35,7 +35,13 @@ pub struct FlowStats {
     /// The verdict the flow's datagrams were last reported with (see the connect hooks): a
     /// datagram of a live flow with the same verdict is only counted, not reported again.
     pub verdict: u32,
-    pub _pad: u32,
+    /// Vendor id of the rule that allowed the flow (0: none), so the kill switch can cut the
+    /// flow's packets (see [`KillState`]).
+    pub vendor: u16,
+    /// 1 when an infrastructure `allow` rule (no vendor) let the flow through: `block --all`
+    /// leaves it alone.
+    pub infra: u8,
+    pub _pad: u8,
     pub bytes_out: u64,
     pub bytes_in: u64,
     pub packets_out: u64,
@@ -70,11 +76,32 @@ pub struct BlockKey {
 /// Blocks in force at once.
 pub const MAX_BLOCKS: u32 = 1 << 12;
 
+/// Entry 0 of `KILL_STATE`: the operator's kill switch (`egress-agent block`). Times are
+/// `bpf_ktime_get_ns` values; the kernel compares them itself, so a kill ends on time even if the
+/// agent is gone, and `u64::MAX` stands for "until lifted".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KillState {
+    /// Until when every attempt is refused except those an infrastructure `allow` rule (a rule of
+    /// no vendor) lets through; 0: not in force.
+    pub all_until: u64,
+    /// The latest end of any kill (of a vendor or of all), 0 when there is none: the hooks look in
+    /// `KILLS` only while this is in the future, so the switch costs nothing when unused.
+    pub any_until: u64,
+}
+
+/// Vendors killed at once (`KILLS`: vendor id → until).
+pub const MAX_KILLS: u32 = 1 << 10;
+
 /// Indexes of `FLOW_COUNTERS`.
 pub mod flow_counter {
     /// A flow could not be tracked: the table was full.
     pub const FULL: u32 = 0;
     /// Attempts refused by a block.
     pub const BLOCKED: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Attempts refused by the kill switch.
+    pub const KILLED: u32 = 2;
+    /// Packets of live flows dropped by the kill switch.
+    pub const KILLED_PACKETS: u32 = 3;
+    pub const COUNT: u32 = 4;
 }

@@ -7,7 +7,7 @@
 pub mod dns;
 mod flows;
 
-pub use flows::{flow_counter, BlockKey, FlowEnd, FlowKey, FlowStats, MAX_BLOCKS, MAX_FLOWS};
+pub use flows::{flow_counter, BlockKey, FlowEnd, FlowKey, FlowStats, KillState, MAX_BLOCKS, MAX_FLOWS, MAX_KILLS};
 
 /// Map names, as they appear in the eBPF object.
 pub mod maps {
@@ -47,6 +47,10 @@ pub mod maps {
     pub const BLOCKS: &str = "BLOCKS";
     /// Per-CPU counters of the flow path, indexed by [`super::flow_counter`].
     pub const FLOW_COUNTERS: &str = "FLOW_COUNTERS";
+    /// The kill switch: one [`super::KillState`].
+    pub const KILL_STATE: &str = "KILL_STATE";
+    /// Vendors killed: vendor id → until (`bpf_ktime_get_ns`, `u64::MAX`: until lifted).
+    pub const KILLS: &str = "KILLS";
 }
 
 /// Program names (the Rust function names in agent-ebpf) and the hook each attaches to.
@@ -146,6 +150,9 @@ pub mod event_flags {
     pub const BLOCKED: u8 = 16;
     /// Allowed, but not tracked as a flow: the flow table was full (counted).
     pub const NO_FLOW: u8 = 32;
+    /// Refused by the operator's kill switch (`egress-agent block`), whatever the policy and its
+    /// mode said; `rule_id` names the killed vendor's rule, or the rule that would have decided.
+    pub const KILLED: u8 = 64;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).
@@ -609,6 +616,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowStats {}
     unsafe impl aya::Pod for super::FlowEnd {}
     unsafe impl aya::Pod for super::BlockKey {}
+    unsafe impl aya::Pod for super::KillState {}
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.

@@ -23,6 +23,7 @@ use aya_ebpf::{
 
 use crate::{
     identity::Proc,
+    kill,
     maps::{BLOCKS, EVENTS, FLOWS, FLOW_COUNTERS, SK_FLOWS},
     ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
@@ -72,10 +73,16 @@ pub fn set_verdict(key: &FlowKey, verdict: u8) {
 /// Starts tracking a flow, and marks its socket so that its release is reported. False when the
 /// table is full (counted): the attempt is still decided and reported, only not counted.
 #[inline(always)]
-pub fn create(ctx: &SockAddrContext, key: &FlowKey, verdict: u8) -> bool {
+pub fn create(ctx: &SockAddrContext, key: &FlowKey, verdict: u8, vendor: u16, infra: bool) -> bool {
     // SAFETY: plain helper.
     let now = unsafe { bpf_ktime_get_ns() };
-    let stats = FlowStats { start_ns: now, verdict: u32::from(verdict), ..FlowStats::default() };
+    let stats = FlowStats {
+        start_ns: now,
+        verdict: u32::from(verdict),
+        vendor,
+        infra: u8::from(infra),
+        ..FlowStats::default()
+    };
     // The mark first: a flow without one would never be reported as ended.
     // SAFETY: the socket of a sock_addr program is a full socket.
     let mark = unsafe { SK_FLOWS.get_or_insert_ptr_mut(ctx, None) };
@@ -113,6 +120,8 @@ pub fn blocked(vendor: u16, proc: &Proc) -> bool {
 pub struct Peek {
     /// False when the headers could not be read here: the DNS programs must look themselves.
     pub known: bool,
+    /// The packet belongs to a live flow the kill switch cuts: drop it.
+    pub drop: bool,
     pub sport: u16,
     pub dport: u16,
 }
@@ -138,8 +147,8 @@ pub fn count(ctx: &SkBuffContext, egress: bool) -> Peek {
         Direct::Skip => None,
         Direct::Slow => slow(ctx, egress),
     };
-    let Some(mut seen) = seen else { return Peek { known: false, sport: 0, dport: 0 } };
-    let peek = Peek { known: true, sport: seen.sport, dport: seen.dport };
+    let Some(mut seen) = seen else { return Peek { known: false, drop: false, sport: 0, dport: 0 } };
+    let mut peek = Peek { known: true, drop: false, sport: seen.sport, dport: seen.dport };
     // Segments without data (ACKs, the handshake) are not counted: a bulk transfer sends about
     // one for every data segment the other way, and each lookup costs.
     if seen.payload == 0 && u32::from(seen.key.proto) == IPPROTO_TCP {
@@ -152,6 +161,17 @@ pub fn count(ctx: &SkBuffContext, egress: bool) -> Peek {
     }
     seen.key.cookie = cookie;
     let Some(flow) = FLOWS.get_ptr_mut(&seen.key) else { return peek };
+    if egress {
+        let k = kill::now();
+        // SAFETY: a live map value.
+        let (vendor, infra) = unsafe { ((*flow).vendor, (*flow).infra) };
+        if k.any && ((k.all && infra == 0) || kill::vendor(vendor, k.now)) {
+            // Live connections to a killed vendor are cut too: their data stops leaving.
+            add(&FLOW_COUNTERS, agent_common::flow_counter::KILLED_PACKETS);
+            peek.drop = true;
+            return peek;
+        }
+    }
     // SAFETY: the context is valid for the program's run.
     let gso_segs = unsafe { (*ctx.skb.skb).gso_segs };
     // A GSO packet is several on the wire.

@@ -17,6 +17,7 @@ mod connect;
 mod dns;
 mod flows;
 mod identity;
+mod kill;
 mod maps;
 mod ring;
 
@@ -59,6 +60,9 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 #[cgroup_skb(egress)]
 pub fn skb_egress(ctx: SkBuffContext) -> i32 {
     let p = flows::count(&ctx, true);
+    if p.drop {
+        return 0;
+    }
     if p.known && p.sport != DNS_PORT && p.dport != DNS_PORT {
         return 1;
     }

@@ -1,10 +1,10 @@
 //! Every map of the kernel programs. Names are the constants of `agent_common::maps`.
 
 use agent_common::{
-    dns::ParseState, AddrV4, AddrV6, BlockKey, Config, DestValue, DomainValue, ExeKey, FlowKey, FlowStats, Learnt,
-    LearntKeyV4, LearntKeyV6, Pending, ResolverKey, RuleEntry, Selector, SlotMeta, SockPending, EVENTS_RING_BYTES,
-    MAX_BLOCKS, MAX_DOMAINS, MAX_DOMAIN_IDS, MAX_EXE_KEYS, MAX_FLOWS, MAX_LEARNT, MAX_PREFIXES, MAX_RESOLVERS,
-    MAX_RULE_ENTRIES, MAX_SELECTORS,
+    dns::ParseState, AddrV4, AddrV6, BlockKey, Config, DestValue, DomainValue, ExeKey, FlowKey, FlowStats, KillState,
+    Learnt, LearntKeyV4, LearntKeyV6, Pending, ResolverKey, RuleEntry, Selector, SlotMeta, SockPending,
+    EVENTS_RING_BYTES, MAX_BLOCKS, MAX_DOMAINS, MAX_DOMAIN_IDS, MAX_EXE_KEYS, MAX_FLOWS, MAX_KILLS, MAX_LEARNT,
+    MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya_ebpf::{
     btf_maps::SkStorage,
@@ -147,3 +147,11 @@ pub static BLOCKS: HashMap<BlockKey, u64> = HashMap::with_max_entries(MAX_BLOCKS
 
 #[map(name = "FLOW_COUNTERS")]
 pub static FLOW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::flow_counter::COUNT, 0);
+
+/// The operator's kill switch (see `kill`).
+#[map(name = "KILL_STATE")]
+pub static KILL_STATE: Array<KillState> = Array::with_max_entries(1, 0);
+
+/// Vendors killed: vendor id → `bpf_ktime_get_ns` until which every destination of theirs is refused.
+#[map(name = "KILLS")]
+pub static KILLS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_KILLS, 0);

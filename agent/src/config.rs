@@ -13,6 +13,7 @@
 //! flowUpdate: 60
 //! eventsPerKey: 5
 //! metrics: 127.0.0.1:9464
+//! admin: /run/egress-agent/admin.sock
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,8 @@ pub struct AgentConfig {
     pub events_per_key: Option<u32>,
     /// Where `/metrics` is served: `ADDR:PORT`, or `off` (default `127.0.0.1:9464`).
     pub metrics: Option<String>,
+    /// The admin socket's path, or `off` (default `/run/egress-agent/admin.sock`).
+    pub admin: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]

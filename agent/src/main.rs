@@ -9,6 +9,7 @@ mod control;
 mod dns;
 mod events;
 mod fileid;
+mod in_force;
 mod kernel;
 mod logging;
 mod pipeline;
@@ -34,7 +35,19 @@ fn main() -> ExitCode {
         Command::Check { paths, config } => cli::check(&paths, config.as_deref()),
         Command::Explain(args) => cli::explain(&args),
         Command::Inventory(args) => cli::inventory(&args),
-        Command::Run { policy, cgroup, events, no_cmdline, ring_bytes, flows, state, config, metrics, format } => {
+        Command::Run {
+            policy,
+            cgroup,
+            events,
+            no_cmdline,
+            ring_bytes,
+            flows,
+            state,
+            config,
+            metrics,
+            format,
+            admin,
+        } => {
             let file = match config.as_deref().map(config::AgentConfig::load).transpose() {
                 Ok(c) => c.unwrap_or_default(),
                 Err(e) => {
@@ -62,9 +75,17 @@ fn main() -> ExitCode {
                 state: state.or(file.state),
                 learn: None,
                 metrics,
+                admin: match admin.or(file.admin).unwrap_or_else(|| control::admin::DEFAULT_SOCKET.into()) {
+                    p if p.as_os_str() == "off" => None,
+                    p => Some(p),
+                },
             })
         }
         Command::Learn(args) => cli::learn(args),
         Command::Audit(cli::AuditCommand::Verify { file }) => cli::audit_verify(&file),
+        Command::Status { admin, json } => cli::status(&admin, json),
+        Command::Reload(admin) => cli::reload(&admin),
+        Command::Block(args) => cli::block(&args),
+        Command::Unblock(args) => cli::unblock(&args),
     }
 }

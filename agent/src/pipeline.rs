@@ -16,6 +16,7 @@ use tracing::{error, warn};
 
 use crate::{
     baseline::watch::Watch,
+    control::recent::Recent,
     dns::{self, ids::DomainIds, names::ResolvedNames},
     events::{
         self,
@@ -62,6 +63,8 @@ pub struct Pipeline {
     /// Inventory, baselines and automated responses.
     pub watch: Watch,
     pub metrics: Arc<Metrics>,
+    /// Per-vendor counts over the last hour, for `status`.
+    pub recent: Recent,
     /// What the metrics have already been given of cumulative totals.
     seen_evicted: u64,
     seen_suppressed: u64,
@@ -81,6 +84,7 @@ impl Pipeline {
             rule_names: LruCache::new(cap),
             watch,
             metrics,
+            recent: Recent::default(),
             seen_evicted: 0,
             seen_suppressed: 0,
         }
@@ -91,13 +95,18 @@ impl Pipeline {
         // Computed per batch, so wall-clock steps (NTP, suspend) do not skew timestamps for long.
         let ts_offset = events::monotonic_to_realtime_offset();
         let mut n = 0;
+        // The kernel time of the batch's first connect record, for the ring's lag.
+        let mut oldest = None;
         while n < DRAIN_BATCH {
             let Some(item) = ring.next() else { break };
             n += 1;
             let decoded = events::decode(&item);
             drop(item);
             match decoded {
-                Some(events::Record::Connect(ev)) => self.on_connect(&ev, view, dp, ts_offset),
+                Some(events::Record::Connect(ev)) => {
+                    oldest.get_or_insert(ev.ts_ns);
+                    self.on_connect(&ev, view, dp, ts_offset);
+                }
                 Some(events::Record::Exec(exec)) => self.enricher.on_exec(&exec),
                 Some(events::Record::Dns(d)) => self.on_dns(&d, view, ts_offset),
                 Some(events::Record::FlowEnd(end)) => self.flows.ended(end.cookie, end.ts_ns),
@@ -107,7 +116,24 @@ impl Pipeline {
         if n > 0 {
             self.flush();
         }
+        if let Some(t) = oldest {
+            let lag = events::monotonic_now_ns().saturating_sub(t);
+            self.metrics.ring_lag.set(lag as f64 / 1e9);
+        } else if n == 0 {
+            self.metrics.ring_lag.set(0.0);
+        }
         n
+    }
+
+    /// How each sink is doing, for `status`.
+    pub fn sink_health(&self) -> Vec<serde_json::Value> {
+        vec![serde_json::json!({"name": "events", "failed": self.errors.count, "healthy": self.errors.count == 0})]
+    }
+
+    /// Writes a record the agent made itself (kill switch), at once.
+    pub fn emit(&mut self, rec: &serde_json::Value) {
+        self.write(rec);
+        self.flush();
     }
 
     fn on_connect(&mut self, ev: &Event, view: &PolicyView<'_>, dp: &mut Datapath, ts_offset: i128) {
@@ -118,6 +144,7 @@ impl Pipeline {
         // Every attempt the kernel reported, folded or not.
         let vendor = names.vendor.as_deref().unwrap_or("none");
         self.metrics.connections.with_label_values(&[vendor, events::verdict(ev), events::proto(ev)]).inc();
+        self.recent.attempt(vendor, events::verdict(ev), now_s());
         let learnt = ev.flags & agent_common::event_flags::LEARNT != 0;
         let domain = self.names.name(ev.pid, ev.start_ns, events::dst(ev), learnt);
         let domain_rule = if learnt { view.domain_ids.pattern(ev.domain_id).map(ToString::to_string) } else { None };
@@ -203,6 +230,7 @@ impl Pipeline {
         let vendor = r.flow.names.vendor.as_deref().unwrap_or("none");
         self.metrics.flow_bytes.with_label_values(&[vendor, "out"]).inc_by(r.delta_out);
         self.metrics.flow_bytes.with_label_values(&[vendor, "in"]).inc_by(r.delta_in);
+        self.recent.bytes(vendor, r.delta_out, r.delta_in, now_s());
         let outs = self.watch.on_flow(dp, r);
         self.write_all(&outs);
     }
@@ -258,6 +286,11 @@ impl Pipeline {
         self.watch.save();
         self.flush();
     }
+}
+
+/// Wall-clock seconds, for the last hour's buckets.
+fn now_s() -> u64 {
+    time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64
 }
 
 impl FlowTable for Datapath {

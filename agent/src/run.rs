@@ -25,20 +25,27 @@ use tokio::{
     signal::unix::{signal, SignalKind},
     sync::mpsc,
 };
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 use crate::{
     baseline::watch::Watch,
     cgroup,
-    dns::ids::DomainIds,
+    control::{
+        self,
+        killswitch::KillSwitch,
+        verbs::{self, AgentInfo, Ctx},
+    },
     events::enrich::Enricher,
+    in_force::{log_warnings, PolicyState},
     kernel::{
         btf,
         counters::{self, DnsSeen},
+        flows::FlowCounters,
+        tables::Counted,
         Datapath, DatapathError,
     },
-    pipeline::{self, Pipeline, PolicyView, DRAIN_BATCH},
-    policy::{self, compile, CompiledPolicy, Merged, PolicyError, Problem},
+    pipeline::{self, Pipeline, DRAIN_BATCH},
+    policy::{self, compile, PolicyError},
     sinks::{self, json::Sink, metrics::Metrics},
     watch,
 };
@@ -57,6 +64,8 @@ pub struct RunArgs {
     pub metrics: Option<std::net::SocketAddr>,
     /// JSON lines, or a line a person reads.
     pub format: sinks::json::Format,
+    /// The admin socket's path, if one is served.
+    pub admin: Option<PathBuf>,
 }
 
 /// What `learn` asks of a run.
@@ -110,12 +119,12 @@ impl RunError {
     }
 }
 
+/// How often the kernel tables' fill is measured for the metrics.
+const TABLE_CHECK: Duration = Duration::from_secs(10);
 /// How often the kernel's flow table is swept for flows nobody announced.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Changes in selector directories within this window are resolved once.
 const SELECTOR_DEBOUNCE: Duration = Duration::from_millis(20);
-/// Policies kept to name the rules of events still in the ring buffer after reloads.
-const KEEP_GENERATIONS: usize = 4;
 /// How often process selectors are resolved again (a restarted service's new cgroup, an
 /// upgraded binary's new inode are picked up within this).
 const RESOLVE_EVERY: Duration = Duration::from_secs(compile::RESOLVE_EVERY_SECS);
@@ -124,146 +133,6 @@ const RESOLVE_EVERY: Duration = Duration::from_secs(compile::RESOLVE_EVERY_SECS)
 const DEBOUNCE: Duration = Duration::from_millis(250);
 /// ... or this long after the first change at the latest.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
-
-fn log_warnings(warnings: &[Problem]) {
-    for w in warnings {
-        warn!(problem = %w, "policy warning");
-    }
-}
-
-/// The policy in force and the generations events may still name.
-struct PolicyState {
-    paths: Vec<PathBuf>,
-    merged: Merged,
-    /// What the selectors of `merged` resolved to when it was last compiled.
-    fingerprint: compile::Fingerprint,
-    /// Set when `merged` is replaced (its selectors may watch other directories).
-    merged_changed: bool,
-    resolver: policy::resolve::HostResolver,
-    generation: u32,
-    /// The one in force and the few before it, so that events decided just before a reload
-    /// (or a quick series of them) still name their rule.
-    by_gen: BTreeMap<u32, Arc<CompiledPolicy>>,
-    /// Domain pattern ids installed in the kernel, to name them in events.
-    domain_ids: DomainIds,
-    /// `learn`: every policy installed refuses nothing.
-    monitor_only: bool,
-    /// Audit records of installs and refusals, for the loop to write (see `control::audit`).
-    audit: Vec<(&'static str, serde_json::Value)>,
-}
-
-impl PolicyState {
-    fn current(&self) -> &CompiledPolicy {
-        &self.by_gen[&self.generation]
-    }
-
-    fn view(&self) -> PolicyView<'_> {
-        PolicyView { by_gen: &self.by_gen, current: self.generation, domain_ids: &self.domain_ids }
-    }
-
-    /// Installs `p` as a new generation, unless it is identical to the one in force.
-    /// `load_us`: how long reading and compiling took, for the log.
-    fn install(
-        &mut self,
-        dp: &mut Datapath,
-        merged: Merged,
-        mut p: CompiledPolicy,
-        why: &str,
-        load_us: u64,
-    ) -> Result<(), DatapathError> {
-        if self.monitor_only {
-            p.monitor_only();
-        }
-        self.fingerprint = p.fingerprint.clone();
-        self.merged_changed = true;
-        let cur = self.current();
-        if cur.tables == p.tables && cur.mode == p.mode && cur.default == p.default && cur.rules == p.rules {
-            // Nothing for the kernel; but the name, expiries and summaries may differ: keep the
-            // new compilation under the same generation.
-            debug!(why, "policy unchanged in the kernel");
-            self.merged = merged;
-            self.by_gen.insert(self.generation, Arc::new(p));
-            return Ok(());
-        }
-        let started = Instant::now();
-        let generation = self.generation + 1;
-        dp.install(&p, generation)?;
-        self.domain_ids = dp.domain_ids().clone();
-        let name = p.name.clone();
-        let prefixes = p.tables.v4.len() + p.tables.v6.len();
-        self.generation = generation;
-        self.merged = merged;
-        self.by_gen.insert(generation, Arc::new(p));
-        while self.by_gen.len() > KEEP_GENERATIONS {
-            self.by_gen.pop_first();
-        }
-        let install_us = started.elapsed().as_micros() as u64;
-        info!(why, policy = %name, generation, prefixes, load_us, install_us, "policy installed");
-        let sha256 = policy::digest(&self.paths);
-        self.audit.push((
-            "policy_installed",
-            json!({"why": why, "policy": name, "generation": generation, "sha256": sha256}),
-        ));
-        Ok(())
-    }
-
-    /// Reads the files again; a bad policy is refused and the current one stays.
-    fn reload(&mut self, dp: &mut Datapath, why: &str) {
-        if self.paths.is_empty() {
-            info!(why, "running the embedded default policy: nothing to reload");
-            return;
-        }
-        let started = Instant::now();
-        match policy::load(&self.paths, time::OffsetDateTime::now_utc(), &self.resolver) {
-            Ok((merged, compiled, warnings)) => {
-                log_warnings(&warnings);
-                let load_us = started.elapsed().as_micros() as u64;
-                if let Err(e) = self.install(dp, merged, compiled, why, load_us) {
-                    error!(error = %e, "installing the policy failed; the previous policy stays in force");
-                }
-            }
-            Err(e) => {
-                error!(why, error = %e, policy = %policy::describe(&self.paths), "policy refused; the previous policy stays in force");
-                let sha256 = policy::digest(&self.paths);
-                self.audit.push(("reload_refused", json!({"why": why, "error": e.to_string(), "sha256": sha256})));
-            }
-        }
-    }
-
-    /// Compiles the policy in force again if its selectors now resolve differently (a binary
-    /// replaced, a cgroup recreated by a service restart, a user created), or `always` (an
-    /// approval expired). Resolving alone is cheap; compiling is done only when needed.
-    fn recompile(&mut self, dp: &mut Datapath, why: &str, always: bool) {
-        let started = Instant::now();
-        if !always && compile::selector_fingerprint(&self.merged, &self.resolver) == self.fingerprint {
-            return;
-        }
-        let merged = self.merged.clone();
-        match compile::compile(&merged, &self.resolver, time::OffsetDateTime::now_utc()) {
-            Ok((compiled, warnings)) => {
-                if compiled.tables != self.current().tables {
-                    log_warnings(&warnings);
-                }
-                let load_us = started.elapsed().as_micros() as u64;
-                if let Err(e) = self.install(dp, merged, compiled, why, load_us) {
-                    error!(error = %e, "installing the policy failed; the previous policy stays in force");
-                }
-            }
-            Err(e) => error!(why, error = %e, "recompiling the policy failed; the previous policy stays in force"),
-        }
-    }
-
-    /// Time to the next expiry, at least a second: an expiry already past (clock steps) must not
-    /// make the loop spin.
-    fn until_expiry(&self) -> Duration {
-        self.current().next_expiry.map_or(Duration::from_secs(24 * 3600), |t| {
-            let left = t - time::OffsetDateTime::now_utc();
-            Duration::try_from(left)
-                .unwrap_or(Duration::ZERO)
-                .clamp(Duration::from_secs(1), Duration::from_secs(24 * 3600))
-        })
-    }
-}
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let resolver = policy::resolve::HostResolver::new();
@@ -289,6 +158,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut dp = Datapath::load(offsets, args.ring_bytes, args.pipeline.max_flows)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
+    // Kills kept from before a restart are in force before the first attempt is decided.
+    let (mut kills, kills_ended) = KillSwitch::load(args.state.as_deref());
+    kills.apply(&mut dp)?;
     let fingerprint = compiled.fingerprint.clone();
     let mut state = PolicyState {
         paths: args.policy.clone(),
@@ -340,6 +212,29 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let mut pipe =
         Pipeline::new(sink, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
     let mut dns_seen = DnsSeen::default();
+    for k in &kills_ended {
+        verbs::report(&mut pipe, k, "expired");
+    }
+    for k in kills.active() {
+        warn!(vendor = k.vendor.as_deref().unwrap_or("--all"), until = ?k.until, "kill switch in force since before this start");
+    }
+    verbs::sync_metrics(&kills, &pipe);
+    let info = AgentInfo {
+        started: Instant::now(),
+        started_at: time::OffsetDateTime::now_utc(),
+        cgroup: watched.clone(),
+        state: args.state.clone(),
+        max_flows: args.pipeline.max_flows,
+    };
+    let (admin_tx, mut admin_rx) = mpsc::channel(16);
+    let _admin = args.admin.as_deref().and_then(|p| match control::admin::serve(p, admin_tx) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            error!(socket = %p.display(), error = %e, "admin socket not served: status, reload and block are unavailable");
+            None
+        }
+    });
+    let mut table_check = tokio::time::interval(TABLE_CHECK);
 
     let sig = |kind, what| signal(kind).map_err(|source| RunError::Io { what, source });
     let mut sigint = sig(SignalKind::interrupt(), "installing the SIGINT handler")?;
@@ -348,7 +243,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // Dropped events are counted in the kernel; report new ones promptly (one map read).
     let mut drop_check = tokio::time::interval(Duration::from_secs(1));
     let mut dropped_seen = 0u64;
-    let mut flows_full_seen = 0u64;
+    let mut flows_seen = FlowCounters::default();
     // The kernel only wakes us for a full batch (see agent-ebpf `wakeup_flags`): poll for the rest.
     let mut poll = tokio::time::interval(Duration::from_millis(agent_common::EVENTS_POLL_MS));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -406,7 +301,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             _ = sighup.recv() => {
                 // Events decided by the old policy are written before the swap.
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
-                state.reload(&mut dp, "SIGHUP");
+                let _ = state.reload(&mut dp, "SIGHUP");
             }
             // Each event extends the quiet period (a file written in several steps is read once
             // complete), up to DEBOUNCE_MAX after the first, so a stream of changes cannot
@@ -420,7 +315,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 pending_change = None;
                 first_change = None;
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
-                state.reload(&mut dp, "policy files changed");
+                let _ = state.reload(&mut dp, "policy files changed");
             }
             Some(()) = sel_rx.recv() => {
                 pending_resolve.get_or_insert_with(|| tokio::time::Instant::now() + SELECTOR_DEBOUNCE);
@@ -443,13 +338,34 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
                 pipe.tick(&mut dp, &state.view());
                 counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
                 counters::dns_housekeeping(&mut dp, &mut dns_seen, &pipe.metrics);
-                counters::flow_housekeeping(&mut dp, &mut flows_full_seen, &pipe.metrics);
+                counters::flow_housekeeping(&mut dp, &mut flows_seen, &pipe.metrics);
+                verbs::expire(&mut kills, &mut dp, &mut pipe);
+            }
+            _ = table_check.tick() => {
+                let counted = Counted {
+                    flows: pipe.flows.open_count() as u64,
+                    flows_capacity: u64::from(args.pipeline.max_flows),
+                    learnt: pipe.metrics.learnt_addresses.get().max(0) as u64,
+                };
+                counters::table_metrics(&mut dp, state.current(), &counted, &pipe.metrics);
+            }
+            Some(cmd) = admin_rx.recv() => {
+                // Events decided before the request are written before its effect.
+                drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
+                let mut ctx = Ctx { state: &mut state, dp: &mut dp, pipe: &mut pipe, kills: &mut kills, info: &info };
+                let _ = cmd.reply.send(verbs::handle(cmd.request, cmd.uid, &mut ctx));
             }
             _ = sweep.tick() => pipe.sweep(&mut dp),
             () = sleep_until_if(learn_until) => { info!("learning period over"); break; }
         }
         for (kind, detail) in std::mem::take(&mut state.audit) {
             let result = if kind == "policy_installed" { "installed" } else { "refused" };
+            if kind == "policy_installed" {
+                // A new policy may name a killed vendor it did not name before.
+                if let Err(e) = kills.apply(&mut dp) {
+                    error!(error = %e, "the kill switch could not be written to the kernel");
+                }
+            }
             pipe.metrics.policy_reloads.with_label_values(&[result]).inc();
             pipe.metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
             pipe.metrics.policy_generation.set(i64::from(state.generation));

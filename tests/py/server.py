@@ -1,6 +1,7 @@
 """Test server: logs every TCP connection, HTTP request or UDP datagram it receives, one line
 each, so a test can assert that a refused attempt never reached it.
-Usage: server.py tcp|udp|http ADDR PORT LOG"""
+`lines` keeps each TCP connection open and logs every line it carries ("line PEER TEXT").
+Usage: server.py tcp|udp|http|lines ADDR PORT LOG"""
 import http.server
 import socket
 import sys
@@ -29,6 +30,22 @@ if proto == "http":
     srv = Server((addr, port), Handler)
     log.write("ready\n")
     srv.serve_forever()
+elif proto == "lines":
+    import threading
+
+    def serve(c, peer):
+        f = c.makefile("r")
+        for line in f:
+            log.write("line %s %s\n" % (peer[0], line.strip()))
+
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(64)
+    log.write("ready\n")
+    while True:
+        c, peer = s.accept()
+        threading.Thread(target=serve, args=(c, peer), daemon=True).start()
 elif proto == "tcp":
     s = socket.socket(family, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

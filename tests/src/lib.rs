@@ -368,6 +368,8 @@ pub struct Agent {
     child: Option<Child>,
     pub events: PathBuf,
     pub stderr: PathBuf,
+    /// The agent's admin socket (in the test's directory unless the test chose one).
+    pub admin: PathBuf,
 }
 
 impl Agent {
@@ -375,6 +377,10 @@ impl Agent {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let events = dir.join(format!("events-{n}.jsonl"));
         let stderr = dir.join(format!("agent-{n}.log"));
+        let admin = match extra.iter().position(|a| *a == "--admin") {
+            Some(i) => PathBuf::from(extra[i + 1]),
+            None => dir.join(format!("admin-{n}.sock")),
+        };
         let mut cmd = Command::new(bin);
         // If the test process dies (killed by a CI timeout), the agent must not outlive it.
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
@@ -392,13 +398,14 @@ impl Agent {
             .arg(cgroup)
             .arg("--events")
             .arg(&events)
+            .args(if extra.contains(&"--admin") { vec![] } else { vec!["--admin".into(), admin.clone()] })
             .args(extra)
             .env("EGRESS_AGENT_LOG", "info")
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).expect("agent log"))
             .spawn()
             .expect("start egress-agent");
-        let mut agent = Self { child: Some(child), events, stderr };
+        let mut agent = Self { child: Some(child), events, stderr, admin };
         let deadline = Instant::now() + Duration::from_secs(30);
         while !agent.log().contains("egress-agent ready") {
             if let Some(c) = agent.child.as_mut() {
@@ -448,6 +455,24 @@ impl Agent {
         self.wait_event(&format!("of pid {pid} to {dst}:{dport}"), |e| {
             e["pid"] == pid && e["dst"] == dst && e["dport"] == dport
         })
+    }
+
+    /// Runs `egress-agent VERB ARGS --admin <this agent's socket>` (status, reload, block ...).
+    pub fn admin(&self, verb: &str, args: &[&str]) -> Output {
+        Command::new(agent_bin())
+            .arg(verb)
+            .args(args)
+            .arg("--admin")
+            .arg(&self.admin)
+            .output()
+            .unwrap_or_else(|e| panic!("egress-agent {verb}: {e}"))
+    }
+
+    /// `egress-agent status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.admin("status", &["--json"]);
+        assert!(out.status.success(), "status failed: {}\n{}", String::from_utf8_lossy(&out.stderr), self.log());
+        serde_json::from_slice(&out.stdout).expect("status is JSON")
     }
 
     /// Sends a signal to the agent.

@@ -296,6 +296,20 @@ impl Watch {
         self.blocks.len()
     }
 
+    /// The automated blocks in force, for `status`: vendor, process, anomaly, seconds left.
+    pub fn blocks(&self) -> Vec<serde_json::Value> {
+        let now = events::monotonic_now_ns();
+        self.blocks
+            .iter()
+            .map(|b| {
+                serde_json::json!({
+                    "vendor": b.vendor, "process": b.process, "anomaly": b.anomaly,
+                    "seconds_left": b.until_ns.saturating_sub(now) / 1_000_000_000,
+                })
+            })
+            .collect()
+    }
+
     pub fn save(&mut self) {
         self.last_save = Instant::now();
         let Some(dir) = &self.state else { return };

@@ -18,6 +18,7 @@ pub fn learn(args: LearnArgs) -> ExitCode {
     }
     let pipeline = args.flows.settings(false, &crate::config::AgentConfig::default());
     run::run_blocking(run::RunArgs {
+        admin: None,
         ring_bytes: agent_common::EVENTS_RING_BYTES,
         policy: args.policy,
         cgroup: args.cgroup,

@@ -1,20 +1,26 @@
 //! The command line; the commands other than `run` have a file each.
 
 mod audit;
+mod block;
 mod check;
 mod explain;
 mod inventory;
 mod learn;
+mod reload;
+mod status;
 
 use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
 pub use audit::audit_verify;
+pub use block::{block, unblock};
 pub use check::check;
 pub use explain::explain;
 pub use inventory::{inventory, InventoryArgs};
 pub use learn::learn;
+pub use reload::reload;
+pub use status::status;
 
 #[derive(Parser)]
 #[command(
@@ -66,6 +72,10 @@ pub enum Command {
         /// to a terminal, else json).
         #[arg(long, value_enum)]
         format: Option<crate::sinks::json::Format>,
+        /// The admin socket `status`, `reload` and `block` use (default
+        /// /run/egress-agent/admin.sock; root-only), or `off`.
+        #[arg(long)]
+        admin: Option<PathBuf>,
     },
     /// Validate policy files or directories (merged into one policy): print every problem with
     /// file, line, column and field, then what the policy allows. Exits 2 on any error.
@@ -84,6 +94,23 @@ pub enum Command {
     /// The audit trail `run --state DIR` keeps in DIR/audit.jsonl.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// What the running agent is doing: policy and generation, uptime, the last hour per
+    /// vendor, kernel table fill, sinks, kill switch and blocks (from its admin socket).
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// The whole status as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The running agent reads its policy again; prints whether it was installed or refused.
+    Reload(AdminArgs),
+    /// Kill switch: refuse a vendor's destinations (CIDRs and learnt addresses) to every process
+    /// within a second, whatever the policy and its mode say; or, with --all, all egress but the
+    /// policy's infrastructure `allow` rules. Kept across agent restarts until lifted or expired.
+    Block(BlockArgs),
+    /// Lift a kill switch block.
+    Unblock(UnblockArgs),
     /// Watch in monitor mode (nothing is refused) for a while, then write a policy that allows
     /// what was seen: one vendor per registrable domain, the processes, ports and protocols
     /// used, with counts in comments for review.
@@ -95,6 +122,56 @@ pub enum AuditCommand {
     /// Check the hash chain: names the first edited, deleted, inserted or reordered record, or a
     /// truncated tail. Exits 0 when intact, 1 otherwise.
     Verify { file: PathBuf },
+}
+
+/// Where the running agent's admin socket is.
+#[derive(Args, Clone)]
+pub struct AdminArgs {
+    /// The agent's admin socket.
+    #[arg(long, default_value = crate::control::admin::DEFAULT_SOCKET)]
+    pub admin: PathBuf,
+}
+
+impl AdminArgs {
+    /// Sends `request`; on failure prints why and returns None.
+    pub fn ask(&self, request: &crate::control::admin::Request) -> Option<serde_json::Value> {
+        match crate::control::admin::ask(&self.admin, request) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                eprintln!("{e}");
+                None
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["vendor", "all"]))]
+pub struct BlockArgs {
+    /// The vendor (its `name` in the policy).
+    pub vendor: Option<String>,
+    /// Everything but the infrastructure `allow` rules.
+    #[arg(long)]
+    pub all: bool,
+    /// How long: `90s`, `30m`, `1h`, `2d` (default: until `unblock`).
+    #[arg(long = "for", value_parser = duration)]
+    pub r#for: Option<std::time::Duration>,
+    /// Why, for the audit trail and the events.
+    #[arg(long)]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub admin: AdminArgs,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("target").required(true).args(["vendor", "all"]))]
+pub struct UnblockArgs {
+    pub vendor: Option<String>,
+    /// Lift `block --all`.
+    #[arg(long)]
+    pub all: bool,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 #[derive(Args)]

@@ -66,7 +66,9 @@ pub struct Record<'a> {
     /// The application asked for an IPv4-mapped IPv6 address; `dst` is the IPv4 address matched.
     pub v4_mapped: bool,
     /// Why: `rule` (a rule allowed it), `process` (a vendor's destination, from a process the
-    /// vendor does not allow; `vendor` and `rule` name that vendor) or `default` (no rule).
+    /// vendor does not allow; `vendor` and `rule` name that vendor), `default` (no rule), or
+    /// `kill_switch` (refused by `egress-agent block`; `rule` names the killed vendor's rule, or
+    /// the rule that would have decided).
     pub reason: &'static str,
     /// The name the process resolved to `dst`, when known.
     pub domain: Option<String>,
@@ -77,6 +79,8 @@ pub struct Record<'a> {
     pub suppressed: u64,
     /// An automated response refused it (`verdict` is `deny`).
     pub blocked: bool,
+    /// Refused by the operator's kill switch (`egress-agent block`), whatever the policy said.
+    pub kill_switch: bool,
     /// A `flow` record will follow (let through and tracked; false when refused, or when the
     /// flow table was full).
     pub flow: bool,
@@ -130,7 +134,9 @@ pub fn record<'a>(
         hook: events::hook(ev),
         cookie: ev.cookie,
         v4_mapped: ev.flags & event_flags::V4_MAPPED != 0,
-        reason: if ev.flags & event_flags::PROCESS_NOT_ALLOWED != 0 {
+        reason: if ev.flags & event_flags::KILLED != 0 {
+            "kill_switch"
+        } else if ev.flags & event_flags::PROCESS_NOT_ALLOWED != 0 {
             "process"
         } else if ev.rule_id == RULE_DEFAULT {
             "default"
@@ -141,6 +147,7 @@ pub fn record<'a>(
         domain_rule,
         suppressed: 0,
         blocked: ev.flags & event_flags::BLOCKED != 0,
+        kill_switch: ev.flags & event_flags::KILLED != 0,
         flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,
     }
 }

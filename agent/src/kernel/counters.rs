@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
-use super::Datapath;
+use super::{flows::FlowCounters, Datapath};
 use crate::{events, sinks::metrics::Metrics};
 
 /// Reports what the DNS path counted since the last call: addresses the learnt tables evicted
@@ -82,19 +82,23 @@ impl Default for DnsSeen {
     }
 }
 
-/// Reports flows the kernel could not track (table full) since the last call.
-pub fn flow_housekeeping(dp: &mut Datapath, seen: &mut u64, m: &Metrics) {
+/// Reports flows the kernel could not track (table full) since the last call, and counts what
+/// the kill switch refused and dropped.
+pub fn flow_housekeeping(dp: &mut Datapath, seen: &mut FlowCounters, m: &Metrics) {
     match dp.flow_counters() {
-        Ok(c) if c.full > *seen => {
-            m.flows_untracked.inc_by(c.full - *seen);
-            warn!(
-                untracked = c.full - *seen,
-                total = c.full,
-                "flow table full: new flows were decided and reported but not counted"
-            );
-            *seen = c.full;
+        Ok(c) => {
+            if c.full > seen.full {
+                m.flows_untracked.inc_by(c.full - seen.full);
+                warn!(
+                    untracked = c.full - seen.full,
+                    total = c.full,
+                    "flow table full: new flows were decided and reported but not counted"
+                );
+            }
+            m.kill_refused.inc_by(c.killed.saturating_sub(seen.killed));
+            m.kill_packets.inc_by(c.killed_packets.saturating_sub(seen.killed_packets));
+            *seen = c;
         }
-        Ok(_) => {}
         Err(e) => warn!(error = %e, "reading the flow counters failed"),
     }
 }
@@ -108,5 +112,23 @@ pub fn report_drops(dp: &mut Datapath, seen: &mut u64, m: &Metrics) {
         }
         Ok(_) => {}
         Err(e) => warn!(error = %e, "reading the dropped-events counter failed"),
+    }
+}
+
+/// Sets `egress_kernel_table_entries` and `_capacity` for every kernel table.
+pub fn table_metrics(
+    dp: &mut Datapath,
+    policy: &crate::policy::CompiledPolicy,
+    counted: &super::tables::Counted,
+    m: &Metrics,
+) {
+    match dp.table_fill(policy, counted) {
+        Ok(tables) => {
+            for t in tables {
+                m.table_entries.with_label_values(&[t.table]).set(t.entries as i64);
+                m.table_capacity.with_label_values(&[t.table]).set(t.capacity as i64);
+            }
+        }
+        Err(e) => warn!(error = %e, "counting the kernel tables failed"),
     }
 }

@@ -43,6 +43,10 @@ pub struct FlowCounters {
     pub full: u64,
     /// Attempts refused by a block.
     pub blocked: u64,
+    /// Attempts refused by the kill switch.
+    pub killed: u64,
+    /// Packets of live flows the kill switch dropped.
+    pub killed_packets: u64,
 }
 
 impl Datapath {
@@ -81,7 +85,12 @@ impl Datapath {
         let sum = |i: u32| -> Result<u64, DatapathError> {
             Ok(counters.get(&i, 0).map_err(map_err(maps::FLOW_COUNTERS))?.iter().sum())
         };
-        Ok(FlowCounters { full: sum(flow_counter::FULL)?, blocked: sum(flow_counter::BLOCKED)? })
+        Ok(FlowCounters {
+            full: sum(flow_counter::FULL)?,
+            blocked: sum(flow_counter::BLOCKED)?,
+            killed: sum(flow_counter::KILLED)?,
+            killed_packets: sum(flow_counter::KILLED_PACKETS)?,
+        })
     }
 
     pub fn vendor_id(&self, vendor: &str) -> Option<u16> {

@@ -5,6 +5,8 @@
 pub mod btf;
 pub mod counters;
 mod datapath;
-mod flows;
+pub mod flows;
+mod kills;
+pub mod tables;
 
 pub use datapath::{Datapath, DatapathError};

@@ -170,10 +170,15 @@ fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>), PolicyEr
 /// Parses every document of a text; for a document that does not parse, its problems (see
 /// [`rule_problems`]).
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
-    let mut locs = locate::index_documents(text).into_iter();
+    let located = locate::index_documents(text);
+    // After a syntax error the YAML document iterator yields that error again and again: read
+    // no more documents than the text has (at least one, for the error), or a broken policy
+    // (`spec: [`) would hang the agent's reload.
+    let documents = located.len().max(1);
+    let mut locs = located.into_iter();
     let mut docs = Vec::new();
     let mut problems = Vec::new();
-    for (n, de) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    for (n, de) in serde_yaml_ng::Deserializer::from_str(text).take(documents).enumerate() {
         let idx = locs.next().unwrap_or_default();
         match serde_path_to_error::deserialize::<_, PolicyDoc>(de) {
             Ok(doc) => docs.push(Document { file: file.to_owned(), doc, locs: idx }),
@@ -347,6 +352,15 @@ mod tests {
     }
 
     const HEAD: &str = "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: t}\n";
+
+    #[test]
+    fn an_unterminated_flow_collection_is_refused_not_looped_on() {
+        // The YAML document iterator repeats a syntax error forever: this used to hang.
+        let e = err(&format!("{HEAD}spec: {{allow: [\n"));
+        assert!(e.contains("p.yaml:") && e.contains("spec.allow"), "{e}");
+        let e = err("spec: [\n");
+        assert!(e.starts_with("p.yaml:1:"), "{e}");
+    }
 
     fn one(text: &str) -> PolicyDoc {
         let mut d = parse("p.yaml", text).unwrap_or_else(|e| panic!("{e:?}"));

@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tracing::{info, warn};
 
 /// Every metric the agent exports (README "Metrics" lists them).
@@ -30,6 +30,12 @@ pub struct Metrics {
     pub flows_untracked: IntCounter,
     pub learnt_addresses: IntGauge,
     pub blocks_active: IntGauge,
+    pub kills_active: IntGaugeVec,
+    pub kill_refused: IntCounter,
+    pub kill_packets: IntCounter,
+    pub table_entries: IntGaugeVec,
+    pub table_capacity: IntGaugeVec,
+    pub ring_lag: Gauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -40,6 +46,12 @@ fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounte
 
 fn gauge(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntGauge> {
     let g = IntGauge::new(name, help)?;
+    r.register(Box::new(g.clone()))?;
+    Ok(g)
+}
+
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntGaugeVec> {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(g.clone()))?;
     Ok(g)
 }
@@ -110,6 +122,28 @@ impl Metrics {
                 "Addresses in the learnt tables with a live pattern",
             )?,
             blocks_active: gauge(&r, "egress_blocks_active", "Automated blocks in force")?,
+            kills_active: gauge_vec(
+                &r,
+                "egress_kill_switch_active",
+                "1 while the kill switch blocks the vendor (vendor=\"all\": block --all)",
+                &["vendor"],
+            )?,
+            kill_refused: counter(&r, "egress_kill_switch_refused_total", "Attempts refused by the kill switch")?,
+            kill_packets: counter(
+                &r,
+                "egress_kill_switch_packets_dropped_total",
+                "Packets of live flows the kill switch dropped",
+            )?,
+            table_entries: gauge_vec(&r, "egress_kernel_table_entries", "Entries in each kernel table", &["table"])?,
+            table_capacity: gauge_vec(&r, "egress_kernel_table_capacity", "Capacity of each kernel table", &["table"])?,
+            ring_lag: {
+                let g = Gauge::new(
+                    "egress_ring_lag_seconds",
+                    "Age of the oldest record in the last batch read from the kernel's ring buffer",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             registry: r,
         })
     }

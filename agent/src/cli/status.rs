@@ -1,0 +1,90 @@
+//! `egress-agent status`: what the running agent is doing, from its admin socket.
+
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use super::AdminArgs;
+use crate::control::admin::Request;
+
+pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
+    let Some(v) = args.ask(&Request::Status) else { return ExitCode::FAILURE };
+    if json {
+        println!("{v:#}");
+    } else {
+        print!("{}", render(&v));
+    }
+    ExitCode::SUCCESS
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+/// The status as a person reads it.
+fn render(v: &Value) -> String {
+    let a = &v["agent"];
+    let p = &v["policy"];
+    let mut out = format!(
+        "agent    {} pid {} up {}s, watching {}\npolicy   {} ({} mode, default {}), generation {}, sha256 {}\n         last reload {} ({} installed, {} refused)\n",
+        s(&a["version"]), s(&a["pid"]), s(&a["uptime_s"]), s(&a["cgroup"]),
+        s(&p["name"]), s(&p["mode"]), s(&p["default"]), s(&p["generation"]), s(&p["sha256"]),
+        s(&p["last_reload"]), s(&p["reloads_installed"]), s(&p["reloads_refused"]),
+    );
+    let kills = v["kill_switch"].as_array().cloned().unwrap_or_default();
+    if kills.is_empty() {
+        out.push_str("kill     none\n");
+    }
+    for k in &kills {
+        let what =
+            if k["vendor"].is_null() { "ALL (but infrastructure allow rules)".to_owned() } else { s(&k["vendor"]) };
+        out.push_str(&format!(
+            "KILL     {what} until {} since {} by uid {} reason {}\n",
+            if k["until"].is_null() { "lifted".into() } else { s(&k["until"]) },
+            s(&k["since"]),
+            s(&k["by_uid"]),
+            s(&k["reason"])
+        ));
+    }
+    for b in v["blocks"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "block    {} for {} ({}), {}s left\n",
+            s(&b["vendor"]),
+            s(&b["process"]),
+            s(&b["anomaly"]),
+            s(&b["seconds_left"])
+        ));
+    }
+    out.push_str("vendors  last hour:   allowed  alerted   denied   bytes out    bytes in\n");
+    for r in v["vendors_last_hour"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "         {:<12} {:>8} {:>8} {:>8} {:>11} {:>11}\n",
+            s(&r["vendor"]),
+            s(&r["allowed"]),
+            s(&r["alerted"]),
+            s(&r["denied"]),
+            s(&r["bytes_out"]),
+            s(&r["bytes_in"])
+        ));
+    }
+    out.push_str("tables  ");
+    for t in v["tables"].as_array().into_iter().flatten() {
+        out.push_str(&format!(" {} {}/{}", s(&t["table"]), s(&t["entries"]), s(&t["capacity"])));
+    }
+    out.push('\n');
+    let e = &v["events"];
+    out.push_str(&format!(
+        "events   {} lost in the kernel, {} folded, ring lag {}s\n",
+        s(&e["dropped_in_kernel"]),
+        s(&e["suppressed"]),
+        s(&e["ring_lag_s"])
+    ));
+    for k in v["sinks"].as_array().into_iter().flatten() {
+        out.push_str(&format!("sink     {}\n", k));
+    }
+    out
+}
