@@ -7,7 +7,7 @@ use super::AdminArgs;
 use crate::control::admin::Request;
 
 pub fn reload(args: &AdminArgs) -> ExitCode {
-    let Some(v) = args.ask(&Request::Reload) else { return ExitCode::FAILURE };
+    let Some(v) = args.ask(&Request::Reload {}) else { return ExitCode::FAILURE };
     if v["ok"] == true {
         println!("{}: generation {}", v["result"].as_str().unwrap_or("done"), v["generation"]);
         ExitCode::SUCCESS

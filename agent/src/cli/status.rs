@@ -8,7 +8,7 @@ use super::AdminArgs;
 use crate::control::admin::Request;
 
 pub fn status(args: &AdminArgs, json: bool) -> ExitCode {
-    let Some(v) = args.ask(&Request::Status) else { return ExitCode::FAILURE };
+    let Some(v) = args.ask(&Request::Status {}) else { return ExitCode::FAILURE };
     if json {
         println!("{v:#}");
     } else {

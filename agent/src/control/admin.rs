@@ -34,8 +34,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Request {
-    Status,
-    Reload,
+    // Empty structs rather than unit variants, so that unknown fields are refused for them too.
+    Status {},
+    Reload {},
     /// `vendor` null and `all` true: everything but the infrastructure `allow` rules.
     Block {
         #[serde(default)]
@@ -189,7 +190,7 @@ mod tests {
         };
         let s = serde_json::to_string(&r).expect("json");
         assert_eq!(serde_json::from_str::<Request>(&s).expect("back"), r);
-        assert_eq!(serde_json::from_str::<Request>(r#"{"verb":"status"}"#).expect("status"), Request::Status);
+        assert_eq!(serde_json::from_str::<Request>(r#"{"verb":"status"}"#).expect("status"), Request::Status {});
         assert!(serde_json::from_str::<Request>(r#"{"verb":"status","x":1}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"verb":"format_disk"}"#).is_err());
     }

@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn counts_the_last_hour_only() {
         let mut r = Recent::default();
-        let t0 = 1_000_000;
+        let t0 = 60 * 16_666; // the start of a minute
         r.attempt("stripe", "allow", t0);
         r.attempt("stripe", "deny", t0 + 30);
         r.bytes("stripe", 10, 20, t0 + 61);
@@ -117,8 +117,8 @@ mod tests {
         let h = r.last_hour(t0 + 3000);
         assert_eq!(h["stripe"], Counts { allowed: 1, denied: 1, alerted: 0, bytes_out: 10, bytes_in: 20 });
         assert_eq!(h["none"].alerted, 1);
-        // An hour and a minute later, the first minute is gone.
-        let h = r.last_hour(t0 + 3600 + 60);
+        // An hour later, the first minute is gone, the second still counts.
+        let h = r.last_hour(t0 + 3600 + 59);
         assert_eq!((h["stripe"].allowed, h["stripe"].bytes_out), (0, 10));
         // A bucket reused by a later minute starts from zero.
         r.attempt("stripe", "allow", t0 + 3600);

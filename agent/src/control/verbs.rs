@@ -40,8 +40,8 @@ pub struct Ctx<'a> {
 /// Carries out one request from `uid`; the answer is JSON with `ok`.
 pub fn handle(request: Request, uid: u32, c: &mut Ctx<'_>) -> Value {
     match request {
-        Request::Status => status(c),
-        Request::Reload => match c.state.reload(c.dp, "admin socket: reload") {
+        Request::Status {} => status(c),
+        Request::Reload {} => match c.state.reload(c.dp, "admin socket: reload") {
             Ok(result) => json!({"ok": true, "result": result, "generation": c.state.generation}),
             Err(e) => json!({"ok": false, "error": e, "generation": c.state.generation}),
         },
