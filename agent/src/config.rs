@@ -13,13 +13,15 @@
 //! flowUpdate: 60
 //! eventsPerKey: 5
 //! metrics: 127.0.0.1:9464
+//! sinks:                      # see sinks::spec; README "Sinks"
+//!   - {type: syslog, address: unix:///dev/log}
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentConfig {
     /// Policy files or directories (as `--policy`).
@@ -37,6 +39,9 @@ pub struct AgentConfig {
     pub events_per_key: Option<u32>,
     /// Where `/metrics` is served: `ADDR:PORT`, or `off` (default `127.0.0.1:9464`).
     pub metrics: Option<String>,
+    /// Where records go besides (or instead of) `events` (README "Sinks"; `sinks::spec::resolve`
+    /// says how this combines with `--events` and `--format`).
+    pub sinks: Option<Vec<crate::sinks::spec::SinkConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +97,10 @@ impl AgentConfig {
         if let Some(m) = &self.metrics {
             crate::cli::metrics_addr(m).map_err(|e| bad("metrics", e))?;
         }
+        if let Some(list) = &self.sinks {
+            // Names are settled with the flags in `resolve`; duplicates are caught here already.
+            crate::sinks::spec::resolve(None, None, self.events.as_deref(), Some(list)).map_err(|e| bad("sinks", e))?;
+        }
         if let Some(n) = self.max_flows {
             if !(16..=(1 << 22)).contains(&n) {
                 return Err(bad("maxFlows", format!("{n} is not between 16 and 4194304")));
@@ -128,5 +137,26 @@ mod tests {
         assert!(e.contains("a.yaml:1:") && e.contains("maxFlows"), "{e}");
         let e = AgentConfig::parse("a.yaml", "ringBytes: 5000\n").expect_err("bounds").to_string();
         assert!(e.starts_with("a.yaml:1:1: error: ringBytes:") && e.contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn sinks_are_read_and_their_mistakes_placed() {
+        let c = AgentConfig::parse(
+            "a.yaml",
+            "events: /e.jsonl\nsinks:\n  - type: syslog\n    address: udp://127.0.0.1:514\n  - type: webhook\n    url: https://h/x\n",
+        )
+        .expect("valid");
+        assert_eq!(c.sinks.as_ref().map(Vec::len), Some(2));
+        let e =
+            AgentConfig::parse("a.yaml", "sinks:\n  - type: syslog\n    adress: x\n").expect_err("typo").to_string();
+        assert!(e.starts_with("a.yaml:3:5: error: sinks[0]") && e.contains("unknown field `adress`"), "{e}");
+        let e = AgentConfig::parse("a.yaml", "sinks:\n  - type: webhook\n    url: ftp://x/\n")
+            .expect_err("scheme")
+            .to_string();
+        assert!(e.starts_with("a.yaml:") && e.contains("sinks[0]") && e.contains("http or https"), "{e}");
+        let e = AgentConfig::parse("a.yaml", "sinks:\n  - {type: stdout, name: a}\n  - {type: stdout, name: a}\n")
+            .expect_err("dup")
+            .to_string();
+        assert!(e.starts_with("a.yaml:1:1: error: sinks:") && e.contains("named `a`"), "{e}");
     }
 }

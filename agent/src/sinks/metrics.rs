@@ -7,7 +7,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{Encoder as _, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tracing::{info, warn};
 
 /// Every metric the agent exports (README "Metrics" lists them).
@@ -30,6 +30,11 @@ pub struct Metrics {
     pub flows_untracked: IntCounter,
     pub learnt_addresses: IntGauge,
     pub blocks_active: IntGauge,
+    /// Per sink (label `sink`: its configured name, so the series are bounded by the config).
+    pub sink_written: IntCounterVec,
+    pub sink_dropped: IntCounterVec,
+    pub sink_failed: IntCounterVec,
+    pub sink_queued: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -110,6 +115,32 @@ impl Metrics {
                 "Addresses in the learnt tables with a live pattern",
             )?,
             blocks_active: gauge(&r, "egress_blocks_active", "Automated blocks in force")?,
+            sink_written: counter_vec(
+                &r,
+                "egress_sink_records_total",
+                "Records a sink delivered (written to its file, accepted by its receiver)",
+                &["sink"],
+            )?,
+            sink_dropped: counter_vec(
+                &r,
+                "egress_sink_dropped_total",
+                "Records a sink lost: its queue was full, delivery was given up, or a write failed",
+                &["sink"],
+            )?,
+            sink_failed: counter_vec(
+                &r,
+                "egress_sink_failures_total",
+                "Failed writes or delivery attempts of a sink (each retry counts)",
+                &["sink"],
+            )?,
+            sink_queued: {
+                let g = IntGaugeVec::new(
+                    Opts::new("egress_sink_queue_length", "Records waiting in a sink's queue"),
+                    &["sink"],
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
             registry: r,
         })
     }
