@@ -345,10 +345,11 @@ impl TryFrom<RawSink> for SinkConfig {
 ///
 /// - no `sinks:` in the file: one sink, `events`, to `--events`, else the file's `events:`, else
 ///   stdout, exactly as before sinks were configurable;
-/// - with `sinks:`: those, plus `events` if the file has `events:`. `--events` on the command
-///   line replaces every stdout and file sink of the file by its own `events` sink (a quick
-///   way to redirect local output without editing the file); syslog and webhook sinks stay;
-/// - `--format` sets the format of every stdout and file sink.
+/// - with `sinks:`: those, plus the `events` sink if `--events` or the file's `events:` names
+///   one (the flag wins over the key, as every flag does). Nothing is replaced or merged: what
+///   is listed is opened;
+/// - `--format` is the format of the `events` sink; the entries of `sinks:` have their own
+///   `format:` (stdout: text on a terminal, else JSON; a file: JSON).
 ///
 /// Unnamed entries are named by their type, then `type-N` (N: their place in the list, from 1)
 /// when the type's name is taken.
@@ -367,10 +368,6 @@ pub fn resolve(
         out.push(SinkSpec::primary(e, cli_format));
     }
     for (i, c) in list.iter().enumerate() {
-        let local = matches!(c.kind, Kind::Stdout { .. } | Kind::File { .. });
-        if cli_events.is_some() && local {
-            continue;
-        }
         let name = match &c.name {
             Some(n) => n.clone(),
             None if out.iter().any(|s: &SinkSpec| s.name == c.kind_name()) => format!("{}-{}", c.kind_name(), i + 1),
@@ -379,11 +376,7 @@ pub fn resolve(
         if out.iter().any(|s| s.name == name) {
             return Err(format!("sinks[{i}]: a sink named `{name}` is already configured"));
         }
-        let mut kind = c.kind.clone();
-        if let (Some(f), Kind::Stdout { format } | Kind::File { format, .. }) = (cli_format, &mut kind) {
-            *format = Some(f);
-        }
-        out.push(SinkSpec { name, filter: c.filter.clone(), kind });
+        out.push(SinkSpec { name, filter: c.filter.clone(), kind: c.kind.clone() });
     }
     Ok(out)
 }
@@ -475,12 +468,16 @@ mod tests {
             names(&r),
             [("events", "file"), ("file", "file"), ("syslog", "syslog"), ("stdout", "stdout"), ("file-4", "file")]
         );
-        // --events replaces the local ones; --format applies to every local one.
-        let r = resolve(Some(Path::new("-")), Some(Format::Json), None, Some(&list)).expect("ok");
-        assert_eq!(names(&r), [("events", "stdout"), ("syslog", "syslog")]);
+        // --events wins over events: and is added to the list; --format is the events sink's only.
+        let r = resolve(Some(Path::new("-")), Some(Format::Json), Some(Path::new("/e")), Some(&list)).expect("ok");
+        assert_eq!(
+            names(&r),
+            [("events", "stdout"), ("file", "file"), ("syslog", "syslog"), ("stdout", "stdout"), ("file-4", "file")]
+        );
         assert_eq!(r[0].kind, Kind::Stdout { format: Some(Format::Json) });
+        assert_eq!(r[1].kind, Kind::File { path: "/f.jsonl".into(), format: None });
         let r = resolve(None, Some(Format::Text), None, Some(&list)).expect("ok");
-        assert_eq!(r[0].kind, Kind::File { path: "/f.jsonl".into(), format: Some(Format::Text) });
+        assert_eq!(names(&r)[0], ("file", "file"), "no events sink unless named");
         assert!(resolve(None, None, None, Some(&[])).expect("ok").is_empty(), "sinks: [] writes nowhere");
         let dup = parse("- {type: stdout, name: a}\n- {type: syslog, name: a}").expect("valid");
         assert!(resolve(None, None, None, Some(&dup)).expect_err("dup").contains("sinks[1]: a sink named `a`"));
