@@ -75,7 +75,12 @@ impl AgentConfig {
             let message = inner.to_string();
             // serde_yaml_ng appends the place and starts with the path; the error shows both.
             let message = message.rfind(" at line ").map_or(message.clone(), |i| message[..i].to_owned());
-            let message = message.strip_prefix(&format!("{field}: ")).map_or(message.clone(), str::to_owned);
+            // serde_yaml_ng's own path may be shorter than serde_path_to_error's (`sinks` for
+            // `sinks[0]`, whose entry is checked as a whole): drop it whenever it is a prefix.
+            let message = match message.split_once(": ") {
+                Some((head, rest)) if !head.contains(' ') && field.starts_with(head) => rest.to_owned(),
+                _ => message,
+            };
             ConfigError::Invalid { path: file.to_owned(), line, column, field, message }
         })?;
         c.check(file, text)?;
@@ -149,11 +154,11 @@ mod tests {
         assert_eq!(c.sinks.as_ref().map(Vec::len), Some(2));
         let e =
             AgentConfig::parse("a.yaml", "sinks:\n  - type: syslog\n    adress: x\n").expect_err("typo").to_string();
-        assert!(e.starts_with("a.yaml:3:5: error: sinks[0]") && e.contains("unknown field `adress`"), "{e}");
+        assert!(e.starts_with("a.yaml:3:5: error: sinks[0].adress: unknown field `adress`"), "{e}");
         let e = AgentConfig::parse("a.yaml", "sinks:\n  - type: webhook\n    url: ftp://x/\n")
             .expect_err("scheme")
             .to_string();
-        assert!(e.starts_with("a.yaml:") && e.contains("sinks[0]") && e.contains("http or https"), "{e}");
+        assert!(e.starts_with("a.yaml:2:3: error: sinks[0]: url: the scheme must be http or https"), "{e}");
         let e = AgentConfig::parse("a.yaml", "sinks:\n  - {type: stdout, name: a}\n  - {type: stdout, name: a}\n")
             .expect_err("dup")
             .to_string();
