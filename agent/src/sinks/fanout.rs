@@ -54,6 +54,10 @@ struct Entry {
 /// The sinks of a running agent. `Pipeline::sinks` holds it; `status` reads [`Sinks::health`].
 pub struct Sinks {
     entries: Vec<Entry>,
+    /// Some sink filters, writes text or formats syslog, so records are turned into a
+    /// `serde_json::Value` first; else (the default: one JSON sink, no filter) they are
+    /// serialized straight to text, as fast as before sinks were configurable.
+    needs_value: bool,
 }
 
 impl Sinks {
@@ -107,11 +111,37 @@ impl Sinks {
                 seen: (0, 0, 0),
             });
         }
-        Ok(Sinks { entries })
+        let needs_value = entries.iter().any(|e| {
+            e.filter != Filter::default()
+                || match &e.out {
+                    Out::Local(s) => s.format() != Format::Json,
+                    Out::Syslog(..) => true,
+                    Out::Webhook(_) => false,
+                }
+        });
+        Ok(Sinks { entries, needs_value })
     }
 
     /// Hands a record to every sink that takes it.
     pub fn write<T: serde::Serialize>(&mut self, rec: &T) {
+        if !self.needs_value {
+            // No filter, so every sink takes it; and none is `audit` (they come as values).
+            let text = match serde_json::to_string(rec) {
+                Ok(t) => t,
+                Err(e) => return error!(error = %e, "a record could not be serialized; skipped"),
+            };
+            for e in &mut self.entries {
+                match &mut e.out {
+                    Out::Local(sink) => match sink.write_json(&text) {
+                        Ok(()) => e.stats.delivered(1),
+                        Err(err) => local_failure(e.name.as_str(), &e.stats, &mut e.reported, &err, 1),
+                    },
+                    Out::Webhook(w) => w.push(text.clone()),
+                    Out::Syslog(..) => {}
+                }
+            }
+            return;
+        }
         let value = match serde_json::to_value(rec) {
             Ok(v) => v,
             Err(e) => return error!(error = %e, "a record could not be serialized; skipped"),
@@ -216,5 +246,76 @@ fn local_failure(name: &str, stats: &Stats, reported: &mut Option<Instant>, e: &
     if reported.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
         *reported = Some(Instant::now());
         error!(sink = name, error = %e, failed_writes = stats.failed.load(Relaxed), "writing events failed; enforcement continues");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("ea-fanout-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    fn file(name: &str, path: &Path, verdicts: &[&str]) -> SinkSpec {
+        SinkSpec {
+            name: name.to_owned(),
+            filter: Filter { verdicts: verdicts.iter().map(|v| (*v).to_owned()).collect(), ..Filter::default() },
+            kind: Kind::File { path: path.to_owned(), format: None },
+        }
+    }
+
+    fn records() -> Vec<Value> {
+        vec![
+            json!({"ts": "t", "kind": "connect", "verdict": "deny", "x": 1.5}),
+            json!({"ts": "t", "kind": "connect", "verdict": "allow"}),
+            json!({"ts": "t", "kind": "anomaly", "vendor": "stripe"}),
+        ]
+    }
+
+    #[test]
+    fn each_sink_gets_what_its_filter_takes_and_counts_it() {
+        let d = dir("filter");
+        let (all, denied) = (d.join("all.jsonl"), d.join("denied.jsonl"));
+        let mut s = Sinks::open(&[file("events", &all, &[]), file("denied", &denied, &["deny"])], false).expect("open");
+        assert!(s.needs_value);
+        for r in records() {
+            s.write(&r);
+        }
+        s.write_value(&json!({"ts": "t", "kind": "audit", "audit": "agent_stop", "detail": {}}));
+        s.close();
+        let read = |p: &Path| std::fs::read_to_string(p).expect("read");
+        assert_eq!(read(&all).lines().count(), 3, "no audit without asking");
+        assert_eq!(read(&denied), format!("{}\n", records()[0]));
+        let h = s.health();
+        assert_eq!((h[0].name.as_str(), h[0].kind, h[0].written, h[0].healthy), ("events", "file", 3, true));
+        assert_eq!((h[1].written, h[1].dropped, h[1].failed), (1, 0, 0));
+        assert_eq!(h[1].target, denied.display().to_string());
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn the_fast_path_writes_what_the_general_one_does() {
+        let d = dir("fast");
+        let (fast, general) = (d.join("fast.jsonl"), d.join("general.jsonl"));
+        let mut f = Sinks::open(&[file("events", &fast, &[])], false).expect("open");
+        assert!(!f.needs_value);
+        let mut g =
+            Sinks::open(&[file("events", &general, &[]), file("x", &d.join("x"), &["deny"])], false).expect("open");
+        for r in records() {
+            f.write(&r);
+            g.write(&r);
+        }
+        f.close();
+        g.close();
+        assert_eq!(std::fs::read(&fast).expect("fast"), std::fs::read(&general).expect("general"));
+        let _ = std::fs::remove_dir_all(d);
     }
 }

@@ -49,6 +49,17 @@ impl Sink {
         Ok(Self { out: BufWriter::with_capacity(64 * 1024, Box::new(f)), format, file: Some((target.to_owned(), id)) })
     }
 
+    /// Writes JSON text as a line, whatever the format: for [`super::fanout`]'s fast path,
+    /// taken only when no sink needs more than the JSON text.
+    pub fn write_json(&mut self, json: &str) -> io::Result<()> {
+        self.out.write_all(json.as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
     /// One record: `json` is `v` as JSON text (the fan-out serializes a record once for all).
     pub fn write_value(&mut self, v: &Value, json: &str) -> io::Result<()> {
         match self.format {

@@ -145,11 +145,22 @@ pub struct SyslogSpec {
     pub queue: Queue,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WebhookSpec {
     pub url: url::Url,
     pub headers: BTreeMap<String, Secret>,
     pub queue: Queue,
+}
+
+/// By hand: the URL's credentials and query stay out of any `{:?}`.
+impl std::fmt::Debug for WebhookSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSpec")
+            .field("url", &webhook::target(&self.url))
+            .field("headers", &self.headers)
+            .field("queue", &self.queue)
+            .finish()
+    }
 }
 
 /// The queue, batches, timeouts and retries of a sink on its own thread.
@@ -445,6 +456,10 @@ mod tests {
         }
         let e = parse("- {type: webhook, url: 'https://u:secret@h/x?token=t0k', timeout: 0}").expect_err("timeout");
         assert!(!e.contains("secret") && !e.contains("t0k"), "{e}");
+        let ok =
+            parse("- {type: webhook, url: 'https://u:secret@h/x?token=t0k', headers: {X-Key: k3y}}").expect("valid");
+        let debug = format!("{ok:?}");
+        assert!(!debug.contains("secret") && !debug.contains("t0k") && !debug.contains("k3y"), "{debug}");
     }
 
     fn names(v: &[SinkSpec]) -> Vec<(&str, &'static str)> {

@@ -96,15 +96,14 @@ impl Deliver for Poster {
                 Err(Failure { sent: 0, retry: retryable(code), message: format!("HTTP {code}") })
             }
             // The transport error's own Display names the URL (with its query): say only what
-            // kind of failure it was.
-            Err(ureq::Error::Transport(t)) => Err(Failure {
-                sent: 0,
-                retry: true,
-                message: match t.message() {
-                    Some(m) => format!("{}: {m}", t.kind()),
+            // kind of failure it was, and the URL as `target` shows it if the detail names it.
+            Err(ureq::Error::Transport(t)) => {
+                let message = match t.message() {
+                    Some(m) => format!("{}: {m}", t.kind()).replace(self.url.as_str(), &target(&self.url)),
                     None => t.kind().to_string(),
-                },
-            }),
+                };
+                Err(Failure { sent: 0, retry: true, message })
+            }
         }
     }
 }
