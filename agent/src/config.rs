@@ -14,13 +14,15 @@
 //! eventsPerKey: 5
 //! metrics: 127.0.0.1:9464
 //! admin: /run/egress-agent/admin.sock
+//! sinks:                      # see sinks::spec; README "Sinks"
+//!   - {type: syslog, address: unix:///dev/log}
 //! ```
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct AgentConfig {
     /// Policy files or directories (as `--policy`).
@@ -40,6 +42,9 @@ pub struct AgentConfig {
     pub metrics: Option<String>,
     /// The admin socket's path, or `off` (default `/run/egress-agent/admin.sock`).
     pub admin: Option<PathBuf>,
+    /// Where records go besides (or instead of) `events` (README "Sinks"; `sinks::spec::resolve`
+    /// says how this combines with `--events` and `--format`).
+    pub sinks: Option<Vec<crate::sinks::spec::SinkConfig>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,7 +78,12 @@ impl AgentConfig {
             let message = inner.to_string();
             // serde_yaml_ng appends the place and starts with the path; the error shows both.
             let message = message.rfind(" at line ").map_or(message.clone(), |i| message[..i].to_owned());
-            let message = message.strip_prefix(&format!("{field}: ")).map_or(message.clone(), str::to_owned);
+            // serde_yaml_ng's own path may be shorter than serde_path_to_error's (`sinks` for
+            // `sinks[0]`, whose entry is checked as a whole): drop it whenever it is a prefix.
+            let message = match message.split_once(": ") {
+                Some((head, rest)) if !head.contains(' ') && field.starts_with(head) => rest.to_owned(),
+                _ => message,
+            };
             ConfigError::Invalid { path: file.to_owned(), line, column, field, message }
         })?;
         c.check(file, text)?;
@@ -94,6 +104,10 @@ impl AgentConfig {
         }
         if let Some(m) = &self.metrics {
             crate::cli::metrics_addr(m).map_err(|e| bad("metrics", e))?;
+        }
+        if let Some(list) = &self.sinks {
+            // Names are settled with the flags in `resolve`; duplicates are caught here already.
+            crate::sinks::spec::resolve(None, None, self.events.as_deref(), Some(list)).map_err(|e| bad("sinks", e))?;
         }
         if let Some(n) = self.max_flows {
             if !(16..=(1 << 22)).contains(&n) {
@@ -131,5 +145,26 @@ mod tests {
         assert!(e.contains("a.yaml:1:") && e.contains("maxFlows"), "{e}");
         let e = AgentConfig::parse("a.yaml", "ringBytes: 5000\n").expect_err("bounds").to_string();
         assert!(e.starts_with("a.yaml:1:1: error: ringBytes:") && e.contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn sinks_are_read_and_their_mistakes_placed() {
+        let c = AgentConfig::parse(
+            "a.yaml",
+            "events: /e.jsonl\nsinks:\n  - type: syslog\n    address: udp://127.0.0.1:514\n  - type: webhook\n    url: https://h/x\n",
+        )
+        .expect("valid");
+        assert_eq!(c.sinks.as_ref().map(Vec::len), Some(2));
+        let e =
+            AgentConfig::parse("a.yaml", "sinks:\n  - type: syslog\n    adress: x\n").expect_err("typo").to_string();
+        assert!(e.starts_with("a.yaml:3:5: error: sinks[0].adress: unknown field `adress`"), "{e}");
+        let e = AgentConfig::parse("a.yaml", "sinks:\n  - type: webhook\n    url: ftp://x/\n")
+            .expect_err("scheme")
+            .to_string();
+        assert!(e.starts_with("a.yaml:2:3: error: sinks[0]: url: the scheme must be http or https"), "{e}");
+        let e = AgentConfig::parse("a.yaml", "sinks:\n  - {type: stdout, name: a}\n  - {type: stdout, name: a}\n")
+            .expect_err("dup")
+            .to_string();
+        assert!(e.starts_with("a.yaml:1:1: error: sinks:") && e.contains("named `a`"), "{e}");
     }
 }

@@ -61,25 +61,38 @@ fn main() -> ExitCode {
             let default = cli::MetricsAddr(cli::METRICS_DEFAULT.parse().ok());
             let from_file = file.metrics.as_deref().and_then(|m| cli::metrics_addr(m).ok());
             let metrics = metrics.or(from_file).unwrap_or(default).0;
+            // See sinks::spec::resolve for how --events and --format combine with `sinks:`.
+            let specs =
+                match sinks::spec::resolve(events.as_deref(), format, file.events.as_deref(), file.sinks.as_deref()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "configuration refused");
+                        return ExitCode::from(EXIT_USAGE);
+                    }
+                };
             let events: std::path::PathBuf = events.or(file.events).unwrap_or_else(|| "-".into());
             // SAFETY: isatty only reads the descriptor's state.
-            let terminal = events.as_os_str() == "-" && unsafe { libc::isatty(1) } == 1;
+            let terminal = unsafe { libc::isatty(1) } == 1;
             let format = format.unwrap_or(if terminal { sinks::json::Format::Text } else { sinks::json::Format::Json });
-            run::run_blocking(run::RunArgs {
-                ring_bytes: ring_bytes.or(file.ring_bytes).unwrap_or(agent_common::EVENTS_RING_BYTES),
-                policy: if policy.is_empty() { file.policy } else { policy },
-                cgroup: cgroup.or(file.cgroup),
-                events,
-                format,
-                pipeline,
-                state: state.or(file.state),
-                learn: None,
-                metrics,
-                admin: match admin.or(file.admin).unwrap_or_else(|| control::admin::DEFAULT_SOCKET.into()) {
-                    p if p.as_os_str() == "off" => None,
-                    p => Some(p),
+            let outputs = run::Outputs { sinks: Some(specs), terminal };
+            run::run_blocking_with(
+                run::RunArgs {
+                    ring_bytes: ring_bytes.or(file.ring_bytes).unwrap_or(agent_common::EVENTS_RING_BYTES),
+                    policy: if policy.is_empty() { file.policy } else { policy },
+                    cgroup: cgroup.or(file.cgroup),
+                    events,
+                    format,
+                    pipeline,
+                    state: state.or(file.state),
+                    learn: None,
+                    metrics,
+                    admin: match admin.or(file.admin).unwrap_or_else(|| control::admin::DEFAULT_SOCKET.into()) {
+                        p if p.as_os_str() == "off" => None,
+                        p => Some(p),
+                    },
                 },
-            })
+                outputs,
+            )
         }
         Command::Learn(args) => cli::learn(args),
         Command::Audit(cli::AuditCommand::Verify { file }) => cli::audit_verify(&file),

@@ -1,18 +1,14 @@
 //! The one path every kernel record takes: decode → who made it (enrich, resolved names) →
-//! flows and the rate limit → inventory, baselines and responses (`baseline::watch`) → sinks. `run` owns the loop and
+//! flows and the rate limit → inventory, baselines and responses (`baseline::watch`) → sinks (every
+//! configured one whose filter takes the record, see `sinks::fanout`). `run` owns the loop and
 //! calls [`Pipeline::drain`] when the ring has records and [`Pipeline::tick`] every second.
 
-use std::{
-    collections::BTreeMap,
-    num::NonZeroUsize,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeMap, num::NonZeroUsize, sync::Arc, time::Duration};
 
 use agent_common::{dns_phase, Event, FlowKey, FlowStats};
 use aya::maps::{MapData, RingBuf};
 use lru::LruCache;
-use tracing::{error, warn};
+use tracing::warn;
 
 use crate::{
     baseline::watch::Watch,
@@ -27,7 +23,7 @@ use crate::{
     },
     kernel::Datapath,
     policy::CompiledPolicy,
-    sinks::{json::Sink, metrics::Metrics},
+    sinks::{fanout::Sinks, metrics::Metrics},
 };
 
 /// Records handled per pass over the ring buffer, so signals and reloads are served under load.
@@ -56,8 +52,8 @@ pub struct Pipeline {
     names: ResolvedNames,
     pub flows: FlowTracker,
     limiter: RateLimiter,
-    sink: Sink,
-    errors: OutputErrors,
+    /// Every sink records go to; `sinks.health()` says how each is doing.
+    pub sinks: Sinks,
     /// Rule names by (generation, rule id, domain id), shared by the flows they name.
     rule_names: LruCache<(u32, u32), Arc<RuleNames>>,
     /// Inventory, baselines and automated responses.
@@ -71,7 +67,7 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    pub fn new(sink: Sink, enricher: Enricher, s: &Settings, watch: Watch, metrics: Arc<Metrics>) -> Self {
+    pub fn new(sinks: Sinks, enricher: Enricher, s: &Settings, watch: Watch, metrics: Arc<Metrics>) -> Self {
         metrics.flows_capacity.set(i64::from(s.max_flows));
         let cap = NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN);
         Pipeline {
@@ -79,8 +75,7 @@ impl Pipeline {
             names: ResolvedNames::default(),
             flows: FlowTracker::new(s.max_flows as usize, s.flow_update.as_nanos() as u64),
             limiter: RateLimiter::new(1_000_000_000, s.events_per_key),
-            sink,
-            errors: OutputErrors::default(),
+            sinks,
             rule_names: LruCache::new(cap),
             watch,
             metrics,
@@ -123,11 +118,6 @@ impl Pipeline {
             self.metrics.ring_lag.set(0.0);
         }
         n
-    }
-
-    /// How each sink is doing, for `status`.
-    pub fn sink_health(&self) -> Vec<serde_json::Value> {
-        vec![serde_json::json!({"name": "events", "failed": self.errors.count, "healthy": self.errors.count == 0})]
     }
 
     /// Writes a record the agent made itself (kill switch), at once.
@@ -203,9 +193,7 @@ impl Pipeline {
     }
 
     fn write<T: serde::Serialize>(&mut self, rec: &T) {
-        if let Err(e) = self.sink.write(rec) {
-            self.errors.record(&e);
-        }
+        self.sinks.write(rec);
     }
 
     fn write_all(&mut self, outs: &[serde_json::Value]) {
@@ -219,9 +207,17 @@ impl Pipeline {
     }
 
     fn flush(&mut self) {
-        if let Err(e) = self.sink.flush() {
-            self.errors.record(&e);
+        // Audit records the observers wrote (automated blocks) go out with the batch.
+        for rec in self.watch.take_audit() {
+            self.sinks.write_value(&rec);
         }
+        self.sinks.flush();
+    }
+
+    /// Appends to the audit trail and hands the record to the sinks that ask for audit records.
+    pub fn audit(&mut self, kind: &str, detail: serde_json::Value) {
+        self.watch.audit(kind, detail);
+        self.flush();
     }
 
     fn write_flow(&mut self, dp: &mut Datapath, r: &FlowReport, ts_offset: i128) {
@@ -264,6 +260,7 @@ impl Pipeline {
         m.events_suppressed.inc_by(self.limiter.total_suppressed.saturating_sub(self.seen_suppressed));
         self.seen_suppressed = self.limiter.total_suppressed;
         m.blocks_active.set(self.watch.blocks_active() as i64);
+        self.sinks.publish(m);
     }
 
     /// Removes flows the kernel has and the agent never heard of (see `FlowTracker::sweep`).
@@ -285,6 +282,13 @@ impl Pipeline {
         }
         self.watch.save();
         self.flush();
+    }
+
+    /// The last records are written: queued sinks get a few seconds to deliver theirs.
+    pub fn close(&mut self) {
+        self.flush();
+        self.sinks.close();
+        self.sinks.publish(&self.metrics);
     }
 }
 
@@ -313,23 +317,5 @@ impl FlowTable for Datapath {
             warn!(error = %e, "listing flows failed");
             Vec::new()
         })
-    }
-}
-
-/// Failures to write events. They are counted and reported, never fatal: stopping would detach
-/// the programs, and a full disk must not turn enforcement off.
-#[derive(Default)]
-struct OutputErrors {
-    count: u64,
-    reported: Option<Instant>,
-}
-
-impl OutputErrors {
-    fn record(&mut self, e: &std::io::Error) {
-        self.count += 1;
-        if self.reported.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-            self.reported = Some(Instant::now());
-            error!(error = %e, failed_writes = self.count, "writing events failed; enforcement continues");
-        }
     }
 }

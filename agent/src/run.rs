@@ -46,7 +46,7 @@ use crate::{
     },
     pipeline::{self, Pipeline, DRAIN_BATCH},
     policy::{self, compile, PolicyError},
-    sinks::{self, json::Sink, metrics::Metrics},
+    sinks::{self, fanout::Sinks, metrics::Metrics, spec::SinkSpec},
     watch,
 };
 
@@ -68,6 +68,14 @@ pub struct RunArgs {
     pub admin: Option<PathBuf>,
 }
 
+/// The sinks of a run: `None` writes `events` alone in `format` (what `learn` does); `run`
+/// passes what `sinks::spec::resolve` made of the flags and the configuration.
+pub struct Outputs {
+    pub sinks: Option<Vec<SinkSpec>>,
+    /// stdout is a terminal: stdout sinks with no format write text.
+    pub terminal: bool,
+}
+
 /// What `learn` asks of a run.
 pub struct Learning {
     pub duration: Duration,
@@ -77,6 +85,11 @@ pub struct Learning {
 
 /// Runs the agent to its end on a single-threaded runtime; the exit code says how it ended.
 pub fn run_blocking(args: RunArgs) -> std::process::ExitCode {
+    run_blocking_with(args, Outputs { sinks: None, terminal: false })
+}
+
+/// [`run_blocking`] with the sinks the flags and the configuration file name.
+pub fn run_blocking_with(args: RunArgs, outputs: Outputs) -> std::process::ExitCode {
     use std::process::ExitCode;
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -85,7 +98,7 @@ pub fn run_blocking(args: RunArgs) -> std::process::ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(run(args)) {
+    match rt.block_on(run(args, outputs)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = %crate::cli::error_chain(&e), "egress-agent stopped");
@@ -108,6 +121,8 @@ pub enum RunError {
     Datapath(#[from] DatapathError),
     #[error("events output {path}: {source}")]
     Output { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Sink(#[from] sinks::fanout::SinkError),
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
 }
@@ -134,7 +149,7 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 /// ... or this long after the first change at the latest.
 const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let resolver = policy::resolve::HostResolver::new();
     let (merged, mut compiled, warnings) = policy::load(&args.policy, time::OffsetDateTime::now_utc(), &resolver)?;
     let monitor_only = args.learn.is_some();
@@ -152,9 +167,9 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             Default::default()
         }
     };
-    // Open the output before attaching: a bad --events must not leave a half-started enforcer.
-    let sink = Sink::open(&args.events, args.format)
-        .map_err(|source| RunError::Output { path: args.events.display().to_string(), source })?;
+    // Open the outputs before attaching: a bad --events must not leave a half-started enforcer.
+    let specs = outputs.sinks.unwrap_or_else(|| vec![SinkSpec::primary(&args.events, Some(args.format))]);
+    let sinks = Sinks::open(&specs, outputs.terminal)?;
     let mut dp = Datapath::load(offsets, args.ring_bytes, args.pipeline.max_flows)?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
@@ -210,7 +225,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         sinks::metrics::serve(metrics.clone(), addr);
     }
     let mut pipe =
-        Pipeline::new(sink, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
+        Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
     let mut dns_seen = DnsSeen::default();
     for k in &kills_ended {
         verbs::report(&mut pipe, k, "expired");
@@ -369,7 +384,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             pipe.metrics.policy_reloads.with_label_values(&[result]).inc();
             pipe.metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
             pipe.metrics.policy_generation.set(i64::from(state.generation));
-            pipe.watch.audit(kind, detail);
+            pipe.audit(kind, detail);
         }
         // A reload may name other selectors (watch their directories instead) and other
         // baseline settings.
@@ -386,7 +401,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     while drain_now(&mut pipe, ring.get_mut(), &state, &mut dp) == DRAIN_BATCH {}
     counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
     pipe.finish(&mut dp, &state.view());
-    pipe.watch.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
+    pipe.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
+    pipe.close();
     drop(ring);
     drop(dp); // detaches every program
     info!(cgroup = %watched.display(), events_dropped = dropped_seen, "detached");

@@ -275,6 +275,11 @@ fn status_and_reload_over_the_admin_socket() {
         assert!(tables.iter().any(|x| x["table"] == t && x["capacity"].as_u64() > Some(0)), "table {t}: {st}");
     }
     assert!(tables.iter().any(|x| x["table"] == "prefixes_v4" && x["entries"].as_u64() >= Some(2)), "{st}");
+    let sinks = st["sinks"].as_array().expect("sinks");
+    assert!(
+        sinks.iter().any(|k| k["name"] == "events" && k["healthy"] == true && k["written"].as_u64() >= Some(2)),
+        "{st}"
+    );
     let text = ok(&agent.admin("status", &[]), "status");
     assert!(text.contains("policy   test (enforce mode") && text.contains("kill     none"), "{text}");
 

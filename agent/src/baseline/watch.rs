@@ -52,6 +52,8 @@ pub struct Watch {
     enforce: bool,
     /// The audit trail, kept with the state.
     audit: Option<AuditLog>,
+    /// Audit records for the sinks (`kind: "audit"`), until the pipeline takes them.
+    audit_out: Vec<serde_json::Value>,
 }
 
 /// One connection or flow as the watchers see it.
@@ -94,6 +96,7 @@ impl Watch {
             last_save: Instant::now(),
             enforce: enforcing(merged),
             audit,
+            audit_out: Vec::new(),
         }
     }
 
@@ -282,13 +285,22 @@ impl Watch {
     }
 
     /// Appends a record to the audit trail, if there is one (`--state`). A failure to write is
-    /// logged, never fatal: enforcement must not stop because a disk is full.
+    /// logged, never fatal: enforcement must not stop because a disk is full. The record is also
+    /// kept for the sinks (with or without a trail): `kind: "audit"`, `audit` the trail's kind,
+    /// and its `detail`; the hash chain stays in the trail.
     pub fn audit(&mut self, kind: &str, detail: serde_json::Value) {
+        let ts = events::rfc3339(OffsetDateTime::now_utc().unix_timestamp_nanos());
+        self.audit_out.push(serde_json::json!({"ts": ts, "kind": "audit", "audit": kind, "detail": detail.clone()}));
         if let Some(a) = &mut self.audit {
             if let Err(e) = a.append(kind, detail) {
                 warn!(kind, error = %e, "writing the audit trail failed");
             }
         }
+    }
+
+    /// The audit records written since the last call, for the sinks.
+    pub fn take_audit(&mut self) -> Vec<serde_json::Value> {
+        std::mem::take(&mut self.audit_out)
     }
 
     /// Automated blocks in force.

@@ -84,7 +84,17 @@ fn render(v: &Value) -> String {
         s(&e["ring_lag_s"])
     ));
     for k in v["sinks"].as_array().into_iter().flatten() {
-        out.push_str(&format!("sink     {}\n", k));
+        let health = if k["healthy"] == true { "ok".to_owned() } else { format!("FAILING ({})", s(&k["last_error"])) };
+        out.push_str(&format!(
+            "sink     {} {} {}: {} written, {} dropped, {} failed, {} queued, {health}\n",
+            s(&k["name"]),
+            s(&k["type"]),
+            s(&k["target"]),
+            s(&k["written"]),
+            s(&k["dropped"]),
+            s(&k["failed"]),
+            s(&k["queued"])
+        ));
     }
     out
 }

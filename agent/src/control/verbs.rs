@@ -110,7 +110,7 @@ fn changed(c: &mut Ctx<'_>, kill: &Kill, action: &str) -> Value {
 pub fn report(pipe: &mut Pipeline, kill: &Kill, action: &str) {
     let rec = kill.record(action);
     warn!(action, vendor = kill.vendor.as_deref().unwrap_or("--all"), until = ?kill.until, by_uid = kill.by_uid, "kill switch");
-    pipe.watch.audit(&format!("kill_switch_{action}"), rec.clone());
+    pipe.audit(&format!("kill_switch_{action}"), rec.clone());
     pipe.emit(&rec);
 }
 
@@ -189,7 +189,7 @@ fn status(c: &mut Ctx<'_>) -> Value {
             "suppressed": m.events_suppressed.get(),
             "ring_lag_s": m.ring_lag.get(),
         },
-        "sinks": c.pipe.sink_health(),
+        "sinks": c.pipe.sinks.health(),
         "kill_switch": c.kills.active().collect::<Vec<_>>(),
         "blocks": c.pipe.watch.blocks(),
     })

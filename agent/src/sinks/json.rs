@@ -12,12 +12,13 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use serde::Serialize;
+use serde_json::Value;
 
 use super::text;
 
 /// How records are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Format {
     Json,
     Text,
@@ -48,13 +49,22 @@ impl Sink {
         Ok(Self { out: BufWriter::with_capacity(64 * 1024, Box::new(f)), format, file: Some((target.to_owned(), id)) })
     }
 
-    pub fn write<T: Serialize>(&mut self, rec: &T) -> io::Result<()> {
+    /// Writes JSON text as a line, whatever the format: for [`super::fanout`]'s fast path,
+    /// taken only when no sink needs more than the JSON text.
+    pub fn write_json(&mut self, json: &str) -> io::Result<()> {
+        self.out.write_all(json.as_bytes())?;
+        self.out.write_all(b"\n")
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// One record: `json` is `v` as JSON text (the fan-out serializes a record once for all).
+    pub fn write_value(&mut self, v: &Value, json: &str) -> io::Result<()> {
         match self.format {
-            Format::Json => serde_json::to_writer(&mut self.out, rec).map_err(io::Error::other)?,
-            Format::Text => {
-                let v = serde_json::to_value(rec).map_err(io::Error::other)?;
-                self.out.write_all(text::line(&v).as_bytes())?;
-            }
+            Format::Json => self.out.write_all(json.as_bytes())?,
+            Format::Text => self.out.write_all(text::line(v).as_bytes())?,
         }
         self.out.write_all(b"\n")
     }

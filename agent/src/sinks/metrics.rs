@@ -36,6 +36,11 @@ pub struct Metrics {
     pub table_entries: IntGaugeVec,
     pub table_capacity: IntGaugeVec,
     pub ring_lag: Gauge,
+    /// Per sink (label `sink`: its configured name, so the series are bounded by the config).
+    pub sink_written: IntCounterVec,
+    pub sink_dropped: IntCounterVec,
+    pub sink_failed: IntCounterVec,
+    pub sink_queued: IntGaugeVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
@@ -140,6 +145,32 @@ impl Metrics {
                 let g = Gauge::new(
                     "egress_ring_lag_seconds",
                     "Age of the oldest record in the last batch read from the kernel's ring buffer",
+                )?;
+                r.register(Box::new(g.clone()))?;
+                g
+            },
+            sink_written: counter_vec(
+                &r,
+                "egress_sink_records_total",
+                "Records a sink delivered (written to its file, accepted by its receiver)",
+                &["sink"],
+            )?,
+            sink_dropped: counter_vec(
+                &r,
+                "egress_sink_dropped_total",
+                "Records a sink lost: its queue was full, delivery was given up, or a write failed",
+                &["sink"],
+            )?,
+            sink_failed: counter_vec(
+                &r,
+                "egress_sink_failures_total",
+                "Failed writes or delivery attempts of a sink (each retry counts)",
+                &["sink"],
+            )?,
+            sink_queued: {
+                let g = IntGaugeVec::new(
+                    Opts::new("egress_sink_queue_length", "Records waiting in a sink's queue"),
+                    &["sink"],
                 )?;
                 r.register(Box::new(g.clone()))?;
                 g
