@@ -451,3 +451,31 @@ fn a_reload_keeps_learnt_addresses_of_names_still_in_the_policy() {
     wait_for(Duration::from_secs(10), || agent.log().contains("generation=3"), || agent.log());
     assert_eq!(connect(&env, &addr), 1);
 }
+
+#[test]
+fn the_kill_switch_refuses_a_domain_vendors_learnt_addresses_and_new_answers() {
+    let (env, _dns) = setup("dns-kill", 30);
+    let agent = env.agent(&domain_policy("{grace: 1s, unlisted: deny}", FX));
+    let addr = client(&env, &["resolve", "a.fx.test"])["addr"].as_str().expect("an address").to_owned();
+    assert_eq!(connect(&env, &addr), 0, "{}", agent.log());
+    let out = agent.admin("block", &["fx", "--reason", "test"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The address learnt before the block, and one learnt after it, are both refused.
+    assert_eq!(connect(&env, &addr), i64::from(libc::EPERM), "a learnt address of a killed vendor");
+    let r = client(&env, &["rounds", "k{}.fx.test", "3", "443", "46"]);
+    assert_eq!((r["ok"].as_u64(), r["n_refused"].as_u64()), (Some(0), Some(3)), "{r}\n{}", agent.log());
+    let ev = agent.wait_event("a kill switch refusal of a learnt address", |e| {
+        e["kind"] == "connect" && e["dst"] == addr.as_str() && e["verdict"] == "deny"
+    });
+    assert_eq!(
+        (ev["reason"].as_str(), ev["vendor"].as_str(), ev["kill_switch"].as_bool()),
+        (Some("kill_switch"), Some("fx"), Some(true)),
+        "{ev}"
+    );
+    assert_eq!(ev["domain_rule"], "*.fx.test", "{ev}");
+    // DNS itself (an infrastructure rule) still works, and unblocking restores the vendor.
+    assert!(agent.admin("unblock", &["fx"]).status.success());
+    assert_eq!(connect(&env, &addr), 0);
+    let r = client(&env, &["rounds", "u{}.fx.test", "3", "443", "46"]);
+    assert_eq!(r["ok"].as_u64(), Some(3), "{r}");
+}
