@@ -38,13 +38,37 @@ pub struct AgentConfig {
     /// Seconds.
     pub flow_update: Option<u64>,
     pub events_per_key: Option<u32>,
-    /// Where `/metrics` is served: `ADDR:PORT`, or `off` (default `127.0.0.1:9464`).
-    pub metrics: Option<String>,
+    /// Where `/metrics` is served: `ADDR:PORT`, or `off` (default `127.0.0.1:9464`); also
+    /// written `metrics: {listen: ADDR:PORT}`.
+    pub metrics: Option<MetricsConfig>,
     /// The admin socket's path, or `off` (default `/run/egress-agent/admin.sock`).
     pub admin: Option<PathBuf>,
     /// Where records go besides (or instead of) `events` (README "Sinks"; `sinks::spec::resolve`
     /// says how this combines with `--events` and `--format`).
     pub sinks: Option<Vec<crate::sinks::spec::SinkConfig>>,
+}
+
+/// `metrics: ADDR:PORT` or `metrics: {listen: ADDR:PORT}`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(untagged, expecting = "ADDR:PORT, `off`, or {listen: ADDR:PORT}")]
+pub enum MetricsConfig {
+    Addr(String),
+    Table(MetricsTable),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsTable {
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    pub fn listen(&self) -> &str {
+        match self {
+            MetricsConfig::Addr(a) => a,
+            MetricsConfig::Table(t) => &t.listen,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +127,7 @@ impl AgentConfig {
             }
         }
         if let Some(m) = &self.metrics {
-            crate::cli::metrics_addr(m).map_err(|e| bad("metrics", e))?;
+            crate::cli::metrics_addr(m.listen()).map_err(|e| bad("metrics", e))?;
         }
         if let Some(list) = &self.sinks {
             // Names are settled with the flags in `resolve`; duplicates are caught here already.
@@ -135,6 +159,20 @@ mod tests {
             (Some(false), Some(8192), Some(1024), Some(30), Some(0))
         );
         assert_eq!(AgentConfig::parse("a.yaml", "\n").expect("empty"), AgentConfig::default());
+    }
+
+    #[test]
+    fn metrics_is_an_address_or_a_listen_table_and_admin_a_path() {
+        let c =
+            AgentConfig::parse("a.yaml", "metrics: {listen: '127.0.0.1:9500'}\nadmin: /run/ea.sock\n").expect("valid");
+        assert_eq!(c.metrics.as_ref().map(MetricsConfig::listen), Some("127.0.0.1:9500"));
+        assert_eq!(c.admin, Some(PathBuf::from("/run/ea.sock")));
+        let c = AgentConfig::parse("a.yaml", "metrics: 'off'\n").expect("valid");
+        assert_eq!(c.metrics.as_ref().map(MetricsConfig::listen), Some("off"));
+        let e = AgentConfig::parse("a.yaml", "metrics: {listen: nowhere}\n").expect_err("bad").to_string();
+        assert!(e.starts_with("a.yaml:1:1: error: metrics:") && e.contains("nowhere"), "{e}");
+        let e = AgentConfig::parse("a.yaml", "metrics: {listn: '127.0.0.1:1'}\n").expect_err("bad").to_string();
+        assert!(e.contains("a.yaml:1:") && e.contains("metrics"), "{e}");
     }
 
     #[test]

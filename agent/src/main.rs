@@ -59,7 +59,7 @@ fn main() -> ExitCode {
             let cmdline = !no_cmdline && file.cmdline.unwrap_or(true);
             let pipeline = flows.settings(cmdline, &file);
             let default = cli::MetricsAddr(cli::METRICS_DEFAULT.parse().ok());
-            let from_file = file.metrics.as_deref().and_then(|m| cli::metrics_addr(m).ok());
+            let from_file = file.metrics.as_ref().and_then(|m| cli::metrics_addr(m.listen()).ok());
             let metrics = metrics.or(from_file).unwrap_or(default).0;
             // See sinks::spec::resolve for how --events and --format combine with `sinks:`.
             let specs =
