@@ -78,7 +78,7 @@ pub const MAX_BLOCKS: u32 = 1 << 12;
 
 /// Entry 0 of `KILL_STATE`: the operator's kill switch (`egress-agent block`). Times are
 /// `bpf_ktime_get_ns` values; the kernel compares them itself, so a kill ends on time even if the
-/// agent is gone, and `u64::MAX` stands for "until lifted".
+/// agent is busy or late to tidy up, and `u64::MAX` stands for "until lifted".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KillState {

@@ -47,14 +47,14 @@ const PASS: i32 = 1;
 const REFUSE: i32 = 0; // the syscall fails with EPERM
 
 /// The destination of one attempt, as it will be matched.
-struct Dest {
-    addr: [u8; 16],
+pub struct Dest {
+    pub addr: [u8; 16],
     /// Network namespace of the socket (addresses learnt from DNS are per namespace).
-    netns: u64,
-    family: u8,
-    port: u16,
-    proto: u8,
-    flags: u8,
+    pub netns: u64,
+    pub family: u8,
+    pub port: u16,
+    pub proto: u8,
+    pub flags: u8,
 }
 
 #[inline(always)]
@@ -146,7 +146,7 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
     let kill = kill::now();
     // The kill switch first, in a walk of its own (only while a kill is in force): a killed
     // vendor's address is refused whichever rule would have allowed it.
-    let (killed_rule_id, killed_domain) = if kill.any { killed_rule(dest, kill.now) } else { (0, 0) };
+    let (killed_rule_id, killed_domain) = if kill.any { kill::killed_rule(dest, kill.now) } else { (0, 0) };
     let mut decision = if killed_rule_id != 0 {
         let learnt = if killed_domain != 0 { event_flags::LEARNT } else { 0 };
         Decision {
@@ -194,7 +194,9 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
         } else if decision.flags & event_flags::BLOCKED != 0 {
             add(&FLOW_COUNTERS, flow_counter::BLOCKED);
         }
-    } else if live == flows::NO_FLOW && !flows::create(ctx, &key, decision.verdict, decision.vendor, decision.infra()) {
+    } else if live == flows::NO_FLOW
+        && !flows::create(ctx, &key, decision.verdict, flow_vendor(dest, &decision), decision.infra())
+    {
         decision.flags |= event_flags::NO_FLOW;
     }
     emit(ctx, hook, dest, &proc, &decision);
@@ -203,6 +205,17 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
     } else {
         PASS
     }
+}
+
+/// The vendor a new flow belongs to, for the kill switch: the vendor whose rule allowed it, or,
+/// for an attempt let through with an alert on a vendor's reserved destination, that vendor (a
+/// walk of its own, only for those).
+#[inline(always)]
+fn flow_vendor(dest: &Dest, decision: &Decision) -> u16 {
+    if decision.vendor != 0 || decision.flags & event_flags::PROCESS_NOT_ALLOWED == 0 {
+        return decision.vendor;
+    }
+    kill::rule_vendor(dest, decision.rule_id, decision.domain_id)
 }
 
 /// The slot in force and its settings.
@@ -320,111 +333,6 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
         _ => verdict::ALERT,
     };
     Decision { verdict, rule_id: RULE_DEFAULT, generation, flags: 0, domain_id: 0, vendor: 0 }
-}
-
-/// Looks for an entry of a killed vendor covering the destination, by prefix then by the
-/// patterns the address was learnt under: (1 << 32 | rule id, domain id), or (0, 0). Any port
-/// and protocol: during an incident the vendor's addresses are cut off entirely.
-#[inline(never)]
-fn killed_rule(dest: &Dest, now: u64) -> (u64, u32) {
-    let Some((slot, _)) = active_slot() else { return (0, 0) };
-    let value = if dest.family == AF_INET {
-        let mut a4 = [0u8; 4];
-        a4.copy_from_slice(&dest.addr[..4]);
-        let key = Key::new(32, a4);
-        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
-    } else {
-        let key = Key::new(128, dest.addr);
-        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
-    };
-    let value = value.unwrap_or_default();
-    if value.count != 0 {
-        let r = killed_in(slot, &value, now);
-        if r != 0 {
-            return (r, 0);
-        }
-    }
-    let learnt = if dest.family == AF_INET {
-        let mut addr = [0u8; 4];
-        addr.copy_from_slice(&dest.addr[..4]);
-        LEARNT_V4.get_ptr(&LearntKeyV4 { netns: dest.netns, addr, _pad: 0 })
-    } else {
-        LEARNT_V6.get_ptr(&LearntKeyV6 { netns: dest.netns, addr: dest.addr })
-    };
-    let Some(learnt) = learnt else { return (0, 0) };
-    let mut c = KillSlotsCtx { learnt, slot, domain: 0, now, rule: 0 };
-    // SAFETY: the callback receives `c` back; the pointer in it outlives the loop.
-    unsafe {
-        bpf_loop(LEARNT_SLOTS as u32, kill_slot_cb as *mut c_void, &mut c as *mut KillSlotsCtx as *mut c_void, 0);
-    }
-    (c.rule, c.domain)
-}
-
-/// The kill walk over a prefix's (or a pattern's) rule entries.
-#[repr(C)]
-struct KillCtx {
-    slot: u32,
-    first: u32,
-    count: u32,
-    _pad: u32,
-    now: u64,
-    /// 1 << 32 | rule id of the killed vendor's entry found, or 0.
-    rule: u64,
-}
-
-#[inline(always)]
-fn killed_in(slot: u32, value: &DestValue, now: u64) -> u64 {
-    let mut c = KillCtx { slot, first: value.first, count: value.count, _pad: 0, now, rule: 0 };
-    let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
-    // SAFETY: the callback receives `c` back.
-    unsafe {
-        bpf_loop(n, kill_cb as *mut c_void, &mut c as *mut KillCtx as *mut c_void, 0);
-    }
-    c.rule
-}
-
-unsafe extern "C" fn kill_cb(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop hands back the caller's `KillCtx`.
-    let c = unsafe { &mut *(ctx as *mut KillCtx) };
-    let i = index as u32;
-    if i >= c.count || i >= MAX_RULES_PER_PREFIX {
-        return 1;
-    }
-    let Some(rule) = RULES.get(c.slot * MAX_RULE_ENTRIES + c.first + i) else {
-        return 1;
-    };
-    if kill::vendor(rule.vendor, c.now) {
-        c.rule = (1 << 32) | u64::from(rule.rule_id);
-        return 1;
-    }
-    0
-}
-
-#[repr(C)]
-struct KillSlotsCtx {
-    learnt: *const Learnt,
-    slot: u32,
-    domain: u32,
-    now: u64,
-    rule: u64,
-}
-
-unsafe extern "C" fn kill_slot_cb(index: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop hands back the caller's `KillSlotsCtx`, whose pointer is live.
-    let c = unsafe { &mut *(ctx as *mut KillSlotsCtx) };
-    // SAFETY: a live map value (see `slot_cb`).
-    let s = unsafe { (*c.learnt).slots[(index as usize) & (LEARNT_SLOTS - 1)] };
-    if s.domain_id == 0 || s.domain_id >= MAX_DOMAIN_IDS || s.expires_ns <= c.now {
-        return 0;
-    }
-    let Some(value) = DOMAIN_RULES.get(c.slot * MAX_DOMAIN_IDS + s.domain_id).copied() else { return 0 };
-    let r = killed_in(c.slot, &value, c.now);
-    if r != 0 {
-        c.rule = r;
-        c.domain = s.domain_id;
-        return 1;
-    }
-    0
 }
 
 enum Match {

@@ -1,11 +1,25 @@
 //! The operator's kill switch (`egress-agent block`), as the hooks read it: a vendor's
 //! destinations refused to every process, or all egress but the infrastructure `allow` rules,
 //! whatever the policy and its mode say. The kernel compares the end times itself, so a kill ends
-//! on time even while the agent is down.
+//! on time even if the agent is busy or late to tidy up.
 
-use aya_ebpf::helpers::generated::bpf_ktime_get_ns;
+use core::ffi::c_void;
 
-use crate::maps::{KILLS, KILL_STATE};
+use agent_common::{
+    DestValue, Learnt, LearntKeyV4, LearntKeyV6, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
+};
+use aya_ebpf::{
+    helpers::generated::{bpf_ktime_get_ns, bpf_loop},
+    maps::lpm_trie::Key,
+};
+
+use crate::{
+    connect::{active_slot, Dest},
+    maps::{
+        DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, KILLS, KILL_STATE, LEARNT_V4, LEARNT_V6, RULES,
+    },
+    AF_INET,
+};
 
 /// The switch at one moment.
 #[derive(Clone, Copy)]
@@ -40,4 +54,164 @@ pub fn vendor(vendor: u16, now: u64) -> bool {
         Some(&until) => until > now,
         None => false,
     }
+}
+
+/// Looks for an entry of a killed vendor covering the destination, by prefix then by the
+/// patterns the address was learnt under: (1 << 32 | rule id, domain id), or (0, 0). Any port
+/// and protocol: during an incident the vendor's addresses are cut off entirely.
+#[inline(never)]
+pub fn killed_rule(dest: &Dest, now: u64) -> (u64, u32) {
+    let Some((slot, _)) = active_slot() else { return (0, 0) };
+    let value = if dest.family == AF_INET {
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&dest.addr[..4]);
+        let key = Key::new(32, a4);
+        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
+    } else {
+        let key = Key::new(128, dest.addr);
+        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
+    };
+    let value = value.unwrap_or_default();
+    if value.count != 0 {
+        let r = killed_in(slot, &value, now);
+        if r != 0 {
+            return (r, 0);
+        }
+    }
+    let learnt = if dest.family == AF_INET {
+        let mut addr = [0u8; 4];
+        addr.copy_from_slice(&dest.addr[..4]);
+        LEARNT_V4.get_ptr(&LearntKeyV4 { netns: dest.netns, addr, _pad: 0 })
+    } else {
+        LEARNT_V6.get_ptr(&LearntKeyV6 { netns: dest.netns, addr: dest.addr })
+    };
+    let Some(learnt) = learnt else { return (0, 0) };
+    let mut c = KillSlotsCtx { learnt, slot, domain: 0, now, rule: 0 };
+    // SAFETY: the callback receives `c` back; the pointer in it outlives the loop.
+    unsafe {
+        bpf_loop(LEARNT_SLOTS as u32, kill_slot_cb as *mut c_void, &mut c as *mut KillSlotsCtx as *mut c_void, 0);
+    }
+    (c.rule, c.domain)
+}
+
+/// The kill walk over a prefix's (or a pattern's) rule entries.
+#[repr(C)]
+struct KillCtx {
+    slot: u32,
+    first: u32,
+    count: u32,
+    _pad: u32,
+    now: u64,
+    /// 1 << 32 | rule id of the killed vendor's entry found, or 0.
+    rule: u64,
+}
+
+#[inline(always)]
+fn killed_in(slot: u32, value: &DestValue, now: u64) -> u64 {
+    let mut c = KillCtx { slot, first: value.first, count: value.count, _pad: 0, now, rule: 0 };
+    let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
+    // SAFETY: the callback receives `c` back.
+    unsafe {
+        bpf_loop(n, kill_cb as *mut c_void, &mut c as *mut KillCtx as *mut c_void, 0);
+    }
+    c.rule
+}
+
+unsafe extern "C" fn kill_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the caller's `KillCtx`.
+    let c = unsafe { &mut *(ctx as *mut KillCtx) };
+    let i = index as u32;
+    if i >= c.count || i >= MAX_RULES_PER_PREFIX {
+        return 1;
+    }
+    let Some(rule) = RULES.get(c.slot * MAX_RULE_ENTRIES + c.first + i) else {
+        return 1;
+    };
+    if vendor(rule.vendor, c.now) {
+        c.rule = (1 << 32) | u64::from(rule.rule_id);
+        return 1;
+    }
+    0
+}
+
+#[repr(C)]
+struct KillSlotsCtx {
+    learnt: *const Learnt,
+    slot: u32,
+    domain: u32,
+    now: u64,
+    rule: u64,
+}
+
+unsafe extern "C" fn kill_slot_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the caller's `KillSlotsCtx`, whose pointer is live.
+    let c = unsafe { &mut *(ctx as *mut KillSlotsCtx) };
+    // SAFETY: a live map value (see `slot_cb`).
+    let s = unsafe { (*c.learnt).slots[(index as usize) & (LEARNT_SLOTS - 1)] };
+    if s.domain_id == 0 || s.domain_id >= MAX_DOMAIN_IDS || s.expires_ns <= c.now {
+        return 0;
+    }
+    let Some(value) = DOMAIN_RULES.get(c.slot * MAX_DOMAIN_IDS + s.domain_id).copied() else { return 0 };
+    let r = killed_in(c.slot, &value, c.now);
+    if r != 0 {
+        c.rule = r;
+        c.domain = s.domain_id;
+        return 1;
+    }
+    0
+}
+
+/// The vendor id of rule `rule_id` among the entries covering the destination (its prefix's, or
+/// domain `domain_id`'s when the rule matched by a learnt name); 0 if none.
+#[inline(never)]
+pub fn rule_vendor(dest: &Dest, rule_id: u32, domain_id: u32) -> u16 {
+    let Some((slot, _)) = active_slot() else { return 0 };
+    let value = if domain_id != 0 {
+        if domain_id >= MAX_DOMAIN_IDS {
+            return 0;
+        }
+        DOMAIN_RULES.get(slot * MAX_DOMAIN_IDS + domain_id).copied()
+    } else if dest.family == AF_INET {
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&dest.addr[..4]);
+        let key = Key::new(32, a4);
+        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
+    } else {
+        let key = Key::new(128, dest.addr);
+        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
+    };
+    let value = value.unwrap_or_default();
+    let mut c = VendorCtx { slot, first: value.first, count: value.count, rule_id, vendor: 0 };
+    let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
+    // SAFETY: the callback receives `c` back.
+    unsafe {
+        bpf_loop(n, vendor_cb as *mut c_void, &mut c as *mut VendorCtx as *mut c_void, 0);
+    }
+    c.vendor as u16
+}
+
+#[repr(C)]
+struct VendorCtx {
+    slot: u32,
+    first: u32,
+    count: u32,
+    rule_id: u32,
+    vendor: u32,
+}
+
+unsafe extern "C" fn vendor_cb(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the caller's `VendorCtx`.
+    let c = unsafe { &mut *(ctx as *mut VendorCtx) };
+    let i = index as u32;
+    if i >= c.count || i >= MAX_RULES_PER_PREFIX {
+        return 1;
+    }
+    let Some(rule) = RULES.get(c.slot * MAX_RULE_ENTRIES + c.first + i) else {
+        return 1;
+    };
+    if rule.rule_id == c.rule_id {
+        c.vendor = u32::from(rule.vendor);
+        return 1;
+    }
+    0
 }

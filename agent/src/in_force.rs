@@ -82,6 +82,13 @@ impl PolicyState {
             // Nothing for the kernel; but the name, expiries and summaries may differ: keep the
             // new compilation under the same generation.
             debug!(why, "policy unchanged in the kernel");
+            if cur.sha256 != p.sha256 {
+                // The text changed (comments, owners, expiries …): still a policy installed.
+                self.audit.push((
+                    "policy_installed",
+                    json!({"why": why, "policy": p.name, "generation": self.generation, "sha256": p.sha256, "kernel": "unchanged"}),
+                ));
+            }
             self.merged = merged;
             self.by_gen.insert(self.generation, Arc::new(p));
             return Ok(());
@@ -91,6 +98,9 @@ impl PolicyState {
         dp.install(&p, generation)?;
         self.domain_ids = dp.domain_ids().clone();
         let name = p.name.clone();
+        // The digest of the text this policy was compiled from, not of the files as they are
+        // now (they may have changed since, or be a refused edit).
+        let sha256 = p.sha256.clone();
         let prefixes = p.tables.v4.len() + p.tables.v6.len();
         self.generation = generation;
         self.merged = merged;
@@ -100,7 +110,6 @@ impl PolicyState {
         }
         let install_us = started.elapsed().as_micros() as u64;
         info!(why, policy = %name, generation, prefixes, load_us, install_us, "policy installed");
-        let sha256 = policy::digest(&self.paths);
         self.audit.push((
             "policy_installed",
             json!({"why": why, "policy": name, "generation": generation, "sha256": sha256}),

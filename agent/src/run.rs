@@ -174,7 +174,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let (name, mode) = (compiled.name.clone(), compiled.mode);
     dp.install(&compiled, 1)?;
     // Kills kept from before a restart are in force before the first attempt is decided.
-    let (mut kills, kills_ended) = KillSwitch::load(args.state.as_deref());
+    let (mut kills, kills_ended, kills_lost) = KillSwitch::load(args.state.as_deref());
     kills.apply(&mut dp)?;
     let fingerprint = compiled.fingerprint.clone();
     let mut state = PolicyState {
@@ -212,7 +212,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             "policy": name,
             "mode": format!("{mode:?}").to_lowercase(),
             "generation": 1,
-            "sha256": policy::digest(&args.policy),
+            "sha256": state.current().sha256,
             "cgroup": watched.display().to_string(),
         }),
     );
@@ -227,6 +227,9 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let mut pipe =
         Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
     let mut dns_seen = DnsSeen::default();
+    if let Some(problem) = kills_lost {
+        pipe.audit("kill_switch_state_lost", json!({"problem": problem}));
+    }
     for k in &kills_ended {
         verbs::report(&mut pipe, k, "expired");
     }

@@ -20,10 +20,19 @@ const LIVE: u16 = 8083;
 /// `mode` and `default` as given; vendor `web` owns ADDR4 on WEB and LIVE for any process; an
 /// infrastructure rule allows ADDR4_OTHER:INFRA.
 fn spec(mode: &str, default: &str) -> String {
+    spec_with(mode, default, "")
+}
+
+/// As [`spec`], with `web_extra` added to vendor `web` (e.g. its `processes`).
+fn spec_with(mode: &str, default: &str, web_extra: &str) -> String {
     policy(&format!(
-        "  mode: {mode}\n  default: {default}\n  allow:\n    - {{name: infra, cidr: {ADDR4_OTHER}/32, ports: [{INFRA}], protocols: [tcp]}}\n  vendors:\n    - name: web\n      owner: test\n      destinations: [{{cidr: {ADDR4}}}]\n      ports: [{WEB}, {LIVE}]\n      protocols: [tcp]\n    - name: other\n      owner: test\n      destinations: [{{cidr: {ADDR6}}}]\n      ports: [{WEB}]\n      protocols: [tcp]\n"
+        "  mode: {mode}\n  default: {default}\n  allow:\n    - {{name: infra, cidr: {ADDR4_OTHER}/32, ports: [{INFRA}], protocols: [tcp]}}\n  vendors:\n    - name: web\n      owner: test\n      destinations: [{{cidr: {ADDR4}}}]\n      ports: [{WEB}, {LIVE}]\n      protocols: [tcp]\n{web_extra}    - name: other\n      owner: test\n      destinations: [{{cidr: {ADDR6}}}]\n      ports: [{WEB}]\n      protocols: [tcp]\n"
     ))
 }
+
+/// Vendor `web` reserved to an executable no test process runs: in monitor mode every attempt to
+/// it is an alert (`reason: process`), let through.
+const NOBODY: &str = "      processes: [{exe: /nonexistent/egress-agent-test}]\n";
 
 fn monotonic() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -68,9 +77,11 @@ fn block_refuses_a_vendor_within_a_second_in_monitor_mode_cuts_live_flows_and_un
     let _infra = env.server("tcp", ADDR4_OTHER, INFRA);
     let state = env.path("state");
     fs::create_dir(&state).expect("state dir");
-    // Monitor mode and default allow: the policy refuses nothing; the kill switch must.
+    // Monitor mode, and the vendor reserved to another executable: the policy only alerts on
+    // these attempts, and lets them (and the live connection) through; the kill switch must
+    // refuse and cut them.
     let agent = env.agent_with(
-        &spec("monitor", "allow"),
+        &spec_with("monitor", "allow", NOBODY),
         &["--state", state.to_str().expect("utf-8"), "--metrics", "127.0.0.1:19470"],
     );
     assert!(connects(&env, ADDR4, WEB), "{}", agent.log());
@@ -144,6 +155,10 @@ fn block_refuses_a_vendor_within_a_second_in_monitor_mode_cuts_live_flows_and_un
     assert!(audit_kinds(&state).contains(&"kill_switch_block".to_owned()), "{:?}", audit_kinds(&state));
     // Another vendor and undecided destinations are untouched.
     assert!(connects(&env, ADDR4_OTHER, INFRA));
+    // A policy reload keeps the kill.
+    write_atomic(&env.path("policy.yaml"), &spec_with("monitor", "deny", NOBODY));
+    assert!(ok(&agent.admin("reload", &[]), "reload").contains("generation 2"));
+    assert!(!connects(&env, ADDR4, WEB), "the kill survives a policy reload:\n{}", agent.log());
 
     // A vendor the policy does not name is refused with the list of those it does.
     let out = agent.admin("block", &["nosuch"]);
@@ -216,6 +231,9 @@ fn a_block_survives_an_agent_restart_and_a_timed_one_expires_on_time() {
     let ended = blocked_at.elapsed();
     println!("a 15 s block ended after {:.2} s", ended.as_secs_f64());
     assert!(ended >= Duration::from_secs(15), "ended early: {ended:?}");
+    // Each probe is a python client started in the namespace (~0.1-0.3 s): within a second and
+    // a half of its end, including the probe that saw it.
+    assert!(ended < Duration::from_millis(16_500), "ended late: {ended:?}");
     let rec = agent.wait_event("the kill's end", |e| e["kind"] == "kill_switch" && e["action"] == "expired");
     assert_eq!(rec["vendor"], "web");
     assert!(agent.status()["kill_switch"].as_array().expect("kills").is_empty());
@@ -264,7 +282,21 @@ fn status_and_reload_over_the_admin_socket() {
     let st = agent.status();
     assert_eq!((st["policy"]["name"].as_str(), st["policy"]["mode"].as_str()), (Some("test"), Some("enforce")), "{st}");
     assert_eq!(st["policy"]["generation"], 1);
-    assert_eq!(st["policy"]["sha256"].as_str().map(str::len), Some(64), "{st}");
+    // The digest of exactly what was read: each file's path and contents, NUL after each.
+    let path = env.path("policy.yaml");
+    let digest = || {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import hashlib,sys; p=sys.argv[1]; print(hashlib.sha256(p.encode()+b'\\0'+open(p,'rb').read()+b'\\0').hexdigest())",
+            ])
+            .arg(&path)
+            .output()
+            .expect("python3");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let installed = digest();
+    assert_eq!(st["policy"]["sha256"].as_str(), Some(installed.as_str()), "{st}");
     let vendors = st["vendors_last_hour"].as_array().expect("vendors");
     let web = vendors.iter().find(|v| v["vendor"] == "web").unwrap_or_else(|| panic!("{st}"));
     assert_eq!(web["allowed"], 1, "{st}");
@@ -284,10 +316,10 @@ fn status_and_reload_over_the_admin_socket() {
     assert!(text.contains("policy   test (enforce mode") && text.contains("kill     none"), "{text}");
 
     // reload: a new policy is installed, a broken one refused with the reason, the old kept.
-    let path = env.path("policy.yaml");
     write_atomic(&path, &spec("enforce", "allow"));
     let said = ok(&agent.admin("reload", &[]), "reload");
     assert!(said.contains("installed: generation 2"), "{said}");
+    let installed = digest();
     write_atomic(&path, "spec: [\n");
     let out = agent.admin("reload", &[]);
     assert!(!out.status.success());
@@ -297,7 +329,13 @@ fn status_and_reload_over_the_admin_socket() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(connects(&env, ADDR4_OTHER, OPEN), "generation 2 (default allow) stays in force");
-    assert_eq!(agent.status()["policy"]["generation"], 2);
+    let st = agent.status();
+    assert_eq!(st["policy"]["generation"], 2);
+    assert_eq!(
+        st["policy"]["sha256"].as_str(),
+        Some(installed.as_str()),
+        "the digest of the policy in force, not of the refused file"
+    );
 }
 
 #[test]

@@ -127,15 +127,27 @@ pub enum AuditCommand {
 /// Where the running agent's admin socket is.
 #[derive(Args, Clone)]
 pub struct AdminArgs {
-    /// The agent's admin socket.
-    #[arg(long, default_value = crate::control::admin::DEFAULT_SOCKET)]
-    pub admin: PathBuf,
+    /// The agent's admin socket (default: the configuration's `admin`, else
+    /// /run/egress-agent/admin.sock).
+    #[arg(long)]
+    pub admin: Option<PathBuf>,
+    /// The agent's configuration file, to find its admin socket.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 impl AdminArgs {
     /// Sends `request`; on failure prints why and returns None.
     pub fn ask(&self, request: &crate::control::admin::Request) -> Option<serde_json::Value> {
-        match crate::control::admin::ask(&self.admin, request) {
+        let from_config = match self.config.as_deref().map(crate::config::AgentConfig::load).transpose() {
+            Ok(c) => c.and_then(|c| c.admin),
+            Err(e) => {
+                eprintln!("{e}");
+                return None;
+            }
+        };
+        let path = self.admin.clone().or(from_config).unwrap_or_else(|| crate::control::admin::DEFAULT_SOCKET.into());
+        match crate::control::admin::ask(&path, request) {
             Ok(v) => Some(v),
             Err(e) => {
                 eprintln!("{e}");

@@ -5,7 +5,7 @@
 //! Kills are kept by vendor name in `<state>/kills.json`, so they survive an agent restart (ids
 //! are the agent's own and change across restarts) and apply again as soon as the policy names
 //! the vendor. The kernel compares the end times itself (`bpf_ktime_get_ns`), so a kill ends on
-//! time; the agent only tidies up and reports the end.
+//! time; the agent only tidies up and reports the end. Kill switch records have no `verdict`.
 #![expect(
     clippy::result_large_err,
     reason = "DatapathError wraps aya's large errors (see datapath.rs); these fail rarely and are logged"
@@ -34,6 +34,8 @@ const VERSION: u32 = 1;
 const ALL: &str = "*";
 /// Reasons are free text from the operator: bounded, since they go to events and the audit trail.
 const MAX_REASON: usize = 512;
+/// The longest `--for`: a year. Longer is "until lifted", said so.
+pub const MAX_FOR: Duration = Duration::from_secs(366 * 86_400);
 
 /// One kill in force.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,11 +81,13 @@ pub enum KillError {
     NotBlocked(String),
     #[error("the reason is longer than {MAX_REASON} bytes")]
     ReasonTooLong,
+    #[error("--for is at most 366 days (leave it out to block until `unblock`)")]
+    TooLong,
     #[error("the kill switch could not be saved to {path}: {error}; it is in force until the agent stops")]
     NotSaved { path: String, error: String },
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct KillSwitch {
     /// `<state>/kills.json`, if there is a state directory.
     path: Option<PathBuf>,
@@ -93,22 +97,28 @@ pub struct KillSwitch {
 impl KillSwitch {
     /// Loads the kills kept in `state` (those that ran out while the agent was down are
     /// dropped, and reported as ended).
-    pub fn load(state: Option<&Path>) -> (Self, Vec<Kill>) {
+    /// The third value says why kept kills could not be read (the file was set aside or is
+    /// unreadable): the caller audits it, since kills may have been lost.
+    pub fn load(state: Option<&Path>) -> (Self, Vec<Kill>, Option<String>) {
         let path = state.map(|d| d.join(FILE));
         let mut kills = BTreeMap::new();
+        let mut problem = None;
         if let Some(p) = &path {
             match statefile::load::<Vec<Kill>>(p, KIND, VERSION) {
                 Ok(Loaded::Read(list)) => kills = list.into_iter().map(|k| (k.key(), k)).collect(),
                 Ok(Loaded::Absent) => {}
                 Ok(Loaded::SetAside { reason, moved_to }) => {
-                    warn!(file = %p.display(), reason, moved_to = %moved_to.display(), "kill switch state unusable: set aside");
+                    problem = Some(format!("{} unusable ({reason}), set aside as {}", p.display(), moved_to.display()));
                 }
-                Err(e) => warn!(file = %p.display(), error = %e, "kill switch state unreadable"),
+                Err(e) => problem = Some(format!("{} unreadable: {e}", p.display())),
             }
+        }
+        if let Some(why) = &problem {
+            warn!(problem = %why, "kill switch state lost: kills kept before this start are not in force");
         }
         let mut ks = KillSwitch { path, kills };
         let ended = ks.expire(OffsetDateTime::now_utc());
-        (ks, ended)
+        (ks, ended, problem)
     }
 
     /// Kills in force, `--all` first.
@@ -134,6 +144,9 @@ impl KillSwitch {
         if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
             return Err(KillError::ReasonTooLong);
         }
+        if duration.is_some_and(|d| d > MAX_FOR) {
+            return Err(KillError::TooLong);
+        }
         let since = OffsetDateTime::now_utc();
         let until = duration.map(|d| since + d);
         let kill = Kill { vendor: vendor.map(str::to_owned), since, until, reason, by_uid };
@@ -143,8 +156,12 @@ impl KillSwitch {
 
     /// Lifts the kill of `vendor` (None: `--all`).
     pub fn unblock(&mut self, vendor: Option<&str>) -> Result<Kill, KillError> {
-        let key = vendor.unwrap_or(ALL);
-        self.kills.remove(key).ok_or_else(|| KillError::NotBlocked(vendor.unwrap_or("--all").to_owned()))
+        let not_blocked = || KillError::NotBlocked(vendor.unwrap_or("--all").to_owned());
+        // `*` is the key of `--all`, not a vendor: `unblock '*'` must not lift `block --all`.
+        if vendor == Some(ALL) {
+            return Err(not_blocked());
+        }
+        self.kills.remove(vendor.unwrap_or(ALL)).ok_or_else(not_blocked)
     }
 
     /// Removes and returns the kills that ran out by `now`.
@@ -177,9 +194,10 @@ impl KillSwitch {
             None => u64::MAX,
             Some(u) => {
                 let left = Duration::try_from(u - now_wall).unwrap_or(Duration::ZERO);
+                let left_ns = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
                 // At least 1: 0 means "no kill" to the kernel, and a kill that just ran out is
                 // tidied on the next tick.
-                now_mono.saturating_add(left.as_nanos() as u64).max(1)
+                now_mono.saturating_add(left_ns).max(1)
             }
         };
         let mut vendors = HashMap::new();
@@ -216,6 +234,11 @@ mod tests {
         assert_eq!(ks.active().count(), 2);
         assert_eq!(ks.unblock(None).expect("lift all").vendor, None);
         assert_eq!(ks.unblock(Some("twilio")), Err(KillError::NotBlocked("twilio".into())));
+        ks.block(None, None, None, 0, &vendors()).expect("all again");
+        assert_eq!(ks.unblock(Some("*")), Err(KillError::NotBlocked("*".into())), "`*` is not --all");
+        assert_eq!(ks.unblock(None).expect("lift all").vendor, None);
+        let year = Duration::from_secs(367 * 86_400);
+        assert_eq!(ks.block(Some("stripe"), Some(year), None, 0, &vendors()), Err(KillError::TooLong));
         let r = ks.active().next().expect("stripe").record("block");
         assert_eq!(
             (r["kind"].as_str(), r["vendor"].as_str(), r["all"].as_bool()),
@@ -229,14 +252,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("ea-kills-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
-        let (mut ks, ended) = KillSwitch::load(Some(&dir));
-        assert!(ended.is_empty() && ks.active().count() == 0);
+        let (mut ks, ended, problem) = KillSwitch::load(Some(&dir));
+        assert!(ended.is_empty() && ks.active().count() == 0 && problem.is_none());
         ks.block(Some("stripe"), Some(Duration::from_secs(30)), None, 0, &vendors()).expect("ok");
         ks.block(Some("twilio"), None, None, 0, &vendors()).expect("ok");
         ks.save().expect("save");
-        let (again, ended) = KillSwitch::load(Some(&dir));
+        let (again, ended, _) = KillSwitch::load(Some(&dir));
         assert!(ended.is_empty());
         assert_eq!(again.active().cloned().collect::<Vec<_>>(), ks.active().cloned().collect::<Vec<_>>());
+        std::fs::write(dir.join(FILE), b"{not json").expect("corrupt");
+        let (none, _, problem) = KillSwitch::load(Some(&dir));
+        assert!(none.active().count() == 0 && problem.is_some_and(|p| p.contains("set aside")), "a lost kill is said");
         let later = OffsetDateTime::now_utc() + Duration::from_secs(31);
         let gone = ks.expire(later);
         assert_eq!(gone.len(), 1);

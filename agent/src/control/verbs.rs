@@ -16,7 +16,6 @@ use crate::{
     in_force::PolicyState,
     kernel::{tables::Counted, Datapath},
     pipeline::Pipeline,
-    policy,
 };
 
 /// What `status` says about the agent itself.
@@ -54,8 +53,9 @@ pub fn handle(request: Request, uid: u32, c: &mut Ctx<'_>) -> Value {
                 return refusal("--for must be more than zero");
             }
             let vendors = vendor_names(c.state);
+            let before = c.kills.clone();
             match c.kills.block(target, duration, reason, uid, &vendors) {
-                Ok(kill) => changed(c, &kill, "block"),
+                Ok(kill) => changed(c, before, &kill, "block"),
                 Err(e) => refusal(e),
             }
         }
@@ -63,8 +63,9 @@ pub fn handle(request: Request, uid: u32, c: &mut Ctx<'_>) -> Value {
             let Some(target) = target(vendor.as_deref(), all) else {
                 return refusal("name a vendor, or --all (not both)");
             };
+            let before = c.kills.clone();
             match c.kills.unblock(target) {
-                Ok(kill) => changed(c, &kill, "unblock"),
+                Ok(kill) => changed(c, before, &kill, "unblock"),
                 Err(e) => refusal(e),
             }
         }
@@ -87,11 +88,17 @@ fn vendor_names(state: &PolicyState) -> Vec<String> {
     v
 }
 
-/// A kill started or lifted: into the kernel now, then kept, audited, reported.
-fn changed(c: &mut Ctx<'_>, kill: &Kill, action: &str) -> Value {
+/// A kill started or lifted: into the kernel now, then kept, audited, reported. If the kernel
+/// cannot take it, the switch goes back to `before` (in memory and in the kernel), so what
+/// `status` says is what the kernel does.
+fn changed(c: &mut Ctx<'_>, before: KillSwitch, kill: &Kill, action: &str) -> Value {
     if let Err(e) = c.kills.apply(c.dp) {
         error!(error = %e, "the kill switch could not be written to the kernel");
-        return refusal(format!("writing the kill switch to the kernel failed: {e}"));
+        *c.kills = before;
+        if let Err(e) = c.kills.apply(c.dp) {
+            error!(error = %e, "restoring the kill switch in the kernel failed");
+        }
+        return refusal(format!("writing the kill switch to the kernel failed: {e}; nothing changed"));
     }
     sync_metrics(c.kills, c.pipe);
     let saved = c.kills.save();
@@ -176,7 +183,7 @@ fn status(c: &mut Ctx<'_>) -> Value {
             "name": p.name,
             "mode": format!("{:?}", p.mode).to_lowercase(),
             "default": format!("{:?}", p.default).to_lowercase(),
-            "sha256": policy::digest(&c.state.paths),
+            "sha256": p.sha256,
             "generation": c.state.generation,
             "last_reload": events::rfc3339(i128::from(reload_at) * 1_000_000_000),
             "reloads_installed": m.policy_reloads.with_label_values(&["installed"]).get(),

@@ -55,6 +55,8 @@ pub struct Tables {
 #[derive(Debug, Clone)]
 pub struct CompiledPolicy {
     pub name: String,
+    /// SHA-256 of the policy text it was compiled from, as read (audit records, `status`).
+    pub sha256: String,
     pub mode: Mode,
     pub default: DefaultAction,
     /// Indexed by rule id.
@@ -451,6 +453,7 @@ pub fn compile(
         }
     }
     let policy = CompiledPolicy {
+        sha256: m.sha256.clone(),
         name: m.name.clone(),
         mode: m.mode,
         default: m.default,

@@ -20,6 +20,9 @@ pub struct Merged {
     pub baseline: model::BaselineSpec,
     pub allow: Vec<(AllowRule, Place)>,
     pub vendors: Vec<(Vendor, VendorPlaces)>,
+    /// SHA-256 of the policy text this was merged from, as read (see `policy::load`); empty
+    /// when merged from documents alone.
+    pub sha256: String,
 }
 
 /// `spec.dns` after merging, with defaults.
@@ -160,6 +163,7 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         return Err(PolicyError::Invalid(errors));
     }
     let merged = Merged {
+        sha256: String::new(),
         name: names.join(","),
         mode: mode.map_or(Mode::Monitor, |m| m.0),
         default: default.map_or(DefaultAction::Deny, |d| d.0),

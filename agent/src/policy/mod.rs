@@ -153,18 +153,25 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
 
 /// Reads and parses every document of every path: the documents that parsed, and the first
 /// problem of each that did not.
-fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>), PolicyError> {
+/// Reads and parses every file; also returns the SHA-256 of exactly what was read (each file as
+/// its path and its contents, in order), so the digest recorded is that of the policy installed.
+fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>, String), PolicyError> {
     let mut docs = Vec::new();
     let mut problems = Vec::new();
+    let mut all = Vec::new();
     for f in expand(paths)? {
         let text = std::fs::read_to_string(&f)
             .map_err(|source| PolicyError::Read { path: f.display().to_string(), source })?;
+        all.extend_from_slice(f.display().to_string().as_bytes());
+        all.push(0);
+        all.extend_from_slice(text.as_bytes());
+        all.push(0);
         match parse(&f.display().to_string(), &text) {
             Ok(d) => docs.extend(d),
             Err(p) => problems.extend(p),
         }
     }
-    Ok((docs, problems))
+    Ok((docs, problems, crate::control::audit::sha256_hex(&all)))
 }
 
 /// Parses every document of a text; for a document that does not parse, its problems (see
@@ -288,15 +295,16 @@ pub fn load(
     now: time::OffsetDateTime,
     resolver: &dyn resolve::Resolver,
 ) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
-    let (docs, mut errors) = if paths.is_empty() {
-        (parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).map_err(PolicyError::Invalid)?, Vec::new())
+    let (docs, mut errors, sha256) = if paths.is_empty() {
+        let docs = parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).map_err(PolicyError::Invalid)?;
+        (docs, Vec::new(), crate::control::audit::sha256_hex(EMBEDDED_DEFAULT.as_bytes()))
     } else {
         read_all(paths)?
     };
     // The documents that parsed are merged even when others did not, so one run reports the
     // problems of both kinds.
     let merged = merge(&docs);
-    let (merged, mut warnings) = match merged {
+    let (mut merged, mut warnings) = match merged {
         Ok(m) if errors.is_empty() => m,
         Ok(_) => return Err(PolicyError::Invalid(errors)),
         Err(PolicyError::Invalid(more)) => {
@@ -305,6 +313,7 @@ pub fn load(
         }
         Err(other) => return Err(other),
     };
+    merged.sha256 = sha256;
     let (compiled, w) = compile::compile(&merged, resolver, now)?;
     warnings.extend(w);
     Ok((merged, compiled, warnings))

@@ -39,7 +39,8 @@ impl Filter {
     }
 
     /// The kinds the agent writes, for validating a filter.
-    pub const KINDS: &'static [&'static str] = &["connect", "flow", "dns", "anomaly", "response", AUDIT_KIND];
+    pub const KINDS: &'static [&'static str] =
+        &["connect", "flow", "dns", "anomaly", "response", "kill_switch", AUDIT_KIND];
     pub const VERDICTS: &'static [&'static str] = &["allow", "deny", "alert"];
 }
 
