@@ -95,7 +95,7 @@ fn main() -> ExitCode {
             )
         }
         Command::Learn(args) => cli::learn(args),
-        Command::Audit(cli::AuditCommand::Verify { file }) => cli::audit_verify(&file),
+        Command::Audit(cli::AuditCommand::Verify { file, last }) => cli::audit_verify(&file, last.as_deref()),
         Command::Status { admin, json } => cli::status(&admin, json),
         Command::Reload(admin) => cli::reload(&admin),
         Command::Block(args) => cli::block(&args),

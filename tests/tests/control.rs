@@ -239,13 +239,45 @@ fn a_block_survives_an_agent_restart_and_a_timed_one_expires_on_time() {
     assert!(agent.status()["kill_switch"].as_array().expect("kills").is_empty());
     let kinds = audit_kinds(&state);
     assert!(kinds.contains(&"kill_switch_expired".to_owned()), "{kinds:?}");
-    // The audit trail's chain is intact across both restarts.
-    let out = Command::new(egress_agent_tests::agent_bin())
-        .args(["audit", "verify"])
-        .arg(state.join("audit.jsonl"))
-        .output()
-        .expect("verify");
-    ok(&out, "audit verify");
+    // The audit trail's chain is intact across both restarts, and `audit verify` names each
+    // kind of tampering with it.
+    let trail = state.join("audit.jsonl");
+    let verify = |file: &std::path::Path, extra: &[&str]| {
+        Command::new(egress_agent_tests::agent_bin())
+            .args(["audit", "verify"])
+            .arg(file)
+            .args(extra)
+            .output()
+            .expect("verify")
+    };
+    ok(&verify(&trail, &[]), "audit verify");
+    let lines: Vec<String> = fs::read_to_string(&trail).expect("trail").lines().map(str::to_owned).collect();
+    assert!(lines.len() >= 8, "{lines:?}");
+    let last_hash = serde_json::from_str::<Value>(&lines[lines.len() - 1]).expect("json")["hash"]
+        .as_str()
+        .expect("hash")
+        .to_owned();
+    let tampered = env.path("tampered.jsonl");
+    let check = |what: &str, l: Vec<String>, extra: &[&str], expect: &str| {
+        fs::write(&tampered, l.iter().map(|x| format!("{x}\n")).collect::<String>()).expect("write");
+        let out = verify(&tampered, extra);
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(!out.status.success() && said.contains(expect), "{what}: {said}");
+    };
+    let mut edited = lines.clone();
+    edited[2] = edited[2].replace("\"kind\":\"", "\"kind\":\"x");
+    check("edited", edited, &[], ":3: edited");
+    let mut deleted = lines.clone();
+    deleted.remove(3);
+    check("deleted", deleted, &[], "deleted before it");
+    let mut inserted = lines.clone();
+    inserted.insert(4, lines[2].clone());
+    check("inserted", inserted, &[], ":5:");
+    let mut reordered = lines.clone();
+    reordered.swap(4, 5);
+    check("reordered", reordered, &[], ":5:");
+    check("tail deleted", lines[..lines.len() - 2].to_vec(), &["--last", &last_hash], "deleted from its end");
+    ok(&verify(&trail, &["--last", &last_hash]), "audit verify --last");
 }
 
 #[test]

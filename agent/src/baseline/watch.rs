@@ -290,12 +290,19 @@ impl Watch {
     /// and its `detail`; the hash chain stays in the trail.
     pub fn audit(&mut self, kind: &str, detail: serde_json::Value) {
         let ts = events::rfc3339(OffsetDateTime::now_utc().unix_timestamp_nanos());
-        self.audit_out.push(serde_json::json!({"ts": ts, "kind": "audit", "audit": kind, "detail": detail.clone()}));
+        let mut copy = serde_json::json!({"ts": ts, "kind": "audit", "audit": kind, "detail": detail.clone()});
         if let Some(a) = &mut self.audit {
-            if let Err(e) = a.append(kind, detail) {
-                warn!(kind, error = %e, "writing the audit trail failed");
+            match a.append(kind, detail) {
+                // The sinks' copy carries the record's place in the chain: the last hash a
+                // sink received anchors the file's end (`audit verify --last`).
+                Ok((seq, hash)) => {
+                    copy["seq"] = seq.into();
+                    copy["hash"] = hash.into();
+                }
+                Err(e) => warn!(kind, error = %e, "writing the audit trail failed"),
             }
         }
+        self.audit_out.push(copy);
     }
 
     /// The audit records written since the last call, for the sinks.

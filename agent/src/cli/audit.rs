@@ -2,9 +2,9 @@
 
 use std::{path::Path, process::ExitCode};
 
-use crate::control::audit::{verify, Verdict};
+use crate::control::audit::{verify_to, Verdict};
 
-pub fn audit_verify(file: &Path) -> ExitCode {
+pub fn audit_verify(file: &Path, last: Option<&str>) -> ExitCode {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => {
@@ -12,13 +12,20 @@ pub fn audit_verify(file: &Path) -> ExitCode {
             return ExitCode::from(crate::EXIT_USAGE);
         }
     };
-    match verify(&text) {
+    match verify_to(&text, last) {
         Verdict::Intact { records } => {
             println!("{}: {records} records, chain intact", file.display());
             ExitCode::SUCCESS
         }
         Verdict::Broken { line, problem } => {
             println!("{}:{line}: {problem}; the records before it are intact", file.display());
+            ExitCode::FAILURE
+        }
+        Verdict::MissingTail { records, hash } => {
+            println!(
+                "{}: the record {hash} is not in the file: records were deleted from its end (the {records} records in it are intact)",
+                file.display()
+            );
             ExitCode::FAILURE
         }
         Verdict::TruncatedTail { records, line } => {

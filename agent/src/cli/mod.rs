@@ -121,7 +121,13 @@ pub enum Command {
 pub enum AuditCommand {
     /// Check the hash chain: names the first edited, deleted, inserted or reordered record, or a
     /// truncated tail. Exits 0 when intact, 1 otherwise.
-    Verify { file: PathBuf },
+    Verify {
+        file: PathBuf,
+        /// The hash of the newest record a sink received (an off-host copy): the file must
+        /// still have it, or records were deleted from its end.
+        #[arg(long)]
+        last: Option<String>,
+    },
 }
 
 /// Where the running agent's admin socket is.

@@ -91,7 +91,9 @@ impl AuditLog {
     }
 
     /// Appends one record; written and synced before this returns.
-    pub fn append(&mut self, kind: &str, detail: serde_json::Value) -> io::Result<()> {
+    /// Appends a record; returns its sequence number and hash (sent with the sinks' copies, so
+    /// an off-host copy anchors the chain's end: see [`verify_to`]).
+    pub fn append(&mut self, kind: &str, detail: serde_json::Value) -> io::Result<(u64, String)> {
         let ts =
             time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
         let body = Body { seq: self.seq + 1, ts, kind: kind.to_owned(), detail, prev: self.prev.clone() };
@@ -107,8 +109,8 @@ impl AuditLog {
         f.write_all(&text)?;
         f.sync_data()?;
         self.seq = body.seq;
-        self.prev = hash;
-        Ok(())
+        self.prev = hash.clone();
+        Ok((body.seq, hash))
     }
 }
 
@@ -121,6 +123,23 @@ pub enum Verdict {
     Broken { line: usize, problem: String },
     /// The chain holds, but the last line is cut short (a crash mid-write).
     TruncatedTail { records: u64, line: usize },
+    /// The chain holds, but the record an off-host copy says was written (`hash`) is not in it:
+    /// records were deleted from the end.
+    MissingTail { records: u64, hash: String },
+}
+
+/// [`verify`], and, given the hash of a record known to have been written (the last one a sink
+/// received), checks that the file still has it: deleting the newest records leaves a chain
+/// that is intact on its own.
+pub fn verify_to(text: &str, last: Option<&str>) -> Verdict {
+    let v = verify(text);
+    let (Verdict::Intact { records }, Some(want)) = (&v, last) else { return v };
+    let present = text.lines().filter_map(|l| serde_json::from_str::<Line>(l).ok()).any(|l| l.hash == want);
+    if present {
+        v
+    } else {
+        Verdict::MissingTail { records: *records, hash: want.to_owned() }
+    }
 }
 
 /// Checks a trail: each record's hash, its link to the one before, and its sequence number.
@@ -223,6 +242,14 @@ mod tests {
         forged["hash"] = json!(hash_of(&body).expect("hash"));
         let with_forged = join(&[l[0].clone(), l[1].clone(), forged.to_string()]);
         assert!(matches!(verify(&with_forged), Verdict::Broken { line: 3, ref problem } if problem.contains("chain")));
+        // Deleting the newest records leaves an intact chain: only an off-host copy of the last
+        // hash shows it.
+        let last: serde_json::Value = serde_json::from_str(&l[4]).expect("json");
+        let cut = join(&l[..3]);
+        assert_eq!(verify(&cut), Verdict::Intact { records: 3 });
+        let hash = last["hash"].as_str().expect("hash");
+        assert_eq!(verify_to(&cut, Some(hash)), Verdict::MissingTail { records: 3, hash: hash.to_owned() });
+        assert_eq!(verify_to(&text, Some(hash)), Verdict::Intact { records: 5 });
         let truncated = format!("{}{}", join(&l[..4]), &l[4][..l[4].len() / 2]);
         assert_eq!(verify(&truncated), Verdict::TruncatedTail { records: 4, line: 5 });
         let _ = std::fs::remove_dir_all(dir);
