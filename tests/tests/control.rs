@@ -159,6 +159,21 @@ fn block_refuses_a_vendor_within_a_second_in_monitor_mode_cuts_live_flows_and_un
     write_atomic(&env.path("policy.yaml"), &spec_with("monitor", "deny", NOBODY));
     assert!(ok(&agent.admin("reload", &[]), "reload").contains("generation 2"));
     assert!(!connects(&env, ADDR4, WEB), "the kill survives a policy reload:\n{}", agent.log());
+    // The reload, the tables and the ring show in the metrics too.
+    wait_for(
+        Duration::from_secs(12),
+        || {
+            let m = metrics();
+            metric(&m, "egress_policy_reloads_total{result=\"installed\"}") == Some(1.0)
+                && metric(&m, "egress_policy_generation") == Some(2.0)
+                && metric(&m, "egress_kernel_table_entries{table=\"kills\"}") == Some(1.0)
+        },
+        || format!("reload or table fill not in the metrics:\n{}", metrics()),
+    );
+    let m = metrics();
+    assert!(metric(&m, "egress_kernel_table_capacity{table=\"flows\"}").is_some_and(|n| n > 0.0), "{m}");
+    assert!(metric(&m, "egress_kernel_table_entries{table=\"prefixes_v4\"}").is_some_and(|n| n >= 2.0), "{m}");
+    assert!(metric(&m, "egress_ring_lag_seconds").is_some_and(|s| (0.0..5.0).contains(&s)), "{m}");
 
     // A vendor the policy does not name is refused with the list of those it does.
     let out = agent.admin("block", &["nosuch"]);
