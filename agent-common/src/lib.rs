@@ -6,8 +6,10 @@
 
 pub mod dns;
 mod flows;
+mod names;
 
 pub use flows::{flow_counter, BlockKey, FlowEnd, FlowKey, FlowStats, KillState, MAX_BLOCKS, MAX_FLOWS, MAX_KILLS};
+pub use names::{IdName, MAX_NAMES};
 
 /// Map names, as they appear in the eBPF object.
 pub mod maps {
@@ -51,6 +53,44 @@ pub mod maps {
     pub const KILL_STATE: &str = "KILL_STATE";
     /// Vendors killed: vendor id → until (`bpf_ktime_get_ns`, `u64::MAX`: until lifted).
     pub const KILLS: &str = "KILLS";
+    /// Domain pattern id → pattern ([`super::IdName`]), for an agent adopting the datapath.
+    pub const DOMAIN_NAMES: &str = "DOMAIN_NAMES";
+    /// Vendor id → vendor name ([`super::IdName`]), likewise.
+    pub const VENDOR_NAMES: &str = "VENDOR_NAMES";
+
+    /// The maps kept in bpffs with the datapath (all that hold state; the programs' scratch
+    /// space is not).
+    pub const PINNED: &[&str] = &[
+        EVENTS,
+        EVENTS_DROPPED,
+        CONFIG,
+        ACTIVE_SLOT,
+        SLOT_META,
+        RULES,
+        SELECTORS,
+        EXE_SET,
+        WATCHED_CGROUP,
+        DESTS_V4[0],
+        DESTS_V4[1],
+        DESTS_V6[0],
+        DESTS_V6[1],
+        DOMAINS[0],
+        DOMAINS[1],
+        DOMAIN_RULES,
+        RESOLVERS,
+        SK_PENDING,
+        LEARNT_V4,
+        LEARNT_V6,
+        DNS_COUNTERS,
+        FLOWS,
+        SK_FLOWS,
+        BLOCKS,
+        FLOW_COUNTERS,
+        KILL_STATE,
+        KILLS,
+        DOMAIN_NAMES,
+        VENDOR_NAMES,
+    ];
 }
 
 /// Program names (the Rust function names in agent-ebpf) and the hook each attaches to.
@@ -617,6 +657,7 @@ mod pod {
     unsafe impl aya::Pod for super::FlowEnd {}
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::KillState {}
+    unsafe impl aya::Pod for super::IdName {}
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.

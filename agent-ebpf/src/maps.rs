@@ -155,3 +155,12 @@ pub static KILL_STATE: Array<KillState> = Array::with_max_entries(1, 0);
 /// Vendors killed: vendor id → `bpf_ktime_get_ns` until which every destination of theirs is refused.
 #[map(name = "KILLS")]
 pub static KILLS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_KILLS, 0);
+
+/// Names of the ids the agent assigned (see `agent_common::IdName`), for an agent that adopts the
+/// pinned datapath; never read here. Not preallocated: only assigned ids take memory.
+#[map(name = "DOMAIN_NAMES")]
+pub static DOMAIN_NAMES: HashMap<u32, agent_common::IdName> =
+    HashMap::with_max_entries(agent_common::MAX_NAMES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+#[map(name = "VENDOR_NAMES")]
+pub static VENDOR_NAMES: HashMap<u32, agent_common::IdName> =
+    HashMap::with_max_entries(agent_common::MAX_NAMES, aya_ebpf::bindings::BPF_F_NO_PREALLOC);

@@ -14,6 +14,8 @@
 //! eventsPerKey: 5
 //! metrics: 127.0.0.1:9464
 //! admin: /run/egress-agent/admin.sock
+//! pinDir: /sys/fs/bpf/egress-agent
+//! failMode: closed
 //! sinks:                      # see sinks::spec; README "Sinks"
 //!   - {type: syslog, address: unix:///dev/log}
 //! ```
@@ -43,6 +45,11 @@ pub struct AgentConfig {
     pub metrics: Option<MetricsConfig>,
     /// The admin socket's path, or `off` (default `/run/egress-agent/admin.sock`).
     pub admin: Option<PathBuf>,
+    /// The bpffs directory the datapath is pinned in, or `off` (default
+    /// `/sys/fs/bpf/egress-agent`).
+    pub pin_dir: Option<PathBuf>,
+    /// What a deliberate stop does with the pinned datapath: `open` (default) or `closed`.
+    pub fail_mode: Option<crate::kernel::pin::FailMode>,
     /// Where records go besides (or instead of) `events` (README "Sinks"; `sinks::spec::resolve`
     /// says how this combines with `--events` and `--format`).
     pub sinks: Option<Vec<crate::sinks::spec::SinkConfig>>,

@@ -47,6 +47,8 @@ fn main() -> ExitCode {
             metrics,
             format,
             admin,
+            pin_dir,
+            fail_mode,
         } => {
             let file = match config.as_deref().map(config::AgentConfig::load).transpose() {
                 Ok(c) => c.unwrap_or_default(),
@@ -90,6 +92,10 @@ fn main() -> ExitCode {
                         p if p.as_os_str() == "off" => None,
                         p => Some(p),
                     },
+                    pin: match pin_dir.or(file.pin_dir).unwrap_or_else(|| kernel::pin::DEFAULT_ROOT.into()) {
+                        p if p.as_os_str() == "off" => None,
+                        p => Some((p, fail_mode.or(file.fail_mode).unwrap_or(kernel::pin::FailMode::Open))),
+                    },
                 },
                 outputs,
             )
@@ -100,5 +106,6 @@ fn main() -> ExitCode {
         Command::Reload(admin) => cli::reload(&admin),
         Command::Block(args) => cli::block(&args),
         Command::Unblock(args) => cli::unblock(&args),
+        Command::Uninstall { pin_dir, config } => cli::uninstall(pin_dir, config.as_deref()),
     }
 }

@@ -41,6 +41,7 @@ use crate::{
         btf,
         counters::{self, DnsSeen},
         flows::FlowCounters,
+        pin::{self, FailMode, Pins},
         tables::Counted,
         Datapath, DatapathError,
     },
@@ -66,6 +67,9 @@ pub struct RunArgs {
     pub format: sinks::json::Format,
     /// The admin socket's path, if one is served.
     pub admin: Option<PathBuf>,
+    /// Where the datapath is pinned, and what a deliberate stop does; None: not pinned (the
+    /// programs live as long as the agent).
+    pub pin: Option<(PathBuf, FailMode)>,
 }
 
 /// The sinks of a run: `None` writes `events` alone in `format` (what `learn` does); `run`
@@ -170,9 +174,17 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     // Open the outputs before attaching: a bad --events must not leave a half-started enforcer.
     let specs = outputs.sinks.unwrap_or_else(|| vec![SinkSpec::primary(&args.events, Some(args.format))]);
     let sinks = Sinks::open(&specs, outputs.terminal)?;
-    let mut dp = Datapath::load(offsets, args.ring_bytes, args.pipeline.max_flows)?;
+    let mut pins = match &args.pin {
+        Some((root, _)) => Some(
+            Pins::open(root, &pin::layout_id(args.ring_bytes, args.pipeline.max_flows)).map_err(DatapathError::from)?,
+        ),
+        None => None,
+    };
+    let mut dp = Datapath::load(offsets, args.ring_bytes, args.pipeline.max_flows, pins.as_ref())?;
     let (name, mode) = (compiled.name.clone(), compiled.mode);
-    dp.install(&compiled, 1)?;
+    // An adopted datapath goes on counting generations, so events name the policy right.
+    let first_gen = dp.adopted_generation().map_or(1, |g| g + 1);
+    dp.install(&compiled, first_gen)?;
     // Kills kept from before a restart are in force before the first attempt is decided.
     let (mut kills, kills_ended, kills_lost) = KillSwitch::load(args.state.as_deref());
     kills.apply(&mut dp)?;
@@ -183,14 +195,17 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
         fingerprint,
         merged_changed: false,
         resolver,
-        generation: 1,
-        by_gen: BTreeMap::from([(1, Arc::new(compiled))]),
+        generation: first_gen,
+        by_gen: BTreeMap::from([(first_gen, Arc::new(compiled))]),
         domain_ids: dp.domain_ids().clone(),
         monitor_only,
         audit: Vec::new(),
     };
     // Policy first, then attach: the first attempt the hooks see is already decided by it.
-    dp.attach(&watched)?;
+    match pins.as_mut() {
+        Some(p) => dp.attach_pinned(&watched, p)?,
+        None => dp.attach(&watched)?,
+    }
 
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
     // which is as long as the AsyncFd that owns it.
@@ -211,7 +226,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             "version": env!("CARGO_PKG_VERSION"),
             "policy": name,
             "mode": format!("{mode:?}").to_lowercase(),
-            "generation": 1,
+            "generation": first_gen,
+            "adopted": pins.as_ref().is_some_and(|p| p.adopted),
             "sha256": state.current().sha256,
             "cgroup": watched.display().to_string(),
         }),
@@ -219,7 +235,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let metrics = Arc::new(
         Metrics::new().map_err(|e| RunError::Io { what: "creating the metrics", source: std::io::Error::other(e) })?,
     );
-    metrics.policy_generation.set(1);
+    metrics.policy_generation.set(i64::from(first_gen));
     metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
     if let Some(addr) = args.metrics {
         sinks::metrics::serve(metrics.clone(), addr);
@@ -260,7 +276,15 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let mut sighup = sig(SignalKind::hangup(), "installing the SIGHUP handler")?;
     // Dropped events are counted in the kernel; report new ones promptly (one map read).
     let mut drop_check = tokio::time::interval(Duration::from_secs(1));
-    let mut dropped_seen = 0u64;
+    // Counted since the datapath was created: what an earlier agent (or none, while it was
+    // down) lost is said once, and only new losses are reported from here.
+    let mut dropped_seen = dp.events_dropped().unwrap_or(0);
+    if dropped_seen > 0 {
+        warn!(
+            dropped = dropped_seen,
+            "events lost before this start (the ring buffer filled while no agent read it, or earlier)"
+        );
+    }
     let mut flows_seen = FlowCounters::default();
     // The kernel only wakes us for a full batch (see agent-ebpf `wakeup_flags`): poll for the rest.
     let mut poll = tokio::time::interval(Duration::from_millis(agent_common::EVENTS_POLL_MS));
@@ -295,7 +319,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     // rather than keep it as the process's high-water mark.
     // SAFETY: plain libc call without pointers.
     unsafe { libc::malloc_trim(0) };
-    info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = 1, "egress-agent ready");
+    info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = first_gen, "egress-agent ready");
     loop {
         let debounce = sleep_until_if(pending_change);
         let resolve_soon = sleep_until_if(pending_resolve);
@@ -407,7 +431,17 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     pipe.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
     pipe.close();
     drop(ring);
-    drop(dp); // detaches every program
+    match (pins, args.pin.as_ref().map(|p| p.1)) {
+        (Some(p), Some(FailMode::Closed)) => {
+            info!(pinned = %p.root.display(), "fail-closed stop: the last policy stays enforcing until an agent adopts it or `egress-agent uninstall` removes it");
+        }
+        (Some(p), _) => {
+            let removed = p.release();
+            info!(unpinned = removed.len(), "fail-open stop: the pinned datapath is removed");
+        }
+        (None, _) => {}
+    }
+    drop(dp); // detaches every program not pinned
     info!(cgroup = %watched.display(), events_dropped = dropped_seen, "detached");
     if let Some(l) = &args.learn {
         write_learnt(l, &pipe.watch.inventory, &args.policy, &state)?;

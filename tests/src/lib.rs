@@ -111,6 +111,36 @@ fn sweep_stale() {
             }
         }
     }
+    if let Ok(rd) = fs::read_dir(PIN_ROOT) {
+        for e in rd.flatten() {
+            if stale(&e.file_name().to_string_lossy()) {
+                remove_pins(&e.path());
+            }
+        }
+    }
+}
+
+/// Where the agents of the test whose scratch directory is `dir` pin their datapath.
+pub fn pin_dir_of(dir: &Path) -> PathBuf {
+    Path::new(PIN_ROOT).join(dir.file_name().unwrap_or_default())
+}
+
+/// The tests' pinned datapaths live under this bpffs directory.
+pub const PIN_ROOT: &str = "/sys/fs/bpf/ea-tests";
+
+/// Removes a pinned datapath (links first detach nothing while agents hold them; a test's
+/// agents are stopped before its environment is dropped).
+fn remove_pins(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_pins(&e.path());
+            } else {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
 }
 
 /// Kills what is left in a cgroup tree and removes it, deepest first.
@@ -314,6 +344,8 @@ impl Drop for TestEnv {
             let _ = c.kill();
             let _ = c.wait();
         }
+        // A datapath a test left pinned (fail-closed, or an agent killed) is detached first.
+        remove_pins(&pin_dir_of(&self.dir));
         // A cgroup can only be removed once empty (children first): kill what a test left.
         remove_cgroup_tree(&self.cgroup);
         let _ = fs::remove_dir_all(PathBuf::from("/etc/netns").join(&self.netns));
@@ -381,6 +413,9 @@ impl Agent {
             Some(i) => PathBuf::from(extra[i + 1]),
             None => dir.join(format!("admin-{n}.sock")),
         };
+        // Each test's datapath is pinned in a directory of its own (restarts within a test
+        // adopt it; other tests and the host's agent never see it).
+        let pin_dir = pin_dir_of(dir);
         let mut cmd = Command::new(bin);
         // If the test process dies (killed by a CI timeout), the agent must not outlive it.
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
@@ -399,6 +434,7 @@ impl Agent {
             .arg("--events")
             .arg(&events)
             .args(if extra.contains(&"--admin") { vec![] } else { vec!["--admin".into(), admin.clone()] })
+            .args(if extra.contains(&"--pin-dir") { vec![] } else { vec!["--pin-dir".into(), pin_dir] })
             .args(extra)
             .env("EGRESS_AGENT_LOG", "info")
             .stdout(Stdio::null())

@@ -19,6 +19,7 @@ pub fn learn(args: LearnArgs) -> ExitCode {
     let pipeline = args.flows.settings(false, &crate::config::AgentConfig::default());
     run::run_blocking(run::RunArgs {
         admin: None,
+        pin: None,
         ring_bytes: agent_common::EVENTS_RING_BYTES,
         policy: args.policy,
         cgroup: args.cgroup,

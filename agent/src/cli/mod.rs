@@ -8,6 +8,7 @@ mod inventory;
 mod learn;
 mod reload;
 mod status;
+mod uninstall;
 
 use std::{net::SocketAddr, path::PathBuf};
 
@@ -21,6 +22,7 @@ pub use inventory::{inventory, InventoryArgs};
 pub use learn::learn;
 pub use reload::reload;
 pub use status::status;
+pub use uninstall::uninstall;
 
 #[derive(Parser)]
 #[command(
@@ -76,6 +78,14 @@ pub enum Command {
         /// /run/egress-agent/admin.sock; root-only), or `off`.
         #[arg(long)]
         admin: Option<PathBuf>,
+        /// Pin the datapath in this bpffs directory so it outlives the agent (default
+        /// /sys/fs/bpf/egress-agent; a new agent adopts it), or `off`.
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        /// What a deliberate stop (SIGTERM, SIGINT) does with a pinned datapath: `open` detaches
+        /// everything (default), `closed` leaves the last policy enforcing.
+        #[arg(long, value_enum)]
+        fail_mode: Option<crate::kernel::pin::FailMode>,
     },
     /// Validate policy files or directories (merged into one policy): print every problem with
     /// file, line, column and field, then what the policy allows. Exits 2 on any error.
@@ -111,6 +121,16 @@ pub enum Command {
     Block(BlockArgs),
     /// Lift a kill switch block.
     Unblock(UnblockArgs),
+    /// Remove the pinned datapath (which detaches its programs), saying what was removed.
+    /// Refused while an agent runs with it.
+    Uninstall {
+        /// The pinned datapath's directory (default: the configuration's `pinDir`, else
+        /// /sys/fs/bpf/egress-agent).
+        #[arg(long)]
+        pin_dir: Option<PathBuf>,
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Watch in monitor mode (nothing is refused) for a while, then write a policy that allows
     /// what was seen: one vendor per registrable domain, the processes, ports and protocols
     /// used, with counts in comments for review.

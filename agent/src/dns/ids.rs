@@ -42,6 +42,24 @@ impl DomainIds {
         Ok(id)
     }
 
+    /// Ids as an earlier agent assigned them (read back from the pinned datapath): each keeps its
+    /// pattern, and new patterns get ids above all of them.
+    pub fn restore(pairs: impl IntoIterator<Item = (u32, DomainPattern)>) -> Self {
+        let mut ids = DomainIds::default();
+        for (id, p) in pairs {
+            if id == 0 || id >= MAX_DOMAIN_IDS {
+                continue;
+            }
+            let i = id as usize;
+            if ids.patterns.len() <= i {
+                ids.patterns.resize(i + 1, None);
+            }
+            ids.by_pattern.insert(p.clone(), id);
+            ids.patterns[i] = Some(p);
+        }
+        ids
+    }
+
     pub fn pattern(&self, id: u32) -> Option<&DomainPattern> {
         self.patterns.get(id as usize).and_then(Option::as_ref)
     }

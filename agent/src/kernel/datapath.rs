@@ -29,19 +29,19 @@ use crate::{
 };
 
 /// The cgroup_skb programs (flow accounting, then DNS) and the direction each attaches to.
-const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
+pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
     (progs::SKB_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
     (progs::SKB_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
 ];
 
 /// The socket-release hook that reports the end of sockets with flows.
-const RELEASE_HOOK: &str = "cgroup/sock_release";
+pub(super) const RELEASE_HOOK: &str = "cgroup/sock_release";
 
 /// The kernel programs, built by build.rs for this kernel's BPF target and embedded in the binary.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 /// The four hooks, with the name their program has in the object.
-const HOOKS: [(&str, &str); 4] = [
+pub(super) const HOOKS: [(&str, &str); 4] = [
     (progs::CONNECT4, "cgroup/connect4"),
     (progs::CONNECT6, "cgroup/connect6"),
     (progs::SENDMSG4, "cgroup/sendmsg4"),
@@ -49,10 +49,14 @@ const HOOKS: [(&str, &str); 4] = [
 ];
 
 /// The raw tracepoint that reports execs in the watched cgroup.
-const EXEC_HOOK: &str = "sched_process_exec";
+pub(super) const EXEC_HOOK: &str = "sched_process_exec";
 
 /// Program `program` of the object as its type `T`; errors name the program and its hook.
-fn program<'a, T>(ebpf: &'a mut Ebpf, program: &'static str, hook: &'static str) -> Result<&'a mut T, DatapathError>
+pub(super) fn program<'a, T>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+    hook: &'static str,
+) -> Result<&'a mut T, DatapathError>
 where
     &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = ProgramError>,
 {
@@ -60,7 +64,7 @@ where
     ebpf.program_mut(program).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)
 }
 
-fn exec_program(ebpf: &mut Ebpf) -> Result<&mut RawTracePoint, DatapathError> {
+pub(super) fn exec_program(ebpf: &mut Ebpf) -> Result<&mut RawTracePoint, DatapathError> {
     program(ebpf, progs::EXEC, EXEC_HOOK)
 }
 
@@ -82,6 +86,10 @@ pub enum DatapathError {
     DomainIds(#[from] IdsExhausted),
     #[error("reading the kernel programs' log: {0}")]
     Logger(aya_log::Error),
+    #[error("pinned datapath: {0}")]
+    Pin(#[from] super::pin::PinError),
+    #[error("pinned link {path}: {source}")]
+    Link { path: String, source: std::io::Error },
 }
 
 pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
@@ -90,11 +98,21 @@ pub(super) fn map_err(map: &'static str) -> impl Fn(MapError) -> DatapathError {
 
 pub struct Datapath {
     pub(super) ebpf: Ebpf,
-    active_slot: u32,
+    pub(super) active_slot: u32,
     /// Ids of every domain pattern installed so far (see `dns::ids`).
-    domain_ids: DomainIds,
+    pub(super) domain_ids: DomainIds,
     /// Ids of every vendor installed so far (the key of blocks).
     pub(super) vendor_ids: VendorIds,
+    /// The datapath is pinned (see `pin`): the links below hold the programs, and the names of
+    /// new ids are saved with the maps.
+    pub(super) pinned: bool,
+    /// The highest domain and vendor ids whose names are saved.
+    pub(super) names_saved: (u32, u16),
+    /// The generation in force when this agent adopted a running datapath.
+    pub(super) adopted_generation: Option<u32>,
+    /// Descriptors of the links this agent attached or updated (pinned ones too): closing them
+    /// after unpinning detaches the programs.
+    pub(super) links: Vec<std::os::fd::OwnedFd>,
 }
 
 /// The learnt-address tables, counted.
@@ -110,11 +128,21 @@ impl Datapath {
     /// Loads the programs into the kernel (not attached yet) and writes the kernel offsets.
     /// `ring_bytes`: capacity of the event ring buffer (a power of two, at least a page);
     /// `max_flows`: capacity of the flow table.
-    pub fn load(offsets: KernelOffsets, ring_bytes: u32, max_flows: u32) -> Result<Self, DatapathError> {
-        let mut ebpf = aya::EbpfLoader::new()
-            .map_max_entries(maps::EVENTS, ring_bytes)
-            .map_max_entries(maps::FLOWS, max_flows)
-            .load(OBJECT)?;
+    /// `pins`: the pinned datapath to create or adopt (its maps are reused when present).
+    pub fn load(
+        offsets: KernelOffsets,
+        ring_bytes: u32,
+        max_flows: u32,
+        pins: Option<&super::pin::Pins>,
+    ) -> Result<Self, DatapathError> {
+        let paths: Vec<(&'static str, std::path::PathBuf)> =
+            pins.map(|p| maps::PINNED.iter().map(|m| (*m, p.map_path(m))).collect()).unwrap_or_default();
+        let mut loader = aya::EbpfLoader::new();
+        loader.map_max_entries(maps::EVENTS, ring_bytes).map_max_entries(maps::FLOWS, max_flows);
+        for (m, path) in &paths {
+            loader.map_pin_path(m, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT)?;
         for (name, hook, _) in SKB_HOOKS {
             let prog: &mut CgroupSkb = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
@@ -131,7 +159,19 @@ impl Datapath {
         })?;
         let exec = exec_program(&mut ebpf)?;
         exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
-        let mut dp = Self { ebpf, active_slot: 0, domain_ids: DomainIds::default(), vendor_ids: VendorIds::default() };
+        let mut dp = Self {
+            ebpf,
+            active_slot: 0,
+            domain_ids: DomainIds::default(),
+            vendor_ids: VendorIds::default(),
+            pinned: pins.is_some(),
+            names_saved: (0, 0),
+            adopted_generation: None,
+            links: Vec::new(),
+        };
+        if pins.is_some_and(|p| p.adopted) {
+            dp.adopt()?;
+        }
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
         let config_value = Config { offsets, wakeup_bytes: ring_bytes / 8, _pad: 0 };
         config.set(0, config_value, 0).map_err(map_err(maps::CONFIG))?;
@@ -242,6 +282,8 @@ impl Datapath {
             }
         }
         self.install_domains(policy, slot)?;
+        // Before the slot is in force: an id the kernel can use is always named.
+        self.save_names()?;
         {
             let mut meta: Array<_, SlotMeta> = self.map_mut(maps::SLOT_META)?;
             let m = SlotMeta {

@@ -17,6 +17,8 @@ use super::datapath::{map_err, Datapath, DatapathError};
 #[derive(Debug, Clone, Default)]
 pub struct VendorIds {
     by_name: StdHashMap<String, u16>,
+    /// The highest id assigned (ids restored from a pinned datapath may have gaps).
+    last: u16,
 }
 
 impl VendorIds {
@@ -26,9 +28,25 @@ impl VendorIds {
         if let Some(&id) = self.by_name.get(vendor) {
             return id;
         }
-        let Ok(id) = u16::try_from(self.by_name.len() + 1) else { return 0 };
+        let Some(id) = self.last.checked_add(1) else { return 0 };
+        self.last = id;
         self.by_name.insert(vendor.to_owned(), id);
         id
+    }
+
+    /// Ids as an earlier agent assigned them (see `DomainIds::restore`).
+    pub fn restore(pairs: impl IntoIterator<Item = (u16, String)>) -> Self {
+        let mut ids = VendorIds::default();
+        for (id, name) in pairs.into_iter().filter(|(id, _)| *id != 0) {
+            ids.last = ids.last.max(id);
+            ids.by_name.insert(name, id);
+        }
+        ids
+    }
+
+    /// Every (id, name) assigned so far.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, &str)> {
+        self.by_name.iter().map(|(n, &id)| (id, n.as_str()))
     }
 
     pub fn get(&self, vendor: &str) -> Option<u16> {

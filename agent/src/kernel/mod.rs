@@ -2,11 +2,13 @@
 //! attaching and installing policies (`datapath`), the flow and block tables (`flows`), and the
 //! counters it keeps (`counters`).
 
+mod adopt;
 pub mod btf;
 pub mod counters;
 mod datapath;
 pub mod flows;
 mod kills;
+pub mod pin;
 pub mod tables;
 
 pub use datapath::{Datapath, DatapathError};
