@@ -3,7 +3,8 @@
 //! and with no file the defaults apply.
 //!
 //! ```yaml
-//! policy: [/etc/egress-agent/policy.d]
+//! policy: [/etc/egress-agent/policy.d]   # or one bundle URL: [https://host/bundle.json]
+//! policySource: {publicKey: /etc/egress-agent/policy.pub, interval: 60s, timeout: 10s, maxBytes: 8388608}
 //! cgroup: /system.slice
 //! state: /var/lib/egress-agent
 //! events: /var/log/egress-agent/events.jsonl
@@ -28,6 +29,8 @@ pub struct AgentConfig {
     /// Policy files or directories (as `--policy`).
     #[serde(default)]
     pub policy: Vec<PathBuf>,
+    /// How a policy bundle URL in `policy` is fetched and verified (README "Central policy").
+    pub policy_source: Option<crate::central::SourceConfig>,
     pub cgroup: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub events: Option<PathBuf>,
