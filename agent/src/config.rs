@@ -165,6 +165,19 @@ mod tests {
     }
 
     #[test]
+    fn a_policy_url_and_its_source_settings() {
+        let c = AgentConfig::parse(
+            "a.yaml",
+            "policy: [https://p.example/b.json]\npolicySource: {publicKey: /etc/ea/p.pub, interval: 30s, timeout: 5s, maxBytes: 65536}\n",
+        )
+        .expect("valid");
+        let s = c.policy_source.expect("policySource");
+        assert_eq!((s.public_key, s.max_bytes), (Some(PathBuf::from("/etc/ea/p.pub")), Some(65536)));
+        let e = AgentConfig::parse("a.yaml", "policySource: {interval: 0s}\n").expect_err("zero").to_string();
+        assert!(e.starts_with("a.yaml:1:") && e.contains("policySource.interval"), "{e}");
+    }
+
+    #[test]
     fn metrics_is_an_address_or_a_listen_table_and_admin_a_path() {
         let c =
             AgentConfig::parse("a.yaml", "metrics: {listen: '127.0.0.1:9500'}\nadmin: /run/ea.sock\n").expect("valid");

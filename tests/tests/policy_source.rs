@@ -8,7 +8,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader, Write as _},
     net::{TcpListener, TcpStream},
-    path::{Path, PathBuf},
+    path::Path,
     process::Command,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -404,5 +404,4 @@ fn a_signed_bundle_is_enforced_bad_ones_are_refused_and_the_cache_enforces_at_bo
     assert_eq!(st["policy"]["sha256"], d2.as_str(), "{st}");
     assert_eq!(st["policy_source"]["serial"], 2, "{st}");
     wait_log(&agent, 0, "fetching the policy bundle failed", Duration::from_secs(10));
-    let _ = PathBuf::new();
 }

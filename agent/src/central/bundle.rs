@@ -70,10 +70,11 @@ pub enum BundleError {
     Unsigned,
     #[error("signature algorithm `{0}`: only ed25519 is supported")]
     Algorithm(String),
-    #[error(
-        "the signature does not verify with public key {expected}: the bundle was changed after signing, or signed by another key ({signed_by})"
-    )]
-    BadSignature { expected: String, signed_by: String },
+    /// The bundle names the configured key (its `keyId`, which is not signed itself).
+    #[error("the signature does not verify with public key {expected}: the bundle was changed after signing")]
+    BadSignature { expected: String },
+    #[error("the signature does not verify: the bundle says it is signed by another key ({signed_by}), not public key {expected}")]
+    OtherKey { expected: String, signed_by: String },
     #[error("serial {serial} is older than the running bundle's {running}")]
     Older { serial: u64, running: u64 },
     #[error("serial {serial} is the running bundle's, with other content: a new release needs a higher serial")]
@@ -150,7 +151,14 @@ impl Bundle {
         if sig.algorithm != ALGORITHM {
             return Err(BundleError::Algorithm(sig.algorithm.clone()));
         }
-        let bad = || BundleError::BadSignature { expected: key_id(key), signed_by: sig.key_id.clone() };
+        let expected = key_id(key);
+        let bad = || {
+            if sig.key_id == expected {
+                BundleError::BadSignature { expected: expected.clone() }
+            } else {
+                BundleError::OtherKey { expected: expected.clone(), signed_by: sig.key_id.clone() }
+            }
+        };
         let bytes = base64::engine::general_purpose::STANDARD.decode(&sig.value).map_err(|_| bad())?;
         let bytes: [u8; 64] = bytes.try_into().map_err(|_| bad())?;
         let signature = ed25519_dalek::Signature::from_bytes(&bytes);
@@ -244,7 +252,9 @@ pub fn generate(prefix: &Path) -> Result<(std::path::PathBuf, std::path::PathBuf
         what: "an Ed25519",
         message: e.to_string(),
     };
-    let pem = key.to_pkcs8_pem(Default::default()).map_err(|e| fmt(&private, &e))?;
+    // PKCS#8 v1 (the secret alone): what OpenSSL reads and writes for Ed25519.
+    let v1 = ed25519_dalek::pkcs8::KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+    let pem = v1.to_pkcs8_pem(Default::default()).map_err(|e| fmt(&private, &e))?;
     let pub_pem = key.verifying_key().to_public_key_pem(Default::default()).map_err(|e| fmt(&public, &e))?;
     for (path, text, mode) in [(&private, pem.as_str(), 0o600), (&public, pub_pem.as_str(), 0o644)] {
         let write = || -> std::io::Result<()> {
@@ -302,7 +312,7 @@ mod tests {
             assert!(matches!(t.verify(&pk), Err(BundleError::BadSignature { .. })), "{t:?}");
         }
         let e = b.verify(&key(2).verifying_key()).expect_err("other key");
-        assert!(e.to_string().contains(&key_id(&pk)), "{e}");
+        assert!(matches!(e, BundleError::OtherKey { .. }) && e.to_string().contains(&key_id(&pk)), "{e}");
         let mut unsigned = b.clone();
         unsigned.signature = None;
         assert_eq!(unsigned.verify(&pk), Err(BundleError::Unsigned));

@@ -74,7 +74,7 @@ pub enum Fetched {
 pub enum FetchError {
     #[error("no complete answer within {0:?} (policySource.timeout): the server hangs or is too slow; cut off")]
     TimedOut(Duration),
-    #[error("more than {MAX_REDIRECTS} redirects (a redirect loop?); cut off")]
+    #[error("too many redirects (at most {MAX_REDIRECTS}; a redirect loop?); cut off")]
     TooManyRedirects,
     #[error("the server announces {announced} bytes, more than policySource.maxBytes ({max}); not read")]
     Announced { announced: u64, max: u64 },
