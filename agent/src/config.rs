@@ -3,7 +3,8 @@
 //! and with no file the defaults apply.
 //!
 //! ```yaml
-//! policy: [/etc/egress-agent/policy.d]
+//! policy: [/etc/egress-agent/policy.d]   # or one bundle URL: [https://host/bundle.json]
+//! policySource: {publicKey: /etc/egress-agent/policy.pub, interval: 60s, timeout: 10s, maxBytes: 8388608}
 //! cgroup: /system.slice
 //! state: /var/lib/egress-agent
 //! events: /var/log/egress-agent/events.jsonl
@@ -30,6 +31,8 @@ pub struct AgentConfig {
     /// Policy files or directories (as `--policy`).
     #[serde(default)]
     pub policy: Vec<PathBuf>,
+    /// How a policy bundle URL in `policy` is fetched and verified (README "Central policy").
+    pub policy_source: Option<crate::central::SourceConfig>,
     pub cgroup: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub events: Option<PathBuf>,
@@ -166,6 +169,19 @@ mod tests {
             (Some(false), Some(8192), Some(1024), Some(30), Some(0))
         );
         assert_eq!(AgentConfig::parse("a.yaml", "\n").expect("empty"), AgentConfig::default());
+    }
+
+    #[test]
+    fn a_policy_url_and_its_source_settings() {
+        let c = AgentConfig::parse(
+            "a.yaml",
+            "policy: [https://p.example/b.json]\npolicySource: {publicKey: /etc/ea/p.pub, interval: 30s, timeout: 5s, maxBytes: 65536}\n",
+        )
+        .expect("valid");
+        let s = c.policy_source.expect("policySource");
+        assert_eq!((s.public_key, s.max_bytes), (Some(PathBuf::from("/etc/ea/p.pub")), Some(65536)));
+        let e = AgentConfig::parse("a.yaml", "policySource: {interval: 0s}\n").expect_err("zero").to_string();
+        assert!(e.starts_with("a.yaml:1:") && e.contains("policySource.interval"), "{e}");
     }
 
     #[test]

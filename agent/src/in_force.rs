@@ -51,6 +51,9 @@ pub struct PolicyState {
     pub monitor_only: bool,
     /// Audit records of installs and refusals, for the loop to write (see `control::audit`).
     pub audit: Vec<(&'static str, serde_json::Value)>,
+    /// A central policy source (`--policy https://…`): the policy comes from its bundles, not
+    /// from `paths`.
+    pub central: Option<crate::central::Central>,
 }
 
 impl PolicyState {
@@ -120,6 +123,12 @@ impl PolicyState {
     /// Reads the files again; a bad policy is refused and the current one stays. Says what
     /// happened, for the admin socket's `reload`.
     pub fn reload(&mut self, dp: &mut Datapath, why: &str) -> Result<&'static str, String> {
+        if let Some(c) = &self.central {
+            // The poller fetches at once; the loop installs what it brings (`status` shows it).
+            info!(why, "fetching the policy bundle now");
+            c.poke();
+            return Ok("fetch requested");
+        }
         if self.paths.is_empty() {
             info!(why, "running the embedded default policy: nothing to reload");
             return Ok("embedded default policy: nothing to reload");

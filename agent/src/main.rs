@@ -2,6 +2,7 @@
 //! vendors' allowlists, and reports or refuses everything else.
 
 mod baseline;
+mod central;
 mod cgroup;
 mod cli;
 mod config;
@@ -37,6 +38,7 @@ fn main() -> ExitCode {
         Command::Inventory(args) => cli::inventory(&args),
         Command::Run {
             policy,
+            policy_source,
             cgroup,
             events,
             no_cmdline,
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
                 run::RunArgs {
                     ring_bytes: ring_bytes.or(file.ring_bytes).unwrap_or(agent_common::EVENTS_RING_BYTES),
                     policy: if policy.is_empty() { file.policy } else { policy },
+                    policy_source: policy_source.options().or_config(file.policy_source.as_ref()),
                     cgroup: cgroup.or(file.cgroup),
                     events,
                     format,
@@ -102,6 +105,7 @@ fn main() -> ExitCode {
         }
         Command::Learn(args) => cli::learn(args),
         Command::Audit(cli::AuditCommand::Verify { file, last }) => cli::audit_verify(&file, last.as_deref()),
+        Command::Policy(cmd) => cli::policy_command(&cmd),
         Command::Status { admin, json } => cli::status(&admin, json),
         Command::Reload(admin) => cli::reload(&admin),
         Command::Block(args) => cli::block(&args),

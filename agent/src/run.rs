@@ -54,6 +54,8 @@ use crate::{
 pub struct RunArgs {
     pub ring_bytes: u32,
     pub policy: Vec<PathBuf>,
+    /// How a policy bundle URL in `policy` is fetched and verified.
+    pub policy_source: crate::central::SourceOptions,
     pub cgroup: Option<PathBuf>,
     pub events: PathBuf,
     pub pipeline: pipeline::Settings,
@@ -120,6 +122,8 @@ pub enum RunError {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
+    Central(#[from] crate::central::CentralError),
+    #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error(transparent)]
     Datapath(#[from] DatapathError),
@@ -134,7 +138,7 @@ pub enum RunError {
 impl RunError {
     /// Errors the operator fixes by changing the command line or the policy.
     pub fn is_usage(&self) -> bool {
-        matches!(self, RunError::Policy(_) | RunError::Cgroup(_))
+        matches!(self, RunError::Policy(_) | RunError::Central(_) | RunError::Cgroup(_))
     }
 }
 
@@ -155,7 +159,9 @@ const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 
 pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let resolver = policy::resolve::HostResolver::new();
-    let (merged, mut compiled, warnings) = policy::load(&args.policy, time::OffsetDateTime::now_utc(), &resolver)?;
+    // Local files, or a central bundle (the cached one, so a boot without the network enforces).
+    let crate::central::Start { merged, mut compiled, warnings, central } =
+        crate::central::load(&args.policy, &args.policy_source, args.state.as_deref(), &resolver)?;
     let monitor_only = args.learn.is_some();
     if monitor_only {
         compiled.monitor_only();
@@ -200,6 +206,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
         domain_ids: dp.domain_ids().clone(),
         monitor_only,
         audit: Vec::new(),
+        central,
     };
     // Policy first, then attach: the first attempt the hooks see is already decided by it.
     match pins.as_mut() {
@@ -292,8 +299,11 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let mut resolve = tokio::time::interval_at(tokio::time::Instant::now() + RESOLVE_EVERY, RESOLVE_EVERY);
     resolve.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+    // A central source is polled on a thread of its own; what it fetches is installed here.
+    let mut fetched_rx = crate::central::start_polling(&mut state);
     let (changed_tx, mut changed_rx) = mpsc::unbounded_channel();
-    let _watcher = match watch::watch(&args.policy, changed_tx) {
+    let local: &[PathBuf] = if state.central.is_some() { &[] } else { &args.policy };
+    let _watcher = match watch::watch(local, changed_tx) {
         Ok(w) => w,
         Err(e) => {
             warn!(error = %e, "cannot watch the policy files; reload with SIGHUP");
@@ -358,6 +368,11 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
                 first_change = None;
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
                 let _ = state.reload(&mut dp, "policy files changed");
+            }
+            Some(got) = fetched_rx.recv() => {
+                drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
+                let result = crate::central::apply(&mut state, &mut dp, got);
+                pipe.metrics.policy_fetches.with_label_values(&[result]).inc();
             }
             Some(()) = sel_rx.recv() => {
                 pending_resolve.get_or_insert_with(|| tokio::time::Instant::now() + SELECTOR_DEBOUNCE);

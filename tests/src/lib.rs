@@ -301,6 +301,11 @@ impl TestEnv {
         Agent::start(&agent_bin(), &policy_path, &self.cgroup, &self.dir, extra)
     }
 
+    /// Starts the agent with only the given arguments (no `--policy` file of the harness's).
+    pub fn agent_args(&self, extra: &[&str]) -> Agent {
+        Agent::start(&agent_bin(), Path::new(""), &self.cgroup, &self.dir, extra)
+    }
+
     /// Runs a tests/py script in the cgroup and returns the JSON line it prints.
     pub fn py_client(&self, script: &str, args: &[&str]) -> Value {
         let path = py(script);
@@ -425,10 +430,12 @@ impl Agent {
                 Ok(())
             });
         }
+        // An empty `policy`: the test names its policy source among `extra`.
+        let policy_args =
+            if policy.as_os_str().is_empty() { vec![] } else { vec!["--policy".as_ref(), policy.as_os_str()] };
         let child = cmd
             .arg("run")
-            .arg("--policy")
-            .arg(policy)
+            .args(policy_args)
             .arg("--cgroup")
             .arg(cgroup)
             .arg("--events")

@@ -30,6 +30,17 @@ pub fn check(paths: &[PathBuf], config: Option<&std::path::Path>) -> ExitCode {
         }
     }
     let paths = &paths[..];
+    match crate::central::location(paths) {
+        Ok(None) => {}
+        Ok(Some(l)) => {
+            println!("policy: the bundle at {l}, fetched by the agent: check a bundle file with `egress-agent policy verify`");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     match policy::load(paths, time::OffsetDateTime::now_utc(), &policy::resolve::HostResolver::new()) {
         Ok((merged, compiled, warnings)) => {
             for w in &warnings {

@@ -22,6 +22,7 @@ pub fn learn(args: LearnArgs) -> ExitCode {
         pin: None,
         ring_bytes: agent_common::EVENTS_RING_BYTES,
         policy: args.policy,
+        policy_source: Default::default(),
         cgroup: args.cgroup,
         events: args.events.unwrap_or_else(|| PathBuf::from("/dev/null")),
         pipeline,

@@ -6,6 +6,7 @@ mod check;
 mod explain;
 mod inventory;
 mod learn;
+mod policy;
 mod reload;
 mod status;
 mod uninstall;
@@ -20,6 +21,7 @@ pub use check::check;
 pub use explain::explain;
 pub use inventory::{inventory, InventoryArgs};
 pub use learn::learn;
+pub use policy::{policy_command, PolicyCommand, PolicySourceArgs};
 pub use reload::reload;
 pub use status::status;
 pub use uninstall::uninstall;
@@ -40,9 +42,12 @@ pub enum Command {
     /// Load the kernel programs, enforce or monitor the policy, and write events as JSON lines.
     Run {
         /// Policy file or directory of `*.yaml` files; repeatable, all merge into one policy.
-        /// Without it the embedded default (monitor mode) is used.
+        /// Or one signed policy bundle, polled: `https://…`, `http://…` or `file:///…` (README
+        /// "Central policy"). Without it the embedded default (monitor mode) is used.
         #[arg(long)]
         policy: Vec<PathBuf>,
+        #[command(flatten)]
+        policy_source: PolicySourceArgs,
         /// cgroup v2 directory to watch (absolute, or relative to the cgroup2 mount); default: the
         /// root of the hierarchy, i.e. the whole host.
         #[arg(long)]
@@ -104,6 +109,9 @@ pub enum Command {
     /// The audit trail `run --state DIR` keeps in DIR/audit.jsonl.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Signed policy bundles for central policy: make keys, sign, verify.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// What the running agent is doing: policy and generation, uptime, the last hour per
     /// vendor, kernel table fill, sinks, kill switch and blocks (from its admin socket).
     Status {

@@ -35,6 +35,18 @@ fn render(v: &Value) -> String {
         s(&p["name"]), s(&p["mode"]), s(&p["default"]), s(&p["generation"]), s(&p["sha256"]),
         s(&p["last_reload"]), s(&p["reloads_installed"]), s(&p["reloads_refused"]),
     );
+    let src = &v["policy_source"];
+    if src.is_object() {
+        out.push_str(&format!(
+            "source   {} serial {}, every {}s, last check {}: {}{}\n",
+            s(&src["source"]),
+            s(&src["serial"]),
+            s(&src["interval_s"]),
+            s(&src["last_check"]),
+            s(&src["last_result"]),
+            src["last_error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default(),
+        ));
+    }
     let kills = v["kill_switch"].as_array().cloned().unwrap_or_default();
     if kills.is_empty() {
         out.push_str("kill     none\n");

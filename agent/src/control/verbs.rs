@@ -189,6 +189,7 @@ fn status(c: &mut Ctx<'_>) -> Value {
             "reloads_installed": m.policy_reloads.with_label_values(&["installed"]).get(),
             "reloads_refused": m.policy_reloads.with_label_values(&["refused"]).get(),
         },
+        "policy_source": c.state.central.as_ref().map(crate::central::Central::status),
         "vendors_last_hour": vendors,
         "tables": tables,
         "events": {

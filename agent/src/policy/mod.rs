@@ -151,27 +151,43 @@ pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
     Ok(out)
 }
 
-/// Reads and parses every document of every path: the documents that parsed, and the first
-/// problem of each that did not.
-/// Reads and parses every file; also returns the SHA-256 of exactly what was read (each file as
-/// its path and its contents, in order), so the digest recorded is that of the policy installed.
-fn read_all(paths: &[PathBuf]) -> Result<(Vec<Document>, Vec<Problem>, String), PolicyError> {
-    let mut docs = Vec::new();
-    let mut problems = Vec::new();
-    let mut all = Vec::new();
+/// Reads every file `paths` expands to: its name (the path) and its text, in order.
+fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, String)>, PolicyError> {
+    let mut files = Vec::new();
     for f in expand(paths)? {
         let text = std::fs::read_to_string(&f)
             .map_err(|source| PolicyError::Read { path: f.display().to_string(), source })?;
-        all.extend_from_slice(f.display().to_string().as_bytes());
+        files.push((f.display().to_string(), text));
+    }
+    Ok(files)
+}
+
+/// SHA-256 of policy texts: each file as its name and its contents, in order. The digest
+/// recorded (status, audit) is this of exactly what was compiled; a signed bundle's signature
+/// covers it too (see `central::bundle`).
+pub fn digest_texts(files: &[(String, String)]) -> String {
+    let mut all = Vec::new();
+    for (name, text) in files {
+        all.extend_from_slice(name.as_bytes());
         all.push(0);
         all.extend_from_slice(text.as_bytes());
         all.push(0);
-        match parse(&f.display().to_string(), &text) {
+    }
+    crate::control::audit::sha256_hex(&all)
+}
+
+/// Parses every document of every text: the documents that parsed, and the problems of those
+/// that did not.
+fn parse_all(files: &[(String, String)]) -> (Vec<Document>, Vec<Problem>) {
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    for (name, text) in files {
+        match parse(name, text) {
             Ok(d) => docs.extend(d),
             Err(p) => problems.extend(p),
         }
     }
-    Ok((docs, problems, crate::control::audit::sha256_hex(&all)))
+    (docs, problems)
 }
 
 /// Parses every document of a text; for a document that does not parse, its problems (see
@@ -295,15 +311,35 @@ pub fn load(
     now: time::OffsetDateTime,
     resolver: &dyn resolve::Resolver,
 ) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
-    let (docs, mut errors, sha256) = if paths.is_empty() {
+    if paths.is_empty() {
         let docs = parse(EMBEDDED_NAME, EMBEDDED_DEFAULT).map_err(PolicyError::Invalid)?;
-        (docs, Vec::new(), crate::control::audit::sha256_hex(EMBEDDED_DEFAULT.as_bytes()))
-    } else {
-        read_all(paths)?
-    };
+        let sha256 = crate::control::audit::sha256_hex(EMBEDDED_DEFAULT.as_bytes());
+        return compile_docs(&docs, Vec::new(), sha256, now, resolver);
+    }
+    load_texts(&read_all(paths)?, now, resolver)
+}
+
+/// [`load`] for texts that are not files here (a policy bundle's): `files` are (name, text)
+/// pairs, the names being what messages show.
+pub fn load_texts(
+    files: &[(String, String)],
+    now: time::OffsetDateTime,
+    resolver: &dyn resolve::Resolver,
+) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
+    let (docs, errors) = parse_all(files);
+    compile_docs(&docs, errors, digest_texts(files), now, resolver)
+}
+
+fn compile_docs(
+    docs: &[Document],
+    mut errors: Vec<Problem>,
+    sha256: String,
+    now: time::OffsetDateTime,
+    resolver: &dyn resolve::Resolver,
+) -> Result<(Merged, CompiledPolicy, Vec<Problem>), PolicyError> {
     // The documents that parsed are merged even when others did not, so one run reports the
     // problems of both kinds.
-    let merged = merge(&docs);
+    let merged = merge(docs);
     let (mut merged, mut warnings) = match merged {
         Ok(m) if errors.is_empty() => m,
         Ok(_) => return Err(PolicyError::Invalid(errors)),
