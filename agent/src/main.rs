@@ -5,6 +5,7 @@ mod baseline;
 mod cgroup;
 mod cli;
 mod config;
+mod container;
 mod control;
 mod dns;
 mod events;
