@@ -107,6 +107,10 @@ impl CgroupNames {
         Self { mount, by_id: HashMap::new(), last_scan: None, min_rescan: Duration::from_secs(1) }
     }
 
+    pub fn mount(&self) -> &Path {
+        &self.mount
+    }
+
     pub fn lookup(&mut self, id: u64) -> Option<String> {
         if let Some(p) = self.by_id.get(&id) {
             return Some(p.clone());

@@ -2,7 +2,7 @@
 //! (created below the test's own cgroup), processes run inside them, and what events say and
 //! `pod_uid`/`container` selectors decide about them.
 
-use std::time::Duration;
+use std::{process::Command, time::Duration};
 
 use egress_agent_tests::{policy, py, wait_for, TestEnv, ADDR4};
 use serde_json::Value;
@@ -154,14 +154,32 @@ fn a_pod_uid_selector_allows_every_container_of_that_pod_only() {
     for rel in [&a, &b, &other] {
         env.sub_cgroup(rel);
     }
-    let agent = env.agent(&reserved_to(&format!("{{pod_uid: {u1}}}")));
+    let agent = env.agent_with(&reserved_to(&format!("{{pod_uid: {u1}}}")), &["--metrics", METRICS]);
     assert_eq!(connect_from(&env, &a)["ok"], true, "{}", agent.log());
     assert_eq!(connect_from(&env, &b)["ok"], true, "{}", agent.log());
     let r = connect_from(&env, &other);
     assert_eq!(r["ok"], false, "a container of another pod: {r}");
     let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
     assert_eq!((ev["verdict"].as_str(), ev["reason"].as_str()), (Some("deny"), Some("process")), "{ev}");
+    // Counted per pod.
+    let (u2, _) = pod(2);
+    let want = [
+        format!("egress_pod_connections_total{{pod_uid=\"{u1}\",verdict=\"allow\"}} 2"),
+        format!("egress_pod_connections_total{{pod_uid=\"{u2}\",verdict=\"deny\"}} 1"),
+    ];
+    let metrics = || {
+        let out = Command::new("curl").args(["-sf", &format!("http://{METRICS}/metrics")]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(
+        Duration::from_secs(5),
+        || want.iter().all(|w| metrics().lines().any(|l| l == w)),
+        || format!("per-pod counts missing ({want:?}):\n{}", metrics()),
+    );
 }
+
+/// The metrics listener of the agent in the pod test (outside the test namespace, on loopback).
+const METRICS: &str = "127.0.0.1:19481";
 
 #[test]
 fn a_container_glob_selector_allows_the_matching_containers_only() {

@@ -57,6 +57,11 @@ impl Enricher {
         }
     }
 
+    /// The cgroup2 mount the cgroup paths are relative to.
+    pub fn mount(&self) -> &std::path::Path {
+        self.cgroups.mount()
+    }
+
     pub fn enrich(&mut self, ev: &Event) -> Enriched {
         let proc = self.proc_info(ev);
         let cgroup = self.cgroups.lookup(ev.cgroup_id);
