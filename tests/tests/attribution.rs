@@ -161,6 +161,34 @@ fn a_pod_uid_selector_allows_every_container_of_that_pod_only() {
     assert_eq!(r["ok"], false, "a container of another pod: {r}");
     let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
     assert_eq!((ev["verdict"].as_str(), ev["reason"].as_str()), (Some("deny"), Some("process")), "{ev}");
+    // `explain --pid` names the container and pod, and decides as the kernel did.
+    let explain = |rel: &str| {
+        let mut held = env.in_sub_cgroup(rel, "sleep", &["30"]).spawn().expect("sleep");
+        // The shell writes its pid to cgroup.procs, then becomes `ip`, then `sleep`.
+        let (cg, comm) = (format!("/proc/{}/cgroup", held.id()), format!("/proc/{}/comm", held.id()));
+        wait_for(
+            Duration::from_secs(5),
+            || {
+                std::fs::read_to_string(&cg).is_ok_and(|c| c.contains(rel))
+                    && std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "sleep")
+            },
+            || format!("sleep did not start in {rel}"),
+        );
+        let out = Command::new(egress_agent_tests::agent_bin())
+            .args(["explain", "--policy"])
+            .arg(env.path("policy.yaml"))
+            .args(["--pid", &held.id().to_string(), "--dst", &format!("{ADDR4}:{WEB}")])
+            .output()
+            .expect("explain");
+        let _ = held.kill();
+        let _ = held.wait();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = explain(&a);
+    assert!(said.contains(&format!("container {} (containerd), pod_uid {u1} (qos burstable)", cid('a'))), "{said}");
+    assert!(said.contains("allow: allowed by vendor/web"), "{said}");
+    let said = explain(&other);
+    assert!(said.contains("deny: vendor/web reserves this destination"), "{said}");
     // Counted per pod.
     let (u2, _) = pod(2);
     let want = [
