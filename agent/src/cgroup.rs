@@ -1,5 +1,5 @@
-//! cgroup v2: where the hierarchy is mounted, which cgroup to watch, and what a cgroup path says
-//! about the container it belongs to.
+//! cgroup v2: where the hierarchy is mounted, which cgroup to watch, and the paths of cgroup ids
+//! (what a path says about its container is `container`'s).
 
 use std::{
     collections::HashMap,
@@ -89,17 +89,6 @@ pub fn resolve_watched(arg: Option<&Path>) -> Result<PathBuf, CgroupError> {
     Ok(canon)
 }
 
-/// The container id in a cgroup path, for the common runtimes: docker (`docker-<id>.scope`,
-/// `/docker/<id>`), containerd (`cri-containerd-<id>.scope`), CRI-O (`crio-<id>.scope`), podman
-/// (`libpod-<id>.scope`). A container id is 64 hex digits.
-pub fn container_id(cgroup_path: &str) -> Option<String> {
-    cgroup_path.rsplit('/').find_map(|seg| {
-        let seg = seg.strip_suffix(".scope").unwrap_or(seg);
-        let id = seg.rsplit(['-', ':']).next()?;
-        (id.len() == 64 && id.bytes().all(|c| c.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
-    })
-}
-
 /// Maps cgroup ids (the inode number of the cgroup's directory) to paths relative to the
 /// mount, for events whose process is gone before /proc could be read. Rescans the hierarchy on
 /// a miss, at most once per `min_rescan`, so a flood of unknown ids cannot make it spin.
@@ -116,6 +105,10 @@ const MAX_CGROUPS: usize = 65_536;
 impl CgroupNames {
     pub fn new(mount: PathBuf) -> Self {
         Self { mount, by_id: HashMap::new(), last_scan: None, min_rescan: Duration::from_secs(1) }
+    }
+
+    pub fn mount(&self) -> &Path {
+        &self.mount
     }
 
     pub fn lookup(&mut self, id: u64) -> Option<String> {
@@ -163,21 +156,5 @@ mod tests {
         assert_eq!(cgroup2_mount_root_in(sub), Some((PathBuf::from("/sys/fs/cgroup"), 2)));
         assert_eq!(cgroup2_mount_in("1 2 0:1 / /x\\040y rw - cgroup2 none rw\n"), Some(PathBuf::from("/x y")));
         assert_eq!(cgroup2_mount_in(&mi[..mi.find("41").unwrap_or(0)]), None);
-    }
-
-    #[test]
-    fn container_ids_of_common_runtimes() {
-        let id = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
-        for p in [
-            format!("/system.slice/docker-{id}.scope"),
-            format!("/docker/{id}"),
-            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1.slice/cri-containerd-{id}.scope"),
-            format!("/kubepods/besteffort/pod1/crio-{id}.scope"),
-            format!("/machine.slice/libpod-{id}.scope/container"),
-        ] {
-            assert_eq!(container_id(&p).as_deref(), Some(id), "{p}");
-        }
-        assert_eq!(container_id("/user.slice/user-0.slice/session-1.scope"), None);
-        assert_eq!(container_id("/"), None);
     }
 }

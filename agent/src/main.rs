@@ -6,6 +6,7 @@ mod central;
 mod cgroup;
 mod cli;
 mod config;
+mod container;
 mod control;
 mod dns;
 mod events;

@@ -19,6 +19,7 @@ use crate::{
         connect::{self, RuleNames},
         enrich::{Enriched, Enricher},
         flows::{self, FlowReport, FlowTable, FlowTracker, OpenFlow},
+        pods::PodSeries,
         ratelimit::{Folded, RateLimiter},
     },
     kernel::Datapath,
@@ -59,6 +60,8 @@ pub struct Pipeline {
     /// Inventory, baselines and automated responses.
     pub watch: Watch,
     pub metrics: Arc<Metrics>,
+    /// Which pods have a series in `egress_pod_connections_total`.
+    pods: PodSeries,
     /// Per-vendor counts over the last hour, for `status`.
     pub recent: Recent,
     /// What the metrics have already been given of cumulative totals.
@@ -71,6 +74,7 @@ impl Pipeline {
         metrics.flows_capacity.set(i64::from(s.max_flows));
         let cap = NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN);
         Pipeline {
+            pods: PodSeries::new(enricher.mount().to_path_buf()),
             enricher,
             names: ResolvedNames::default(),
             flows: FlowTracker::new(s.max_flows as usize, s.flow_update.as_nanos() as u64),
@@ -135,6 +139,7 @@ impl Pipeline {
         let vendor = names.vendor.as_deref().unwrap_or("none");
         self.metrics.connections.with_label_values(&[vendor, events::verdict(ev), events::proto(ev)]).inc();
         self.recent.attempt(vendor, events::verdict(ev), now_s());
+        self.pods.count(&self.metrics, &who, events::verdict(ev));
         let learnt = ev.flags & agent_common::event_flags::LEARNT != 0;
         let domain = self.names.name(ev.pid, ev.start_ns, events::dst(ev), learnt);
         let domain_rule = if learnt { view.domain_ids.pattern(ev.domain_id).map(ToString::to_string) } else { None };
@@ -260,6 +265,7 @@ impl Pipeline {
         m.events_suppressed.inc_by(self.limiter.total_suppressed.saturating_sub(self.seen_suppressed));
         self.seen_suppressed = self.limiter.total_suppressed;
         m.blocks_active.set(self.watch.blocks_active() as i64);
+        self.pods.sweep(m);
         self.sinks.publish(m);
     }
 

@@ -315,6 +315,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let mut sel_dirs = watch::selector_dirs(&state.merged, &mount);
     let mut sel_watcher = arm_selector_watch(&sel_dirs, &sel_tx);
     let mut pending_resolve: Option<tokio::time::Instant> = None;
+    let mut recheck_dirs = false;
     let mut pending_change: Option<tokio::time::Instant> = None;
     let mut first_change: Option<tokio::time::Instant> = None;
 
@@ -381,10 +382,12 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
                 pending_resolve = None;
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
                 state.recompile(&mut dp, "selector directories changed", false);
+                recheck_dirs = true;
             }
             _ = resolve.tick() => {
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
                 state.recompile(&mut dp, "selectors re-resolved", false);
+                recheck_dirs = true;
             }
             () = tokio::time::sleep(state.until_expiry()) => {
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
@@ -429,9 +432,12 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             pipe.audit(kind, detail);
         }
         // A reload may name other selectors (watch their directories instead) and other
-        // baseline settings.
-        if std::mem::take(&mut state.merged_changed) {
+        // baseline settings; pods and containers come and go (watch where they appear).
+        let merged_changed = std::mem::take(&mut state.merged_changed);
+        if merged_changed {
             pipe.watch.set_policy(&state.merged);
+        }
+        if merged_changed || std::mem::take(&mut recheck_dirs) {
             let dirs = watch::selector_dirs(&state.merged, &mount);
             if dirs != sel_dirs {
                 sel_watcher = arm_selector_watch(&dirs, &sel_tx);

@@ -81,10 +81,25 @@ pub fn watch(paths: &[PathBuf], changed: UnboundedSender<()>) -> notify::Result<
 /// Directories whose changes can change what process selectors resolve to: the parent of each
 /// `cgroup` selector's directory (a restarted service's cgroup is removed and created again,
 /// with a new id) and the fixed leading directory of each `exe` glob (an upgrade puts a new file,
-/// with a new inode, in place). A directory that does not exist yet is represented by its
-/// nearest existing ancestor.
+/// with a new inode, in place). For `pod_uid` and `container` selectors, the directories pods
+/// and containers appear in (see `container::parents`) and the mount itself, found by walking
+/// the hierarchy: the result changes as pods come and go, so it is asked for again after each
+/// resolution. A directory that does not exist yet is represented by its nearest existing
+/// ancestor.
 pub fn selector_dirs(m: &crate::policy::Merged, cgroup_mount: &Path) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
+    let containers =
+        m.vendors.iter().flat_map(|(v, _)| &v.processes).any(|s| s.pod_uid.is_some() || s.container.is_some());
+    if containers {
+        let found = crate::container::walk(cgroup_mount);
+        dirs.push(cgroup_mount.to_path_buf());
+        dirs.extend(
+            crate::container::parents(&found)
+                .into_iter()
+                .take(MAX_CONTAINER_DIRS)
+                .map(|p| cgroup_mount.join(p.trim_start_matches('/'))),
+        );
+    }
     for (v, _) in &m.vendors {
         for sel in &v.processes {
             if let Some(cg) = &sel.cgroup {
@@ -113,6 +128,10 @@ pub fn selector_dirs(m: &crate::policy::Merged, cgroup_mount: &Path) -> Vec<Path
     out.dedup();
     out
 }
+
+/// Upper bound on the pod and container directories watched (each is an inotify watch, a
+/// limited resource shared with the rest of the host); beyond it the 5 s timer still resolves.
+const MAX_CONTAINER_DIRS: usize = 1024;
 
 /// Watches `dirs` (non-recursively) and reports any change in them.
 pub fn watch_dirs(dirs: &[PathBuf], changed: UnboundedSender<()>) -> notify::Result<Option<RecommendedWatcher>> {

@@ -294,6 +294,28 @@ impl TestEnv {
         c
     }
 
+    /// Like [`Self::in_cgroup`], in the cgroup `rel` below this test's (which must exist; create
+    /// it with [`Self::sub_cgroup`]). Processes only ever go to leaves: with controllers
+    /// enabled, cgroup v2 refuses processes in a cgroup that has children.
+    pub fn in_sub_cgroup(&self, rel: &str, program: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("sh");
+        c.args(["-c", "echo $$ > \"$1/cgroup.procs\" && shift && exec ip netns exec \"$@\"", "sh"])
+            .arg(self.cgroup.join(rel))
+            .arg(&self.netns)
+            .arg(program)
+            .args(args);
+        c
+    }
+
+    /// Creates the cgroup `rel` (and the ones above it) below this test's; the environment
+    /// removes them, deepest first, when dropped.
+    pub fn sub_cgroup(&self, rel: &str) -> PathBuf {
+        assert!(!rel.starts_with('/') && !rel.split('/').any(|c| c == ".."), "{rel}: relative, below the test cgroup");
+        let dir = self.cgroup.join(rel);
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        dir
+    }
+
     /// Starts the agent with extra command-line arguments.
     pub fn agent_with(&self, policy: &str, extra: &[&str]) -> Agent {
         let policy_path = self.path("policy.yaml");

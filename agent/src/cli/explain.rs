@@ -105,6 +105,11 @@ fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
             .ok_or_else(|| format!("--pid {pid}: no Uid in {base}/status"))?;
         let cg = std::fs::read_to_string(format!("{base}/cgroup")).map_err(|e| format!("--pid {pid}: {e}"))?;
         let path = cg.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_owned();
+        // `pod_uid` and `container` selectors match through the cgroup ancestors below; say
+        // which container and pod those are.
+        if let Some(line) = container_line(&path) {
+            println!("{line}");
+        }
         Ok(ProcIdentity {
             exe: Some((exe.dev, exe.ino)),
             uid,
@@ -121,6 +126,24 @@ fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
     } else {
         Err("give --exe or --pid".into())
     }
+}
+
+/// What the cgroup path says about the process's container and pod, if anything.
+fn container_line(path: &str) -> Option<String> {
+    let id = crate::container::parse(path);
+    if id.is_empty() {
+        return None;
+    }
+    let mut parts = vec![format!("cgroup {path}")];
+    if let Some(c) = &id.container {
+        let runtime = id.runtime.map_or("unknown", crate::container::Runtime::as_str);
+        parts.push(format!("container {c} ({runtime})"));
+    }
+    if let Some(p) = &id.pod_uid {
+        let qos = id.qos.map_or("", crate::container::Qos::as_str);
+        parts.push(format!("pod_uid {p} (qos {qos})"));
+    }
+    Some(format!("process: {}", parts.join(", ")))
 }
 
 /// Ids of a cgroup path and its ancestors, root first (the inode of each directory).

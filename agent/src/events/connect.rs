@@ -6,6 +6,7 @@ use agent_common::{event_flags, Event, RULE_DEFAULT};
 use serde::Serialize;
 
 use crate::{
+    container::{Qos, Runtime},
     events::{self, enrich::Enriched},
     policy::CompiledPolicy,
 };
@@ -22,13 +23,21 @@ pub struct Who<'a> {
     pub cmdline: Option<&'a [String]>,
     pub cgroup: Option<&'a str>,
     pub cgroup_id: u64,
+    /// Container id (64 hex digits), from the cgroup path.
     pub container: Option<&'a str>,
+    /// `docker`, `containerd`, `cri-o`, `podman` or `unknown` (a bare id under a pod).
+    pub container_runtime: Option<&'static str>,
+    /// Kubernetes pod UID, from the pod's cgroup.
+    pub pod_uid: Option<&'a str>,
+    /// `guaranteed`, `burstable` or `besteffort`.
+    pub pod_qos: Option<&'static str>,
 }
 
 impl<'a> Who<'a> {
     /// The kernel's identity fields, with what enrichment found.
     pub fn new(ids: [u32; 4], comm: &[u8], cgroup_id: u64, who: &'a Enriched) -> Self {
         let [pid, tid, uid, gid] = ids;
+        let id = who.identity.as_deref();
         Who {
             pid,
             tid,
@@ -39,7 +48,10 @@ impl<'a> Who<'a> {
             cmdline: who.proc.cmdline.as_deref(),
             cgroup: who.cgroup.as_deref(),
             cgroup_id,
-            container: who.container.as_deref(),
+            container: id.and_then(|i| i.container.as_deref()),
+            container_runtime: id.and_then(|i| i.runtime).map(Runtime::as_str),
+            pod_uid: id.and_then(|i| i.pod_uid.as_deref()),
+            pod_qos: id.and_then(|i| i.qos).map(Qos::as_str),
         }
     }
 }

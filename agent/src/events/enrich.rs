@@ -8,7 +8,7 @@ use agent_common::{Event, ExecEvent};
 use lru::LruCache;
 
 use crate::{
-    cgroup, events,
+    cgroup, container, events,
     fileid::{self, FileId},
 };
 
@@ -22,12 +22,15 @@ pub struct ProcInfo {
 pub struct Enriched {
     pub proc: Arc<ProcInfo>,
     pub cgroup: Option<String>,
-    pub container: Option<String>,
+    /// The container and pod the cgroup path names (see `container`).
+    pub identity: Option<Arc<container::Identity>>,
 }
 
 /// Upper bounds of the caches; a busy host with more live processes only costs extra /proc reads.
 const PROC_CACHE: usize = 4096;
 const EXE_CACHE: usize = 4096;
+/// Parsed cgroup paths by cgroup id: one parse per cgroup, not per event.
+const IDENTITY_CACHE: usize = 4096;
 /// Command lines are cut here: enough to identify a process, bounded per event.
 const MAX_CMDLINE_BYTES: usize = 1024;
 
@@ -37,6 +40,8 @@ pub struct Enricher {
     /// Executable paths by (kernel dev_t, inode), to name the exe of processes already gone.
     exes: LruCache<(u32, u64), String>,
     cgroups: cgroup::CgroupNames,
+    /// Keyed by cgroup id; a recreated cgroup has a new id, so entries never go stale.
+    identities: LruCache<u64, Option<Arc<container::Identity>>>,
     cmdline: bool,
 }
 
@@ -47,15 +52,30 @@ impl Enricher {
             procs: LruCache::new(nz(PROC_CACHE)),
             exes: LruCache::new(nz(EXE_CACHE)),
             cgroups: cgroup::CgroupNames::new(cgroup_mount),
+            identities: LruCache::new(nz(IDENTITY_CACHE)),
             cmdline,
         }
+    }
+
+    /// The cgroup2 mount the cgroup paths are relative to.
+    pub fn mount(&self) -> &std::path::Path {
+        self.cgroups.mount()
     }
 
     pub fn enrich(&mut self, ev: &Event) -> Enriched {
         let proc = self.proc_info(ev);
         let cgroup = self.cgroups.lookup(ev.cgroup_id);
-        let container = cgroup.as_deref().and_then(cgroup::container_id);
-        Enriched { proc, cgroup, container }
+        let identity = match (self.identities.get(&ev.cgroup_id), &cgroup) {
+            (Some(i), _) => i.clone(),
+            (None, Some(path)) => {
+                let i = Some(container::parse(path)).filter(|i| !i.is_empty()).map(Arc::new);
+                self.identities.put(ev.cgroup_id, i.clone());
+                i
+            }
+            // Unknown cgroup (gone before it was seen): nothing to remember.
+            (None, None) => None,
+        };
+        Enriched { proc, cgroup, identity }
     }
 
     /// Learns the executable of a process from its exec record, while /proc may still show it.

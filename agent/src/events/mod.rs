@@ -1,10 +1,11 @@
 //! Kernel records, from the ring buffer to what the agent writes: decoding (here), who made them
-//! (`enrich`), the connect record (`connect`), flows (`flows`) and the per-key rate limit
-//! (`ratelimit`).
+//! (`enrich`), the connect record (`connect`), flows (`flows`), the per-key rate limit
+//! (`ratelimit`) and per-pod counts (`pods`).
 
 pub mod connect;
 pub mod enrich;
 pub mod flows;
+pub mod pods;
 pub mod ratelimit;
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -349,7 +349,7 @@ pub fn compile(
             let (compiled, files, problem) = compile_selector(sel, resolver);
             // Expired vendors' selectors count too: the fingerprint covers every selector, so a
             // recompilation is not triggered just because a vendor expired.
-            fingerprint.push(fingerprint_entry(&compiled, &files));
+            fingerprint.extend(compiled.iter().map(|c| fingerprint_entry(c, &files)));
             if expired {
                 continue;
             }
@@ -358,10 +358,13 @@ pub fn compile(
                 warnings.push(Problem::warning(at, msg));
             }
             exes.extend(files.iter().map(|f| f.path.clone()));
-            let index = selectors.len() as u32;
-            exe_keys.extend(files.iter().map(|f| (index, f.dev, f.ino)));
-            selectors.push(compiled);
-            sel_indexes.push(index);
+            // A selector naming several cgroups (a container glob) is several kernel selectors.
+            for c in compiled {
+                let index = selectors.len() as u32;
+                exe_keys.extend(files.iter().map(|f| (index, f.dev, f.ino)));
+                selectors.push(c);
+                sel_indexes.push(index);
+            }
         }
         vendor_exes.insert(v.name.0.clone(), exes);
         if sel_indexes.is_empty() {

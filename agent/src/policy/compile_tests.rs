@@ -21,6 +21,30 @@ impl Resolver for FakeHost {
     fn cgroup(&self, path: &str) -> Option<(u64, u32)> {
         (path == "/system.slice/billing.service").then_some((55, 2))
     }
+    /// One burstable pod with two containerd containers (ids `aa…`, `ab…`), and a docker
+    /// container outside Kubernetes (`ac…`).
+    fn containers(&self) -> Vec<crate::container::Found> {
+        let pod =
+            format!("/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{}.slice", POD.replace('-', "_"));
+        let mut out = vec![(pod.clone(), 300, 3)];
+        out.push((format!("{pod}/cri-containerd-{}.scope", cid('a')), 301, 4));
+        out.push((format!("{pod}/cri-containerd-{}.scope", cid('b')), 302, 4));
+        out.push((format!("/system.slice/docker-{}.scope", cid('c')), 303, 2));
+        out.into_iter()
+            .filter_map(|(path, id, depth)| {
+                let what = crate::container::own(&path)?;
+                let pod_uid = crate::container::parse(&path).pod_uid;
+                Some(crate::container::Found { path, id, depth, what, pod_uid })
+            })
+            .collect()
+    }
+}
+
+const POD: &str = "6f1c2d3e-0a1b-4c5d-8e9f-0123456789ab";
+
+/// A container id starting `a<c>`.
+fn cid(c: char) -> String {
+    format!("a{c}{}", "0".repeat(62))
 }
 
 fn compiled(spec: &str) -> (CompiledPolicy, Vec<Problem>) {
@@ -414,4 +438,74 @@ mod property {
             }
         }
     }
+}
+
+#[test]
+fn pod_and_container_selectors_name_their_cgroups() {
+    let in_cgroup = |ancestors: Vec<u64>| ProcIdentity { cgroup_ancestors: ancestors, ..curl() };
+    let a = in_cgroup(vec![1, 20, 21, 300, 301]);
+    let b = in_cgroup(vec![1, 20, 21, 300, 302]);
+    let c = in_cgroup(vec![1, 22, 303]);
+    let d = |p: &CompiledPolicy, who: &ProcIdentity| {
+        p.decide("192.0.2.1".parse().expect("ip"), 443, Protocol::Tcp, who).verdict
+    };
+    let spec = |sel: &str| {
+        format!("  mode: enforce\n  vendors:\n    - name: s\n      destinations: [{{cidr: 192.0.2.1}}]\n      processes: [{sel}]\n")
+    };
+
+    // The pod's cgroup: both its containers, one kernel selector.
+    let (p, w) = compiled(&spec(&format!("{{pod_uid: {POD}}}")));
+    assert!(w.is_empty(), "{w:?}");
+    assert_eq!(p.tables.selectors.len(), 2);
+    assert_eq!((p.tables.selectors[1].cgroup_id, p.tables.selectors[1].cgroup_level), (300, 3));
+    assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::ALLOW, verdict::DENY]);
+
+    // A glob matching two containers: two kernel selectors, either allows.
+    let (p, _) = compiled(&spec("{container: \"aa*\"}"));
+    assert_eq!(p.tables.selectors.len(), 2);
+    assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::DENY, verdict::DENY]);
+    let (p, _) = compiled(&spec("{container: \"a*\"}"));
+    assert_eq!(p.tables.selectors.len(), 4);
+    assert_eq!(p.fingerprint.len(), 3);
+    assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW; 3]);
+
+    // A glob within a pod: that pod's containers only.
+    let (p, _) = compiled(&spec(&format!("{{pod_uid: {POD}, container: \"a*\"}}")));
+    assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::ALLOW, verdict::DENY]);
+    // A full id, and combined with other parts (all must match).
+    let (p, _) = compiled(&spec(&format!("{{container: \"{}\", uid: 0}}", cid('c'))));
+    assert_eq!([d(&p, &a), d(&p, &c)], [verdict::DENY, verdict::ALLOW]);
+
+    // Nothing matches yet: match nothing, say why.
+    let (p, w) = compiled(&spec("{container: \"ff*\"}"));
+    assert_eq!(d(&p, &a), verdict::DENY);
+    assert!(w.iter().any(|w| w.message.contains("no container matching `ff*`")), "{w:?}");
+    let (_, w) = compiled(&spec("{pod_uid: 00000000-0000-0000-0000-000000000000}"));
+    assert!(w.iter().any(|w| w.message.contains("has no cgroup on this host")), "{w:?}");
+    assert_eq!(p.fingerprint, selector_fingerprint(&merged(&spec("{container: \"ff*\"}")), &FakeHost));
+}
+
+fn merged(spec: &str) -> Merged {
+    let text = format!("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n{spec}");
+    let docs = parse("t.yaml", &text).unwrap_or_else(|e| panic!("{e:?}"));
+    merge(&docs).unwrap_or_else(|e| panic!("{e}")).0
+}
+
+#[test]
+fn pod_and_container_selectors_are_validated_with_their_place() {
+    let refused = |sel: &str| {
+        let text = format!("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n  vendors:\n    - name: s\n      destinations: [{{cidr: 192.0.2.1}}]\n      processes:\n        - {sel}\n");
+        match parse("t.yaml", &text) {
+            Err(e) => format!("{e:?}"),
+            Ok(docs) => merge(&docs).err().map(|e| e.to_string()).unwrap_or_default(),
+        }
+    };
+    let e = refused("{pod_uid: not-a-uid}");
+    assert!(e.contains("pod_uid `not-a-uid` is not a pod UID") && e.contains("t.yaml"), "{e}");
+    let e = refused("{container: \"\"}");
+    assert!(e.contains("empty glob"), "{e}");
+    let e = refused("{container: \"3f2a\"}");
+    assert!(e.contains("`3f2a*`"), "{e}");
+    let e = refused(&format!("{{cgroup: /x, pod_uid: {POD}}}"));
+    assert!(e.contains("give `cgroup` or `pod_uid`/`container`") && e.contains("processes[0]"), "{e}");
 }

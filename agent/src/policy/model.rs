@@ -7,6 +7,8 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
+pub use crate::container::{IdGlob, PodUid};
+
 pub use super::baseline_spec::{
     BaselineSpec, ByteSize, Cooldown, Factor, Interval, MinConnections, Offset, ResponseAction, ResponseFor,
     ResponseSpec, Sigmas, Warmup,
@@ -226,6 +228,13 @@ pub struct ProcessSelector {
     /// container's or pod's cgroup): the process's cgroup is it or below it.
     #[serde(default)]
     pub cgroup: Option<CgroupPrefix>,
+    /// A Kubernetes pod, by UID: every container of the pod (its cgroup is found on this host,
+    /// and found again when the pod is recreated).
+    #[serde(default)]
+    pub pod_uid: Option<PodUid>,
+    /// Containers by id: a full 64-hex id or a glob (`3f2a*`). With `pod_uid`, only that pod's.
+    #[serde(default)]
+    pub container: Option<IdGlob>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -501,6 +510,8 @@ deserialize_from_str!(PortRange, "a port (443) or a port range (\"8000-8100\")")
 deserialize_from_str!(ExePattern, "an absolute executable path (globs allowed)");
 deserialize_from_str!(Comm, "a task name");
 deserialize_from_str!(CgroupPrefix, "a cgroup path");
+deserialize_from_str!(PodUid, "a pod UID");
+deserialize_from_str!(IdGlob, "a container id or glob");
 deserialize_from_str!(Expiry, "a date or an RFC 3339 time");
 deserialize_from_str!(DomainPattern, "a domain name (api.example.com) or wildcard (*.example.com)");
 deserialize_from_str!(Grace, "a duration such as 30s, 2m or 1h");

@@ -25,6 +25,11 @@ pub trait Resolver {
     fn user(&self, name: &str) -> Option<u32>;
     /// cgroup id (inode of its directory) and depth (the root is 0) of a cgroup path.
     fn cgroup(&self, path: &str) -> Option<(u64, u32)>;
+    /// Pod and container cgroups on this host, depths counted from the root of the hierarchy,
+    /// for `pod_uid` and `container` selectors.
+    fn containers(&self) -> Vec<crate::container::Found> {
+        Vec::new()
+    }
 }
 
 /// Executables of running processes that were deleted or replaced since the process started and
@@ -66,7 +71,13 @@ pub struct HostResolver {
     /// Last successful user lookups: a transient NSS failure (directory server down) keeps the
     /// last known uid instead of turning the selector into match-nothing.
     users: std::sync::Mutex<std::collections::HashMap<String, u32>>,
+    /// The last walk of the hierarchy: every selector of one resolution uses the same walk.
+    walked: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Vec<crate::container::Found>>)>>,
 }
+
+/// How long one walk of the cgroup hierarchy serves: a resolution (fingerprint, then compile)
+/// reads it several times within milliseconds; the next one, seconds later, walks again.
+const WALK_FRESH: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl HostResolver {
     pub fn new() -> Self {
@@ -74,6 +85,7 @@ impl HostResolver {
             cgroup_mount: crate::cgroup::cgroup2_mount().ok(),
             cgroup_root_depth: crate::cgroup::cgroup2_root_depth(),
             users: std::sync::Mutex::default(),
+            walked: std::sync::Mutex::default(),
         }
     }
 }
@@ -136,6 +148,22 @@ impl Resolver for HostResolver {
         let m = std::fs::metadata(dir).ok()?;
         let level = self.cgroup_root_depth + rel.split('/').filter(|c| !c.is_empty()).count() as u32;
         m.is_dir().then_some((m.ino(), level))
+    }
+
+    fn containers(&self) -> Vec<crate::container::Found> {
+        let Some(mount) = self.cgroup_mount.as_ref() else { return Vec::new() };
+        let mut walked = self.walked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((at, found)) = walked.as_ref() {
+            if at.elapsed() < WALK_FRESH {
+                return found.to_vec();
+            }
+        }
+        let mut found = crate::container::walk(mount);
+        for f in &mut found {
+            f.depth += self.cgroup_root_depth;
+        }
+        *walked = Some((std::time::Instant::now(), std::sync::Arc::new(found.clone())));
+        found
     }
 }
 

@@ -3,6 +3,8 @@
 
 use agent_common::{selector_flags, Selector};
 
+use crate::container::Component;
+
 use super::{
     model::ProcessSelector,
     resolve::{ExeFile, Resolver},
@@ -36,16 +38,21 @@ pub fn selector_fingerprint(m: &Merged, resolver: &dyn Resolver) -> Fingerprint 
     m.vendors
         .iter()
         .flat_map(|(v, _)| v.processes.iter())
-        .map(|sel| {
-            let (s, files, _) = compile_selector(sel, resolver);
-            fingerprint_entry(&s, &files)
+        .flat_map(|sel| {
+            let (ss, files, _) = compile_selector(sel, resolver);
+            ss.iter().map(|s| fingerprint_entry(s, &files)).collect::<Vec<_>>()
         })
         .collect()
 }
 
-/// Resolves one selector. Parts that resolve to nothing make it match nothing (and say why):
-/// an unknown user, no executable matching the glob, a cgroup that does not exist yet.
-pub(super) fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Selector, Vec<ExeFile>, Option<String>) {
+/// Resolves one selector into one kernel selector, or several when `pod_uid`/`container` match
+/// several cgroups (alternatives: any of them matches). Parts that resolve to nothing make it
+/// match nothing (and say why): an unknown user, no executable matching the glob, a cgroup, pod
+/// or container that does not exist yet.
+pub(super) fn compile_selector(
+    sel: &ProcessSelector,
+    r: &dyn Resolver,
+) -> (Vec<Selector>, Vec<ExeFile>, Option<String>) {
     let mut s = Selector::default();
     let mut problems = Vec::new();
     let mut files = Vec::new();
@@ -97,8 +104,25 @@ pub(super) fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Sele
             None => problems.push(format!("cgroup `{}` does not exist (yet)", cg.0)),
         }
     }
+    let mut cgroups = Vec::new();
+    if sel.pod_uid.is_some() || sel.container.is_some() {
+        s.flags |= selector_flags::CGROUP;
+        cgroups = container_cgroups(sel, r);
+        if cgroups.is_empty() {
+            problems.push(match (&sel.pod_uid, &sel.container) {
+                (Some(p), Some(c)) => format!("no container matching `{c}` in pod {p} on this host (yet)"),
+                (Some(p), None) => format!("pod {p} has no cgroup on this host (yet)"),
+                (None, c) => format!("no container matching `{}` on this host (yet)", c.as_ref().map_or("", |c| &c.0)),
+            });
+        }
+    }
     if problems.is_empty() {
-        return (s, files, script_note);
+        let out = if cgroups.is_empty() {
+            vec![s]
+        } else {
+            cgroups.iter().map(|&(cgroup_id, cgroup_level)| Selector { cgroup_id, cgroup_level, ..s }).collect()
+        };
+        return (out, files, script_note);
     }
     s.flags |= selector_flags::NEVER;
     let mut msg = format!(
@@ -109,5 +133,25 @@ pub(super) fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Sele
     if let Some(n) = script_note {
         msg = format!("{n}; {msg}");
     }
-    (s, files, Some(msg))
+    (vec![s], files, Some(msg))
+}
+
+/// The cgroups (id, depth) a `pod_uid`/`container` selector names: a pod's own cgroup (its
+/// containers are below it, so one kernel check covers them all), or each matching container's.
+fn container_cgroups(sel: &ProcessSelector, r: &dyn Resolver) -> Vec<(u64, u32)> {
+    let mut out: Vec<(u64, u32)> = r
+        .containers()
+        .into_iter()
+        .filter(|f| match (&f.what, &sel.container) {
+            (Component::Container { id, .. }, Some(glob)) => {
+                glob.matches(id) && sel.pod_uid.as_ref().is_none_or(|p| f.pod_uid.as_deref() == Some(&*p.0))
+            }
+            (Component::Pod { uid, .. }, None) => sel.pod_uid.as_ref().is_some_and(|p| *uid == p.0),
+            _ => false,
+        })
+        .map(|f| (f.id, f.depth))
+        .collect();
+    out.sort_unstable();
+    out.dedup();
+    out
 }

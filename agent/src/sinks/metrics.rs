@@ -14,6 +14,9 @@ use tracing::{info, warn};
 pub struct Metrics {
     registry: Registry,
     pub connections: IntCounterVec,
+    /// Per Kubernetes pod on this node (`events::pods` removes a pod's series once its cgroup
+    /// is gone, so the series are bounded by the pods the node runs).
+    pub pod_connections: IntCounterVec,
     pub flow_bytes: IntCounterVec,
     pub anomalies: IntCounterVec,
     pub dns_answers: IntCounter,
@@ -77,6 +80,12 @@ impl Metrics {
                 "egress_connections_total",
                 "Outbound attempts by the vendor whose rule matched (none), verdict and protocol",
                 &["vendor", "verdict", "proto"],
+            )?,
+            pod_connections: counter_vec(
+                &r,
+                "egress_pod_connections_total",
+                "Outbound attempts from Kubernetes pods on this node, by pod UID and verdict",
+                &["pod_uid", "verdict"],
             )?,
             flow_bytes: counter_vec(
                 &r,
