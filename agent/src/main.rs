@@ -19,6 +19,7 @@ mod policy;
 mod run;
 mod sinks;
 mod statefile;
+mod systemd;
 mod watch;
 
 use std::process::ExitCode;

@@ -47,8 +47,8 @@ use crate::{
     },
     pipeline::{self, Pipeline, DRAIN_BATCH},
     policy::{self, compile, PolicyError},
-    sinks::{self, fanout::Sinks, metrics::Metrics, spec::SinkSpec},
-    watch,
+    sinks::{self, fanout::Sinks, metrics::Metrics, probes::Probes, spec::SinkSpec},
+    systemd, watch,
 };
 
 pub struct RunArgs {
@@ -158,6 +158,15 @@ const DEBOUNCE: Duration = Duration::from_millis(250);
 const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 
 pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
+    // Served from the start, so that /readyz says "not ready" (503) while the policy loads and
+    // the programs attach, instead of refusing the connection.
+    let probes = Arc::new(Probes::new());
+    let metrics = Arc::new(
+        Metrics::new().map_err(|e| RunError::Io { what: "creating the metrics", source: std::io::Error::other(e) })?,
+    );
+    if let Some(addr) = args.metrics {
+        sinks::metrics::serve(metrics.clone(), probes.clone(), addr);
+    }
     let resolver = policy::resolve::HostResolver::new();
     // Local files, or a central bundle (the cached one, so a boot without the network enforces).
     let crate::central::Start { merged, mut compiled, warnings, central } =
@@ -239,14 +248,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             "cgroup": watched.display().to_string(),
         }),
     );
-    let metrics = Arc::new(
-        Metrics::new().map_err(|e| RunError::Io { what: "creating the metrics", source: std::io::Error::other(e) })?,
-    );
     metrics.policy_generation.set(i64::from(first_gen));
     metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
-    if let Some(addr) = args.metrics {
-        sinks::metrics::serve(metrics.clone(), addr);
-    }
     let mut pipe =
         Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
     let mut dns_seen = DnsSeen::default();
@@ -331,6 +334,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     // SAFETY: plain libc call without pointers.
     unsafe { libc::malloc_trim(0) };
     info!(cgroup = %watched.display(), policy = %name, mode = ?mode, generation = first_gen, "egress-agent ready");
+    probes.set_ready();
+    systemd::ready(&ready_status(&state, &watched));
     loop {
         let debounce = sleep_until_if(pending_change);
         let resolve_soon = sleep_until_if(pending_resolve);
@@ -354,7 +359,9 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             _ = sighup.recv() => {
                 // Events decided by the old policy are written before the swap.
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
+                systemd::reloading();
                 let _ = state.reload(&mut dp, "SIGHUP");
+                systemd::ready(&ready_status(&state, &watched));
             }
             // Each event extends the quiet period (a file written in several steps is read once
             // complete), up to DEBOUNCE_MAX after the first, so a stream of changes cannot
@@ -368,7 +375,9 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
                 pending_change = None;
                 first_change = None;
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
+                systemd::reloading();
                 let _ = state.reload(&mut dp, "policy files changed");
+                systemd::ready(&ready_status(&state, &watched));
             }
             Some(got) = fetched_rx.recv() => {
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
@@ -395,6 +404,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             }
             _ = drop_check.tick() => {
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
+                probes.beat();
                 pipe.tick(&mut dp, &state.view());
                 counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
                 counters::dns_housekeeping(&mut dp, &mut dns_seen, &pipe.metrics);
@@ -412,8 +422,16 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             Some(cmd) = admin_rx.recv() => {
                 // Events decided before the request are written before its effect.
                 drain_now(&mut pipe, ring.get_mut(), &state, &mut dp);
+                // `systemctl reload` runs `egress-agent reload`: the unit shows it reloading.
+                let reload = matches!(cmd.request, control::admin::Request::Reload {});
+                if reload {
+                    systemd::reloading();
+                }
                 let mut ctx = Ctx { state: &mut state, dp: &mut dp, pipe: &mut pipe, kills: &mut kills, info: &info };
                 let _ = cmd.reply.send(verbs::handle(cmd.request, cmd.uid, &mut ctx));
+                if reload {
+                    systemd::ready(&ready_status(&state, &watched));
+                }
             }
             _ = sweep.tick() => pipe.sweep(&mut dp),
             () = sleep_until_if(learn_until) => { info!("learning period over"); break; }
@@ -445,6 +463,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             }
         }
     }
+    probes.set_stopping();
+    systemd::stopping();
     drop(sel_watcher);
     while drain_now(&mut pipe, ring.get_mut(), &state, &mut dp) == DRAIN_BATCH {}
     counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
@@ -498,6 +518,13 @@ fn write_learnt(
     let parties = inv.parties.len();
     info!(out = %l.out.display(), parties, "proposed policy written: review it, then `egress-agent check` it");
     Ok(())
+}
+
+/// What `systemctl status` shows of a ready agent.
+fn ready_status(state: &PolicyState, watched: &Path) -> String {
+    let p = state.current();
+    let mode = format!("{:?}", p.mode).to_lowercase();
+    format!("policy {} ({mode} mode), generation {}, watching {}", p.name, state.generation, watched.display())
 }
 
 /// Sleeps until `at`, or forever when nothing is pending.

@@ -316,6 +316,14 @@ impl TestEnv {
         dir
     }
 
+    /// Starts the agent as `launch` says (environment, a wrapper program) and returns at once,
+    /// without waiting for it to be ready (see [`Agent::wait_ready`]).
+    pub fn agent_spawn(&self, policy: &str, extra: &[&str], launch: &Launch) -> Agent {
+        let policy_path = self.path("policy.yaml");
+        fs::write(&policy_path, policy).expect("write policy");
+        Agent::spawn(&agent_bin(), &policy_path, &self.cgroup, &self.dir, extra, launch)
+    }
+
     /// Starts the agent with extra command-line arguments.
     pub fn agent_with(&self, policy: &str, extra: &[&str]) -> Agent {
         let policy_path = self.path("policy.yaml");
@@ -422,6 +430,15 @@ impl ServerLog {
     }
 }
 
+/// How a test starts the agent, beyond its arguments.
+#[derive(Default)]
+pub struct Launch<'a> {
+    /// Extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub env: &'a [(&'a str, &'a str)],
+    /// A program (and its arguments) the agent is run under, e.g. `setpriv` with a capability set.
+    pub wrapper: &'a [&'a str],
+}
+
 /// A running `egress-agent run`. Dropping it sends SIGTERM and waits, which detaches the programs.
 pub struct Agent {
     child: Option<Child>,
@@ -433,6 +450,13 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(bin: &Path, policy: &Path, cgroup: &Path, dir: &Path, extra: &[&str]) -> Self {
+        let mut agent = Self::spawn(bin, policy, cgroup, dir, extra, &Launch::default());
+        agent.wait_ready();
+        agent
+    }
+
+    /// Starts the agent and returns at once.
+    pub fn spawn(bin: &Path, policy: &Path, cgroup: &Path, dir: &Path, extra: &[&str], launch: &Launch) -> Self {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let events = dir.join(format!("events-{n}.jsonl"));
         let stderr = dir.join(format!("agent-{n}.log"));
@@ -443,7 +467,15 @@ impl Agent {
         // Each test's datapath is pinned in a directory of its own (restarts within a test
         // adopt it; other tests and the host's agent never see it).
         let pin_dir = pin_dir_of(dir);
-        let mut cmd = Command::new(bin);
+        let mut cmd = match launch.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        cmd.envs(launch.env.iter().copied());
         // If the test process dies (killed by a CI timeout), the agent must not outlive it.
         // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec here.
         unsafe {
@@ -470,18 +502,29 @@ impl Agent {
             .stderr(fs::File::create(&stderr).expect("agent log"))
             .spawn()
             .expect("start egress-agent");
-        let mut agent = Self { child: Some(child), events, stderr, admin };
+        Self { child: Some(child), events, stderr, admin }
+    }
+
+    /// Waits for the agent's "egress-agent ready"; panics if it exits first.
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !agent.log().contains("egress-agent ready") {
-            if let Some(c) = agent.child.as_mut() {
-                if let Ok(Some(status)) = c.try_wait() {
-                    panic!("egress-agent exited ({status}) before it was ready:\n{}", agent.log());
-                }
+        while !self.log().contains("egress-agent ready") {
+            if let Some(status) = self.exited() {
+                panic!("egress-agent exited ({status}) before it was ready:\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "egress-agent not ready after 30 s:\n{}", agent.log());
+            assert!(Instant::now() < deadline, "egress-agent not ready after 30 s:\n{}", self.log());
             sleep(Duration::from_millis(20));
         }
-        agent
+    }
+
+    /// The exit status, once the agent has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// The agent's pid (of the wrapper, if it was started under one that does not exec).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     pub fn log(&self) -> String {

@@ -3,6 +3,7 @@
 //! nothing but these commands.
 
 mod bench;
+mod deploy;
 mod setup;
 mod util;
 
@@ -44,6 +45,9 @@ enum Cmd {
         /// Only the tests whose name contains this.
         filter: Option<String>,
     },
+    /// Check deploy/: the systemd unit, the Kubernetes manifests and the configurations (part of
+    /// `test`).
+    CheckDeploy,
     /// Benchmarks; prints ratios against a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -90,6 +94,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::CheckDeploy => {
+            setup::kernel_toolchain()?;
+            deploy::check(&build_agent(false)?)
+        }
         Cmd::Bench { which } => {
             setup::kernel_toolchain()?;
             // Another build of the agent can be measured instead (an older commit, to compare).
@@ -157,6 +165,8 @@ fn test(filter: Option<&str>) -> Result<()> {
     }
     run(&mut unit)?;
     let bin = build_agent(false)?;
+    // The unit file, the manifests and the configurations in deploy/.
+    deploy::check(&bin)?;
     // Kernel tests share kernel state (cgroups, namespaces, attached programs): one at a time.
     let mut kernel = Command::new(env_cargo());
     kernel.current_dir(&root).args(["test", "--package", "egress-agent-tests", "--"]);

@@ -125,7 +125,7 @@ fn bpf_linker() -> Result<()> {
 }
 
 /// Programs the kernel tests drive, and the Debian packages that provide them.
-const TEST_TOOLS: [(&str, &str); 8] = [
+const TEST_TOOLS: [(&str, &str); 9] = [
     ("curl", "curl"),
     ("dig", "dnsutils"),
     ("dnsmasq", "dnsmasq-base"),
@@ -134,6 +134,8 @@ const TEST_TOOLS: [(&str, &str); 8] = [
     ("nc", "netcat-openbsd"),
     ("sysctl", "procps"),
     ("setpriv", "util-linux"),
+    // `systemd-analyze verify` checks deploy/systemd's unit.
+    ("systemd-analyze", "systemd"),
 ];
 
 pub fn test_deps() -> Result<()> {

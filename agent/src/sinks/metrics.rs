@@ -10,6 +10,8 @@ use std::{net::SocketAddr, sync::Arc};
 use prometheus::{Encoder as _, Gauge, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 use tracing::{info, warn};
 
+use super::probes::Probes;
+
 /// Every metric the agent exports (README "Metrics" lists them).
 pub struct Metrics {
     registry: Registry,
@@ -205,9 +207,10 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` on `addr` from a thread of its own. A listener that cannot bind is logged
-/// and skipped: metrics never stop enforcement.
-pub fn serve(metrics: Arc<Metrics>, addr: SocketAddr) {
+/// Serves `/metrics`, and the probes `/healthz` and `/readyz` (see [`super::probes`]), on `addr`
+/// from a thread of its own. A listener that cannot bind is logged and skipped: metrics never
+/// stop enforcement.
+pub fn serve(metrics: Arc<Metrics>, probes: Arc<Probes>, addr: SocketAddr) {
     let server = match tiny_http::Server::http(addr) {
         Ok(s) => s,
         Err(e) => {
@@ -215,18 +218,29 @@ pub fn serve(metrics: Arc<Metrics>, addr: SocketAddr) {
             return;
         }
     };
-    info!(%addr, "metrics on /metrics");
+    info!(%addr, "metrics on /metrics, probes on /healthz and /readyz");
     let spawned = std::thread::Builder::new().name("metrics".into()).spawn(move || {
         for req in server.incoming_requests() {
-            let resp = if req.url() == "/metrics" {
-                let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..]);
-                let r = tiny_http::Response::from_data(metrics.render());
-                match header {
-                    Ok(h) => r.with_header(h),
-                    Err(()) => r,
+            let text =
+                |code: u16, body: String| tiny_http::Response::from_data(body.into_bytes()).with_status_code(code);
+            let probe = |r: Result<String, String>| match r {
+                Ok(body) => text(200, body),
+                Err(body) => text(503, body),
+            };
+            // The query string (a prober's `?verbose`) does not change the answer.
+            let path = req.url().split('?').next().unwrap_or_default();
+            let resp = match path {
+                "/metrics" => {
+                    let header = tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/plain; version=0.0.4"[..]);
+                    let r = tiny_http::Response::from_data(metrics.render());
+                    match header {
+                        Ok(h) => r.with_header(h),
+                        Err(()) => r,
+                    }
                 }
-            } else {
-                tiny_http::Response::from_data(b"not found: metrics are on /metrics\n".to_vec()).with_status_code(404)
+                "/healthz" => probe(probes.liveness(std::time::Instant::now())),
+                "/readyz" => probe(probes.readiness().map(str::to_owned).map_err(str::to_owned)),
+                _ => text(404, "not found: metrics are on /metrics, probes on /healthz and /readyz\n".to_owned()),
             };
             let _ = req.respond(resp);
         }

@@ -6,6 +6,7 @@ pub mod filter;
 pub mod health;
 pub mod json;
 pub mod metrics;
+pub mod probes;
 pub mod spec;
 pub mod syslog;
 pub mod text;
