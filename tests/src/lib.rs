@@ -120,6 +120,15 @@ fn sweep_stale() {
     }
 }
 
+/// Mounts a bpf filesystem on /sys/fs/bpf when none is (the agent would mount it itself, but a
+/// test may run it without CAP_SYS_ADMIN).
+fn ensure_bpffs() {
+    let out = Command::new("stat").args(["-f", "-c", "%T", "/sys/fs/bpf"]).output().expect("stat");
+    if String::from_utf8_lossy(&out.stdout).trim() != "bpf_fs" {
+        sh(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]));
+    }
+}
+
 /// Where the agents of the test whose scratch directory is `dir` pin their datapath.
 pub fn pin_dir_of(dir: &Path) -> PathBuf {
     Path::new(PIN_ROOT).join(dir.file_name().unwrap_or_default())
@@ -168,6 +177,7 @@ fn remove_cgroup_tree(dir: &Path) {
 impl TestEnv {
     pub fn new(name: &str) -> Self {
         require_root();
+        ensure_bpffs();
         sweep_stale();
         let id = format!("ea-{name}-{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed));
         let dir = std::env::temp_dir().join(&id);
