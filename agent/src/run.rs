@@ -294,6 +294,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             dropped = dropped_seen,
             "events lost before this start (the ring buffer filled while no agent read it, or earlier)"
         );
+        // In the metric too: a scrape after a restart shows what the downtime lost.
+        pipe.metrics.events_dropped.inc_by(dropped_seen);
     }
     let mut flows_seen = FlowCounters::default();
     // The kernel only wakes us for a full batch (see agent-ebpf `wakeup_flags`): poll for the rest.
