@@ -62,16 +62,7 @@ pub fn vendor(vendor: u16, now: u64) -> bool {
 #[inline(never)]
 pub fn killed_rule(dest: &Dest, now: u64) -> (u64, u32) {
     let Some((slot, _)) = active_slot() else { return (0, 0) };
-    let value = if dest.family == AF_INET {
-        let mut a4 = [0u8; 4];
-        a4.copy_from_slice(&dest.addr[..4]);
-        let key = Key::new(32, a4);
-        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
-    } else {
-        let key = Key::new(128, dest.addr);
-        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
-    };
-    let value = value.unwrap_or_default();
+    let value = prefix_value(slot, dest);
     if value.count != 0 {
         let r = killed_in(slot, &value, now);
         if r != 0 {
@@ -161,6 +152,22 @@ unsafe extern "C" fn kill_slot_cb(index: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// The rule entries of the destination's longest prefix in `slot` (count 0: none). A plain value,
+/// not an Option: the verifier refuses the uninitialised payload of a None the compiler may move.
+#[inline(always)]
+fn prefix_value(slot: u32, dest: &Dest) -> DestValue {
+    let value = if dest.family == AF_INET {
+        let mut a4 = [0u8; 4];
+        a4.copy_from_slice(&dest.addr[..4]);
+        let key = Key::new(32, a4);
+        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
+    } else {
+        let key = Key::new(128, dest.addr);
+        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
+    };
+    value.unwrap_or_default()
+}
+
 /// The vendor id of rule `rule_id` among the entries covering the destination (its prefix's, or
 /// domain `domain_id`'s when the rule matched by a learnt name); 0 if none.
 #[inline(never)]
@@ -170,17 +177,10 @@ pub fn rule_vendor(dest: &Dest, rule_id: u32, domain_id: u32) -> u16 {
         if domain_id >= MAX_DOMAIN_IDS {
             return 0;
         }
-        DOMAIN_RULES.get(slot * MAX_DOMAIN_IDS + domain_id).copied()
-    } else if dest.family == AF_INET {
-        let mut a4 = [0u8; 4];
-        a4.copy_from_slice(&dest.addr[..4]);
-        let key = Key::new(32, a4);
-        if slot == 0 { DESTS_V4_0.get(&key) } else { DESTS_V4_1.get(&key) }.copied()
+        DOMAIN_RULES.get(slot * MAX_DOMAIN_IDS + domain_id).copied().unwrap_or_default()
     } else {
-        let key = Key::new(128, dest.addr);
-        if slot == 0 { DESTS_V6_0.get(&key) } else { DESTS_V6_1.get(&key) }.copied()
+        prefix_value(slot, dest)
     };
-    let value = value.unwrap_or_default();
     let mut c = VendorCtx { slot, first: value.first, count: value.count, rule_id, vendor: 0 };
     let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
     // SAFETY: the callback receives `c` back.
