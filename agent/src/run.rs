@@ -133,6 +133,10 @@ pub enum RunError {
     Sink(#[from] sinks::fanout::SinkError),
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
+    #[error(
+        "no policy bundle, cached or fetched, and a pinned datapath enforces the previous policy: it stays in force; start again once the policy source is reachable"
+    )]
+    NoPolicy,
 }
 
 impl RunError {
@@ -169,8 +173,14 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     }
     let resolver = policy::resolve::HostResolver::new();
     // Local files, or a central bundle (the cached one, so a boot without the network enforces).
-    let crate::central::Start { merged, mut compiled, warnings, central } =
+    let crate::central::Start { merged, mut compiled, warnings, central, embedded_fallback } =
         crate::central::load(&args.policy, &args.policy_source, args.state.as_deref(), &resolver)?;
+    // The embedded default refuses nothing: it must not replace a pinned datapath that still
+    // enforces the last policy (a restart whose cache was lost, with the source unreachable).
+    // Stop instead; the pinned policy goes on, and the service manager retries.
+    if embedded_fallback && args.pin.as_ref().is_some_and(|(root, _)| root.join("links").exists()) {
+        return Err(RunError::NoPolicy);
+    }
     let monitor_only = args.learn.is_some();
     if monitor_only {
         compiled.monitor_only();

@@ -219,3 +219,28 @@ fn addresses_learnt_from_dns_keep_their_meaning_across_an_adoption() {
     let fresh = client(&["rounds", "n{}.alpha.test", "2", "443", "4"]);
     assert_eq!(fresh["ok"], 2, "{fresh}");
 }
+
+#[test]
+fn without_any_policy_bundle_a_new_agent_leaves_the_pinned_policy_enforcing() {
+    let env = setup("pin-nobundle");
+    let mut first = env.agent_with(&spec(), &["--fail-mode", "closed"]);
+    first.stop();
+    assert!(!passes(&env, DENIED), "fail-closed: still enforcing");
+    // A central source that cannot be reached, no cache: the embedded default (monitor mode)
+    // must not replace the pinned policy.
+    let mut second = egress_agent_tests::Agent::spawn(
+        &agent_bin(),
+        Path::new(""),
+        &env.cgroup,
+        &env.dir,
+        &["--policy", "https://127.0.0.1:9/bundle.json", "--policy-timeout", "1s", "--metrics", "off"],
+        &egress_agent_tests::Launch::default(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while second.exited().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the agent did not stop:\n{}", second.log());
+        sleep(Duration::from_millis(100));
+    }
+    assert!(second.log().contains("a pinned datapath enforces the previous policy"), "{}", second.log());
+    assert!(!passes(&env, DENIED) && passes(&env, OK), "the pinned policy still decides");
+}

@@ -135,6 +135,8 @@ pub struct Start {
     pub compiled: CompiledPolicy,
     pub warnings: Vec<Problem>,
     pub central: Option<Central>,
+    /// No bundle, cached or fetched: `compiled` is the embedded default (monitor mode).
+    pub embedded_fallback: bool,
 }
 
 /// Loads the policy to start with: local files as `policy::load` does, or a bundle (the cached
@@ -147,7 +149,7 @@ pub fn load(
 ) -> Result<Start, CentralError> {
     let Some(location) = location(policy)? else {
         let (merged, compiled, warnings) = policy::load(policy, time::OffsetDateTime::now_utc(), resolver)?;
-        return Ok(Start { merged, compiled, warnings, central: None });
+        return Ok(Start { merged, compiled, warnings, central: None, embedded_fallback: false });
     };
     let key = match &options.public_key {
         Some(p) => Some((p.clone(), bundle::read_verifying_key(p)?)),
@@ -188,7 +190,7 @@ pub fn load(
     }
     error!(source = %c.location, "no policy bundle, cached or fetched: running the embedded default policy (monitor mode, it refuses nothing) until one is fetched");
     let (merged, compiled, warnings) = policy::load(&[], time::OffsetDateTime::now_utc(), resolver)?;
-    Ok(Start { merged, compiled, warnings, central: Some(c) })
+    Ok(Start { merged, compiled, warnings, central: Some(c), embedded_fallback: true })
 }
 
 /// The central source, owned by the policy state.
@@ -328,7 +330,7 @@ impl Central {
     fn started(&mut self, r: Ready) -> Start {
         self.running = Some((r.bundle.serial, r.bundle.created.clone(), r.bundle.digest()));
         log_warnings(&r.warnings);
-        Start { merged: r.merged, compiled: r.compiled, warnings: Vec::new(), central: None }
+        Start { merged: r.merged, compiled: r.compiled, warnings: Vec::new(), central: None, embedded_fallback: false }
     }
 
     /// Parses, verifies, orders (`against_running`) and compiles a bundle. `Ok(None)`: the
