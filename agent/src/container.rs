@@ -11,9 +11,14 @@
 //! | pod | `kubepods[-<qos>]-pod<uid with _>.slice` | `/kubepods[/<qos>]/pod<uid>` |
 //!
 //! Components are matched wherever they are in the path: the agent may itself run in a
-//! container whose cgroup namespace hides the upper levels, or on a node nested in another
-//! (kind), so no fixed prefix can be relied on. Parsing is pure and allocation-light; the
-//! enricher caches it per cgroup id.
+//! container whose cgroup namespace hides the upper levels, so no fixed prefix can be relied on.
+//! But a name is only trusted where its owner could not have chosen it: below a container's
+//! cgroup (which a container with a writable cgroup namespace controls) and below a user's
+//! delegated subtree (`user@UID.service`, which that user controls) anyone could create a
+//! look-alike `kubepods-pod<victim>.slice/cri-containerd-<victim>.scope`. So the outermost
+//! container wins, and nothing in a user's subtree is attributed (rootless containers are not;
+//! nor are pods of a Kubernetes nested in a container, such as kind: they get the node's
+//! container). Parsing is pure and allocation-light; the enricher caches it per cgroup id.
 
 use std::{fmt, path::Path};
 
@@ -180,30 +185,40 @@ pub fn parse(path: &str) -> Identity {
     let mut id = Identity::default();
     let mut pod_at = None;
     for (i, name) in comps.iter().enumerate() {
+        // A user's delegated subtree: the user names everything below it.
+        if delegated(name) {
+            return Identity::default();
+        }
         let parent = i.checked_sub(1).map(|p| comps[p]);
         match component(parent, name) {
-            // A pod below a container (Kubernetes inside a container, such as kind) starts a new
-            // identity: the outer container is the node's, not this pod's.
-            Some(Component::Pod { uid, qos }) => {
+            // The first pod only, and not below a container (see the module documentation).
+            Some(Component::Pod { uid, qos }) if id.pod_uid.is_none() => {
                 id = Identity { pod_uid: Some(uid), qos: Some(qos), ..Identity::default() };
                 pod_at = Some(i);
             }
-            // The innermost container is the process's; its pod, if any, stays.
+            // The outermost container is the process's; whatever is below it, its own processes
+            // named.
             Some(Component::Container { runtime, id: cid }) => {
                 id.runtime = Some(runtime);
                 id.container = Some(cid);
+                break;
             }
-            Some(Component::Monitor) => {
-                id.runtime = None;
-                id.container = None;
-            }
-            None => {}
+            // A runtime's monitor (conmon) is no container, and has none below it.
+            Some(Component::Monitor) => break,
+            _ => {}
         }
     }
     if let Some(p) = pod_at {
         id.pod_cgroup = Some(format!("/{}", comps[..=p].join("/")));
     }
     id
+}
+
+/// `user@UID.service`: systemd's delegation of a cgroup subtree to a user.
+fn delegated(name: &str) -> bool {
+    name.strip_prefix("user@")
+        .and_then(|r| r.strip_suffix(".service"))
+        .is_some_and(|u| !u.is_empty() && u.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The identity that the last component of `path` introduces: a pod or container cgroup itself,
@@ -307,16 +322,39 @@ pub fn walk(mount: &Path) -> Vec<Found> {
                 continue;
             }
             let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            // Nothing below a user's delegated subtree is trusted, nor walked (its owner could
+            // create enough cgroups to exhaust the walk).
+            if delegated(&name) {
+                continue;
+            }
             let child = format!("{rel}/{name}");
+            let mut descend = true;
             if let Some(what) = own(&child) {
-                if !matches!(what, Component::Monitor) {
+                // Only where the full path gives the cgroup this very identity: a look-alike
+                // below a container (or a second pod level) is not one.
+                let full = parse(&child);
+                let trusted = match &what {
+                    Component::Pod { uid, .. } => full.pod_uid.as_ref() == Some(uid) && full.container.is_none(),
+                    Component::Container { id, .. } => full.container.as_ref() == Some(id),
+                    Component::Monitor => false,
+                };
+                // Below a container nothing is trusted: not walked either.
+                descend = !matches!(what, Component::Container { .. } | Component::Monitor);
+                if trusted {
                     if let Ok(m) = e.metadata() {
-                        let pod_uid = parse(&child).pod_uid;
-                        out.push(Found { path: child.clone(), id: m.ino(), depth: depth + 1, what, pod_uid });
+                        out.push(Found {
+                            path: child.clone(),
+                            id: m.ino(),
+                            depth: depth + 1,
+                            what,
+                            pod_uid: full.pod_uid,
+                        });
                     }
                 }
             }
-            stack.push((e.path(), child, depth + 1));
+            if descend {
+                stack.push((e.path(), child, depth + 1));
+            }
         }
     }
     out.sort_by(|a, b| a.path.cmp(&b.path));

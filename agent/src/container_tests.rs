@@ -90,7 +90,6 @@ fn docker_podman_containerd_without_kubernetes() {
         (format!("/docker/{ID}"), Docker),
         (format!("/machine.slice/libpod-{ID}.scope"), Podman),
         (format!("/machine.slice/libpod-{ID}.scope/container"), Podman),
-        (format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope"), Podman),
         (format!("/machine.slice/machine-libpod_pod_abc.slice/libpod-{ID}.scope"), Podman),
         (format!("/libpod_parent/libpod-{ID}"), Podman),
         (format!("/system.slice/nerdctl-{ID}.scope"), Containerd),
@@ -101,6 +100,14 @@ fn docker_podman_containerd_without_kubernetes() {
         assert_eq!(got(&path), ident(Some(runtime), true, None), "{path}");
         assert!(parse(&path).pod_cgroup.is_none());
     }
+    // A user's delegated subtree names anything its owner likes: nothing in it is attributed
+    // (rootless containers included).
+    let rootless = format!("/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope");
+    assert_eq!(got(&rootless), ident(None, false, None), "{rootless}");
+    let spoof = format!(
+        "/user.slice/user-1000.slice/user@1000.service/kubepods-besteffort-pod{UID_}.slice/cri-containerd-{ID}.scope"
+    );
+    assert_eq!(got(&spoof), ident(None, false, None), "{spoof}");
     // Monitors are not the container.
     for path in [format!("/machine.slice/libpod-conmon-{ID}.scope"), format!("/system.slice/crio-conmon-{ID}.scope")] {
         assert_eq!(got(&path), ident(None, false, None), "{path}");
@@ -117,16 +124,23 @@ fn nested_prefixes_match_anywhere() {
         parse(&p).pod_cgroup.as_deref(),
         Some(&*format!("/ea-test-123-0/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID_}.slice"))
     );
-    // A node in a container (kind): the pod's container, not the node's.
+    // Below a container, its processes name the cgroups: the outer container wins, so a
+    // container cannot claim a pod's or another container's identity by creating look-alikes
+    // in its own cgroup namespace (kind's pods get the node's container).
     let outer = "f".repeat(64);
     let kind = format!("/system.slice/docker-{outer}.scope/kubepods/burstable/pod{UID}/{ID}");
-    assert_eq!(got(&kind), ident(Some(Runtime::Unknown), true, Some(Qos::Burstable)));
-    // The node itself is the outer container.
+    assert_eq!(parse(&kind).container.as_deref(), Some(&*outer));
+    assert_eq!(parse(&kind).pod_uid, None);
     let node = format!("/system.slice/docker-{outer}.scope/system.slice/kubelet.service");
     assert_eq!(parse(&node).container.as_deref(), Some(&*outer));
-    // A container in a container: the inner one.
     let inner = format!("/system.slice/docker-{outer}.scope/docker/{ID}");
-    assert_eq!(got(&inner), ident(Some(Runtime::Docker), true, None));
+    assert_eq!(parse(&inner).container.as_deref(), Some(&*outer));
+    // Inside a pod, a container's look-alike of another pod keeps the real pod and container.
+    let inpod = format!(
+        "/kubepods.slice/kubepods-pod{UID_}.slice/cri-containerd-{ID}.scope/kubepods-besteffort-pod{}.slice/cri-containerd-{outer}.scope",
+        UID_.replace('6', "7")
+    );
+    assert_eq!(got(&inpod), ident(Some(Runtime::Containerd), true, Some(Qos::Guaranteed)));
 }
 
 #[test]
@@ -193,6 +207,13 @@ fn walk_finds_pods_and_containers() {
         format!("{pod}/cri-containerd-{ID}.scope"),
         format!("{pod}/crio-conmon-{ID}.scope"),
         "system.slice/x.service".into(),
+        // Look-alikes a container or a user could create: not found.
+        format!("{pod}/cri-containerd-{ID}.scope/kubepods-besteffort-pod{}.slice", UID_.replace('6', "7")),
+        format!(
+            "user.slice/user@1000.service/kubepods-besteffort-pod{}.slice/docker-{}.scope",
+            UID_.replace('6', "8"),
+            "e".repeat(64)
+        ),
     ] {
         std::fs::create_dir_all(dir.join(sub)).expect("mkdir");
     }
