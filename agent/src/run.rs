@@ -212,6 +212,19 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     dp.install(&compiled, first_gen)?;
     // Kills kept from before a restart are in force before the first attempt is decided.
     let (mut kills, kills_ended, kills_lost) = KillSwitch::load(args.state.as_deref());
+    // What the adopted datapath still refuses stays refused, kept list or not.
+    let mut kills_kept = Vec::new();
+    if pins.as_ref().is_some_and(|p| p.adopted) {
+        match dp.kernel_kills() {
+            Ok((all_until, vendors)) => {
+                let all = (all_until != 0).then_some((None, all_until));
+                for (vendor, until) in all.into_iter().chain(vendors.into_iter().map(|(v, u)| (Some(v), u))) {
+                    kills_kept.extend(kills.import(vendor, until));
+                }
+            }
+            Err(e) => warn!(error = %e, "reading the adopted datapath's kill switch failed"),
+        }
+    }
     kills.apply(&mut dp)?;
     let fingerprint = compiled.fingerprint.clone();
     let mut state = PolicyState {
@@ -265,6 +278,18 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let mut dns_seen = DnsSeen::default();
     if let Some(problem) = kills_lost {
         pipe.audit("kill_switch_state_lost", json!({"problem": problem}));
+    }
+    for k in &kills_kept {
+        warn!(
+            vendor = k.vendor.as_deref().unwrap_or("--all"),
+            "a kill in force in the adopted datapath was not in the kept list: it stays in force"
+        );
+        verbs::report(&mut pipe, k, "kept");
+    }
+    if !kills_kept.is_empty() {
+        if let Err(e) = kills.save() {
+            warn!(error = %e, "kill switch not persisted");
+        }
     }
     for k in &kills_ended {
         verbs::report(&mut pipe, k, "expired");

@@ -244,3 +244,22 @@ fn without_any_policy_bundle_a_new_agent_leaves_the_pinned_policy_enforcing() {
     assert!(second.log().contains("a pinned datapath enforces the previous policy"), "{}", second.log());
     assert!(!passes(&env, DENIED) && passes(&env, OK), "the pinned policy still decides");
 }
+
+#[test]
+fn a_kill_in_force_stays_in_force_when_an_agent_without_a_kept_list_adopts_the_datapath() {
+    let env = setup("pin-kill-switch");
+    // No --state: the kill list is not kept on disk.
+    let mut first = env.agent(&spec());
+    assert!(first.admin("block", &["web"]).status.success());
+    assert!(!passes(&env, OK));
+    first.signal(libc::SIGKILL);
+    first.stop();
+    assert!(!passes(&env, OK), "the kill holds while no agent runs");
+    let second = env.agent(&spec());
+    assert!(!passes(&env, OK), "an adopting agent must not lift the kill:\n{}", second.log());
+    let st = second.status();
+    assert_eq!(st["kill_switch"][0]["vendor"], "web", "{st}");
+    assert!(second.log().contains("it stays in force"), "{}", second.log());
+    assert!(second.admin("unblock", &["web"]).status.success());
+    assert!(passes(&env, OK));
+}

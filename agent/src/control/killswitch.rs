@@ -154,6 +154,29 @@ impl KillSwitch {
         Ok(kill)
     }
 
+    /// Takes in a kill the kernel has in force that this switch does not know (an adopted
+    /// datapath whose kill list was not kept: no `--state`, or an unreadable file): a restart
+    /// never lifts a kill. `until_ns`: `bpf_ktime_get_ns`, `u64::MAX` for until lifted; one
+    /// that already ended is ignored.
+    pub fn import(&mut self, vendor: Option<String>, until_ns: u64) -> Option<Kill> {
+        let key = vendor.clone().unwrap_or_else(|| ALL.to_owned());
+        let now_mono = events::monotonic_now_ns();
+        if self.kills.contains_key(&key) || until_ns <= now_mono {
+            return None;
+        }
+        let now = OffsetDateTime::now_utc();
+        let until = (until_ns != u64::MAX).then(|| now + Duration::from_nanos(until_ns - now_mono));
+        let kill = Kill {
+            vendor,
+            since: now,
+            until,
+            reason: Some("in force in the pinned datapath when this agent started".into()),
+            by_uid: 0,
+        };
+        self.kills.insert(key, kill.clone());
+        Some(kill)
+    }
+
     /// Lifts the kill of `vendor` (None: `--all`).
     pub fn unblock(&mut self, vendor: Option<&str>) -> Result<Kill, KillError> {
         let not_blocked = || KillError::NotBlocked(vendor.unwrap_or("--all").to_owned());

@@ -38,3 +38,24 @@ impl Datapath {
         Ok(())
     }
 }
+
+impl Datapath {
+    /// The kills in force in the kernel (an adopted datapath's): `block --all`'s end, and each
+    /// killed vendor's name (by the ids adopted with the datapath) and end, `bpf_ktime_get_ns`.
+    pub fn kernel_kills(&mut self) -> Result<(u64, Vec<(String, u64)>), DatapathError> {
+        let all_until = {
+            let s: Array<_, KillState> = self.map_mut(maps::KILL_STATE)?;
+            s.get(&0, 0).map_err(map_err(maps::KILL_STATE))?.all_until
+        };
+        let ids: Vec<(u32, u64)> = {
+            let m: HashMap<_, u32, u64> = self.map_mut(maps::KILLS)?;
+            m.iter().filter_map(Result::ok).collect()
+        };
+        let names: StdHashMap<u16, String> = self.vendor_ids.iter().map(|(id, n)| (id, n.to_owned())).collect();
+        let vendors = ids
+            .into_iter()
+            .filter_map(|(id, until)| u16::try_from(id).ok().and_then(|id| names.get(&id)).map(|n| (n.clone(), until)))
+            .collect();
+        Ok((all_until, vendors))
+    }
+}
