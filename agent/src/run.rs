@@ -199,6 +199,12 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     // Open the outputs before attaching: a bad --events must not leave a half-started enforcer.
     let specs = outputs.sinks.unwrap_or_else(|| vec![SinkSpec::primary(&args.events, Some(args.format))]);
     let sinks = Sinks::open(&specs, outputs.terminal)?;
+    if args.pin.as_ref().is_none_or(|(root, _)| root != std::path::Path::new(pin::DEFAULT_ROOT))
+        && std::path::Path::new(pin::DEFAULT_ROOT).join("links").exists()
+        && args.learn.is_none()
+    {
+        warn!(pinned = pin::DEFAULT_ROOT, "a datapath is pinned at the default place and this agent does not adopt it: its programs go on deciding beside this agent's (`egress-agent uninstall` removes it)");
+    }
     let mut pins = match &args.pin {
         Some((root, _)) => Some(
             Pins::open(root, &pin::layout_id(args.ring_bytes, args.pipeline.max_flows)).map_err(DatapathError::from)?,

@@ -96,9 +96,14 @@ pub struct Fetcher {
 
 impl Fetcher {
     pub fn new(location: Location, limits: Limits) -> Self {
+        // An https source never follows a redirect to plain http: that would let whoever is on
+        // the path serve the bundle (and, without a key, bypass the rule that plain http needs
+        // one).
+        let https = matches!(&location, Location::Http(u) if u.scheme() == "https");
         let agent = ureq::AgentBuilder::new()
             .timeout(limits.timeout)
             .redirects(MAX_REDIRECTS)
+            .https_only(https)
             .user_agent(concat!("egress-agent/", env!("CARGO_PKG_VERSION")))
             .build();
         Fetcher { location, limits, agent }

@@ -141,7 +141,7 @@ impl Datapath {
             let link: FdLink = prog.take_link(link_id).map_err(attach_err)?.into();
             let _ = std::fs::remove_file(&staged);
             pin_link(link, &staged)?;
-            let _ = std::fs::remove_file(&path);
+            // rename(2) replaces the old pin atomically: no moment without an exec link pinned.
             std::fs::rename(&staged, &path)
                 .map_err(|source| DatapathError::Link { path: path.display().to_string(), source })?;
             self.hold(&path)?;
@@ -211,6 +211,23 @@ impl Datapath {
         })?;
         if updated > 0 {
             info!(links = updated, cgroup = %cg, "swapped this agent's programs into the pinned links (no gap)");
+        }
+        // Links of programs this version does not have (an earlier one's, renamed or dropped)
+        // would go on running that version's program on its old maps: detach them.
+        let ours: Vec<&str> = HOOKS
+            .iter()
+            .map(|(n, _)| *n)
+            .chain(SKB_HOOKS.iter().map(|(n, _, _)| *n))
+            .chain([progs::FLOW_RELEASE, progs::EXEC])
+            .collect();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if !ours.contains(&name.as_str()) {
+                    warn!(link = %e.path().display(), "detaching a pinned link of a program this version does not have");
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
         pins.tidy(id);
         Ok(())
