@@ -166,7 +166,17 @@ fn an_upgrade_across_a_map_layout_change_swaps_without_a_wrong_verdict() {
 
 #[test]
 fn addresses_learnt_from_dns_keep_their_meaning_across_an_adoption() {
-    let mut env = TestEnv::new("pin-dns");
+    learnt_addresses_survive("pin-dns", &[]);
+}
+
+#[test]
+fn addresses_learnt_from_dns_keep_their_meaning_across_a_layout_change() {
+    // Another ring size is another layout: the learnt tables and the ids' names are carried over.
+    learnt_addresses_survive("pin-dns-layout", &["--ring-bytes", "1048576"]);
+}
+
+fn learnt_addresses_survive(name: &str, second_extra: &[&str]) {
+    let mut env = TestEnv::new(name);
     let _dns = env.dns(Path::new(env!("CARGO_BIN_EXE_ea-dns-server")), 300);
     env.server("tcp", "::", 443);
     // Two domain vendors; the next agent's policy adds a third whose pattern sorts first, so that
@@ -200,7 +210,7 @@ fn addresses_learnt_from_dns_keep_their_meaning_across_an_adoption() {
         "the learnt address is still allowed while no agent runs"
     );
     // The adopted ids keep each address with its own pattern.
-    let second = env.agent(&vendors(true));
+    let second = env.agent_with(&vendors(true), second_extra);
     assert_eq!(
         client(&["connect", &alpha, "443"])["errno"],
         0,

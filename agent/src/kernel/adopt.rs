@@ -12,9 +12,9 @@ use std::{
     path::Path,
 };
 
-use agent_common::{maps, programs as progs, IdName, SlotMeta};
+use agent_common::{maps, programs as progs, BlockKey, IdName, Learnt, LearntKeyV4, LearntKeyV6, SlotMeta};
 use aya::{
-    maps::{Array, CgroupArray, HashMap},
+    maps::{Array, CgroupArray, HashMap, Map, MapData},
     programs::{links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr},
 };
 use tracing::{info, warn};
@@ -73,6 +73,40 @@ impl Datapath {
         self.vendor_ids = VendorIds::restore(vendors);
         self.names_saved = (max_domain, max_vendor);
         Ok(())
+    }
+
+    /// A new layout replaces `old` (another version's maps): carries over what keeps verdicts
+    /// unchanged where the types did not change — the names of the ids (so what the kernel
+    /// learnt keeps its meaning), the addresses learnt from DNS, and automated blocks. Called
+    /// before the policy is installed, and again after the programs were swapped (answers the
+    /// old programs learnt in between). Returns how many learnt addresses it copied.
+    pub fn inherit(&mut self, old: &Path, names: bool) -> Result<usize, DatapathError> {
+        if names && self.domain_ids.iter().next().is_none() {
+            let mut domains = Vec::new();
+            for (id, n) in read_old::<u32, IdName>(old, maps::DOMAIN_NAMES) {
+                if let Some(Ok(p)) = n.as_str().map(str::parse::<DomainPattern>) {
+                    domains.push((id, p));
+                }
+            }
+            let vendors: Vec<(u16, String)> = read_old::<u32, IdName>(old, maps::VENDOR_NAMES)
+                .into_iter()
+                .filter_map(|(id, n)| Some((u16::try_from(id).ok()?, n.as_str()?.to_owned())))
+                .collect();
+            info!(
+                domain_ids = domains.len(),
+                vendor_ids = vendors.len(),
+                "carrying the ids over from the replaced layout"
+            );
+            self.domain_ids = DomainIds::restore(domains);
+            self.vendor_ids = VendorIds::restore(vendors);
+            // Saved into the new maps with the first install.
+            self.names_saved = (0, 0);
+        }
+        let mut copied = 0;
+        copied += copy_old::<LearntKeyV4, Learnt>(self, old, maps::LEARNT_V4)?;
+        copied += copy_old::<LearntKeyV6, Learnt>(self, old, maps::LEARNT_V6)?;
+        copy_old::<BlockKey, u64>(self, old, maps::BLOCKS)?;
+        Ok(copied)
     }
 
     /// The generation in force when this agent adopted the datapath.
@@ -229,6 +263,12 @@ impl Datapath {
                 }
             }
         }
+        // What the old programs learnt until the swap, before their maps go.
+        if let Some(old) = pins.old_layout() {
+            if !pins.adopted {
+                self.inherit(old, false)?;
+            }
+        }
         pins.tidy(id);
         Ok(())
     }
@@ -247,4 +287,43 @@ fn pin_link(link: FdLink, path: &Path) -> Result<(), DatapathError> {
     link.pin(path)
         .map(drop)
         .map_err(|e| DatapathError::Link { path: path.display().to_string(), source: std::io::Error::other(e) })
+}
+
+/// The entries of the old layout's hash map `name`, if it is pinned there with these key and
+/// value sizes (a changed type is not carried over).
+fn read_old<K: aya::Pod, V: aya::Pod>(old: &Path, name: &str) -> Vec<(K, V)> {
+    let Ok(data) = MapData::from_pin(old.join(name)) else { return Vec::new() };
+    let fits = data.info().is_ok_and(|i| {
+        i.key_size() as usize == std::mem::size_of::<K>() && i.value_size() as usize == std::mem::size_of::<V>()
+    });
+    if !fits {
+        warn!(map = name, "the replaced layout's map has other types: not carried over");
+        return Vec::new();
+    }
+    let map = Map::HashMap(data);
+    match HashMap::<_, K, V>::try_from(&map) {
+        Ok(m) => m.iter().filter_map(Result::ok).collect(),
+        Err(_) => {
+            // LRU maps (the learnt tables) are another variant.
+            let Map::HashMap(data) = map else { return Vec::new() };
+            let lru = Map::LruHashMap(data);
+            HashMap::<_, K, V>::try_from(&lru).map(|m| m.iter().filter_map(Result::ok).collect()).unwrap_or_default()
+        }
+    }
+}
+
+fn copy_old<K: aya::Pod, V: aya::Pod>(
+    dp: &mut Datapath,
+    old: &Path,
+    name: &'static str,
+) -> Result<usize, DatapathError> {
+    let entries = read_old::<K, V>(old, name);
+    let n = entries.len();
+    if n > 0 {
+        let mut m: HashMap<_, K, V> = dp.map_mut(name)?;
+        for (k, v) in entries {
+            m.insert(k, v, 0).map_err(map_err(name))?;
+        }
+    }
+    Ok(n)
 }

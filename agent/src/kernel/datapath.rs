@@ -169,8 +169,15 @@ impl Datapath {
             adopted_generation: None,
             links: Vec::new(),
         };
-        if pins.is_some_and(|p| p.adopted) {
-            dp.adopt()?;
+        match pins {
+            Some(p) if p.adopted => dp.adopt()?,
+            Some(p) => {
+                if let Some(old) = p.old_layout() {
+                    let n = dp.inherit(old, true)?;
+                    tracing::info!(learnt = n, "learnt addresses and blocks carried over from the replaced layout");
+                }
+            }
+            None => {}
         }
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
         let config_value = Config { offsets, wakeup_bytes: ring_bytes / 8, _pad: 0 };

@@ -150,6 +150,11 @@ impl Pins {
         self.layout_dir.join(name)
     }
 
+    /// The maps of the layout this start replaces, if any (the first found: normally the only).
+    pub fn old_layout(&self) -> Option<&Path> {
+        self.old_layouts.first().map(PathBuf::as_path)
+    }
+
     /// The directory of the links on the cgroup with id `cgroup_id`.
     pub fn links_dir(&self, cgroup_id: u64) -> PathBuf {
         self.root.join("links").join(cgroup_id.to_string())
