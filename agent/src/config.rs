@@ -53,6 +53,9 @@ pub struct AgentConfig {
     pub pin_dir: Option<PathBuf>,
     /// What a deliberate stop does with the pinned datapath: `open` (default) or `closed`.
     pub fail_mode: Option<crate::kernel::pin::FailMode>,
+    /// Where the host's files are mounted when the agent runs in a container (`/host` in the
+    /// DaemonSet): `exe` selectors are looked up there.
+    pub host_root: Option<PathBuf>,
     /// Where records go besides (or instead of) `events` (README "Sinks"; `sinks::spec::resolve`
     /// says how this combines with `--events` and `--format`).
     pub sinks: Option<Vec<crate::sinks::spec::SinkConfig>>,

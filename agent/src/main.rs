@@ -97,6 +97,7 @@ fn main() -> ExitCode {
                         p if p.as_os_str() == "off" => None,
                         p => Some(p),
                     },
+                    host_root: file.host_root,
                     pin: match pin_dir.or(file.pin_dir).unwrap_or_else(|| kernel::pin::DEFAULT_ROOT.into()) {
                         p if p.as_os_str() == "off" => None,
                         p => Some((p, fail_mode.or(file.fail_mode).unwrap_or(kernel::pin::FailMode::Open))),

@@ -72,6 +72,8 @@ pub struct RunArgs {
     /// Where the datapath is pinned, and what a deliberate stop does; None: not pinned (the
     /// programs live as long as the agent).
     pub pin: Option<(PathBuf, FailMode)>,
+    /// The host's root when the agent runs in a container (`hostRoot:`).
+    pub host_root: Option<PathBuf>,
 }
 
 /// The sinks of a run: `None` writes `events` alone in `format` (what `learn` does); `run`
@@ -171,7 +173,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     if let Some(addr) = args.metrics {
         sinks::metrics::serve(metrics.clone(), probes.clone(), addr);
     }
-    let resolver = policy::resolve::HostResolver::new();
+    let resolver = policy::resolve::HostResolver::new().with_host_root(args.host_root.clone());
     // Local files, or a central bundle (the cached one, so a boot without the network enforces).
     let crate::central::Start { merged, mut compiled, warnings, central, embedded_fallback } =
         crate::central::load(&args.policy, &args.policy_source, args.state.as_deref(), &resolver)?;

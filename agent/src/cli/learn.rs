@@ -20,6 +20,7 @@ pub fn learn(args: LearnArgs) -> ExitCode {
     run::run_blocking(run::RunArgs {
         admin: None,
         pin: None,
+        host_root: None,
         ring_bytes: agent_common::EVENTS_RING_BYTES,
         policy: args.policy,
         policy_source: Default::default(),

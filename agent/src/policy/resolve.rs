@@ -73,6 +73,10 @@ pub struct HostResolver {
     users: std::sync::Mutex<std::collections::HashMap<String, u32>>,
     /// The last walk of the hierarchy: every selector of one resolution uses the same walk.
     walked: std::sync::Mutex<Option<(std::time::Instant, std::sync::Arc<Vec<crate::container::Found>>)>>,
+    /// Where the host's files are when the agent runs in a container (`hostRoot:`, e.g. `/host`
+    /// in the DaemonSet): `exe` globs are looked up there. A bind mount keeps the files' device
+    /// and inode, so the identity found is the one the kernel sees.
+    host_root: Option<PathBuf>,
 }
 
 /// How long one walk of the cgroup hierarchy serves: a resolution (fingerprint, then compile)
@@ -86,13 +90,24 @@ impl HostResolver {
             cgroup_root_depth: crate::cgroup::cgroup2_root_depth(),
             users: std::sync::Mutex::default(),
             walked: std::sync::Mutex::default(),
+            host_root: None,
         }
+    }
+
+    /// Looks `exe` globs up under `root` (the host's root mounted in the agent's container).
+    pub fn with_host_root(mut self, root: Option<PathBuf>) -> Self {
+        self.host_root = root.filter(|r| r != std::path::Path::new("/"));
+        self
     }
 }
 
 impl Resolver for HostResolver {
     fn exes(&self, pattern: &str) -> Vec<ExeFile> {
-        let Ok(paths) = glob::glob(pattern) else { return Vec::new() };
+        let rooted = match &self.host_root {
+            Some(root) => root.join(pattern.trim_start_matches('/')).display().to_string(),
+            None => pattern.to_owned(),
+        };
+        let Ok(paths) = glob::glob(&rooted) else { return Vec::new() };
         let mut out: Vec<ExeFile> = paths
             .flatten()
             .filter_map(|p| {
@@ -101,7 +116,14 @@ impl Resolver for HostResolver {
                     return None;
                 }
                 let id = crate::fileid::file_id(&p).ok()?;
-                Some(ExeFile { path: p.display().to_string(), dev: id.dev, ino: id.ino, script: is_script(&p) })
+                // Shown as the host names it.
+                let shown = match &self.host_root {
+                    Some(root) => {
+                        p.strip_prefix(root).map_or_else(|_| p.display().to_string(), |r| format!("/{}", r.display()))
+                    }
+                    None => p.display().to_string(),
+                };
+                Some(ExeFile { path: shown, dev: id.dev, ino: id.ino, script: is_script(&p) })
             })
             .collect();
         // A process started before its executable was replaced (a package upgrade without a
@@ -170,6 +192,27 @@ impl Resolver for HostResolver {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exe_globs_are_looked_up_under_the_host_root() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let root = std::env::temp_dir().join(format!("ea-hostroot-{}", std::process::id()));
+        let bin = root.join("usr/bin");
+        std::fs::create_dir_all(&bin).expect("mkdir");
+        let exe = bin.join("payments");
+        std::fs::write(&exe, b"\x7fELF").expect("write");
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let r = HostResolver::new().with_host_root(Some(root.clone()));
+        let found = r.exes("/usr/bin/pay*");
+        let id = crate::fileid::file_id(&exe).expect("id");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].path.as_str(), found[0].dev, found[0].ino), ("/usr/bin/payments", id.dev, id.ino));
+        assert!(
+            HostResolver::new().exes("/usr/bin/payments").is_empty()
+                || !std::path::Path::new("/usr/bin/payments").exists()
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn host_resolver_reads_this_host() {
