@@ -99,10 +99,25 @@ fn events_name_the_runtime_container_pod_and_qos_of_each_cgroup_shape() {
         (format!("system.slice/docker-{}.scope", cid('7')), Some("docker"), Some(cid('7')), None, None),
         (format!("docker/{}", cid('8')), Some("docker"), Some(cid('8')), None, None),
         (format!("machine.slice/libpod-{}.scope", cid('9')), Some("podman"), Some(cid('9')), None, None),
+        // A user's delegated subtree names what its owner likes: not attributed (rootless
+        // containers included), nor a look-alike of a pod there.
+        (format!("user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{}.scope", cid('a')), None, None, None, None),
         (
-            format!("user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{}.scope", cid('a')),
-            Some("podman"),
-            Some(cid('a')),
+            format!(
+                "user.slice/user-1000.slice/user@1000.service/kubepods-besteffort-pod{e3}.slice/cri-containerd-{}.scope",
+                cid('e')
+            ),
+            None,
+            None,
+            None,
+            None,
+        ),
+        // Below a container, its processes name the cgroups: a look-alike pod there keeps the
+        // outer container's identity.
+        (
+            format!("system.slice/docker-{}.scope/kubepods-besteffort-pod{e3}.slice/cri-containerd-{}.scope", cid('f'), cid('e')),
+            Some("docker"),
+            Some(cid('f')),
             None,
             None,
         ),
