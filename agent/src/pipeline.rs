@@ -124,6 +124,16 @@ impl Pipeline {
         n
     }
 
+    /// What the kernel tables' fill needs from the agent's own counts: open flows, the flow
+    /// table's capacity, and the live learnt addresses (for `status` and the metrics).
+    pub fn table_counts(&self) -> crate::kernel::tables::Counted {
+        crate::kernel::tables::Counted {
+            flows: self.flows.open_count() as u64,
+            flows_capacity: self.metrics.flows_capacity.get().max(0) as u64,
+            learnt: self.metrics.learnt_addresses.get().max(0) as u64,
+        }
+    }
+
     /// Writes a record the agent made itself (kill switch), at once.
     pub fn emit(&mut self, rec: &serde_json::Value) {
         self.write(rec);

@@ -42,7 +42,6 @@ use crate::{
         counters::{self, DnsSeen},
         flows::FlowCounters,
         pin::{self, FailMode, Pins},
-        tables::Counted,
         Datapath, DatapathError,
     },
     pipeline::{self, Pipeline, DRAIN_BATCH},
@@ -311,7 +310,6 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
         started_at: time::OffsetDateTime::now_utc(),
         cgroup: watched.clone(),
         state: args.state.clone(),
-        max_flows: args.pipeline.max_flows,
     };
     let (admin_tx, mut admin_rx) = mpsc::channel(16);
     let _admin = args.admin.as_deref().and_then(|p| match control::admin::serve(p, admin_tx) {
@@ -457,12 +455,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
                 verbs::expire(&mut kills, &mut dp, &mut pipe);
             }
             _ = table_check.tick() => {
-                let counted = Counted {
-                    flows: pipe.flows.open_count() as u64,
-                    flows_capacity: u64::from(args.pipeline.max_flows),
-                    learnt: pipe.metrics.learnt_addresses.get().max(0) as u64,
-                };
-                counters::table_metrics(&mut dp, state.current(), &counted, &pipe.metrics);
+                counters::table_metrics(&mut dp, state.current(), &pipe.table_counts(), &pipe.metrics);
             }
             Some(cmd) = admin_rx.recv() => {
                 // Events decided before the request are written before its effect.

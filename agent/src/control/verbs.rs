@@ -11,12 +11,7 @@ use super::{
     admin::{refusal, Request},
     killswitch::{Kill, KillError, KillSwitch},
 };
-use crate::{
-    events,
-    in_force::PolicyState,
-    kernel::{tables::Counted, Datapath},
-    pipeline::Pipeline,
-};
+use crate::{events, in_force::PolicyState, kernel::Datapath, pipeline::Pipeline};
 
 /// What `status` says about the agent itself.
 pub struct AgentInfo {
@@ -24,7 +19,6 @@ pub struct AgentInfo {
     pub started_at: OffsetDateTime,
     pub cgroup: PathBuf,
     pub state: Option<PathBuf>,
-    pub max_flows: u32,
 }
 
 /// Everything a verb may read or change.
@@ -151,12 +145,7 @@ pub fn expire(kills: &mut KillSwitch, dp: &mut Datapath, pipe: &mut Pipeline) {
 fn status(c: &mut Ctx<'_>) -> Value {
     let p = c.state.current();
     let m = &c.pipe.metrics;
-    let counted = Counted {
-        flows: c.pipe.flows.open_count() as u64,
-        flows_capacity: u64::from(c.info.max_flows),
-        learnt: m.learnt_addresses.get().max(0) as u64,
-    };
-    let tables = c.dp.table_fill(p, &counted).unwrap_or_else(|e| {
+    let tables = c.dp.table_fill(p, &c.pipe.table_counts()).unwrap_or_else(|e| {
         warn!(error = %e, "counting the kernel tables failed");
         Vec::new()
     });

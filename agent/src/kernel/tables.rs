@@ -34,13 +34,9 @@ pub struct Counted {
 }
 
 impl Datapath {
-    fn count_keys<K: aya::Pod>(&mut self, map: &'static str) -> Result<u64, DatapathError> {
-        let m: HashMap<_, K, u8> = self.map_mut(map)?;
-        Ok(m.keys().filter_map(Result::ok).count() as u64)
-    }
-
-    fn count_keys_u64<K: aya::Pod>(&mut self, map: &'static str) -> Result<u64, DatapathError> {
-        let m: HashMap<_, K, u64> = self.map_mut(map)?;
+    /// Entries of hash map `map`, whose keys are `K` and values `V`.
+    fn count_keys<K: aya::Pod, V: aya::Pod>(&mut self, map: &'static str) -> Result<u64, DatapathError> {
+        let m: HashMap<_, K, V> = self.map_mut(map)?;
         Ok(m.keys().filter_map(Result::ok).count() as u64)
     }
 
@@ -62,24 +58,24 @@ impl Datapath {
         ];
         out.push(TableFill {
             table: "exe_set",
-            entries: self.count_keys::<ExeKey>(maps::EXE_SET)?,
+            entries: self.count_keys::<ExeKey, u8>(maps::EXE_SET)?,
             capacity: MAX_EXE_KEYS.into(),
         });
         out.push(TableFill {
             table: "resolvers",
-            entries: self.count_keys::<ResolverKey>(maps::RESOLVERS)?,
+            entries: self.count_keys::<ResolverKey, u8>(maps::RESOLVERS)?,
             capacity: MAX_RESOLVERS.into(),
         });
         out.push(TableFill { table: "learnt", entries: counted.learnt, capacity: 2 * u64::from(MAX_LEARNT) });
         out.push(TableFill { table: "flows", entries: counted.flows, capacity: counted.flows_capacity });
         out.push(TableFill {
             table: "blocks",
-            entries: self.count_keys_u64::<BlockKey>(maps::BLOCKS)?,
+            entries: self.count_keys::<BlockKey, u64>(maps::BLOCKS)?,
             capacity: MAX_BLOCKS.into(),
         });
         out.push(TableFill {
             table: "kills",
-            entries: self.count_keys_u64::<u32>(maps::KILLS)?,
+            entries: self.count_keys::<u32, u64>(maps::KILLS)?,
             capacity: MAX_KILLS.into(),
         });
         Ok(out)
