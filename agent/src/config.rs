@@ -17,6 +17,7 @@
 //! admin: /run/egress-agent/admin.sock
 //! pinDir: /sys/fs/bpf/egress-agent
 //! failMode: closed
+//! kubernetes: {pods: api}     # pod namespace, name, labels (see kube::KubeConfig)
 //! sinks:                      # see sinks::spec; README "Sinks"
 //!   - {type: syslog, address: unix:///dev/log}
 //! ```
@@ -56,6 +57,8 @@ pub struct AgentConfig {
     /// Where the host's files are mounted when the agent runs in a container (`/host` in the
     /// DaemonSet): `exe` selectors are looked up there.
     pub host_root: Option<PathBuf>,
+    /// Where pod names, namespaces and labels come from on Kubernetes (README "Kubernetes").
+    pub kubernetes: Option<crate::kube::KubeConfig>,
     /// Where records go besides (or instead of) `events` (README "Sinks"; `sinks::spec::resolve`
     /// says how this combines with `--events` and `--format`).
     pub sinks: Option<Vec<crate::sinks::spec::SinkConfig>>,

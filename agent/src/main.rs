@@ -13,6 +13,7 @@ mod events;
 mod fileid;
 mod in_force;
 mod kernel;
+mod kube;
 mod logging;
 mod pipeline;
 mod policy;
@@ -98,6 +99,7 @@ fn main() -> ExitCode {
                         p => Some(p),
                     },
                     host_root: file.host_root,
+                    kubernetes: file.kubernetes.unwrap_or_default(),
                     pin: match pin_dir.or(file.pin_dir).unwrap_or_else(|| kernel::pin::DEFAULT_ROOT.into()) {
                         p if p.as_os_str() == "off" => None,
                         p => Some((p, fail_mode.or(file.fail_mode).unwrap_or(kernel::pin::FailMode::Open))),

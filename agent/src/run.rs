@@ -73,6 +73,8 @@ pub struct RunArgs {
     pub pin: Option<(PathBuf, FailMode)>,
     /// The host's root when the agent runs in a container (`hostRoot:`).
     pub host_root: Option<PathBuf>,
+    /// Where pod metadata comes from (`kubernetes:`).
+    pub kubernetes: crate::kube::KubeConfig,
 }
 
 /// The sinks of a run: `None` writes `events` alone in `format` (what `learn` does); `run`
@@ -132,6 +134,8 @@ pub enum RunError {
     Output { path: String, source: std::io::Error },
     #[error(transparent)]
     Sink(#[from] sinks::fanout::SinkError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kube::client::EndpointError),
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
     #[error(
@@ -143,7 +147,7 @@ pub enum RunError {
 impl RunError {
     /// Errors the operator fixes by changing the command line or the policy.
     pub fn is_usage(&self) -> bool {
-        matches!(self, RunError::Policy(_) | RunError::Central(_) | RunError::Cgroup(_))
+        matches!(self, RunError::Policy(_) | RunError::Central(_) | RunError::Cgroup(_) | RunError::Kubernetes(_))
     }
 }
 
@@ -172,7 +176,12 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     if let Some(addr) = args.metrics {
         sinks::metrics::serve(metrics.clone(), probes.clone(), addr);
     }
-    let resolver = policy::resolve::HostResolver::new().with_host_root(args.host_root.clone());
+    // Selectors are resolved again at once when their directories change or the pod list does.
+    let (sel_tx, mut sel_rx) = mpsc::unbounded_channel();
+    // Fetched once before the policy is compiled, so pod selectors resolve from the start.
+    let pods = crate::kube::Pods::start(&args.kubernetes, metrics.clone(), sel_tx.clone())?;
+    let resolver =
+        policy::resolve::HostResolver::new().with_host_root(args.host_root.clone()).with_pods(pods.clone());
     // Local files, or a central bundle (the cached one, so a boot without the network enforces).
     let crate::central::Start { merged, mut compiled, warnings, central, embedded_fallback } =
         crate::central::load(&args.policy, &args.policy_source, args.state.as_deref(), &resolver)?;
@@ -281,7 +290,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     metrics.policy_generation.set(i64::from(first_gen));
     metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
     let mut pipe =
-        Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline), &args.pipeline, watch, metrics);
+        Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline).with_pods(pods.clone()), &args.pipeline, watch, metrics);
     let mut dns_seen = DnsSeen::default();
     if let Some(problem) = kills_lost {
         pipe.audit("kill_switch_state_lost", json!({"problem": problem}));
@@ -310,6 +319,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
         started_at: time::OffsetDateTime::now_utc(),
         cgroup: watched.clone(),
         state: args.state.clone(),
+        pods: pods.clone(),
     };
     let (admin_tx, mut admin_rx) = mpsc::channel(16);
     let _admin = args.admin.as_deref().and_then(|p| match control::admin::serve(p, admin_tx) {
@@ -356,8 +366,6 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
             None
         }
     };
-    // Selectors are resolved again at once when their directories change, not only on the timer.
-    let (sel_tx, mut sel_rx) = mpsc::unbounded_channel();
     let mut sel_dirs = watch::selector_dirs(&state.merged, &mount);
     let mut sel_watcher = arm_selector_watch(&sel_dirs, &sel_tx);
     let mut pending_resolve: Option<tokio::time::Instant> = None;

@@ -21,6 +21,7 @@ pub fn learn(args: LearnArgs) -> ExitCode {
         admin: None,
         pin: None,
         host_root: None,
+        kubernetes: Default::default(),
         ring_bytes: agent_common::EVENTS_RING_BYTES,
         policy: args.policy,
         policy_source: Default::default(),

@@ -19,6 +19,8 @@ pub struct AgentInfo {
     pub started_at: OffsetDateTime,
     pub cgroup: PathBuf,
     pub state: Option<PathBuf>,
+    /// This node's pod list, if `kubernetes.pods` is on.
+    pub pods: Option<crate::kube::Pods>,
 }
 
 /// Everything a verb may read or change.
@@ -187,6 +189,7 @@ fn status(c: &mut Ctx<'_>) -> Value {
             "ring_lag_s": m.ring_lag.get(),
         },
         "sinks": c.pipe.sinks.health(),
+        "pod_list": c.info.pods.as_ref().map(crate::kube::Pods::status),
         "kill_switch": c.kills.active().collect::<Vec<_>>(),
         "blocks": c.pipe.watch.blocks(),
     })

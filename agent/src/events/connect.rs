@@ -31,6 +31,11 @@ pub struct Who<'a> {
     pub pod_uid: Option<&'a str>,
     /// `guaranteed`, `burstable` or `besteffort`.
     pub pod_qos: Option<&'static str>,
+    /// The pod's namespace, name and labels, from this node's pod list (config `kubernetes`);
+    /// absent without one, or for a pod the list does not have yet.
+    pub pod_namespace: Option<&'a str>,
+    pub pod_name: Option<&'a str>,
+    pub pod_labels: Option<&'a std::collections::BTreeMap<String, String>>,
 }
 
 impl<'a> Who<'a> {
@@ -52,6 +57,9 @@ impl<'a> Who<'a> {
             container_runtime: id.and_then(|i| i.runtime).map(Runtime::as_str),
             pod_uid: id.and_then(|i| i.pod_uid.as_deref()),
             pod_qos: id.and_then(|i| i.qos).map(Qos::as_str),
+            pod_namespace: who.pod.as_deref().map(|p| p.namespace.as_str()),
+            pod_name: who.pod.as_deref().map(|p| p.name.as_str()),
+            pod_labels: who.pod.as_deref().map(|p| &p.labels),
         }
     }
 }

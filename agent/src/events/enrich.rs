@@ -24,6 +24,8 @@ pub struct Enriched {
     pub cgroup: Option<String>,
     /// The container and pod the cgroup path names (see `container`).
     pub identity: Option<Arc<container::Identity>>,
+    /// The pod's namespace, name and labels, when this node's pod list has its UID.
+    pub pod: Option<Arc<crate::kube::PodMeta>>,
 }
 
 /// Upper bounds of the caches; a busy host with more live processes only costs extra /proc reads.
@@ -43,6 +45,9 @@ pub struct Enricher {
     /// Keyed by cgroup id; a recreated cgroup has a new id, so entries never go stale.
     identities: LruCache<u64, Option<Arc<container::Identity>>>,
     cmdline: bool,
+    /// This node's pod list (config `kubernetes.pods`), looked up per event: a pod's first
+    /// events may come before the list has it.
+    pods: Option<crate::kube::Pods>,
 }
 
 impl Enricher {
@@ -54,7 +59,14 @@ impl Enricher {
             cgroups: cgroup::CgroupNames::new(cgroup_mount),
             identities: LruCache::new(nz(IDENTITY_CACHE)),
             cmdline,
+            pods: None,
         }
+    }
+
+    /// Names pods in events from this node's pod list.
+    pub fn with_pods(mut self, pods: Option<crate::kube::Pods>) -> Self {
+        self.pods = pods;
+        self
     }
 
     /// The cgroup2 mount the cgroup paths are relative to.
@@ -75,7 +87,11 @@ impl Enricher {
             // Unknown cgroup (gone before it was seen): nothing to remember.
             (None, None) => None,
         };
-        Enriched { proc, cgroup, identity }
+        let pod = match (&self.pods, identity.as_deref().and_then(|i| i.pod_uid.as_deref())) {
+            (Some(pods), Some(uid)) => pods.get(uid),
+            _ => None,
+        };
+        Enriched { proc, cgroup, identity, pod }
     }
 
     /// Learns the executable of a process from its exec record, while /proc may still show it.

@@ -21,12 +21,14 @@ pub struct PodSeries {
     mount: PathBuf,
     /// Pod UID → its cgroup directory.
     pods: HashMap<String, PathBuf>,
+    /// Pod UID → the namespace and name its `egress_pod_info` series has.
+    names: HashMap<String, (String, String)>,
     last_sweep: Instant,
 }
 
 impl PodSeries {
     pub fn new(mount: PathBuf) -> Self {
-        Self { mount, pods: HashMap::new(), last_sweep: Instant::now() }
+        Self { mount, pods: HashMap::new(), names: HashMap::new(), last_sweep: Instant::now() }
     }
 
     /// Counts one attempt of `who` if it comes from a pod.
@@ -42,6 +44,11 @@ impl PodSeries {
             "other"
         };
         m.pod_connections.with_label_values(&[label, verdict]).inc();
+        if let Some(p) = who.pod.as_deref().filter(|_| label != "other") {
+            // Labelled by the pod's UID too: a pod recreated under the same name is another.
+            m.pod_info.with_label_values(&[label, &p.namespace, &p.name]).set(1);
+            self.names.insert(uid.clone(), (p.namespace.clone(), p.name.clone()));
+        }
     }
 
     /// Removes the series of pods whose cgroup is gone (at most every [`SWEEP_EVERY`]).
@@ -57,6 +64,9 @@ impl PodSeries {
             for v in VERDICTS {
                 // A verdict the pod never had has no series: nothing to remove.
                 let _ = m.pod_connections.remove_label_values(&[uid, v]);
+            }
+            if let Some((ns, name)) = self.names.remove(uid) {
+                let _ = m.pod_info.remove_label_values(&[uid, &ns, &name]);
             }
             false
         });
@@ -78,6 +88,11 @@ mod tests {
         let m = Metrics::new().expect("metrics");
         let who = |path: &str| Enriched {
             identity: Some(Arc::new(crate::container::parse(path))).filter(|i| !i.is_empty()),
+            pod: Some(Arc::new(crate::kube::PodMeta {
+                namespace: "payments".into(),
+                name: "checkout-1".into(),
+                labels: Default::default(),
+            })),
             ..Enriched::default()
         };
         let mut s = PodSeries::new(mount.clone());
@@ -86,6 +101,7 @@ mod tests {
         s.count(&m, &who("/system.slice/x.service"), "allow");
         assert_eq!(m.pod_connections.with_label_values(&[uid, "allow"]).get(), 1);
         assert_eq!(m.pod_connections.with_label_values(&[uid, "deny"]).get(), 1);
+        assert_eq!(m.pod_info.with_label_values(&[uid, "payments", "checkout-1"]).get(), 1);
         s.last_sweep = Instant::now() - SWEEP_EVERY;
         s.sweep(&m);
         assert_eq!(s.pods.len(), 1, "the pod is still there");
@@ -95,5 +111,7 @@ mod tests {
         assert!(s.pods.is_empty());
         let families = prometheus::core::Collector::collect(&m.pod_connections);
         assert!(families.iter().all(|f| f.get_metric().is_empty()), "series of a gone pod removed");
+        let families = prometheus::core::Collector::collect(&m.pod_info);
+        assert!(families.iter().all(|f| f.get_metric().is_empty()), "its info series too");
     }
 }

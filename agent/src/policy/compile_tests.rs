@@ -38,6 +38,34 @@ impl Resolver for FakeHost {
             })
             .collect()
     }
+    /// The pod list has the pod, in namespace `payments`, labelled app=checkout and tier=web.
+    fn pod(&self, uid: &str) -> Result<Option<std::sync::Arc<crate::kube::PodMeta>>, String> {
+        Ok((uid == POD).then(|| {
+            std::sync::Arc::new(crate::kube::PodMeta {
+                namespace: "payments".into(),
+                name: "checkout-7d9f-x2".into(),
+                labels: [("app", "checkout"), ("tier", "web")].into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+            })
+        }))
+    }
+}
+
+/// The same host without a pod list.
+struct NoPodList;
+
+impl Resolver for NoPodList {
+    fn exes(&self, pattern: &str) -> Vec<ExeFile> {
+        FakeHost.exes(pattern)
+    }
+    fn user(&self, name: &str) -> Option<u32> {
+        FakeHost.user(name)
+    }
+    fn cgroup(&self, path: &str) -> Option<(u64, u32)> {
+        FakeHost.cgroup(path)
+    }
+    fn containers(&self) -> Vec<crate::container::Found> {
+        FakeHost.containers()
+    }
 }
 
 const POD: &str = "6f1c2d3e-0a1b-4c5d-8e9f-0123456789ab";
@@ -481,8 +509,64 @@ fn pod_and_container_selectors_name_their_cgroups() {
     assert_eq!(d(&p, &a), verdict::DENY);
     assert!(w.iter().any(|w| w.message.contains("no container matching `ff*`")), "{w:?}");
     let (_, w) = compiled(&spec("{pod_uid: 00000000-0000-0000-0000-000000000000}"));
-    assert!(w.iter().any(|w| w.message.contains("has no cgroup on this host")), "{w:?}");
+    assert!(w.iter().any(|w| w.message.contains("no pod with uid 00000000-")), "{w:?}");
     assert_eq!(p.fingerprint, selector_fingerprint(&merged(&spec("{container: \"ff*\"}")), &FakeHost));
+}
+
+#[test]
+fn pod_metadata_selectors_name_the_cgroups_of_the_pods_they_match() {
+    let in_cgroup = |ancestors: Vec<u64>| ProcIdentity { cgroup_ancestors: ancestors, ..curl() };
+    let (a, b, c) = (in_cgroup(vec![1, 20, 21, 300, 301]), in_cgroup(vec![1, 20, 21, 300, 302]), in_cgroup(vec![1, 22, 303]));
+    let d = |p: &CompiledPolicy, who: &ProcIdentity| {
+        p.decide("192.0.2.1".parse().expect("ip"), 443, Protocol::Tcp, who).verdict
+    };
+    let spec = |sel: &str| {
+        format!("  mode: enforce\n  vendors:\n    - name: s\n      destinations: [{{cidr: 192.0.2.1}}]\n      processes: [{sel}]\n")
+    };
+    for sel in [
+        "{pod_namespace: payments}",
+        "{pod_name: \"checkout-*\"}",
+        "{pod_labels: {app: checkout}}",
+        "{pod_namespace: payments, pod_labels: {app: checkout, tier: web}}",
+    ] {
+        let (p, w) = compiled(&spec(sel));
+        assert!(w.is_empty(), "{sel}: {w:?}");
+        assert_eq!((p.tables.selectors[1].cgroup_id, p.tables.selectors[1].cgroup_level), (300, 3), "{sel}: the pod's cgroup");
+        assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::ALLOW, verdict::DENY], "{sel}");
+    }
+    // Within the pods matched, one container.
+    let (p, _) = compiled(&spec("{pod_labels: {app: checkout}, container: \"aa*\"}"));
+    assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::DENY, verdict::DENY]);
+    // Every part must match: another namespace, a label value that differs, a missing label.
+    for sel in ["{pod_namespace: other}", "{pod_labels: {app: billing}}", "{pod_labels: {app: checkout, team: x}}", "{pod_name: \"web-*\"}"] {
+        let (p, w) = compiled(&spec(sel));
+        assert_eq!(d(&p, &a), verdict::DENY, "{sel}");
+        assert!(w.iter().any(|w| w.message.contains("no pod with")), "{sel}: {w:?}");
+    }
+    // No pod list: nothing matches, and the warning says how to get one.
+    let text = format!("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n{}", spec("{pod_namespace: payments}"));
+    let (m, _) = merge(&parse("t.yaml", &text).expect("parse")).expect("merge");
+    let (p, w) = compile(&m, &NoPodList, time::macros::datetime!(2026-11-23 12:00 UTC)).expect("compile");
+    assert_eq!(d(&p, &a), verdict::DENY);
+    assert!(w.iter().any(|w| w.message.contains("kubernetes: {pods: api}")), "{w:?}");
+}
+
+#[test]
+fn pod_metadata_selectors_are_validated() {
+    let refused = |sel: &str| {
+        let text = format!("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n  vendors:\n    - name: s\n      destinations: [{{cidr: 192.0.2.1}}]\n      processes:\n        - {sel}\n");
+        match parse("t.yaml", &text) {
+            Err(e) => format!("{e:?}"),
+            Ok(docs) => merge(&docs).err().map(|e| e.to_string()).unwrap_or_default(),
+        }
+    };
+    assert!(refused("{pod_namespace: Payments}").contains("is not a namespace name"));
+    assert!(refused("{pod_labels: {}}").contains("an empty map would match every pod"));
+    assert!(refused("{pod_labels: {\"-bad\": x}}").contains("is not a label key"));
+    assert!(refused("{pod_labels: {app: \"a b\"}}").contains("is not a label value"));
+    assert!(refused("{pod_name: \"Web_1\"}").contains("pod_name `Web_1`"));
+    let e = refused("{cgroup: /x, pod_namespace: payments}");
+    assert!(e.contains("give `cgroup` or `pod_uid`/`pod_namespace`"), "{e}");
 }
 
 fn merged(spec: &str) -> Merged {
@@ -507,5 +591,5 @@ fn pod_and_container_selectors_are_validated_with_their_place() {
     let e = refused("{container: \"3f2a\"}");
     assert!(e.contains("`3f2a*`"), "{e}");
     let e = refused(&format!("{{cgroup: /x, pod_uid: {POD}}}"));
-    assert!(e.contains("give `cgroup` or `pod_uid`/`container`") && e.contains("processes[0]"), "{e}");
+    assert!(e.contains("give `cgroup` or `pod_uid`/`pod_namespace`") && e.contains("processes[0]"), "{e}");
 }

@@ -115,10 +115,10 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                     ));
                 } else if sel.uid.is_some() && sel.user.is_some() {
                     errors.push(Problem::error(at, "give `uid` or `user`, not both"));
-                } else if sel.cgroup.is_some() && (sel.pod_uid.is_some() || sel.container.is_some()) {
+                } else if sel.cgroup.is_some() && (sel.names_pod() || sel.container.is_some()) {
                     errors.push(Problem::error(
                         at,
-                        "give `cgroup` or `pod_uid`/`container`, not both: each names the cgroup the process must be in, and the kernel checks one per selector",
+                        "give `cgroup` or `pod_uid`/`pod_namespace`/`pod_name`/`pod_labels`/`container`, not both: each names the cgroup the process must be in, and the kernel checks one per selector",
                     ));
                 }
             }

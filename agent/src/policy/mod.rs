@@ -4,9 +4,11 @@
 pub mod baseline_spec;
 pub mod compile;
 pub mod domains;
+mod from_str_de;
 pub mod locate;
 mod merge;
 pub mod model;
+pub mod process_model;
 pub mod resolve;
 mod selectors;
 mod shadowing;

@@ -7,17 +7,15 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
-pub use crate::container::{IdGlob, PodUid};
+pub use super::process_model::{Comm, ExePattern, ProcessSelector};
+use super::from_str_de::deserialize_from_str;
 
 pub use super::baseline_spec::{
     BaselineSpec, ByteSize, Cooldown, Factor, Interval, MinConnections, Offset, ResponseAction, ResponseFor,
     ResponseSpec, Sigmas, Warmup,
 };
 pub use crate::dns::name::DomainPattern;
-use serde::{
-    de::{self, Visitor},
-    Deserialize, Deserializer,
-};
+use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -206,84 +204,6 @@ pub struct Vendor {
     pub response: Option<ResponseSpec>,
 }
 
-/// Which processes a rule is for. Every field given must match (and); several selectors in a
-/// list are alternatives (or).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessSelector {
-    /// Absolute path of the executable; `*`, `?` and `[...]` globs allowed. Matched by the
-    /// file's identity (device and inode), so a copied or renamed binary does not match.
-    #[serde(default)]
-    pub exe: Option<ExePattern>,
-    /// Task name (at most 15 bytes, as the kernel keeps it). Any process can set its own comm:
-    /// combine with `exe`, `uid` or `cgroup` for anything that matters.
-    #[serde(default)]
-    pub comm: Option<Comm>,
-    #[serde(default)]
-    pub uid: Option<u32>,
-    /// A user name, resolved to its uid when the policy is loaded.
-    #[serde(default)]
-    pub user: Option<String>,
-    /// A cgroup path prefix under the cgroup2 mount (`/system.slice/billing.service`, a
-    /// container's or pod's cgroup): the process's cgroup is it or below it.
-    #[serde(default)]
-    pub cgroup: Option<CgroupPrefix>,
-    /// A Kubernetes pod, by UID: every container of the pod (its cgroup is found on this host,
-    /// and found again when the pod is recreated).
-    #[serde(default)]
-    pub pod_uid: Option<PodUid>,
-    /// Containers by id: a full 64-hex id or a glob (`3f2a*`). With `pod_uid`, only that pod's.
-    #[serde(default)]
-    pub container: Option<IdGlob>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ExePattern(pub String);
-
-impl FromStr for ExePattern {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if !s.starts_with('/') {
-            return Err(format!("exe `{s}` is not an absolute path: it could never match an executable"));
-        }
-        // Resolution runs every few seconds: a recursive glob would walk whole trees each time.
-        if s.contains("**") || s.starts_with("/proc/") || s.starts_with("/sys/") {
-            return Err(format!("exe `{s}`: `**` and paths under /proc or /sys are not allowed; name the directory"));
-        }
-        glob::Pattern::new(s).map_err(|e| format!("exe `{s}` is not a valid glob: {e}"))?;
-        Ok(ExePattern(s.to_owned()))
-    }
-}
-
-/// The kernel keeps 15 bytes of a task's name: a longer selector could never match.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Comm(pub String);
-
-impl FromStr for Comm {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if s.is_empty() || s.len() > 15 {
-            return Err(format!("comm `{s}` has {} bytes; a task name has 1 to 15, so it could never match", s.len()));
-        }
-        Ok(Comm(s.to_owned()))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CgroupPrefix(pub String);
-
-impl FromStr for CgroupPrefix {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if !s.starts_with('/') || s.split('/').any(|c| c == ".." || c == ".") {
-            return Err(format!(
-                "cgroup `{s}` must be an absolute path under the cgroup2 mount, such as /system.slice/app.service"
-            ));
-        }
-        Ok(CgroupPrefix(s.trim_end_matches('/').to_owned()))
-    }
-}
-
 /// End of an approval: a date (valid through that day, UTC) or an RFC 3339 time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Expiry(pub time::OffsetDateTime);
@@ -464,54 +384,9 @@ impl FromStr for PortRange {
     }
 }
 
-/// Deserializes a `FromStr` type from a YAML string (or, for ports, an integer), so that its
-/// error carries the parser's location.
-macro_rules! deserialize_from_str {
-    ($ty:ty, $what:literal) => {
-        deserialize_from_str!(@impl $ty, $what,);
-    };
-    // Numbers such as `sigmas: 3.5` arrive as floats.
-    ($ty:ty, $what:literal, float) => {
-        deserialize_from_str!(@impl $ty, $what,
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<$ty, E> {
-                n.to_string().parse().map_err(E::custom)
-            }
-        );
-    };
-    (@impl $ty:ty, $what:literal, $($extra:tt)*) => {
-        impl<'de> Deserialize<'de> for $ty {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct V;
-                impl<'de> Visitor<'de> for V {
-                    type Value = $ty;
-                    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                        f.write_str($what)
-                    }
-                    fn visit_str<E: de::Error>(self, s: &str) -> Result<$ty, E> {
-                        s.parse().map_err(E::custom)
-                    }
-                    fn visit_u64<E: de::Error>(self, n: u64) -> Result<$ty, E> {
-                        n.to_string().parse().map_err(E::custom)
-                    }
-                    fn visit_i64<E: de::Error>(self, n: i64) -> Result<$ty, E> {
-                        n.to_string().parse().map_err(E::custom)
-                    }
-                    $($extra)*
-                }
-                d.deserialize_any(V)
-            }
-        }
-    };
-}
-
 deserialize_from_str!(Name, "a name");
 deserialize_from_str!(Cidr, "a CIDR such as 10.0.0.0/8 or an address");
 deserialize_from_str!(PortRange, "a port (443) or a port range (\"8000-8100\")");
-deserialize_from_str!(ExePattern, "an absolute executable path (globs allowed)");
-deserialize_from_str!(Comm, "a task name");
-deserialize_from_str!(CgroupPrefix, "a cgroup path");
-deserialize_from_str!(PodUid, "a pod UID");
-deserialize_from_str!(IdGlob, "a container id or glob");
 deserialize_from_str!(Expiry, "a date or an RFC 3339 time");
 deserialize_from_str!(DomainPattern, "a domain name (api.example.com) or wildcard (*.example.com)");
 deserialize_from_str!(Grace, "a duration such as 30s, 2m or 1h");

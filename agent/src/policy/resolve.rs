@@ -30,7 +30,16 @@ pub trait Resolver {
     fn containers(&self) -> Vec<crate::container::Found> {
         Vec::new()
     }
+    /// The metadata of the pod with this UID (None: this node's pod list lacks it), for
+    /// `pod_namespace`, `pod_name` and `pod_labels`; Err says why no pod list can be consulted.
+    fn pod(&self, _uid: &str) -> Result<Option<std::sync::Arc<crate::kube::PodMeta>>, String> {
+        Err(NO_POD_LIST.into())
+    }
 }
+
+/// Why selectors by pod metadata match nothing when the agent has no pod list.
+pub const NO_POD_LIST: &str =
+    "no pod list: set `kubernetes: {pods: api}` (or `kubelet`) in the agent's configuration to match pods by namespace, name or labels";
 
 /// Executables of running processes that were deleted or replaced since the process started and
 /// whose former path matches `glob` (`/proc/PID/exe` reads `<path> (deleted)` for them; the link
@@ -77,6 +86,8 @@ pub struct HostResolver {
     /// in the DaemonSet): `exe` globs are looked up there. A bind mount keeps the files' device
     /// and inode, so the identity found is the one the kernel sees.
     host_root: Option<PathBuf>,
+    /// This node's pod list (config `kubernetes.pods`).
+    pods: Option<crate::kube::Pods>,
 }
 
 /// How long one walk of the cgroup hierarchy serves: a resolution (fingerprint, then compile)
@@ -91,12 +102,19 @@ impl HostResolver {
             users: std::sync::Mutex::default(),
             walked: std::sync::Mutex::default(),
             host_root: None,
+            pods: None,
         }
     }
 
     /// Looks `exe` globs up under `root` (the host's root mounted in the agent's container).
     pub fn with_host_root(mut self, root: Option<PathBuf>) -> Self {
         self.host_root = root.filter(|r| r != std::path::Path::new("/"));
+        self
+    }
+
+    /// Resolves `pod_namespace`, `pod_name` and `pod_labels` through this node's pod list.
+    pub fn with_pods(mut self, pods: Option<crate::kube::Pods>) -> Self {
+        self.pods = pods;
         self
     }
 }
@@ -186,6 +204,14 @@ impl Resolver for HostResolver {
         }
         *walked = Some((std::time::Instant::now(), std::sync::Arc::new(found.clone())));
         found
+    }
+
+    fn pod(&self, uid: &str) -> Result<Option<std::sync::Arc<crate::kube::PodMeta>>, String> {
+        let pods = self.pods.as_ref().ok_or(NO_POD_LIST)?;
+        if let Some(why) = pods.unavailable() {
+            return Err(why);
+        }
+        Ok(pods.get(uid))
     }
 }
 

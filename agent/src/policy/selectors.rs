@@ -105,15 +105,16 @@ pub(super) fn compile_selector(
         }
     }
     let mut cgroups = Vec::new();
-    if sel.pod_uid.is_some() || sel.container.is_some() {
+    if sel.names_pod() || sel.container.is_some() {
         s.flags |= selector_flags::CGROUP;
-        cgroups = container_cgroups(sel, r);
-        if cgroups.is_empty() {
-            problems.push(match (&sel.pod_uid, &sel.container) {
-                (Some(p), Some(c)) => format!("no container matching `{c}` in pod {p} on this host (yet)"),
-                (Some(p), None) => format!("pod {p} has no cgroup on this host (yet)"),
-                (None, c) => format!("no container matching `{}` on this host (yet)", c.as_ref().map_or("", |c| &c.0)),
-            });
+        match container_cgroups(sel, r) {
+            Err(why) => problems.push(why),
+            Ok(found) if found.is_empty() => problems.push(match (sel.names_pod(), &sel.container) {
+                (true, Some(c)) => format!("no container matching `{c}` in pods with {} on this host (yet)", sel.pod_text()),
+                (true, None) => format!("no pod with {} on this host (yet)", sel.pod_text()),
+                (false, c) => format!("no container matching `{}` on this host (yet)", c.as_ref().map_or("", |c| &c.0)),
+            }),
+            Ok(found) => cgroups = found,
         }
     }
     if problems.is_empty() {
@@ -136,22 +137,32 @@ pub(super) fn compile_selector(
     (vec![s], files, Some(msg))
 }
 
-/// The cgroups (id, depth) a `pod_uid`/`container` selector names: a pod's own cgroup (its
+/// The cgroups (id, depth) a pod or `container` selector names: a pod's own cgroup (its
 /// containers are below it, so one kernel check covers them all), or each matching container's.
-fn container_cgroups(sel: &ProcessSelector, r: &dyn Resolver) -> Vec<(u64, u32)> {
-    let mut out: Vec<(u64, u32)> = r
-        .containers()
-        .into_iter()
-        .filter(|f| match (&f.what, &sel.container) {
-            (Component::Container { id, .. }, Some(glob)) => {
-                glob.matches(id) && sel.pod_uid.as_ref().is_none_or(|p| f.pod_uid.as_deref() == Some(&*p.0))
-            }
-            (Component::Pod { uid, .. }, None) => sel.pod_uid.as_ref().is_some_and(|p| *uid == p.0),
+/// Err when the selector names pods by metadata and no pod list can be consulted.
+fn container_cgroups(sel: &ProcessSelector, r: &dyn Resolver) -> Result<Vec<(u64, u32)>, String> {
+    let pod_ok = |uid: Option<&str>| -> Result<bool, String> {
+        let Some(uid) = uid else { return Ok(!sel.names_pod()) };
+        if sel.pod_uid.as_ref().is_some_and(|p| p.0 != uid) {
+            return Ok(false);
+        }
+        if !sel.needs_pod_metadata() {
+            return Ok(true);
+        }
+        Ok(r.pod(uid)?.is_some_and(|meta| sel.pod_matches(&meta)))
+    };
+    let mut out = Vec::new();
+    for f in r.containers() {
+        let matched = match (&f.what, &sel.container) {
+            (Component::Container { id, .. }, Some(glob)) => glob.matches(id) && pod_ok(f.pod_uid.as_deref())?,
+            (Component::Pod { uid, .. }, None) => sel.names_pod() && pod_ok(Some(uid))?,
             _ => false,
-        })
-        .map(|f| (f.id, f.depth))
-        .collect();
+        };
+        if matched {
+            out.push((f.id, f.depth));
+        }
+    }
     out.sort_unstable();
     out.dedup();
-    out
+    Ok(out)
 }

@@ -19,6 +19,12 @@ pub struct Metrics {
     /// Per Kubernetes pod on this node (`events::pods` removes a pod's series once its cgroup
     /// is gone, so the series are bounded by the pods the node runs).
     pub pod_connections: IntCounterVec,
+    /// `1` per pod counted in `pod_connections` whose metadata is known: joins a pod UID to its
+    /// namespace and name (as kube-state-metrics' `kube_pod_info`), removed with the pod's series.
+    pub pod_info: IntGaugeVec,
+    /// Pod list fetches by result (`ok`, `failed`), and the pods the last good list had.
+    pub pod_list_fetches: IntCounterVec,
+    pub pod_list_pods: IntGauge,
     pub flow_bytes: IntCounterVec,
     pub anomalies: IntCounterVec,
     pub dns_answers: IntCounter,
@@ -89,6 +95,19 @@ impl Metrics {
                 "Outbound attempts from Kubernetes pods on this node, by pod UID and verdict",
                 &["pod_uid", "verdict"],
             )?,
+            pod_info: gauge_vec(
+                &r,
+                "egress_pod_info",
+                "1 per pod with attempts counted, naming its namespace and pod (from the pod list)",
+                &["pod_uid", "namespace", "pod"],
+            )?,
+            pod_list_fetches: counter_vec(
+                &r,
+                "egress_pod_list_fetches_total",
+                "Fetches of this node's pod list (kubernetes.pods) by result: ok, failed",
+                &["result"],
+            )?,
+            pod_list_pods: gauge(&r, "egress_pod_list_pods", "Pods in the last pod list fetched")?,
             flow_bytes: counter_vec(
                 &r,
                 "egress_flow_bytes_total",
