@@ -288,3 +288,136 @@ fn containers_and_pods_created_after_the_start_are_picked_up() {
     // The first container is still refused.
     assert_eq!(connect_from(&env, &first)["ok"], false);
 }
+
+/// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`.
+fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        .expect("ext");
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let run = |args: &[&str]| egress_agent_tests::sh(Command::new("openssl").args(args).current_dir(dir));
+    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-cluster-ca"]]
+        .concat());
+    run(&[&["req"][..], &ec, &["-keyout", "api.key", "-out", "api.csr", "-subj", "/CN=kube-apiserver"]].concat());
+    run(&[
+        "x509", "-req", "-in", "api.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "api.crt",
+        "-days", "2", "-extfile", "ext.cnf",
+    ]);
+    (p("ca.crt"), p("api.crt"), p("api.key"))
+}
+
+/// A PodList with each (uid, name, app label) in namespace `payments`.
+fn pod_list(pods: &[(&str, &str, &str)]) -> String {
+    let items: Vec<Value> = pods
+        .iter()
+        .map(|(uid, name, app)| {
+            serde_json::json!({"metadata": {"uid": uid, "namespace": "payments", "name": name, "labels": {"app": app}},
+                               "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}})
+        })
+        .collect();
+    serde_json::json!({"kind": "PodList", "apiVersion": "v1", "items": items}).to_string()
+}
+
+/// Pods named by namespace and labels, from a pod list served over TLS the way the API server
+/// serves it: events carry the names, the selector follows a relabelling, an unreachable API
+/// keeps the last good list, and a wrong CA is refused.
+#[test]
+fn pod_namespace_and_label_selectors_follow_the_pod_list() {
+    let mut env = TestEnv::new("attrib-kube");
+    env.server("tcp", ADDR4, WEB);
+    let (u1, e1) = pod(1);
+    let (u2, e2) = pod(2);
+    let a = format!("{}/cri-containerd-{}.scope", burstable_pod(&e1), cid('a'));
+    let b = format!("{}/cri-containerd-{}.scope", burstable_pod(&e2), cid('b'));
+    for rel in [&a, &b] {
+        env.sub_cgroup(rel);
+    }
+    let (ca, cert, key) = tls_files(&env.dir);
+    // The token the agent sends, and the one the server accepts.
+    let (pods, token, expected, log) = (env.path("pods.json"), env.path("token"), env.path("expected"), env.path("api.log"));
+    std::fs::write(&pods, pod_list(&[(&u1, "checkout-1", "checkout"), (&u2, "web-1", "web")])).expect("pods");
+    std::fs::write(&token, "s3cret-token\n").expect("token");
+    std::fs::write(&expected, "s3cret-token\n").expect("token");
+    let port = 19484;
+    let server = Command::new("python3")
+        .args([&py("kube_api.py"), &port.to_string()])
+        .args([&cert, &key, &pods, &expected, &log])
+        .spawn()
+        .expect("kube_api.py");
+    env.adopt(server);
+    wait_for(Duration::from_secs(10), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")), || "API stand-in did not start".into());
+    let config = |ca: &std::path::Path| {
+        format!(
+            "kubernetes:\n  pods: api\n  server: https://127.0.0.1:{port}\n  node: node-1\n  tokenFile: {}\n  caFile: {}\n  interval: 2s\n",
+            token.display(),
+            ca.display()
+        )
+    };
+    std::fs::write(env.path("agent.yaml"), config(&ca)).expect("config");
+    let cfg = env.path("agent.yaml").display().to_string();
+    let mut agent = env.agent_with(
+        &reserved_to("{pod_namespace: payments, pod_labels: {app: checkout}}"),
+        &["--config", &cfg, "--metrics", "127.0.0.1:19485"],
+    );
+
+    // Only the pod labelled app=checkout reaches the vendor; its events name it.
+    let r = connect_from(&env, &a);
+    assert_eq!(r["ok"], true, "{}", agent.log());
+    let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
+    assert_eq!((ev["pod_namespace"].as_str(), ev["pod_name"].as_str()), (Some("payments"), Some("checkout-1")), "{ev}");
+    assert_eq!(ev["pod_labels"], serde_json::json!({"app": "checkout"}), "{ev}");
+    let r = connect_from(&env, &b);
+    assert_eq!(r["ok"], false, "the pod labelled app=web: {r}");
+    let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
+    assert_eq!((ev["pod_name"].as_str(), ev["verdict"].as_str()), (Some("web-1"), Some("deny")), "{ev}");
+    // Asked for this node's pods only, with the token.
+    let asked = std::fs::read_to_string(&log).expect("log");
+    assert!(asked.contains("fieldSelector=spec.nodeName%3Dnode-1") && asked.contains("\"authorised\": true"), "{asked}");
+    assert!(!asked.contains("\"authorised\": false"), "{asked}");
+    let metrics = || {
+        let out = Command::new("curl").args(["-sf", "http://127.0.0.1:19485/metrics"]).output().expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for(
+        Duration::from_secs(5),
+        || metrics().lines().any(|l| l.starts_with("egress_pod_info{") && l.contains("pod=\"checkout-1\"") && l.contains(&u1)),
+        || format!("no egress_pod_info for checkout-1:\n{}", metrics()),
+    );
+
+    // Relabelled: the vendor follows the label, not the pod.
+    std::fs::write(&pods, pod_list(&[(&u1, "checkout-1", "web"), (&u2, "web-1", "checkout")])).expect("pods");
+    wait_for(
+        Duration::from_secs(20),
+        || connect_from(&env, &b)["ok"] == true,
+        || format!("the relabelled pod is still refused:\n{}", agent.log()),
+    );
+    assert_eq!(connect_from(&env, &a)["ok"], false, "the pod that lost its label");
+
+    // The API goes away: the last good list stays in use, and status says so.
+    // The server now wants another token: every fetch is refused (401) from here on.
+    std::fs::write(&expected, "rotated-token\n").expect("token");
+    wait_for(
+        Duration::from_secs(20),
+        || agent.status()["pod_list"]["last_error"].as_str().is_some_and(|e| e.contains("401")),
+        || format!("no fetch error in status: {}", agent.status()),
+    );
+    assert_eq!(connect_from(&env, &b)["ok"], true, "the last good list is kept");
+    assert_eq!(connect_from(&env, &a)["ok"], false);
+    agent.stop();
+
+    // A server whose certificate the configured CA did not sign is not trusted: the agent
+    // starts, pod selectors match nothing, and the reason is in the log and in status.
+    let other = env.dir.join("other");
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let (other_ca, ..) = tls_files(&other);
+    std::fs::write(&expected, "s3cret-token\n").expect("token");
+    std::fs::write(env.path("agent.yaml"), config(&other_ca)).expect("config");
+    let agent = env.agent_with(
+        &reserved_to("{pod_namespace: payments, pod_labels: {app: checkout}}"),
+        &["--config", &cfg, "--metrics", "127.0.0.1:19485"],
+    );
+    assert_eq!(connect_from(&env, &b)["ok"], false, "no pod list, no pod selector match");
+    let st = agent.status();
+    assert_eq!(st["pod_list"]["fetched"], false, "{st}");
+    assert!(agent.log().contains("pod list not fetched"), "{}", agent.log());
+}
