@@ -158,6 +158,11 @@ impl Resolver for HostResolver {
     }
 
     fn user(&self, name: &str) -> Option<u32> {
+        // In a container the image's users are not the host's: read the host's passwd file
+        // (directory users, through the host's NSS, are out of reach from here).
+        if let Some(root) = &self.host_root {
+            return passwd_uid(&std::fs::read_to_string(root.join("etc/passwd")).ok()?, name);
+        }
         let c = CString::new(name).ok()?;
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
         let mut buf = vec![0 as libc::c_char; 16 * 1024];
@@ -215,9 +220,31 @@ impl Resolver for HostResolver {
     }
 }
 
+/// The uid of `name` in a passwd file's text (`name:x:uid:gid:…`).
+fn passwd_uid(passwd: &str, name: &str) -> Option<u32> {
+    passwd.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next() == Some(name)).then(|| f.nth(1)?.parse().ok()).flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_are_the_host_roots_own_under_a_host_root() {
+        let root = std::env::temp_dir().join(format!("ea-hostusers-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh
+billing:x:4242:4242::/srv:/sbin/nologin
+")
+            .expect("passwd");
+        let r = HostResolver::new().with_host_root(Some(root.clone()));
+        assert_eq!((r.user("billing"), r.user("root"), r.user("bill")), (Some(4242), Some(0), None));
+        assert_eq!(passwd_uid("a:x:notanumber:0::/:/bin/sh\n", "a"), None);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn exe_globs_are_looked_up_under_the_host_root() {
