@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, num::NonZeroUsize, sync::Arc, time::Duration};
 use agent_common::{dns_phase, Event, FlowKey, FlowStats};
 use aya::maps::{MapData, RingBuf};
 use lru::LruCache;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{
     baseline::watch::Watch,
@@ -19,6 +19,7 @@ use crate::{
         connect::{self, RuleNames},
         enrich::{Enriched, Enricher},
         flows::{self, FlowReport, FlowTable, FlowTracker, OpenFlow},
+        flows_kept,
         pods::PodSeries,
         ratelimit::{Folded, RateLimiter},
     },
@@ -270,6 +271,7 @@ impl Pipeline {
         self.flush();
         let m = &self.metrics;
         m.flows_open.set(self.flows.open_count() as i64);
+        m.flows_inherited.set(self.flows.inherited_count() as i64);
         m.flows_evicted.inc_by(self.flows.totals.evicted.saturating_sub(self.seen_evicted));
         self.seen_evicted = self.flows.totals.evicted;
         m.events_suppressed.inc_by(self.limiter.total_suppressed.saturating_sub(self.seen_suppressed));
@@ -287,17 +289,76 @@ impl Pipeline {
         }
     }
 
-    /// The agent is stopping: everything folded and every open flow is written.
-    pub fn finish(&mut self, dp: &mut Datapath, view: &PolicyView<'_>) {
+    /// The agent is stopping: everything folded and every open flow is written. With `keep`
+    /// (the datapath stays pinned), open flows stay in the kernel's table and what the next
+    /// agent needs to resume them goes to `keep`'s state directory, if there is one.
+    pub fn finish(&mut self, dp: &mut Datapath, view: &PolicyView<'_>, keep: Option<Option<&std::path::Path>>) {
         let ts_offset = events::monotonic_to_realtime_offset();
         for f in self.limiter.drain() {
             self.write_folded(&f, view, ts_offset);
         }
-        for r in self.flows.finish_all(dp, events::monotonic_now_ns()) {
-            self.write_flow(dp, &r, ts_offset);
+        let now = events::monotonic_now_ns();
+        match keep {
+            None => {
+                for r in self.flows.finish_all(dp, now) {
+                    self.write_flow(dp, &r, ts_offset);
+                }
+            }
+            Some(state) => {
+                let (reports, kept) = self.flows.keep_all(dp, now);
+                for r in &reports {
+                    self.write_flow(dp, r, ts_offset);
+                }
+                if let Some(dir) = state {
+                    let list: Vec<flows_kept::KeptFlow> = kept
+                        .iter()
+                        .map(|(k, f)| {
+                            let domain = (f.domain.as_deref(), f.domain_rule.as_deref());
+                            flows_kept::KeptFlow::new(&f.event(k), &f.names, (f.reported_out, f.reported_in), domain)
+                        })
+                        .collect();
+                    match flows_kept::save(dir, &list) {
+                        Ok(()) => info!(flows = list.len(), "open flows kept for the agent that adopts the datapath"),
+                        Err(e) => warn!(error = %e, "open flows not kept: the next agent inherits them unnamed"),
+                    }
+                }
+            }
         }
         self.watch.save();
         self.flush();
+    }
+
+    /// An adopted datapath: flows an earlier agent kept (see `flows_kept`) are tracked again
+    /// from where it left them; the others the kernel has are inherited (kept, counted, never
+    /// swept as orphans). Returns (resumed, inherited).
+    pub fn resume_flows(&mut self, dp: &mut Datapath, state: Option<&std::path::Path>) -> (usize, usize) {
+        let kept = match state.map(flows_kept::take) {
+            Some(Ok(k)) => k,
+            Some(Err(e)) => {
+                warn!(error = %e, "the open flows an earlier agent kept cannot be read: they are inherited unnamed");
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        let now = events::monotonic_now_ns();
+        let mut resumed = 0;
+        for k in kept {
+            let Some(ev) = k.event() else { continue };
+            let Some(key) = FlowTracker::key_of(&ev) else { continue };
+            // Ended while no agent ran and already removed, or never there: nothing to resume.
+            if dp.read(&key).is_none() {
+                continue;
+            }
+            let enricher = &mut self.enricher;
+            let proc = self.flows.shared_proc(&ev, || enricher.enrich(&ev));
+            let flow = OpenFlow::new(&ev, proc, k.names(), k.domain.map(Arc::from), k.domain_rule.map(Arc::from))
+                .resumed(k.reported_out, k.reported_in, now);
+            self.flows.open(key, flow);
+            resumed += 1;
+        }
+        let inherited = self.flows.inherit(dp);
+        self.metrics.flows_inherited.set(inherited as i64);
+        (resumed, inherited)
     }
 
     /// The last records are written: queued sinks get a few seconds to deliver theirs.

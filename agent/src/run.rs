@@ -291,6 +291,10 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
     let mut pipe =
         Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline).with_pods(pods.clone()), &args.pipeline, watch, metrics);
+    if pins.as_ref().is_some_and(|p| p.adopted) {
+        let (resumed, inherited) = pipe.resume_flows(&mut dp, args.state.as_deref());
+        info!(resumed, inherited, "open flows of the adopted datapath");
+    }
     let mut dns_seen = DnsSeen::default();
     if let Some(problem) = kills_lost {
         pipe.audit("kill_switch_state_lost", json!({"problem": problem}));
@@ -514,7 +518,9 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     drop(sel_watcher);
     while drain_now(&mut pipe, ring.get_mut(), &state, &mut dp) == DRAIN_BATCH {}
     counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
-    pipe.finish(&mut dp, &state.view());
+    // Closed: the datapath stays pinned, and its open flows with it for the next agent.
+    let keep = pins.is_some() && matches!(args.pin.as_ref().map(|p| p.1), Some(FailMode::Closed));
+    pipe.finish(&mut dp, &state.view(), keep.then_some(args.state.as_deref()));
     pipe.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
     pipe.close();
     drop(ring);

@@ -273,3 +273,58 @@ fn a_kill_in_force_stays_in_force_when_an_agent_without_a_kept_list_adopts_the_d
     assert!(second.admin("unblock", &["web"]).status.success());
     assert!(passes(&env, OK));
 }
+
+/// A flow open across a fail-closed restart goes on being counted and reported by the agent
+/// that adopts the datapath: the kill switch still cuts it, and its end record names the
+/// process and covers the bytes sent after the restart.
+#[test]
+fn open_flows_continue_across_a_restart_and_the_kill_switch_still_cuts_them() {
+    const LIVE: u16 = 8082;
+    let mut env = setup("pin-flows");
+    let live = env.server("lines", ADDR4, LIVE);
+    let state = env.path("state");
+    std::fs::create_dir(&state).expect("state dir");
+    let spec = policy(&format!(
+        "  mode: enforce\n  default: deny\n  vendors:\n    - name: web\n      owner: test\n      destinations: [{{cidr: {ADDR4}}}]\n      ports: [{OK}, {LIVE}]\n      protocols: [tcp]\n"
+    ));
+    let args = ["--fail-mode", "closed", "--state", state.to_str().expect("utf-8")];
+    let mut first = env.agent_with(&spec, &args);
+    // One live connection sending a line every round (and a new connection to OK each round).
+    let looping = env
+        .in_cgroup("python3", &[&py("kill_loop.py"), ADDR4, &OK.to_string(), &LIVE.to_string(), "12"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("loop");
+    wait_for(Duration::from_secs(10), || live.lines().len() > 5, || "the live connection carries nothing".into());
+    first.stop();
+    let stopped = first
+        .events()
+        .into_iter()
+        .find(|e| e["kind"] == "flow" && e["dport"] == LIVE && e["state"] == "stopped")
+        .unwrap_or_else(|| panic!("no `stopped` flow record of the live connection:\n{}", first.log()));
+    assert!(state.join("open-flows.json").exists(), "{}", first.log());
+
+    let second = env.agent_with(&spec, &args);
+    let log = second.log();
+    let resumed = log.lines().find(|l| l.contains("open flows of the adopted datapath")).unwrap_or_default().to_owned();
+    assert!(resumed.contains("resumed=") && !resumed.contains("resumed=0"), "{log}");
+    assert!(!state.join("open-flows.json").exists(), "the kept flows are read once");
+    let before_block = live.lines().len();
+    sleep(Duration::from_millis(1500));
+    assert!(live.lines().len() > before_block, "the live connection goes on through the restart");
+    let out = second.admin("block", &["web", "--reason", "test"]);
+    assert!(out.status.success(), "{out:?}");
+    sleep(Duration::from_millis(500));
+    let at_block = live.lines().len();
+    let out = looping.wait_with_output().expect("loop");
+    assert!(out.status.success());
+    assert_eq!(live.lines().len(), at_block, "the kill switch cut the live flow the new agent resumed");
+    // The flow ends (the loop exited): the new agent reports it, named, with the bytes after
+    // the restart.
+    let cookie = stopped["cookie"].clone();
+    let end = second.wait_event("the end of the live flow", |e| e["kind"] == "flow" && e["cookie"] == cookie && e["state"] == "end");
+    assert_eq!(end["pid"], stopped["pid"], "{end}");
+    assert!(end["exe"].as_str().is_some_and(|x| x.contains("python")), "{end}");
+    assert!(end["bytes_out"].as_u64() > stopped["bytes_out"].as_u64(), "{end}\n{stopped}");
+    assert_eq!((end["vendor"].as_str(), end["verdict"].as_str()), (Some("web"), Some("allow")), "{end}");
+}

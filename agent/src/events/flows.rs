@@ -8,7 +8,11 @@
 //! record and counters; the process and rule names are shared), so 100,000 open flows stay
 //! around 20 MiB with the hash table's slack.
 
-use std::{collections::HashMap, num::NonZeroUsize, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    num::NonZeroUsize,
+    sync::Arc,
+};
 
 use agent_common::{event_flags, verdict, Event, FlowKey, FlowStats};
 use lru::LruCache;
@@ -110,6 +114,15 @@ impl OpenFlow {
         }
     }
 
+    /// A flow an earlier agent tracked and reported up to `out` and `in_` bytes (see
+    /// `flows_kept`): reports go on from there.
+    pub fn resumed(mut self, out: u64, in_: u64, now_ns: u64) -> Self {
+        self.reported_out = out;
+        self.reported_in = in_;
+        self.last_report_ns = now_ns;
+        self
+    }
+
     /// The connect record that started the flow `key`.
     pub fn event(&self, key: &FlowKey) -> Event {
         let p = &self.proc;
@@ -174,6 +187,9 @@ pub struct FlowReport {
 pub struct FlowTotals {
     pub evicted: u64,
     pub orphaned: u64,
+    /// Flows of an earlier agent that this one could not resume (see `flows_kept`), whose
+    /// socket has since been released.
+    pub inherited_ended: u64,
 }
 
 pub struct FlowTracker {
@@ -186,6 +202,9 @@ pub struct FlowTracker {
     update_every_ns: u64,
     /// Process descriptions shared by the flows of one process.
     procs: LruCache<ProcKey, Arc<FlowProc>>,
+    /// Flows an earlier agent left in the kernel's table that this one does not know (see
+    /// `flows_kept`): kept there until their socket is released, never swept as orphans.
+    inherited: HashSet<FlowKey>,
     pub totals: FlowTotals,
 }
 
@@ -199,6 +218,7 @@ impl FlowTracker {
             capacity,
             update_every_ns,
             procs: LruCache::new(cache),
+            inherited: HashSet::new(),
             totals: FlowTotals::default(),
         }
     }
@@ -242,7 +262,25 @@ impl FlowTracker {
     /// Starts tracking the flow of a connect record (a second record for a flow already tracked,
     /// a UDP socket connected again to the same peer, changes nothing).
     pub fn open(&mut self, key: FlowKey, flow: OpenFlow) {
+        // A flow opened while no agent ran: its record was waiting in the ring.
+        self.inherited.remove(&key);
         self.open.entry(key).or_insert(flow);
+    }
+
+    /// Every flow the kernel has that is not tracked (after [`Self::open`] of those resumed) is
+    /// inherited from an earlier agent. Returns how many.
+    pub fn inherit(&mut self, table: &mut dyn FlowTable) -> usize {
+        for (k, _) in table.all() {
+            if !self.open.contains_key(&k) {
+                self.inherited.insert(k);
+            }
+        }
+        self.inherited.len()
+    }
+
+    /// Inherited flows still in the table.
+    pub fn inherited_count(&self) -> usize {
+        self.inherited.len()
     }
 
     /// A socket was released: its flows end (they are read once [`END_GRACE_NS`] has passed).
@@ -270,6 +308,16 @@ impl FlowTracker {
             .map(|(k, _)| *k)
             .take(REPORTS_PER_TICK)
             .collect();
+        // Inherited flows of a released socket: nobody reports them, so they go at once.
+        if !self.inherited.is_empty() && !self.released.is_empty() {
+            let released = &self.released;
+            let gone: Vec<FlowKey> = self.inherited.iter().filter(|k| released.contains_key(&k.cookie)).copied().collect();
+            for k in gone {
+                self.inherited.remove(&k);
+                table.take(&k);
+                self.totals.inherited_ended += 1;
+            }
+        }
         // Every flow of a released socket is marked now: the socket's entry is done with.
         self.released.clear();
         for k in done {
@@ -329,13 +377,45 @@ impl FlowTracker {
     pub fn sweep(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> u64 {
         let mut n = 0;
         for (k, s) in table.all() {
-            if !self.open.contains_key(&k) && now_ns.saturating_sub(s.start_ns) >= ORPHAN_AGE_NS {
+            if !self.open.contains_key(&k)
+                && !self.inherited.contains(&k)
+                && now_ns.saturating_sub(s.start_ns) >= ORPHAN_AGE_NS
+            {
                 table.take(&k);
                 n += 1;
             }
         }
         self.totals.orphaned += n;
         n
+    }
+
+    /// Every tracked flow, as the agent stops leaving the datapath pinned: reported with its
+    /// counters so far and left in the kernel's table (an agent that adopts the datapath resumes
+    /// it from what is returned). Flows whose socket is already released end here, as in
+    /// [`Self::finish_all`].
+    pub fn keep_all(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> (Vec<FlowReport>, Vec<(FlowKey, OpenFlow)>) {
+        let released = std::mem::take(&mut self.released);
+        let mut reports = Vec::new();
+        let mut kept = Vec::new();
+        for (k, mut f) in std::mem::take(&mut self.open) {
+            if f.ended_ns == 0 {
+                f.ended_ns = released.get(&k.cookie).copied().unwrap_or(0);
+            }
+            if f.ended_ns != 0 {
+                let stats = table.take(&k).unwrap_or_else(|| zero(&f));
+                let at = f.ended_ns;
+                reports.push(report(&k, f, stats, FlowState::End, at));
+                continue;
+            }
+            // Gone from the table (it never should be): nothing to resume.
+            let Some(stats) = table.read(&k) else { continue };
+            let mut resumed = f.clone();
+            resumed.reported_out = stats.bytes_out;
+            resumed.reported_in = stats.bytes_in;
+            reports.push(report(&k, f, stats, FlowState::Stopped, now_ns));
+            kept.push((k, resumed));
+        }
+        (reports, kept)
     }
 
     /// Every tracked flow, as the agent stops (removed from the kernel's table).
@@ -494,6 +574,45 @@ mod tests {
         assert_eq!(t.sweep(&mut k, ORPHAN_AGE_NS), 1);
         assert_eq!(k.0.len(), 1);
         assert_eq!(t.totals.orphaned, 1);
+    }
+
+    #[test]
+    fn kept_flows_stay_in_the_table_and_resume_with_their_counters() {
+        let (mut t, mut k) = (FlowTracker::new(10, 1_000), Fake::default());
+        let live = open(&mut t, &mut k, ev(1, 53, 0), 100);
+        open(&mut t, &mut k, ev(2, 53, 0), 50);
+        t.ended(2, 500);
+        let (reports, kept) = t.keep_all(&mut k, 900);
+        let states: Vec<(u64, FlowState)> = reports.iter().map(|r| (r.ev.cookie, r.state)).collect();
+        assert!(states.contains(&(1, FlowState::Stopped)) && states.contains(&(2, FlowState::End)), "{states:?}");
+        assert_eq!((k.0.len(), kept.len()), (1, 1), "the live flow stays in the table; the ended one is gone");
+        // The next agent: resumed from 100 bytes, so its next update says only what is new.
+        let mut next = FlowTracker::new(10, 1_000);
+        let (key, f) = kept.into_iter().next().expect("kept");
+        assert_eq!(key, live);
+        next.open(key, f.resumed(100, 0, 1_000));
+        k.0.get_mut(&live).expect("flow").bytes_out = 160;
+        let r = next.tick(&mut k, 2_000);
+        assert_eq!((r.len(), r[0].delta_out), (1, 60));
+    }
+
+    #[test]
+    fn inherited_flows_are_never_swept_and_go_when_their_socket_is_released() {
+        let (mut t, mut k) = (FlowTracker::new(10, 0), Fake::default());
+        let old = FlowKey { cookie: 5, ..FlowKey::default() };
+        let came_later = FlowTracker::key_of(&ev(6, 53, 0)).expect("key");
+        k.0.insert(old, FlowStats::default());
+        k.0.insert(came_later, FlowStats::default());
+        assert_eq!(t.inherit(&mut k), 2);
+        // A connect record written while no agent ran, read now: tracked, no longer inherited.
+        open(&mut t, &mut k, ev(6, 53, 0), 1);
+        assert_eq!(t.inherited_count(), 1);
+        assert_eq!(t.sweep(&mut k, 10 * ORPHAN_AGE_NS), 0, "inherited, not orphaned");
+        assert!(k.0.contains_key(&old), "still enforced by the kernel");
+        t.ended(5, 100);
+        assert!(t.tick(&mut k, 200).is_empty(), "nobody reports it");
+        assert!(!k.0.contains_key(&old) && t.inherited_count() == 0);
+        assert_eq!(t.totals.inherited_ended, 1);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod enrich;
 pub mod flows;
+pub mod flows_kept;
 pub mod pods;
 pub mod ratelimit;
 

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub policy_reloads: IntCounterVec,
     pub policy_fetches: IntCounterVec,
     pub flows_open: IntGauge,
+    pub flows_inherited: IntGauge,
     pub flows_capacity: IntGauge,
     pub flows_evicted: IntCounter,
     pub flows_untracked: IntCounter,
@@ -147,6 +148,11 @@ impl Metrics {
                 &["result"],
             )?,
             flows_open: gauge(&r, "egress_flows_open", "Flows tracked now")?,
+            flows_inherited: gauge(
+                &r,
+                "egress_flows_inherited",
+                "Flows an earlier agent left in the pinned flow table that this one could not resume: kept and enforced, not reported",
+            )?,
             flows_capacity: gauge(&r, "egress_flows_capacity", "Capacity of the kernel's flow table")?,
             flows_evicted: counter(
                 &r,
