@@ -38,7 +38,7 @@ pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
 pub(super) const RELEASE_HOOK: &str = "cgroup/sock_release";
 
 /// The kernel programs, built by build.rs for this kernel's BPF target and embedded in the binary.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 /// The four hooks, with the name their program has in the object.
 pub(super) const HOOKS: [(&str, &str); 4] = [
@@ -138,7 +138,10 @@ impl Datapath {
         let paths: Vec<(&'static str, std::path::PathBuf)> =
             pins.map(|p| maps::PINNED.iter().map(|m| (*m, p.map_path(m))).collect()).unwrap_or_default();
         let mut loader = aya::EbpfLoader::new();
-        loader.map_max_entries(maps::EVENTS, ring_bytes).map_max_entries(maps::FLOWS, max_flows);
+        // The same sizes make the layout id (see `layout`).
+        for (m, n) in super::layout::max_entries(ring_bytes, max_flows) {
+            loader.map_max_entries(m, n);
+        }
         for (m, path) in &paths {
             loader.map_pin_path(m, path.as_path());
         }

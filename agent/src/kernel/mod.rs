@@ -1,6 +1,6 @@
 //! The kernel side as the agent drives it: the running kernel's field offsets (`btf`), loading,
-//! attaching and installing policies (`datapath`), the flow and block tables (`flows`), and the
-//! counters it keeps (`counters`).
+//! attaching and installing policies (`datapath`), the flow and block tables (`flows`), the
+//! counters it keeps (`counters`), and the pinned datapath (`pin`, `adopt`, `layout`).
 
 mod adopt;
 pub mod btf;
@@ -8,6 +8,7 @@ pub mod counters;
 mod datapath;
 pub mod flows;
 mod kills;
+mod layout;
 pub mod pin;
 pub mod tables;
 

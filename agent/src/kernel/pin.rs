@@ -278,75 +278,8 @@ pub fn link_update(link: &OwnedFd, prog: RawFd) -> io::Result<()> {
     Ok(())
 }
 
-/// The layout of this build's maps with these sizes: a new agent reuses pinned maps only when
-/// this is the same. It covers every type the kernel and the agent share and every table size.
+/// The layout of this build's pinned maps with these sizes: a new agent reuses pinned maps only
+/// when this is the same. Read from the embedded eBPF object (see `layout`).
 pub fn layout_id(ring_bytes: u32, max_flows: u32) -> String {
-    use std::mem::size_of;
-
-    use agent_common as c;
-    // Bumped by hand when a map's meaning changes without its types' sizes changing.
-    const LAYOUT_VERSION: u32 = 1;
-    let sizes = [
-        size_of::<c::Event>(),
-        size_of::<c::ExecEvent>(),
-        size_of::<c::Config>(),
-        size_of::<c::SlotMeta>(),
-        size_of::<c::DestValue>(),
-        size_of::<c::RuleEntry>(),
-        size_of::<c::Selector>(),
-        size_of::<c::ExeKey>(),
-        size_of::<c::DnsEvent>(),
-        size_of::<c::DomainValue>(),
-        size_of::<c::ResolverKey>(),
-        size_of::<c::Pending>(),
-        size_of::<c::Learnt>(),
-        size_of::<c::LearntKeyV4>(),
-        size_of::<c::LearntKeyV6>(),
-        size_of::<c::FlowKey>(),
-        size_of::<c::FlowStats>(),
-        size_of::<c::FlowEnd>(),
-        size_of::<c::BlockKey>(),
-        size_of::<c::KillState>(),
-    ];
-    let limits = [
-        c::MAX_RULE_ENTRIES,
-        c::MAX_PREFIXES,
-        c::MAX_SELECTORS,
-        c::MAX_EXE_KEYS,
-        c::MAX_DOMAINS,
-        c::MAX_DOMAIN_IDS,
-        c::MAX_LEARNT,
-        c::MAX_RESOLVERS,
-        c::MAX_BLOCKS,
-        c::MAX_KILLS,
-        c::MAX_NAMES,
-        ring_bytes,
-        max_flows,
-        LAYOUT_VERSION,
-    ];
-    let mut text = String::new();
-    for s in sizes {
-        text.push_str(&format!("{s},"));
-    }
-    for l in limits {
-        text.push_str(&format!("{l},"));
-    }
-    for m in agent_common::maps::PINNED {
-        text.push_str(m);
-        text.push(',');
-    }
-    crate::control::audit::sha256_hex(text.as_bytes())[..16].to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_layout_depends_on_the_table_sizes() {
-        assert_eq!(layout_id(1 << 22, 1 << 17), layout_id(1 << 22, 1 << 17));
-        assert_ne!(layout_id(1 << 22, 1 << 17), layout_id(1 << 23, 1 << 17));
-        assert_ne!(layout_id(1 << 22, 1 << 17), layout_id(1 << 22, 1 << 16));
-        assert_eq!(layout_id(4096, 16).len(), 16);
-    }
+    super::layout::layout_id(ring_bytes, max_flows)
 }
