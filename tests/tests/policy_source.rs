@@ -2,7 +2,9 @@
 //! host's namespace, where the agent runs: its own fetches are not subject to the policy) serves
 //! a signed bundle, then a newer one, a tampered one, an older one, an unsigned one, garbage, a
 //! huge one, a hanging one and a redirect loop; each is handled as README "Central policy" says,
-//! and the agent, restarted with the server down, enforces the cached bundle at once.
+//! and the agent, restarted with the server down, enforces the cached bundle at once. Restarted
+//! without its cache, it still refuses a replayed older bundle (the serial floor), and
+//! `policySource.minSerial` refuses what is below it.
 
 use std::{
     fs,
@@ -404,4 +406,134 @@ fn a_signed_bundle_is_enforced_bad_ones_are_refused_and_the_cache_enforces_at_bo
     assert_eq!(st["policy"]["sha256"], d2.as_str(), "{st}");
     assert_eq!(st["policy_source"]["serial"], 2, "{st}");
     wait_log(&agent, 0, "fetching the policy bundle failed", Duration::from_secs(10));
+}
+
+/// `run` arguments for a policy server at `url`, bundles signed with `public`, state in `state`.
+fn source_args(url: &str, public: &Path, state: &Path, extra: &[&str]) -> Vec<String> {
+    let utf8 = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let mut args: Vec<String> = ["--policy", url, "--policy-interval", "1s", "--policy-timeout", "2s"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    args.extend(["--policy-key".into(), utf8(public), "--state".into(), utf8(state)]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// The `reload_refused` record of serial `serial` written since record `from`.
+fn refusal_of(state: &Path, from: usize, serial: u64) -> Value {
+    let mut found = Value::Null;
+    wait_for(
+        Duration::from_secs(10),
+        || match audit(state)
+            .get(from..)
+            .and_then(|a| a.iter().find(|r| r["kind"] == "reload_refused" && r["detail"]["serial"] == serial).cloned())
+        {
+            Some(r) => {
+                found = r;
+                true
+            }
+            None => false,
+        },
+        || format!("no reload_refused record of serial {serial}: {:?}", audit(state).get(from..)),
+    );
+    found
+}
+
+#[test]
+fn an_older_signed_bundle_is_refused_after_the_cache_is_lost() {
+    let mut env = TestEnv::new("psfl");
+    let _web = env.server("tcp", ADDR4, WEB);
+    let _other = env.server("tcp", ADDR4_OTHER, OTHER);
+    let keys = env.path("k");
+    cli(&["policy", "keygen", "--out", keys.to_str().expect("utf-8")]);
+    let (key, public) = (keys.with_extension("key"), keys.with_extension("pub"));
+    let state = env.path("state");
+    fs::create_dir(&state).expect("state dir");
+    // Serial 3 allowed vendor `web` at ADDR4:WEB; serial 5 revoked it for ADDR4_OTHER:OTHER.
+    let (b3, d3) = signed(&env, &key, 3, &only(ADDR4, WEB));
+    let (b5, d5) = signed(&env, &key, 5, &only(ADDR4_OTHER, OTHER));
+    let mut server = PolicyServer::start();
+    server.serve(b5);
+    let args = source_args(&server.url(), &public, &state, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut agent = env.agent_args(&args);
+    let st = agent.status();
+    assert_eq!((st["policy"]["sha256"].as_str(), st["policy_source"]["serial"].as_u64()), (Some(d5.as_str()), Some(5)));
+    assert_eq!(st["policy_source"]["floor"], 5, "{st}");
+    assert!(connects(&env, ADDR4_OTHER, OTHER), "{}", agent.log());
+    assert!(!connects(&env, ADDR4, WEB), "{}", agent.log());
+    agent.stop();
+
+    // The cache is lost (the serial file is not); the source now replays serial 3, validly signed.
+    fs::remove_file(state.join("policy-bundle.json")).expect("the cache");
+    assert!(state.join("policy-serial.json").exists(), "the floor's own file");
+    server.serve(b3);
+    let before = audit(&state).len();
+    let agent = env.agent_args(&args);
+    let line = wait_log(&agent, 0, "policy bundle refused", Duration::from_secs(10));
+    assert!(line.contains("serial 3 is older than serial 5") && line.contains("rollback"), "{line}");
+    assert!(line.contains("policy-serial.json"), "the error names the file: {line}");
+    let rec = refusal_of(&state, before, 3);
+    assert_eq!(rec["detail"]["sha256"], d3.as_str(), "{rec}");
+    assert!(rec["detail"]["error"].as_str().is_some_and(|e| e.contains("rollback")), "{rec}");
+    let st = agent.status();
+    assert_ne!(st["policy"]["sha256"], d3.as_str(), "serial 3 must not be in force: {st}");
+    let src = &st["policy_source"];
+    assert_eq!((src["serial"].as_u64(), src["floor"].as_u64()), (None, Some(5)), "{st}");
+    assert_eq!((src["last_result"].as_str(), src["floor_from"].as_str()), (Some("refused"), Some("accepted")), "{st}");
+    assert!(st["policy"]["reloads_refused"].as_u64() >= Some(1), "counted: {st}");
+    // Serial 3 would deny ADDR4_OTHER:OTHER; the agent runs its embedded default instead (monitor
+    // mode), and keeps refusing serial 3 at the next polls.
+    sleep(Duration::from_millis(2500));
+    assert!(connects(&env, ADDR4_OTHER, OTHER), "serial 3 is enforced: {}", agent.log());
+    assert_ne!(agent.status()["policy"]["sha256"], d3.as_str());
+
+    // The next release is installed, and raises the floor.
+    let (b6, d6) = signed(&env, &key, 6, &only(ADDR4_OTHER, OTHER));
+    server.serve(b6);
+    wait_for(Duration::from_secs(10), || source(&agent)["serial"] == 6, || agent.log());
+    let st = agent.status();
+    assert_eq!((st["policy"]["sha256"].as_str(), st["policy_source"]["floor"].as_u64()), (Some(d6.as_str()), Some(6)));
+    assert!(connects(&env, ADDR4_OTHER, OTHER), "{}", agent.log());
+    assert!(!connects(&env, ADDR4, WEB), "{}", agent.log());
+}
+
+#[test]
+fn min_serial_refuses_lower_bundles_on_a_fresh_host() {
+    let mut env = TestEnv::new("psmin");
+    let _web = env.server("tcp", ADDR4, WEB);
+    let _other = env.server("tcp", ADDR4_OTHER, OTHER);
+    let keys = env.path("k");
+    cli(&["policy", "keygen", "--out", keys.to_str().expect("utf-8")]);
+    let (key, public) = (keys.with_extension("key"), keys.with_extension("pub"));
+    let state = env.path("state");
+    fs::create_dir(&state).expect("state dir");
+    // An empty state directory: nothing accepted yet, only the configuration's floor.
+    let config = env.path("agent.yaml");
+    fs::write(&config, "policySource:\n  minSerial: 10\n").expect("config");
+    let (b7, d7) = signed(&env, &key, 7, &only(ADDR4, WEB));
+    let mut server = PolicyServer::start();
+    server.serve(b7);
+    let args = source_args(&server.url(), &public, &state, &["--config", config.to_str().expect("utf-8")]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = env.agent_args(&args);
+    let line = wait_log(&agent, 0, "policy bundle refused", Duration::from_secs(10));
+    assert!(line.contains("serial 7 is below policySource.minSerial 10"), "{line}");
+    refusal_of(&state, 0, 7);
+    let st = agent.status();
+    assert_ne!(st["policy"]["sha256"], d7.as_str(), "{st}");
+    let src = &st["policy_source"];
+    assert_eq!((src["floor"].as_u64(), src["floor_from"].as_str()), (Some(10), Some("minSerial")), "{st}");
+    // Serial 7 would deny ADDR4_OTHER:OTHER.
+    assert!(connects(&env, ADDR4_OTHER, OTHER), "serial 7 is enforced: {}", agent.log());
+
+    let (b10, d10) = signed(&env, &key, 10, &only(ADDR4, WEB));
+    server.serve(b10);
+    wait_for(Duration::from_secs(10), || source(&agent)["serial"] == 10, || agent.log());
+    let st = agent.status();
+    assert_eq!(st["policy"]["sha256"], d10.as_str(), "{st}");
+    assert_eq!(st["policy_source"]["floor_from"], "accepted", "{st}");
+    assert!(connects(&env, ADDR4, WEB), "{}", agent.log());
+    assert!(!connects(&env, ADDR4_OTHER, OTHER), "{}", agent.log());
 }

@@ -79,6 +79,13 @@ pub enum BundleError {
     Older { serial: u64, running: u64 },
     #[error("serial {serial} is the running bundle's, with other content: a new release needs a higher serial")]
     SameSerial { serial: u64 },
+    /// Below the highest serial ever accepted here (`central::floor`), whatever runs now.
+    #[error("serial {serial} is older than serial {floor}, the highest this agent has accepted ({kept}): refused as a rollback")]
+    Rollback { serial: u64, floor: u64, kept: String },
+    #[error("serial {serial} was accepted before with other content ({kept}): a new release needs a higher serial")]
+    Reused { serial: u64, kept: String },
+    #[error("serial {serial} is below policySource.minSerial {min}")]
+    BelowMinimum { serial: u64, min: u64 },
 }
 
 /// What a verified bundle means for the one running.

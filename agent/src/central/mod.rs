@@ -10,10 +10,13 @@
 //! content) or that does not parse or compile is refused: logged, audited as `reload_refused`,
 //! counted in `egress_policy_fetches_total{result="refused"}`, shown by `status`, and the
 //! running policy stays. A good one is installed as a reload would install it, then cached
-//! (atomically, see `statefile`) with its ETag.
+//! (atomically, see `statefile`) with its ETag. A bundle below the serial floor ([`floor`]: the
+//! highest serial ever accepted, kept apart from the cache, or `policySource.minSerial`) is
+//! refused the same way, at boot too: losing the cache must not let an older release back in.
 
 pub mod bundle;
 pub mod fetch;
+pub mod floor;
 
 use std::{
     path::{Path, PathBuf},
@@ -30,6 +33,7 @@ use tracing::{debug, error, info, warn};
 use self::{
     bundle::{Admit, Bundle, KeyError},
     fetch::{FetchError, Fetched, Fetcher, Limits, Location},
+    floor::Floor,
 };
 use crate::{
     control::audit::sha256_hex,
@@ -59,6 +63,9 @@ pub struct SourceConfig {
     pub timeout: Option<Seconds>,
     /// The largest bundle read (`--policy-max-bytes`; default 8 MiB).
     pub max_bytes: Option<u64>,
+    /// No bundle with a lower serial is accepted (`--policy-min-serial`), whatever the state
+    /// directory holds: a floor set centrally, by configuration management.
+    pub min_serial: Option<u64>,
 }
 
 /// A duration in the configuration: `90s`, `5m`, `1h`, or a number of seconds.
@@ -88,6 +95,7 @@ pub struct SourceOptions {
     pub interval: Option<Duration>,
     pub timeout: Option<Duration>,
     pub max_bytes: Option<u64>,
+    pub min_serial: Option<u64>,
 }
 
 impl SourceOptions {
@@ -99,6 +107,7 @@ impl SourceOptions {
             interval: self.interval.or(c.interval.map(|s| s.0)),
             timeout: self.timeout.or(c.timeout.map(|s| s.0)),
             max_bytes: self.max_bytes.or(c.max_bytes),
+            min_serial: self.min_serial.or(c.min_serial),
         }
     }
 }
@@ -173,6 +182,7 @@ pub fn load(
         key,
         interval: options.interval.unwrap_or(DEFAULT_INTERVAL),
         cache: state_dir.map(|d| d.join(CACHE_FILE)),
+        floor: Floor::load(state_dir, options.min_serial),
         running: None,
         poke: None,
         first: FirstPoll { etag: None, seen: None, now: false },
@@ -202,6 +212,8 @@ pub struct Central {
     /// Given to the poller when it starts.
     fetcher: Option<Fetcher>,
     cache: Option<PathBuf>,
+    /// The lowest serial accepted, the running one's included: raised by every release accepted.
+    floor: Floor,
     /// The release in force: serial, created, policy digest.
     running: Option<(u64, String, String)>,
     /// Asks the poller to fetch now, or to forget what it saw.
@@ -291,7 +303,9 @@ impl Central {
             }
             Ok(None) => None,
             Err(r) => {
-                error!(file = %path.display(), error = r.reason, "the cached policy bundle is refused (another public key now?); not used");
+                error!(file = %path.display(), serial = r.serial, error = r.reason, "the cached policy bundle is refused; not used");
+                self.pending_audit.push(("reload_refused", self.refusal_record("cached policy bundle", &r)));
+                self.checked("refused", Some(r.reason));
                 None
             }
         }
@@ -319,7 +333,7 @@ impl Central {
             Ok(None) => None,
             Err(r) => {
                 error!(source = %self.location, serial = r.serial, error = r.reason, "policy bundle refused");
-                self.pending_audit.push(("reload_refused", self.refusal_record(&r)));
+                self.pending_audit.push(("reload_refused", self.refusal_record("policy bundle fetched", &r)));
                 self.checked("refused", Some(r.reason));
                 self.first = FirstPoll { etag, seen: Some(sha256_hex(&bytes)), now: false };
                 None
@@ -328,13 +342,15 @@ impl Central {
     }
 
     fn started(&mut self, r: Ready) -> Start {
-        self.running = Some((r.bundle.serial, r.bundle.created.clone(), r.bundle.digest()));
+        let digest = r.bundle.digest();
+        self.floor.accepted(r.bundle.serial, &digest, &self.location.to_string());
+        self.running = Some((r.bundle.serial, r.bundle.created.clone(), digest));
         log_warnings(&r.warnings);
         Start { merged: r.merged, compiled: r.compiled, warnings: Vec::new(), central: None, embedded_fallback: false }
     }
 
-    /// Parses, verifies, orders (`against_running`) and compiles a bundle. `Ok(None)`: the
-    /// release already running.
+    /// Parses, verifies, orders (against the floor, and `against_running`) and compiles a
+    /// bundle. `Ok(None)`: the release already running.
     fn examine(
         &self,
         bytes: &[u8],
@@ -355,6 +371,9 @@ impl Central {
                 Err(e) => return Err(refuse(Some(b.serial), digest, e.to_string())),
             }
         }
+        // After the running release: a replay of it, or of one just before, says "older than
+        // the running bundle's"; the floor catches what that cannot see (at boot, nothing runs).
+        self.floor.admit(&b).map_err(|e| refuse(Some(b.serial), digest.clone(), e.to_string()))?;
         match policy::load_texts(&b.texts(), time::OffsetDateTime::now_utc(), resolver) {
             Ok((merged, compiled, warnings)) => Ok(Some(Ready { bundle: b, merged, compiled, warnings })),
             Err(e) => Err(refuse(Some(b.serial), digest, format!("the policy does not load: {e}"))),
@@ -374,8 +393,8 @@ impl Central {
         }
     }
 
-    fn refusal_record(&self, r: &Refusal) -> Value {
-        json!({"why": "policy bundle fetched", "source": self.location.to_string(), "serial": r.serial, "error": r.reason, "sha256": r.sha256})
+    fn refusal_record(&self, why: &str, r: &Refusal) -> Value {
+        json!({"why": why, "source": self.location.to_string(), "serial": r.serial, "error": r.reason, "sha256": r.sha256})
     }
 
     fn checked(&mut self, result: &'static str, error: Option<String>) {
@@ -397,6 +416,8 @@ impl Central {
             "interval_s": self.interval.as_secs(),
             "serial": self.running.as_ref().map(|r| r.0),
             "created": self.running.as_ref().map(|r| r.1.clone()),
+            "floor": self.floor.serial(),
+            "floor_from": self.floor.origin(),
             "last_check": self.last.at,
             "last_result": if self.last.result.is_empty() { None } else { Some(self.last.result) },
             "last_error": self.last.error,
@@ -509,7 +530,7 @@ impl Central {
             }
             Err(r) => {
                 error!(source = %self.location, serial = r.serial, error = r.reason, "policy bundle refused; the running policy stays in force");
-                state.audit.push(("reload_refused", self.refusal_record(&r)));
+                state.audit.push(("reload_refused", self.refusal_record("policy bundle fetched", &r)));
                 self.checked("refused", Some(r.reason));
                 return "refused";
             }
@@ -531,7 +552,9 @@ impl Central {
             detail["bundle"] = json!({"source": self.location.to_string(), "serial": serial, "created": created});
         }
         info!(source = %self.location, serial, created, generation = state.generation, "policy bundle installed");
-        self.running = Some((serial, created, ready.bundle.digest()));
+        let digest = ready.bundle.digest();
+        self.floor.accepted(serial, &digest, &self.location.to_string());
+        self.running = Some((serial, created, digest));
         self.save_cache(&bytes, etag.as_deref());
         self.checked("installed", None);
         "installed"
@@ -554,13 +577,17 @@ mod tests {
     #[test]
     fn settings_come_from_flags_then_the_configuration() {
         let c: SourceConfig =
-            serde_yaml_ng::from_str("publicKey: /k.pub\ninterval: 5m\ntimeout: 3\nmaxBytes: 1024\n").expect("parses");
+            serde_yaml_ng::from_str("publicKey: /k.pub\ninterval: 5m\ntimeout: 3\nmaxBytes: 1024\nminSerial: 42\n")
+                .expect("parses");
         assert_eq!(c.interval, Some(Seconds(Duration::from_secs(300))));
         assert_eq!(c.timeout, Some(Seconds(Duration::from_secs(3))));
         let o = SourceOptions { interval: Some(Duration::from_secs(1)), ..Default::default() }.or_config(Some(&c));
         assert_eq!(o.interval, Some(Duration::from_secs(1)));
         assert_eq!(o.public_key, Some(PathBuf::from("/k.pub")));
-        assert_eq!(o.max_bytes, Some(1024));
+        assert_eq!((o.max_bytes, o.min_serial), (Some(1024), Some(42)));
+        let o = SourceOptions { min_serial: Some(50), ..Default::default() }.or_config(Some(&c));
+        assert_eq!(o.min_serial, Some(50));
+        assert!(serde_yaml_ng::from_str::<SourceConfig>("min_serial: 1\n").is_err(), "camelCase only");
         assert!(serde_yaml_ng::from_str::<SourceConfig>("interval: soon\n").is_err());
         assert!(serde_yaml_ng::from_str::<SourceConfig>("url: x\n").is_err());
     }
@@ -573,6 +600,7 @@ mod tests {
             location,
             interval: DEFAULT_INTERVAL,
             cache: None,
+            floor: Floor::load(None, None),
             running: None,
             poke: None,
             first: FirstPoll { etag: None, seen: None, now: false },
@@ -607,7 +635,47 @@ mod tests {
         assert!(e.reason.starts_with("the policy does not load: p.yaml:") && e.serial == Some(3), "{}", e.reason);
         let e = c.examine(&signed(&key, 1, GOOD), &resolver, true).err().expect("older");
         assert!(e.reason.contains("older"), "{}", e.reason);
-        // At boot (from the cache) the serial is not compared.
+        // At boot (from the cache) nothing runs: only the floor is compared, and without a
+        // release accepted there is none.
         assert!(c.examine(&signed(&key, 1, GOOD), &resolver, false).is_ok_and(|r| r.is_some()));
+    }
+
+    #[test]
+    fn a_release_accepted_once_sets_a_floor_that_outlives_the_cache() {
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let resolver = policy::resolve::HostResolver::new();
+        let dir = std::env::temp_dir().join(format!("ea-central-floor-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut c = central(&key);
+        (c.cache, c.floor) = (Some(dir.join(CACHE_FILE)), Floor::load(Some(&dir), None));
+        let r = c.examine(&signed(&key, 5, GOOD), &resolver, false).ok().flatten().expect("serial 5");
+        let _ = c.started(r);
+        c.save_cache(&signed(&key, 5, GOOD), None);
+        assert_eq!(c.status()["floor"], 5);
+        // The cache is lost; a new start has the floor from its own file.
+        std::fs::remove_file(dir.join(CACHE_FILE)).expect("cache");
+        let mut c = central(&key);
+        (c.cache, c.floor) = (Some(dir.join(CACHE_FILE)), Floor::load(Some(&dir), None));
+        assert!(c.boot_from_cache(&resolver).is_none(), "no cache");
+        let e = c.examine(&signed(&key, 3, GOOD), &resolver, false).err().expect("a replay of serial 3");
+        assert!(e.reason.contains("rollback") && e.serial == Some(3), "{}", e.reason);
+        assert!(c.examine(&signed(&key, 5, GOOD), &resolver, false).is_ok_and(|r| r.is_some()), "serial 5 again");
+        let other = GOOD.replace("central", "other");
+        let e = c.examine(&signed(&key, 5, &other), &resolver, false).err().expect("serial 5, other content");
+        assert!(e.reason.contains("accepted before with other content"), "{}", e.reason);
+        // A cache below the file's floor is refused at boot, and reported.
+        c.save_cache(&signed(&key, 4, GOOD), None);
+        assert!(c.boot_from_cache(&resolver).is_none(), "the cache is older than the floor");
+        let (kind, rec) = c.pending_audit.last().expect("audited");
+        assert_eq!((*kind, rec["serial"].as_u64()), ("reload_refused", Some(4)), "{rec}");
+        assert!(rec["error"].as_str().is_some_and(|e| e.contains("rollback")), "{rec}");
+        // minSerial, over the file.
+        let mut c = central(&key);
+        c.floor = Floor::load(Some(&dir), Some(8));
+        let e = c.examine(&signed(&key, 7, GOOD), &resolver, false).err().expect("below minSerial");
+        assert!(e.reason.contains("below policySource.minSerial 8"), "{}", e.reason);
+        assert_eq!((c.status()["floor"].as_u64(), c.status()["floor_from"].as_str()), (Some(8), Some("minSerial")));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -64,6 +64,9 @@ pub struct PolicySourceArgs {
     /// Largest bundle read (default 8388608 bytes).
     #[arg(long)]
     pub policy_max_bytes: Option<u64>,
+    /// Refuse every bundle with a lower serial, whatever the state directory remembers.
+    #[arg(long, value_name = "N")]
+    pub policy_min_serial: Option<u64>,
 }
 
 impl PolicySourceArgs {
@@ -73,6 +76,7 @@ impl PolicySourceArgs {
             interval: self.policy_interval,
             timeout: self.policy_timeout,
             max_bytes: self.policy_max_bytes,
+            min_serial: self.policy_min_serial,
         }
     }
 }

@@ -38,9 +38,11 @@ fn render(v: &Value) -> String {
     let src = &v["policy_source"];
     if src.is_object() {
         out.push_str(&format!(
-            "source   {} serial {}, every {}s, last check {}: {}{}\n",
+            "source   {} serial {} (floor {}{}), every {}s, last check {}: {}{}\n",
             s(&src["source"]),
             s(&src["serial"]),
+            s(&src["floor"]),
+            if src["floor_from"] == "minSerial" { ", minSerial" } else { "" },
             s(&src["interval_s"]),
             s(&src["last_check"]),
             s(&src["last_result"]),
