@@ -4,7 +4,7 @@
 //!
 //! ```yaml
 //! policy: [/etc/egress-agent/policy.d]   # or one bundle URL: [https://host/bundle.json]
-//! policySource: {publicKey: /etc/egress-agent/policy.pub, interval: 60s, timeout: 10s, maxBytes: 8388608}
+//! policySource: {publicKey: /etc/egress-agent/policy.pub, interval: 60s, timeout: 10s, maxBytes: 8388608, minSerial: 42}
 //! cgroup: /system.slice
 //! state: /var/lib/egress-agent
 //! events: /var/log/egress-agent/events.jsonl
