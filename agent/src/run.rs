@@ -293,7 +293,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
         Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline).with_pods(pods.clone()), &args.pipeline, watch, metrics);
     if pins.as_ref().is_some_and(|p| p.adopted) {
         let (resumed, inherited) = pipe.resume_flows(&mut dp, args.state.as_deref());
-        info!(resumed, inherited, "open flows of the adopted datapath");
+        let blocks = pipe.watch.resume_blocks(&mut dp);
+        info!(resumed, inherited, blocks, "open flows and automated blocks of the adopted datapath");
     }
     let mut dns_seen = DnsSeen::default();
     if let Some(problem) = kills_lost {

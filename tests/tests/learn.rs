@@ -166,14 +166,11 @@ fn state_keeps_the_inventory_across_restarts_and_inventory_prints_it() {
     assert!(t.contains("api.stripe.com"), "the first run's inventory survived the restart: {t}");
 }
 
-#[test]
-fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_its_cool_down() {
-    const BULK: u16 = 7000;
-    let mut env = TestEnv::new("spike");
-    env.bulk_server("tcp", ADDR4, BULK);
-    let state = env.path("state");
-    fs::create_dir_all(&state).expect("state dir");
-    let text = policy(&format!(
+const BULK: u16 = 7000;
+
+/// The vendor `bulk` (ADDR4:BULK), blocked for `block` (`6s`) on a volume spike.
+fn spike_policy(block: &str) -> String {
+    policy(&format!(
         "  mode: enforce
   default: deny
   baseline: {{interval: 2s, warmup: 4s, cooldown: 60s, minBytes: 1MiB, offHours: false}}
@@ -183,11 +180,19 @@ fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_
       destinations: [{{cidr: {ADDR4}}}]
       ports: [{BULK}]
       protocols: [tcp]
-      response: {{on: [volume_spike], action: block, for: 6s}}
+      response: {{on: [volume_spike], action: block, for: {block}}}
 "
-    ));
-    let agent = env.agent_with(&text, &["--state", &state.display().to_string()]);
-    let small = || env.py_client("bulk.py", &["tcp", ADDR4, &BULK.to_string(), "2000", "100"]);
+    ))
+}
+
+/// One small request to the vendor.
+fn small(env: &TestEnv) -> Value {
+    env.py_client("bulk.py", &["tcp", ADDR4, &BULK.to_string(), "2000", "100"])
+}
+
+/// A baseline of small requests, then 50 MB at once: flagged and blocked.
+fn baseline_then_spike(env: &TestEnv, agent: &egress_agent_tests::Agent) {
+    let small = || small(env);
     // The baseline: small requests every half second for 12 s (six 2 s intervals).
     let until = Instant::now() + Duration::from_secs(12);
     while Instant::now() < until {
@@ -209,6 +214,18 @@ fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_
     assert!(a["observed"].as_f64().expect("observed") >= 50e6, "{a}");
     assert!(a["threshold"].as_f64().expect("threshold") < 50e6, "{a}");
     agent.wait_event("the block starting", |e| e["kind"] == "response" && e["state"] == "start");
+}
+
+#[test]
+fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_its_cool_down() {
+    let mut env = TestEnv::new("spike");
+    env.bulk_server("tcp", ADDR4, BULK);
+    let state = env.path("state");
+    fs::create_dir_all(&state).expect("state dir");
+    let text = spike_policy("6s");
+    let agent = env.agent_with(&text, &["--state", &state.display().to_string()]);
+    let small = || small(&env);
+    baseline_then_spike(&env, &agent);
     let blocked_at = Instant::now();
     // A reload (a new generation, with an extra rule) keeps the block.
     let reloaded = text.replace(
@@ -262,4 +279,30 @@ fn a_volume_spike_after_a_baseline_of_small_requests_is_flagged_and_blocked_for_
     let out = String::from_utf8_lossy(&bad.stdout).into_owned();
     assert_eq!(bad.status.code(), Some(1), "{out}");
     assert!(out.contains(":2: edited"), "{out}");
+}
+
+/// A block started by one agent is still in force after a fail-closed restart, and the agent
+/// that adopted the datapath reports its end.
+#[test]
+fn an_automated_block_outlives_a_restart_and_the_next_agent_reports_its_end() {
+    let mut env = TestEnv::new("spike-restart");
+    env.bulk_server("tcp", ADDR4, BULK);
+    let state = env.path("state");
+    fs::create_dir_all(&state).expect("state dir");
+    let args = ["--state", state.to_str().expect("utf-8"), "--fail-mode", "closed"];
+    // Long enough to outlast a restart (a debug build loads its programs in about 5 s).
+    let mut first = env.agent_with(&spike_policy("15s"), &args);
+    baseline_then_spike(&env, &first);
+    let blocked_at = Instant::now();
+    first.stop();
+    let second = env.agent_with(&spike_policy("15s"), &args);
+    assert!(second.log().contains("blocks=1"), "{}", second.log());
+    let r = small(&env);
+    assert_eq!((r["ok"].as_bool(), r["errno"].as_u64()), (Some(false), Some(1)), "the block lifted with the restart: {r}");
+    sleep(Duration::from_secs(14).saturating_sub(blocked_at.elapsed()));
+    let end = second.wait_event("the block ending", |e| e["kind"] == "response" && e["state"] == "end");
+    assert!(blocked_at.elapsed() >= Duration::from_secs(14), "ended early: {end}");
+    assert_eq!((end["vendor"].as_str(), end["anomaly"].as_str()), (Some("bulk"), Some("volume_spike")), "{end}");
+    assert_eq!(small(&env)["ok"], true, "lifted at its end");
+    assert_eq!(second.status()["blocks"], serde_json::json!([]), "no block left in status");
 }

@@ -3,6 +3,7 @@
 //! the anomalies that depart from it.
 
 pub mod anomalies;
+pub mod blocks;
 pub mod inventory;
 pub mod learn;
 pub mod settings;

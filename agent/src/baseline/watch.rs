@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::{
     anomalies::{Anomaly, AnomalyKind, Baselines, Observation},
+    blocks::{self, ActiveBlock},
     inventory::{party_key, Contact, Inventory},
     settings::BaselineSettings,
 };
@@ -31,16 +32,6 @@ use crate::{
 /// State is written this often (and when the agent stops).
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 
-/// A block in force: an automated response to an anomaly.
-struct ActiveBlock {
-    key: BlockKey,
-    /// CLOCK_MONOTONIC, as the kernel checks it.
-    until_ns: u64,
-    vendor: String,
-    process: String,
-    anomaly: AnomalyKind,
-    seconds: u64,
-}
 
 pub struct Watch {
     pub inventory: Inventory,
@@ -242,10 +233,12 @@ impl Watch {
             return None;
         }
         // One block per key: a second anomaly extends it.
-        self.blocks.retain(|b| b.key != key);
+        self.blocks.retain(|b| b.key() != key);
         let seconds = dur.as_secs();
         self.blocks.push(ActiveBlock {
-            key,
+            vendor_id: key.vendor,
+            exe_dev: key.exe_dev,
+            exe_ino: key.exe_ino,
             until_ns,
             vendor: vendor.to_owned(),
             process: a.process.clone(),
@@ -253,6 +246,7 @@ impl Watch {
             seconds,
         });
         warn!(vendor, process = %a.process, anomaly = %a.kind, seconds, "automated response: vendor blocked for this executable");
+        self.save_blocks();
         Some(seconds)
     }
 
@@ -266,9 +260,12 @@ impl Watch {
         let (ended, kept): (Vec<_>, Vec<_>) =
             std::mem::take(&mut self.blocks).into_iter().partition(|b| b.until_ns <= now);
         self.blocks = kept;
+        if !ended.is_empty() {
+            self.save_blocks();
+        }
         for b in ended {
             // The kernel stopped refusing at `until_ns` by itself; the entry is only tidied.
-            if let Err(e) = dp.remove_block(&b.key) {
+            if let Err(e) = dp.remove_block(&b.key()) {
                 warn!(error = %e, "removing an expired block failed");
             }
             info!(vendor = %b.vendor, process = %b.process, "automated response ended");
@@ -327,6 +324,32 @@ impl Watch {
                 })
             })
             .collect()
+    }
+
+    /// The blocks in force, for the agent that adopts the datapath (see `blocks`).
+    fn save_blocks(&self) {
+        let Some(dir) = &self.state else { return };
+        if let Err(e) = blocks::save(dir, &self.blocks) {
+            warn!(state = %dir.display(), error = %e, "saving the automated blocks failed: their end will not be reported after a restart");
+        }
+    }
+
+    /// An adopted datapath: the blocks an earlier agent started, still in force in the kernel,
+    /// are tracked again, so that their end is reported. Returns how many.
+    pub fn resume_blocks(&mut self, dp: &mut Datapath) -> usize {
+        let Some(dir) = &self.state else { return 0 };
+        let kept = match blocks::load(dir) {
+            Ok(k) => k,
+            Err(e) => {
+                warn!(error = %e, "the automated blocks an earlier agent kept cannot be read: they stay in force, their end is not reported");
+                return 0;
+            }
+        };
+        let resumed = blocks::still_in_force(kept, |k| dp.block_until(k).ok().flatten());
+        let n = resumed.len();
+        self.blocks = resumed;
+        self.save_blocks();
+        n
     }
 
     pub fn save(&mut self) {

@@ -121,6 +121,16 @@ impl Datapath {
         m.insert(key, until_ns, 0).map_err(map_err(maps::BLOCKS))
     }
 
+    /// When the block of `key` ends, if the kernel has it.
+    pub fn block_until(&mut self, key: &BlockKey) -> Result<Option<u64>, DatapathError> {
+        let m: HashMap<_, BlockKey, u64> = self.map_mut(maps::BLOCKS)?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(source) => Err(DatapathError::Map { map: maps::BLOCKS, source }),
+        }
+    }
+
     pub fn remove_block(&mut self, key: &BlockKey) -> Result<(), DatapathError> {
         let mut m: HashMap<_, BlockKey, u64> = self.map_mut(maps::BLOCKS)?;
         match m.remove(key) {
