@@ -19,7 +19,7 @@ pub struct DomainIds {
 
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "more than {} distinct domain patterns since the agent started: restart it to renumber them",
+    "more than {} distinct domain patterns since the datapath was created: the running policy stays; `egress-agent uninstall` then a fresh start renumbers them",
     MAX_DOMAIN_IDS - 1
 )]
 pub struct IdsExhausted;
