@@ -256,7 +256,7 @@ fn containers_and_pods_created_after_the_start_are_picked_up() {
     env.sub_cgroup(&first);
     let agent = env.agent(&reserved_to(&format!("{{container: \"c0ffee*\"}}, {{pod_uid: {u2}}}")));
     assert!(agent.log().contains("no container matching `c0ffee*`"), "{}", agent.log());
-    assert!(agent.log().contains("has no cgroup on this host (yet)"), "{}", agent.log());
+    assert!(agent.log().contains(&format!("no pod with uid {u2} on this host (yet)")), "{}", agent.log());
     assert_eq!(connect_from(&env, &first)["ok"], false);
     // Installed again because a selector resolved differently: on the directory watch, or at
     // the latest on the 5 s timer.
