@@ -103,5 +103,7 @@ pub mod flow_counter {
     pub const KILLED: u32 = 2;
     /// Packets of live flows dropped by the kill switch.
     pub const KILLED_PACKETS: u32 = 3;
-    pub const COUNT: u32 = 4;
+    /// Source-routed packets seen (dropped in enforce mode); one event per socket.
+    pub const SOURCE_ROUTED: u32 = 4;
+    pub const COUNT: u32 = 5;
 }

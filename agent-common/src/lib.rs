@@ -71,6 +71,9 @@ pub mod hook {
     pub const CONNECT6: u8 = 2;
     pub const SENDMSG4: u8 = 3;
     pub const SENDMSG6: u8 = 4;
+    /// A packet on its way out (cgroup_skb egress), decided there: a source-routed packet.
+    pub const EGRESS4: u8 = 5;
+    pub const EGRESS6: u8 = 6;
 }
 
 /// What was decided for an attempt.
@@ -113,6 +116,14 @@ pub mod event_flags {
     /// Refused by the operator's kill switch (`egress-agent block`), whatever the policy and its
     /// mode said; `rule_id` names the killed vendor's rule, or the rule that would have decided.
     pub const KILLED: u8 = 64;
+}
+
+/// Bits of [`Event::flags2`].
+pub mod event_flags2 {
+    /// A packet carrying a source route (an IPv6 routing header, an IPv4 loose or strict
+    /// source-route option): it goes to the hop in `daddr` first, whatever the socket was
+    /// connected to. Dropped in enforce mode (`verdict` deny), reported in monitor mode (alert).
+    pub const SOURCE_ROUTED: u8 = 1;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).
@@ -174,7 +185,8 @@ pub struct Event {
     pub verdict: u8,
     pub hook: u8,
     pub flags: u8,
-    pub _pad1: u8,
+    /// More bits, [`event_flags2`].
+    pub flags2: u8,
     /// The domain pattern id whose learnt address decided (with [`event_flags::LEARNT`]), else 0.
     pub domain_id: u32,
     pub _pad2: u32,

@@ -44,6 +44,8 @@ pub const KILLS: &str = "KILLS";
 pub const DOMAIN_NAMES: &str = "DOMAIN_NAMES";
 /// Vendor id → vendor name ([`crate::IdName`]), likewise.
 pub const VENDOR_NAMES: &str = "VENDOR_NAMES";
+/// Sockets whose source-routed packets were reported (one event per socket).
+pub const SROUTE_SEEN: &str = "SROUTE_SEEN";
 
 /// The maps kept in bpffs with the datapath (all that hold state; the programs' scratch
 /// space is not).

@@ -527,7 +527,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         verdict: decision.verdict,
         hook,
         flags,
-        _pad1: 0,
+        flags2: 0,
         domain_id: decision.domain_id,
         _pad2: 0,
     });

@@ -5,7 +5,8 @@
 //! - `dns`: cgroup_skb hooks that record DNS queries and learn the addresses of their answers
 //!   before the application reads them;
 //! - `flows`: cgroup_skb and sock_release hooks that count each flow's bytes and report its end;
-//! - `identity`: who is calling, and the exec tracepoint that names short-lived processes.
+//! - `identity`: who is calling, and the exec tracepoint that names short-lived processes;
+//! - `sroute`: packets carrying a source route, dropped (enforce) or reported (monitor).
 #![no_std]
 #![no_main]
 // The BPF target does not advertise atomics to `core::sync::atomic`, but the instruction set has
@@ -20,6 +21,7 @@ mod identity;
 mod kill;
 mod maps;
 mod ring;
+mod sroute;
 
 use agent_common::hook;
 use aya_ebpf::{
@@ -59,6 +61,11 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 /// few hundred nanoseconds per packet, which a bulk transfer feels.
 #[cgroup_skb(egress)]
 pub fn skb_egress(ctx: SkBuffContext) -> i32 {
+    // The connect hooks decided where the socket goes; a source route would send its packets
+    // elsewhere first (see `sroute`).
+    if sroute::suspect(&ctx) && sroute::egress(&ctx) == 0 {
+        return 0;
+    }
     let p = flows::count(&ctx, true);
     if p.drop {
         return 0;

@@ -145,6 +145,10 @@ pub static SK_FLOWS: SkStorage<u32> = SkStorage::new();
 #[map(name = "BLOCKS")]
 pub static BLOCKS: HashMap<BlockKey, u64> = HashMap::with_max_entries(MAX_BLOCKS, 0);
 
+/// Sockets (by cookie) whose source-routed packets were reported: one event per socket.
+#[map(name = "SROUTE_SEEN")]
+pub static SROUTE_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
 #[map(name = "FLOW_COUNTERS")]
 pub static FLOW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::flow_counter::COUNT, 0);
 

@@ -225,7 +225,7 @@ pub fn identity(d: &agent_common::DnsEvent) -> agent_common::Event {
         verdict: d.verdict,
         hook: 0,
         flags: 0,
-        _pad1: 0,
+        flags2: 0,
         domain_id: d.domain_id,
         _pad2: 0,
     }

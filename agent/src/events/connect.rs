@@ -2,7 +2,7 @@
 //! kind shares. Field names and meanings are a stable interface (README "Event format"): new
 //! fields may be added, none renamed or removed.
 
-use agent_common::{event_flags, Event, RULE_DEFAULT};
+use agent_common::{event_flags, event_flags2, Event, RULE_DEFAULT};
 use serde::Serialize;
 
 use crate::{
@@ -101,6 +101,9 @@ pub struct Record<'a> {
     pub blocked: bool,
     /// Refused by the operator's kill switch (`egress-agent block`), whatever the policy said.
     pub kill_switch: bool,
+    /// A packet of this socket carried a source route (IPv6 routing header, IPv4 source-route
+    /// option): `dst` is the hop it was sent to first. Dropped in enforce mode.
+    pub source_route: bool,
     /// A `flow` record will follow (let through and tracked; false when refused, or when the
     /// flow table was full).
     pub flow: bool,
@@ -154,7 +157,9 @@ pub fn record<'a>(
         hook: events::hook(ev),
         cookie: ev.cookie,
         v4_mapped: ev.flags & event_flags::V4_MAPPED != 0,
-        reason: if ev.flags & event_flags::KILLED != 0 {
+        reason: if ev.flags2 & event_flags2::SOURCE_ROUTED != 0 {
+            "source_route"
+        } else if ev.flags & event_flags::KILLED != 0 {
             "kill_switch"
         } else if ev.flags & event_flags::PROCESS_NOT_ALLOWED != 0 {
             "process"
@@ -168,6 +173,7 @@ pub fn record<'a>(
         suppressed: 0,
         blocked: ev.flags & event_flags::BLOCKED != 0,
         kill_switch: ev.flags & event_flags::KILLED != 0,
+        source_route: ev.flags2 & event_flags2::SOURCE_ROUTED != 0,
         flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,
     }
 }

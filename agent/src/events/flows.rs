@@ -149,7 +149,7 @@ impl OpenFlow {
             verdict: self.verdict,
             hook: self.hook,
             flags: self.flags,
-            _pad1: 0,
+            flags2: 0,
             domain_id: self.domain_id,
             _pad2: 0,
         }

@@ -84,6 +84,8 @@ pub fn hook(ev: &Event) -> &'static str {
         hook::CONNECT4 => "connect4",
         hook::CONNECT6 => "connect6",
         hook::SENDMSG4 => "sendmsg4",
+        hook::EGRESS4 => "egress4",
+        hook::EGRESS6 => "egress6",
         _ => "sendmsg6",
     }
 }
@@ -139,7 +141,7 @@ pub fn test_event() -> Event {
         verdict: 0,
         hook: 1,
         flags: 0,
-        _pad1: 0,
+        flags2: 0,
         domain_id: 0,
         _pad2: 0,
     }

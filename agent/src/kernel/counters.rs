@@ -97,6 +97,7 @@ pub fn flow_housekeeping(dp: &mut Datapath, seen: &mut FlowCounters, m: &Metrics
             }
             m.kill_refused.inc_by(c.killed.saturating_sub(seen.killed));
             m.kill_packets.inc_by(c.killed_packets.saturating_sub(seen.killed_packets));
+            m.source_routed_packets.inc_by(c.source_routed.saturating_sub(seen.source_routed));
             *seen = c;
         }
         Err(e) => warn!(error = %e, "reading the flow counters failed"),

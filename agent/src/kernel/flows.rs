@@ -65,6 +65,8 @@ pub struct FlowCounters {
     pub killed: u64,
     /// Packets of live flows the kill switch dropped.
     pub killed_packets: u64,
+    /// Source-routed packets (dropped in enforce mode).
+    pub source_routed: u64,
 }
 
 impl Datapath {
@@ -108,6 +110,7 @@ impl Datapath {
             blocked: sum(flow_counter::BLOCKED)?,
             killed: sum(flow_counter::KILLED)?,
             killed_packets: sum(flow_counter::KILLED_PACKETS)?,
+            source_routed: sum(flow_counter::SOURCE_ROUTED)?,
         })
     }
 

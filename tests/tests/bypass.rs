@@ -1,0 +1,110 @@
+//! Kernel tests of the paths around the hooks an unprivileged process in the watched cgroup
+//! might try (issue "Harden it"): each drives a real client against the real programs, in
+//! `mode: enforce` with `default: deny`, and checks on the wire (a packet capture in the test's
+//! namespace) that nothing left for a destination the policy does not allow.
+
+use std::{process::Command, time::Duration};
+
+use egress_agent_tests::{policy, py, wait_for, TestEnv, ADDR4, ADDR4_OTHER, ADDR6, ADDR6_OTHER};
+use serde_json::Value;
+
+const PORT: u16 = 9000;
+
+/// ADDR4 and ADDR6 on PORT are allowed (UDP and TCP); nothing else is.
+fn allowed_only(mode: &str) -> String {
+    policy(&format!(
+        "  mode: {mode}\n  default: deny\n  allow:\n    - {{name: ok4, cidr: {ADDR4}/32, ports: [{PORT}], protocols: [udp, tcp]}}\n    - {{name: ok6, cidr: {ADDR6}/128, ports: [{PORT}], protocols: [udp, tcp]}}\n"
+    ))
+}
+
+/// A capture of the packets to `addr` on the namespace's loopback while `run` runs; returns
+/// what `run` returned and how many packets went to `addr`.
+fn captured<T>(env: &TestEnv, addr: &str, run: impl FnOnce() -> T) -> (T, u64) {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = env.path(&format!("sniff-{n}.log"));
+    let mut sniffer = Command::new("ip")
+        .args(["netns", "exec", &env.netns, "python3", &py("sniff.py"), addr, "3"])
+        .arg(&log)
+        .spawn()
+        .expect("sniff.py");
+    wait_for(
+        Duration::from_secs(5),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")),
+        || "the capture did not start".into(),
+    );
+    let out = run();
+    sniffer.wait().expect("sniff.py");
+    let text = std::fs::read_to_string(&log).expect("sniff log");
+    let last: Value = serde_json::from_str(text.lines().last().expect("count")).expect("count JSON");
+    (out, last["count"].as_u64().expect("count"))
+}
+
+/// Runs tests/py/sroute_client.py in the watched cgroup, as uid 65534 (no capabilities) unless
+/// `root` (IP_OPTIONS needs CAP_NET_RAW).
+fn sroute(env: &TestEnv, mode: &str, addr: &str, hop: &str, root: bool) -> Value {
+    let script = py("sroute_client.py");
+    let port = PORT.to_string();
+    let mut args = vec![];
+    if !root {
+        args.extend(["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+    }
+    // The system's interpreter: a user without a home cannot run the one under /root.
+    args.extend(["/usr/bin/python3", &script, mode, addr, &port, hop]);
+    let out = env.in_cgroup(args[0], &args[1..]).output().expect("sroute_client.py");
+    assert!(out.status.success(), "{mode}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{mode}: {out:?}: {e}"))
+}
+
+/// The report of a source-routed packet of process `pid`.
+fn source_route_event(agent: &egress_agent_tests::Agent, pid: &Value) -> Value {
+    agent.wait_event("a source-route report", |e| e["kind"] == "connect" && e["pid"] == *pid && e["reason"] == "source_route")
+}
+
+/// An IPv6 routing header (no capability needed, as a socket option or ancillary data) or an
+/// IPv4 source-route option takes packets to a hop the connect hooks never decided: in enforce
+/// mode nothing leaves for the hop, and the report names it.
+#[test]
+fn source_routed_packets_never_reach_a_denied_hop_in_enforce_mode() {
+    let mut env = TestEnv::new("sroute");
+    let _s6 = env.server("udp", ADDR6, PORT);
+    let _t6 = env.server("tcp", ADDR6, PORT);
+    let _s4 = env.server("udp", ADDR4, PORT);
+    let agent = env.agent(&allowed_only("enforce"));
+    // The allowed destination itself is reachable.
+    assert_eq!(env.client("udp-connect", ADDR6, PORT)["ok"], true, "{}", agent.log());
+
+    for mode in ["rthdr-udp", "rthdr-tcp", "rthdr-cmsg"] {
+        let (r, hop_packets) = captured(&env, ADDR6_OTHER, || sroute(&env, mode, ADDR6, ADDR6_OTHER, false));
+        assert_eq!(hop_packets, 0, "{mode}: packets left for the denied hop ({r})\n{}", agent.log());
+        // Ancillary data takes only a type 2 header, and only on kernels built with Mobile IPv6
+        // (this one is not: EINVAL before any packet); where it is taken, its packets are seen
+        // like the others.
+        if mode == "rthdr-cmsg" && r["errno"] == libc::EINVAL {
+            continue;
+        }
+        let ev = source_route_event(&agent, &r["pid"]);
+        assert_eq!(
+            (ev["verdict"].as_str(), ev["dst"].as_str(), ev["hook"].as_str(), ev["source_route"].as_bool()),
+            (Some("deny"), Some(ADDR6_OTHER), Some("egress6"), Some(true)),
+            "{mode}: {ev}"
+        );
+        assert_eq!(ev["uid"], 65534, "{mode}: the sender is named: {ev}");
+    }
+    let (r, hop_packets) = captured(&env, ADDR4_OTHER, || sroute(&env, "lsrr-udp", ADDR4, ADDR4_OTHER, true));
+    assert_eq!(hop_packets, 0, "lsrr: packets left for the denied hop ({r})");
+    let ev = source_route_event(&agent, &r["pid"]);
+    assert_eq!((ev["verdict"].as_str(), ev["dst"].as_str()), (Some("deny"), Some(ADDR4_OTHER)), "{ev}");
+}
+
+/// Monitor mode refuses nothing: the source-routed packet leaves, and is reported as an alert.
+#[test]
+fn source_routed_packets_are_reported_in_monitor_mode() {
+    let mut env = TestEnv::new("sroute-mon");
+    let _s6 = env.server("udp", ADDR6, PORT);
+    let agent = env.agent(&allowed_only("monitor"));
+    let (r, hop_packets) = captured(&env, ADDR6_OTHER, || sroute(&env, "rthdr-udp", ADDR6, ADDR6_OTHER, false));
+    assert!(hop_packets > 0, "monitor mode let it through ({r})");
+    let ev = source_route_event(&agent, &r["pid"]);
+    assert_eq!((ev["verdict"].as_str(), ev["dst"].as_str()), (Some("alert"), Some(ADDR6_OTHER)), "{ev}");
+}
