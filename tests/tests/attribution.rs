@@ -306,12 +306,15 @@ fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, 
     (p("ca.crt"), p("api.crt"), p("api.key"))
 }
 
-/// A PodList with each (uid, name, app label) in namespace `payments`.
-fn pod_list(pods: &[(&str, &str, &str)]) -> String {
+/// A PodList with each (uid, name, app label) in namespace `payments`, and a pod of namespace
+/// `other` labelled app=checkout too (the look-alike).
+fn pod_list(pods: &[(&str, &str, &str)], other: &str) -> String {
     let items: Vec<Value> = pods
         .iter()
-        .map(|(uid, name, app)| {
-            serde_json::json!({"metadata": {"uid": uid, "namespace": "payments", "name": name, "labels": {"app": app}},
+        .map(|(uid, name, app)| (*uid, "payments", *name, *app))
+        .chain(std::iter::once((other, "other", "checkout-1", "checkout")))
+        .map(|(uid, ns, name, app)| {
+            serde_json::json!({"metadata": {"uid": uid, "namespace": ns, "name": name, "labels": {"app": app}},
                                "spec": {"nodeName": "node-1"}, "status": {"phase": "Running"}})
         })
         .collect();
@@ -327,15 +330,17 @@ fn pod_namespace_and_label_selectors_follow_the_pod_list() {
     env.server("tcp", ADDR4, WEB);
     let (u1, e1) = pod(1);
     let (u2, e2) = pod(2);
+    let (u3, e3) = pod(3);
     let a = format!("{}/cri-containerd-{}.scope", burstable_pod(&e1), cid('a'));
     let b = format!("{}/cri-containerd-{}.scope", burstable_pod(&e2), cid('b'));
-    for rel in [&a, &b] {
+    let look_alike = format!("{}/cri-containerd-{}.scope", burstable_pod(&e3), cid('c'));
+    for rel in [&a, &b, &look_alike] {
         env.sub_cgroup(rel);
     }
     let (ca, cert, key) = tls_files(&env.dir);
     // The token the agent sends, and the one the server accepts.
     let (pods, token, expected, log) = (env.path("pods.json"), env.path("token"), env.path("expected"), env.path("api.log"));
-    std::fs::write(&pods, pod_list(&[(&u1, "checkout-1", "checkout"), (&u2, "web-1", "web")])).expect("pods");
+    std::fs::write(&pods, pod_list(&[(&u1, "checkout-1", "checkout"), (&u2, "web-1", "web")], &u3)).expect("pods");
     std::fs::write(&token, "s3cret-token\n").expect("token");
     std::fs::write(&expected, "s3cret-token\n").expect("token");
     let port = 19484;
@@ -370,6 +375,11 @@ fn pod_namespace_and_label_selectors_follow_the_pod_list() {
     assert_eq!(r["ok"], false, "the pod labelled app=web: {r}");
     let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
     assert_eq!((ev["pod_name"].as_str(), ev["verdict"].as_str()), (Some("web-1"), Some("deny")), "{ev}");
+    // Same name and labels in another namespace: refused, and named as what it is.
+    let r = connect_from(&env, &look_alike);
+    assert_eq!(r["ok"], false, "a look-alike pod in another namespace: {r}");
+    let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
+    assert_eq!(ev["pod_namespace"].as_str(), Some("other"), "{ev}");
     // Asked for this node's pods only, with the token.
     let asked = std::fs::read_to_string(&log).expect("log");
     assert!(asked.contains("fieldSelector=spec.nodeName%3Dnode-1") && asked.contains("\"authorised\": true"), "{asked}");
@@ -385,7 +395,7 @@ fn pod_namespace_and_label_selectors_follow_the_pod_list() {
     );
 
     // Relabelled: the vendor follows the label, not the pod.
-    std::fs::write(&pods, pod_list(&[(&u1, "checkout-1", "web"), (&u2, "web-1", "checkout")])).expect("pods");
+    std::fs::write(&pods, pod_list(&[(&u1, "checkout-1", "web"), (&u2, "web-1", "checkout")], &u3)).expect("pods");
     wait_for(
         Duration::from_secs(20),
         || connect_from(&env, &b)["ok"] == true,

@@ -36,6 +36,8 @@ pub enum EndpointError {
     BadServer(String, String),
     #[error("kubernetes.caFile {0}: {1}")]
     Ca(String, String),
+    #[error("kubernetes: no CA to verify the server with: set kubernetes.caFile (in a pod, the service account's ca.crt is the default); the public CAs are never trusted for the pod list, which decides which pods get which vendor")]
+    NoCa,
     #[error("starting the pod list thread: {0}")]
     Thread(std::io::Error),
 }
@@ -55,8 +57,16 @@ pub fn endpoint(cfg: &KubeConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
         }
     };
     let mut url = url::Url::parse(&server).map_err(|e| EndpointError::BadServer(server.clone(), e.to_string()))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
-        return Err(EndpointError::BadServer(server, "an http(s)://host[:port] URL is needed".into()));
+    // The list decides which pods get which vendor: whoever could change it in transit could
+    // grant one. Credentials in the URL would be shown in logs and status.
+    if url.scheme() != "https" || url.host().is_none() {
+        return Err(EndpointError::BadServer(server, "an https://host[:port] URL is needed".into()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(EndpointError::BadServer(
+            "(credentials hidden)".into(),
+            "credentials in the URL are refused: the token comes from kubernetes.tokenFile".into(),
+        ));
     }
     match cfg.pods {
         PodsFrom::Api => {
@@ -77,9 +87,7 @@ pub fn endpoint(cfg: &KubeConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
         "egress-agent/",
         env!("CARGO_PKG_VERSION")
     ));
-    if let Some(ca) = ca_file {
-        builder = builder.tls_config(tls_with_ca(&ca)?);
-    }
+    builder = builder.tls_config(tls_with_ca(&ca_file.ok_or(EndpointError::NoCa)?)?);
     Ok(Some(Endpoint { url, token_file, agent: builder.build() }))
 }
 
@@ -135,8 +143,9 @@ impl Endpoint {
     /// One request for the pod list; its body, at most [`MAX_BODY`] bytes.
     pub fn fetch(&self) -> Result<Vec<u8>, FetchError> {
         let mut req = self.agent.request_url("GET", &self.url).set("Accept", "application/json");
-        // The token goes only where nobody on the path can read it.
-        if let (Some(f), "https") = (&self.token_file, self.url.scheme()) {
+        // Only https endpoints are built (see `endpoint`), and redirects are not followed: the
+        // token goes to the server configured, and nowhere else.
+        if let Some(f) = &self.token_file {
             let token = std::fs::read_to_string(f).map_err(|e| FetchError::Token(f.display().to_string(), e))?;
             req = req.set("Authorization", &format!("Bearer {}", token.trim()));
         }
@@ -172,8 +181,17 @@ mod tests {
         move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned())
     }
 
+    /// A CA file (any certificate will do: nothing is fetched).
+    fn ca() -> PathBuf {
+        let p = std::env::temp_dir().join(format!("ea-kube-ca-{}.pem", std::process::id()));
+        // A self-signed CA made once with openssl for these tests.
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIBgjCCASmgAwIBAgIUOaWz804MI/Piex7rTSdj+46JW+QwCgYIKoZIzj0EAwIw\nFzEVMBMGA1UEAwwMdW5pdC10ZXN0LWNhMB4XDTI2MTIwMjA4NDI1MVoXDTM2MTEy\nOTA4NDI1MVowFzEVMBMGA1UEAwwMdW5pdC10ZXN0LWNhMFkwEwYHKoZIzj0CAQYI\nKoZIzj0DAQcDQgAEXxf6NppKlscf9ddx++7H43h6v7rqqkZxvxEQXtBX3722sPkd\n/mgHhS8cTKnmPI2k52PQnGNX1Na9THOFmXGPzaNTMFEwHQYDVR0OBBYEFPF4+HhZ\n0QPJiVFSb5qx2M3vT3VWMB8GA1UdIwQYMBaAFPF4+HhZ0QPJiVFSb5qx2M3vT3VW\nMA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwIDRwAwRAIgFaQO4HvhTMIp7MeA\n0JkH5vdj25L6NBD4WThy2rJPL9ICIFd7Efxg7KOYXXISvjtt71FlJoLoqp6/lif5\n3k55SZx6\n-----END CERTIFICATE-----\n";
+        std::fs::write(&p, pem).expect("ca");
+        p
+    }
+
     fn cfg(pods: PodsFrom) -> KubeConfig {
-        KubeConfig { pods, token_file: Some(PathBuf::new()), ca_file: None, ..KubeConfig::default() }
+        KubeConfig { pods, token_file: Some(PathBuf::new()), ca_file: Some(ca()), ..KubeConfig::default() }
     }
 
     #[test]
@@ -197,8 +215,15 @@ mod tests {
         assert_eq!(e.url.as_str(), "https://192.0.2.7:10250/pods");
         assert!(endpoint(&cfg(PodsFrom::Off), &env(&[])).expect("ok").is_none());
         let mut c = cfg(PodsFrom::Kubelet);
-        c.server = Some("ftp://x".into());
-        assert!(matches!(endpoint(&c, &env(&[])), Err(EndpointError::BadServer(..))));
+        for bad in ["ftp://x", "http://127.0.0.1:10255", "https://user:pw@10.0.0.1"] {
+            c.server = Some(bad.into());
+            let e = endpoint(&c, &env(&[])).err().expect("refused").to_string();
+            assert!(!e.contains("pw@"), "{e}");
+            assert!(e.contains("https://") || e.contains("credentials"), "{bad}: {e}");
+        }
+        c.server = Some("https://127.0.0.1:1".into());
+        c.ca_file = None;
+        assert!(matches!(endpoint(&c, &env(&[])), Err(EndpointError::NoCa)), "never the public CAs");
         c.server = Some("https://127.0.0.1:1".into());
         c.ca_file = Some("/nonexistent/ca.crt".into());
         let e = endpoint(&c, &env(&[])).err().expect("no CA file").to_string();

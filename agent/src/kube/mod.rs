@@ -57,6 +57,11 @@ pub enum PodsFrom {
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 /// Fetches asked for by a new pod are at least this far apart.
 const MIN_GAP: Duration = Duration::from_secs(1);
+/// A UID the list lacks asks for a fetch at most this often (a pod force-deleted while its
+/// processes live would otherwise ask every second, for ever).
+const ASK_AGAIN: Duration = Duration::from_secs(60);
+/// UIDs remembered as asked for, at most.
+const ASKED_MAX: usize = 4096;
 
 /// What the agent knows of this node's pods; cheap to clone and to read from any thread.
 #[derive(Clone)]
@@ -67,8 +72,11 @@ pub struct Pods {
 struct Shared {
     index: RwLock<Arc<PodIndex>>,
     status: Mutex<Status>,
-    /// Asks the fetching thread for a fetch now (a pod it does not know appeared).
-    poke: Mutex<mpsc::Sender<()>>,
+    /// Asks the fetching thread for a fetch now (a pod it does not know appeared): a channel of
+    /// one, so that asking while a fetch is pending costs nothing.
+    poke: mpsc::SyncSender<()>,
+    /// UIDs the list lacked, and when a fetch was last asked for because of each.
+    asked: Mutex<std::collections::HashMap<String, Instant>>,
 }
 
 /// For `status` and messages.
@@ -92,12 +100,13 @@ impl Pods {
         changed: UnboundedSender<()>,
     ) -> Result<Option<Self>, client::EndpointError> {
         let Some(ep) = client::endpoint(cfg, &|k| std::env::var(k).ok())? else { return Ok(None) };
-        let (poke, poked) = mpsc::channel();
+        let (poke, poked) = mpsc::sync_channel(1);
         let pods = Pods {
             shared: Arc::new(Shared {
                 index: RwLock::default(),
                 status: Mutex::new(Status { source: ep.shown(), ..Status::default() }),
-                poke: Mutex::new(poke),
+                poke,
+                asked: Mutex::default(),
             }),
         };
         pods.refresh(&ep, &metrics);
@@ -133,12 +142,12 @@ impl Pods {
         match got {
             Ok(index) => {
                 metrics.pod_list_fetches.with_label_values(&["ok"]).inc();
-                metrics.pod_list_pods.set(i64::try_from(index.by_uid.len()).unwrap_or(i64::MAX));
+                metrics.pod_list_pods.set(i64::try_from(index.pods).unwrap_or(i64::MAX));
                 if status.last_error.take().is_some() || !status.fetched {
-                    info!(source = %status.source, pods = index.by_uid.len(), "pod list fetched");
+                    info!(source = %status.source, pods = index.pods, "pod list fetched");
                 }
                 status.fetched = true;
-                status.pods = index.by_uid.len();
+                status.pods = index.pods;
                 status.last_ok = now;
                 let mut cur = self.shared.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if **cur == index {
@@ -159,11 +168,22 @@ impl Pods {
         }
     }
 
-    /// The pod with this UID, if the list has it. A UID the list lacks asks for a fetch.
+    /// The pod with this UID, if the list has it. A UID the list lacks asks for a fetch (once
+    /// per [`ASK_AGAIN`] for the same UID).
     pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
         let found = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).by_uid.get(uid).cloned();
         if found.is_none() {
-            let _ = self.shared.poke.lock().unwrap_or_else(std::sync::PoisonError::into_inner).send(());
+            let mut asked = self.shared.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if asked.get(uid).is_none_or(|at| at.elapsed() >= ASK_AGAIN) {
+                if asked.len() >= ASKED_MAX {
+                    asked.retain(|_, at| at.elapsed() < ASK_AGAIN);
+                }
+                if asked.len() < ASKED_MAX {
+                    asked.insert(uid.to_owned(), Instant::now());
+                }
+                // Full: a fetch is already asked for.
+                let _ = self.shared.poke.try_send(());
+            }
         }
         found
     }

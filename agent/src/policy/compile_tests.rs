@@ -525,8 +525,8 @@ fn pod_metadata_selectors_name_the_cgroups_of_the_pods_they_match() {
     };
     for sel in [
         "{pod_namespace: payments}",
-        "{pod_name: \"checkout-*\"}",
-        "{pod_labels: {app: checkout}}",
+        "{pod_namespace: payments, pod_name: \"checkout-*\"}",
+        "{pod_namespace: payments, pod_labels: {app: checkout}}",
         "{pod_namespace: payments, pod_labels: {app: checkout, tier: web}}",
     ] {
         let (p, w) = compiled(&spec(sel));
@@ -535,10 +535,16 @@ fn pod_metadata_selectors_name_the_cgroups_of_the_pods_they_match() {
         assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::ALLOW, verdict::DENY], "{sel}");
     }
     // Within the pods matched, one container.
-    let (p, _) = compiled(&spec("{pod_labels: {app: checkout}, container: \"aa*\"}"));
+    let (p, _) = compiled(&spec("{pod_namespace: payments, pod_labels: {app: checkout}, container: \"aa*\"}"));
     assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::DENY, verdict::DENY]);
     // Every part must match: another namespace, a label value that differs, a missing label.
-    for sel in ["{pod_namespace: other}", "{pod_labels: {app: billing}}", "{pod_labels: {app: checkout, team: x}}", "{pod_name: \"web-*\"}"] {
+    for sel in [
+        "{pod_namespace: other}",
+        "{pod_namespace: other, pod_labels: {app: checkout}}",
+        "{pod_namespace: payments, pod_labels: {app: billing}}",
+        "{pod_namespace: payments, pod_labels: {app: checkout, team: x}}",
+        "{pod_namespace: payments, pod_name: \"web-*\"}",
+    ] {
         let (p, w) = compiled(&spec(sel));
         assert_eq!(d(&p, &a), verdict::DENY, "{sel}");
         assert!(w.iter().any(|w| w.message.contains("no pod with")), "{sel}: {w:?}");
@@ -561,10 +567,15 @@ fn pod_metadata_selectors_are_validated() {
         }
     };
     assert!(refused("{pod_namespace: Payments}").contains("is not a namespace name"));
-    assert!(refused("{pod_labels: {}}").contains("an empty map would match every pod"));
-    assert!(refused("{pod_labels: {\"-bad\": x}}").contains("is not a label key"));
-    assert!(refused("{pod_labels: {app: \"a b\"}}").contains("is not a label value"));
-    assert!(refused("{pod_name: \"Web_1\"}").contains("pod_name `Web_1`"));
+    assert!(refused("{pod_namespace: a, pod_labels: {}}").contains("an empty map would match every pod"));
+    assert!(refused("{pod_namespace: a, pod_labels: {\"-bad\": x}}").contains("is not a label key"));
+    assert!(refused("{pod_namespace: a, pod_labels: {app: \"a b\"}}").contains("is not a label value"));
+    assert!(refused("{pod_namespace: a, pod_name: \"Web_1\"}").contains("pod_name `Web_1`"));
+    // Labels and names are anyone's to choose in a namespace of their own.
+    for sel in ["{pod_labels: {app: checkout}}", "{pod_name: \"checkout-*\"}"] {
+        let e = refused(sel);
+        assert!(e.contains("need `pod_namespace`") && e.contains("processes[0]"), "{sel}: {e}");
+    }
     let e = refused("{cgroup: /x, pod_namespace: payments}");
     assert!(e.contains("give `cgroup` or `pod_uid`/`pod_namespace`"), "{e}");
 }

@@ -115,6 +115,11 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                     ));
                 } else if sel.uid.is_some() && sel.user.is_some() {
                     errors.push(Problem::error(at, "give `uid` or `user`, not both"));
+                } else if (sel.pod_labels.is_some() || sel.pod_name.is_some()) && sel.pod_namespace.is_none() {
+                    errors.push(Problem::error(
+                        at,
+                        "`pod_labels` and `pod_name` need `pod_namespace`: whoever may create a pod in any namespace can give it any name and labels",
+                    ));
                 } else if sel.cgroup.is_some() && (sel.names_pod() || sel.container.is_some()) {
                     errors.push(Problem::error(
                         at,
