@@ -342,9 +342,18 @@ impl Central {
         }
     }
 
+    /// Raises the serial floor to an accepted bundle's, if bundles are verified: without a key
+    /// whoever serves the source could push the floor out of reach (serial 2^64-1) and no
+    /// later release would be accepted.
+    fn raise_floor(&mut self, serial: u64, digest: &str) {
+        if self.key.is_some() {
+            self.floor.accepted(serial, digest, &self.location.to_string());
+        }
+    }
+
     fn started(&mut self, r: Ready) -> Start {
         let digest = r.bundle.digest();
-        self.floor.accepted(r.bundle.serial, &digest, &self.location.to_string());
+        self.raise_floor(r.bundle.serial, &digest);
         self.running = Some((r.bundle.serial, r.bundle.created.clone(), digest));
         log_warnings(&r.warnings);
         Start { merged: r.merged, compiled: r.compiled, warnings: Vec::new(), central: None, embedded_fallback: false }

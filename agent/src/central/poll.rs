@@ -138,9 +138,11 @@ impl Central {
         }
         info!(source = %self.location, serial, created, generation = state.generation, "policy bundle installed");
         let digest = ready.bundle.digest();
-        self.floor.accepted(serial, &digest, &self.location.to_string());
-        self.running = Some((serial, created, digest));
+        // The cache first: a floor above the cache (a crash between the two writes) would
+        // refuse the cache at the next boot.
         self.save_cache(&bytes, etag.as_deref());
+        self.raise_floor(serial, &digest);
+        self.running = Some((serial, created, digest));
         self.checked("installed", None);
         "installed"
     }
