@@ -292,7 +292,7 @@ impl Pipeline {
     /// The agent is stopping: everything folded and every open flow is written. With `keep`
     /// (the datapath stays pinned), open flows stay in the kernel's table and what the next
     /// agent needs to resume them goes to `keep`'s state directory, if there is one.
-    pub fn finish(&mut self, dp: &mut Datapath, view: &PolicyView<'_>, keep: Option<Option<&std::path::Path>>) {
+    pub fn finish(&mut self, dp: &mut Datapath, view: &PolicyView<'_>, keep: Option<Keep<'_>>) {
         let ts_offset = events::monotonic_to_realtime_offset();
         for f in self.limiter.drain() {
             self.write_folded(&f, view, ts_offset);
@@ -304,21 +304,23 @@ impl Pipeline {
                     self.write_flow(dp, &r, ts_offset);
                 }
             }
-            Some(state) => {
+            Some(Keep { state, datapath }) => {
                 let (reports, kept) = self.flows.keep_all(dp, now);
                 for r in &reports {
                     self.write_flow(dp, r, ts_offset);
                 }
                 if let Some(dir) = state {
-                    let list: Vec<flows_kept::KeptFlow> = kept
+                    let flows: Vec<flows_kept::KeptFlow> = kept
                         .iter()
-                        .map(|(k, f)| {
+                        .map(|(k, f, start_ns)| {
                             let domain = (f.domain.as_deref(), f.domain_rule.as_deref());
-                            flows_kept::KeptFlow::new(&f.event(k), &f.names, (f.reported_out, f.reported_in), domain)
+                            let reported = (f.reported_out, f.reported_in);
+                            flows_kept::KeptFlow::new(&f.event(k), &f.names, reported, *start_ns, domain)
                         })
                         .collect();
-                    match flows_kept::save(dir, &list) {
-                        Ok(()) => info!(flows = list.len(), "open flows kept for the agent that adopts the datapath"),
+                    let n = flows.len();
+                    match flows_kept::save(dir, &flows_kept::Kept { datapath, flows }) {
+                        Ok(()) => info!(flows = n, "open flows kept for the agent that adopts the datapath"),
                         Err(e) => warn!(error = %e, "open flows not kept: the next agent inherits them unnamed"),
                     }
                 }
@@ -328,25 +330,39 @@ impl Pipeline {
         self.flush();
     }
 
-    /// An adopted datapath: flows an earlier agent kept (see `flows_kept`) are tracked again
-    /// from where it left them; the others the kernel has are inherited (kept, counted, never
-    /// swept as orphans). Returns (resumed, inherited).
-    pub fn resume_flows(&mut self, dp: &mut Datapath, state: Option<&std::path::Path>) -> (usize, usize) {
+    /// At every start: flows an earlier agent kept (see `flows_kept`) for the datapath this
+    /// agent adopted (`adopted`: its id) are tracked again from where it left them; the others
+    /// the kernel has are inherited (kept, counted, never swept as orphans). A kept list for
+    /// another datapath (a reboot, a layout change, another pin directory) is discarded.
+    /// Returns (resumed, inherited).
+    pub fn resume_flows(
+        &mut self,
+        dp: &mut Datapath,
+        state: Option<&std::path::Path>,
+        adopted: Option<&str>,
+    ) -> (usize, usize) {
         let kept = match state.map(flows_kept::take) {
-            Some(Ok(k)) => k,
+            Some(Ok(Some(k))) if Some(k.datapath.as_str()) == adopted => k.flows,
+            Some(Ok(Some(k))) => {
+                info!(flows = k.flows.len(), kept_for = k.datapath, "open flows kept for another datapath (or boot) are not resumed");
+                Vec::new()
+            }
+            Some(Ok(None)) | None => Vec::new(),
             Some(Err(e)) => {
                 warn!(error = %e, "the open flows an earlier agent kept cannot be read: they are inherited unnamed");
                 Vec::new()
             }
-            None => Vec::new(),
         };
+        if adopted.is_none() {
+            return (0, 0);
+        }
         let now = events::monotonic_now_ns();
         let mut resumed = 0;
         for k in kept {
             let Some(ev) = k.event() else { continue };
             let Some(key) = FlowTracker::key_of(&ev) else { continue };
-            // Ended while no agent ran and already removed, or never there: nothing to resume.
-            if dp.read(&key).is_none() {
+            // Ended while no agent ran and already removed, or another flow now: nothing to resume.
+            if dp.read(&key).is_none_or(|s| s.start_ns != k.start_ns) {
                 continue;
             }
             let enricher = &mut self.enricher;
@@ -367,6 +383,13 @@ impl Pipeline {
         self.sinks.close();
         self.sinks.publish(&self.metrics);
     }
+}
+
+/// An agent stopping without detaching: its open flows stay in the kernel's table, and what it
+/// knew of them goes to `state` for the agent that adopts `datapath` (see `flows_kept`).
+pub struct Keep<'a> {
+    pub state: Option<&'a std::path::Path>,
+    pub datapath: String,
 }
 
 /// Wall-clock seconds, for the last hour's buckets.

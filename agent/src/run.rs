@@ -291,9 +291,12 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
     let mut pipe =
         Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline).with_pods(pods.clone()), &args.pipeline, watch, metrics);
-    if pins.as_ref().is_some_and(|p| p.adopted) {
-        let (resumed, inherited) = pipe.resume_flows(&mut dp, args.state.as_deref());
-        let blocks = pipe.watch.resume_blocks(&mut dp);
+    let datapath_id = pins.as_ref().map(|p| crate::events::flows_kept::datapath_id(p.layout_dir()));
+    let adopted = datapath_id.as_deref().filter(|_| pins.as_ref().is_some_and(|p| p.adopted));
+    let (resumed, inherited) = pipe.resume_flows(&mut dp, args.state.as_deref(), adopted);
+    // Blocks an adopted datapath (or a layout change) carried over, tracked again.
+    let blocks = pipe.watch.resume_blocks(&mut dp);
+    if resumed + inherited + blocks > 0 {
         info!(resumed, inherited, blocks, "open flows and automated blocks of the adopted datapath");
     }
     let mut dns_seen = DnsSeen::default();
@@ -520,8 +523,9 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     while drain_now(&mut pipe, ring.get_mut(), &state, &mut dp) == DRAIN_BATCH {}
     counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
     // Closed: the datapath stays pinned, and its open flows with it for the next agent.
-    let keep = pins.is_some() && matches!(args.pin.as_ref().map(|p| p.1), Some(FailMode::Closed));
-    pipe.finish(&mut dp, &state.view(), keep.then_some(args.state.as_deref()));
+    let closed = matches!(args.pin.as_ref().map(|p| p.1), Some(FailMode::Closed));
+    let keep = datapath_id.filter(|_| closed).map(|datapath| crate::pipeline::Keep { state: args.state.as_deref(), datapath });
+    pipe.finish(&mut dp, &state.view(), keep);
     pipe.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
     pipe.close();
     drop(ring);
@@ -538,38 +542,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     drop(dp); // detaches every program not pinned
     info!(cgroup = %watched.display(), events_dropped = dropped_seen, "detached");
     if let Some(l) = &args.learn {
-        write_learnt(l, &pipe.watch.inventory, &args.policy, &state)?;
+        crate::cli::write_learnt(l, &pipe.watch.inventory, &args.policy, &state)?;
     }
-    Ok(())
-}
-
-/// Writes the policy `learn` proposes, and checks that it loads as a policy would.
-fn write_learnt(
-    l: &Learning,
-    inv: &crate::baseline::inventory::Inventory,
-    base_paths: &[PathBuf],
-    state: &PolicyState,
-) -> Result<(), RunError> {
-    use crate::baseline::learn;
-    // The base as written (its own mode), not as learning ran it.
-    let base = if base_paths.is_empty() {
-        None
-    } else {
-        Some(policy::load(base_paths, time::OffsetDateTime::now_utc(), &state.resolver)?.1)
-    };
-    let base_ref = base.as_ref().map(|p| learn::Base::new(p, &state.resolver));
-    let text = learn::generate(inv, &l.name, base_ref.as_ref());
-    let tmp = l.out.with_extension("yaml.tmp");
-    std::fs::write(&tmp, &text).map_err(|source| RunError::Output { path: tmp.display().to_string(), source })?;
-    // Loaded as `check` loads it (parse, merge, compile against the kernel's limits): a bug of
-    // ours must not leave a file `check` would refuse.
-    if let Err(e) = policy::load(std::slice::from_ref(&tmp), time::OffsetDateTime::now_utc(), &state.resolver) {
-        error!(error = %e, kept = %tmp.display(), "the proposed policy does not load; kept for a bug report");
-        return Err(RunError::Io { what: "generating the learned policy", source: std::io::Error::other("invalid") });
-    }
-    std::fs::rename(&tmp, &l.out).map_err(|source| RunError::Output { path: l.out.display().to_string(), source })?;
-    let parties = inv.parties.len();
-    info!(out = %l.out.display(), parties, "proposed policy written: review it, then `egress-agent check` it");
     Ok(())
 }
 

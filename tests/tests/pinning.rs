@@ -306,7 +306,7 @@ fn open_flows_continue_across_a_restart_and_the_kill_switch_still_cuts_them() {
 
     let second = env.agent_with(&spec, &args);
     let log = second.log();
-    let resumed = log.lines().find(|l| l.contains("open flows of the adopted datapath")).unwrap_or_default().to_owned();
+    let resumed = log.lines().find(|l| l.contains("open flows and automated blocks of the adopted datapath")).unwrap_or_default().to_owned();
     assert!(resumed.contains("resumed=") && !resumed.contains("resumed=0"), "{log}");
     assert!(!state.join("open-flows.json").exists(), "the kept flows are read once");
     let before_block = live.lines().len();

@@ -345,6 +345,8 @@ impl Watch {
                 return 0;
             }
         };
+        // The vendor's id must still be its own: ids are renumbered when names are lost.
+        let kept = kept.into_iter().filter(|b| dp.vendor_id(&b.vendor).map(u32::from) == Some(b.vendor_id)).collect();
         let resumed = blocks::still_in_force(kept, |k| dp.block_until(k).ok().flatten());
         let n = resumed.len();
         self.blocks = resumed;

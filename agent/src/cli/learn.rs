@@ -4,7 +4,9 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use super::LearnArgs;
-use crate::run;
+use tracing::{error, info};
+
+use crate::run::{self, RunError};
 
 pub fn learn(args: LearnArgs) -> ExitCode {
     if args.out.exists() && !args.force {
@@ -33,4 +35,34 @@ pub fn learn(args: LearnArgs) -> ExitCode {
         metrics: None,
         format: crate::sinks::json::Format::Json,
     })
+}
+
+/// Writes the policy `learn` proposes, and checks that it loads as a policy would.
+pub fn write_learnt(
+    l: &run::Learning,
+    inv: &crate::baseline::inventory::Inventory,
+    base_paths: &[PathBuf],
+    state: &crate::in_force::PolicyState,
+) -> Result<(), RunError> {
+    use crate::baseline::learn;
+    // The base as written (its own mode), not as learning ran it.
+    let base = if base_paths.is_empty() {
+        None
+    } else {
+        Some(crate::policy::load(base_paths, time::OffsetDateTime::now_utc(), &state.resolver)?.1)
+    };
+    let base_ref = base.as_ref().map(|p| learn::Base::new(p, &state.resolver));
+    let text = learn::generate(inv, &l.name, base_ref.as_ref());
+    let tmp = l.out.with_extension("yaml.tmp");
+    std::fs::write(&tmp, &text).map_err(|source| RunError::Output { path: tmp.display().to_string(), source })?;
+    // Loaded as `check` loads it (parse, merge, compile against the kernel's limits): a bug of
+    // ours must not leave a file `check` would refuse.
+    if let Err(e) = crate::policy::load(std::slice::from_ref(&tmp), time::OffsetDateTime::now_utc(), &state.resolver) {
+        error!(error = %e, kept = %tmp.display(), "the proposed policy does not load; kept for a bug report");
+        return Err(RunError::Io { what: "generating the learned policy", source: std::io::Error::other("invalid") });
+    }
+    std::fs::rename(&tmp, &l.out).map_err(|source| RunError::Output { path: l.out.display().to_string(), source })?;
+    let parties = inv.parties.len();
+    info!(out = %l.out.display(), parties, "proposed policy written: review it, then `egress-agent check` it");
+    Ok(())
 }

@@ -20,7 +20,7 @@ pub use block::{block, unblock};
 pub use check::check;
 pub use explain::explain;
 pub use inventory::{inventory, InventoryArgs};
-pub use learn::learn;
+pub use learn::{learn, write_learnt};
 pub use policy::{policy_command, PolicyCommand, PolicySourceArgs};
 pub use reload::reload;
 pub use status::status;

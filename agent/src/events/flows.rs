@@ -354,6 +354,20 @@ impl FlowTracker {
                 }
             }
         }
+        // Inherited flows count against the table too, and go first: nobody reports them, and
+        // one whose end was lost while no agent ran would stay for ever.
+        if (self.open.len() + self.inherited.len()) * 10 > self.capacity * 9 && !self.inherited.is_empty() {
+            let target = self.capacity * 8 / 10;
+            let excess = (self.open.len() + self.inherited.len()).saturating_sub(target).min(self.inherited.len());
+            let mut by_age: Vec<(u64, FlowKey)> =
+                self.inherited.iter().map(|k| (table.read(k).map_or(0, |s| s.start_ns), *k)).collect();
+            by_age.sort_unstable_by_key(|(ts, _)| *ts);
+            for (_, k) in by_age.into_iter().take(excess) {
+                self.inherited.remove(&k);
+                table.take(&k);
+                self.totals.evicted += 1;
+            }
+        }
         // Report and evict the oldest before the kernel's table is full, so that new flows are
         // still tracked: down to 80% once past 90%.
         if self.open.len() * 10 > self.capacity * 9 {
@@ -393,7 +407,9 @@ impl FlowTracker {
     /// counters so far and left in the kernel's table (an agent that adopts the datapath resumes
     /// it from what is returned). Flows whose socket is already released end here, as in
     /// [`Self::finish_all`].
-    pub fn keep_all(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> (Vec<FlowReport>, Vec<(FlowKey, OpenFlow)>) {
+    /// The kept flows come with the kernel's start time of each (which a resuming agent checks:
+    /// a socket cookie alone could be another flow's after a reboot).
+    pub fn keep_all(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> (Vec<FlowReport>, Vec<(FlowKey, OpenFlow, u64)>) {
         let released = std::mem::take(&mut self.released);
         let mut reports = Vec::new();
         let mut kept = Vec::new();
@@ -413,7 +429,7 @@ impl FlowTracker {
             resumed.reported_out = stats.bytes_out;
             resumed.reported_in = stats.bytes_in;
             reports.push(report(&k, f, stats, FlowState::Stopped, now_ns));
-            kept.push((k, resumed));
+            kept.push((k, resumed, stats.start_ns));
         }
         (reports, kept)
     }

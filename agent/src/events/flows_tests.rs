@@ -97,7 +97,7 @@ fn kept_flows_stay_in_the_table_and_resume_with_their_counters() {
     assert_eq!((k.0.len(), kept.len()), (1, 1), "the live flow stays in the table; the ended one is gone");
     // The next agent: resumed from 100 bytes, so its next update says only what is new.
     let mut next = FlowTracker::new(10, 1_000);
-    let (key, f) = kept.into_iter().next().expect("kept");
+    let (key, f, _) = kept.into_iter().next().expect("kept");
     assert_eq!(key, live);
     next.open(key, f.resumed(100, 0, 1_000));
     k.0.get_mut(&live).expect("flow").bytes_out = 160;
@@ -122,6 +122,21 @@ fn inherited_flows_are_never_swept_and_go_when_their_socket_is_released() {
     assert!(t.tick(&mut k, 200).is_empty(), "nobody reports it");
     assert!(!k.0.contains_key(&old) && t.inherited_count() == 0);
     assert_eq!(t.totals.inherited_ended, 1);
+}
+
+#[test]
+fn inherited_flows_are_evicted_first_when_the_table_fills() {
+    let (mut t, mut k) = (FlowTracker::new(10, 0), Fake::default());
+    for c in 0..8 {
+        k.0.insert(FlowKey { cookie: c, ..FlowKey::default() }, FlowStats { start_ns: c, ..FlowStats::default() });
+    }
+    assert_eq!(t.inherit(&mut k), 8);
+    for c in 100..102 {
+        open(&mut t, &mut k, ev(c, 53, 1_000), 1);
+    }
+    assert!(t.tick(&mut k, 2_000).is_empty(), "nothing of this agent's is evicted");
+    assert_eq!((t.inherited_count(), t.open_count()), (6, 2), "down to 80%, the oldest inherited first");
+    assert!(!k.0.contains_key(&FlowKey { cookie: 0, ..FlowKey::default() }));
 }
 
 #[test]

@@ -46,8 +46,12 @@ impl PodSeries {
         m.pod_connections.with_label_values(&[label, verdict]).inc();
         if let Some(p) = who.pod.as_deref().filter(|_| label != "other") {
             // Labelled by the pod's UID too: a pod recreated under the same name is another.
+            let names = (p.namespace.clone(), p.name.clone());
+            if let Some(old) = self.names.get(uid).filter(|old| **old != names) {
+                let _ = m.pod_info.remove_label_values(&[uid, &old.0, &old.1]);
+            }
             m.pod_info.with_label_values(&[label, &p.namespace, &p.name]).set(1);
-            self.names.insert(uid.clone(), (p.namespace.clone(), p.name.clone()));
+            self.names.insert(uid.clone(), names);
         }
     }
 

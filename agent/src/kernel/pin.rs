@@ -68,6 +68,13 @@ pub struct Pins {
     _lock: File,
 }
 
+impl Pins {
+    /// The directory of this layout's maps.
+    pub fn layout_dir(&self) -> &Path {
+        &self.layout_dir
+    }
+}
+
 fn is_bpffs(path: &Path) -> io::Result<bool> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     // SAFETY: a valid C string and a zeroed out-struct.

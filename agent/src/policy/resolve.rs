@@ -161,7 +161,19 @@ impl Resolver for HostResolver {
         // In a container the image's users are not the host's: read the host's passwd file
         // (directory users, through the host's NSS, are out of reach from here).
         if let Some(root) = &self.host_root {
-            return passwd_uid(&std::fs::read_to_string(root.join("etc/passwd")).ok()?, name);
+            let mut users = self.users.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            return match std::fs::read_to_string(root.join("etc/passwd")) {
+                Ok(text) => {
+                    let uid = passwd_uid(&text, name);
+                    match uid {
+                        Some(u) => users.insert(name.to_owned(), u),
+                        None => users.remove(name),
+                    };
+                    uid
+                }
+                // A read error says nothing about the user: keep what we knew.
+                Err(_) => users.get(name).copied(),
+            };
         }
         let c = CString::new(name).ok()?;
         let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
