@@ -38,6 +38,8 @@ pub fn learn(args: LearnArgs) -> ExitCode {
 }
 
 /// Writes the policy `learn` proposes, and checks that it loads as a policy would.
+// RunError carries the datapath's errors, large ones; this returns once per run.
+#[allow(clippy::result_large_err)]
 pub fn write_learnt(
     l: &run::Learning,
     inv: &crate::baseline::inventory::Inventory,
