@@ -29,6 +29,8 @@ pub mod programs {
     pub const SKB_INGRESS: &str = "skb_ingress";
     /// cgroup/sock_release: reports the end of a socket that has flows.
     pub const FLOW_RELEASE: &str = "flow_release";
+    /// cgroup/sock_create: refuses (enforce mode) sockets whose sends no hook decides.
+    pub const SOCK_CREATE: &str = "sock_create";
 }
 
 /// First field of every ring-buffer record: which struct follows.
@@ -74,6 +76,8 @@ pub mod hook {
     /// A packet on its way out (cgroup_skb egress), decided there: a source-routed packet.
     pub const EGRESS4: u8 = 5;
     pub const EGRESS6: u8 = 6;
+    /// A socket being created (cgroup/sock_create): one whose sends no hook decides.
+    pub const SOCK_CREATE: u8 = 7;
 }
 
 /// What was decided for an attempt.
@@ -124,6 +128,10 @@ pub mod event_flags2 {
     /// source-route option): it goes to the hop in `daddr` first, whatever the socket was
     /// connected to. Dropped in enforce mode (`verdict` deny), reported in monitor mode (alert).
     pub const SOURCE_ROUTED: u8 = 1;
+    /// A socket of a type and protocol whose sends no hook decides (UDP-Lite, ICMP ping
+    /// sockets, SCTP …): refused at creation in enforce mode, reported in monitor mode.
+    /// `proto` is its protocol, `sock_type` its type; no destination.
+    pub const UNDECIDABLE_SOCKET: u8 = 2;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).
@@ -189,7 +197,8 @@ pub struct Event {
     pub flags2: u8,
     /// The domain pattern id whose learnt address decided (with [`event_flags::LEARNT`]), else 0.
     pub domain_id: u32,
-    pub _pad2: u32,
+    /// The socket's type (`SOCK_DGRAM` …) with [`event_flags2::UNDECIDABLE_SOCKET`], else 0.
+    pub sock_type: u32,
 }
 
 /// Bytes of the exec'd path carried by an [`ExecEvent`] (longer paths are cut, NUL-terminated).

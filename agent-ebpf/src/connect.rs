@@ -529,7 +529,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         flags,
         flags2: 0,
         domain_id: decision.domain_id,
-        _pad2: 0,
+        sock_type: 0,
     });
     entry.submit(wakeup_flags());
 }

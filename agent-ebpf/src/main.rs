@@ -6,7 +6,8 @@
 //!   before the application reads them;
 //! - `flows`: cgroup_skb and sock_release hooks that count each flow's bytes and report its end;
 //! - `identity`: who is calling, and the exec tracepoint that names short-lived processes;
-//! - `sroute`: packets carrying a source route, dropped (enforce) or reported (monitor).
+//! - `sroute`: packets carrying a source route, dropped (enforce) or reported (monitor);
+//! - `sockets`: sockets no hook can decide, refused at creation (enforce) or reported (monitor).
 #![no_std]
 #![no_main]
 // The BPF target does not advertise atomics to `core::sync::atomic`, but the instruction set has
@@ -21,6 +22,7 @@ mod identity;
 mod kill;
 mod maps;
 mod ring;
+mod sockets;
 mod sroute;
 
 use agent_common::hook;
@@ -101,6 +103,11 @@ pub fn skb_ingress(ctx: SkBuffContext) -> i32 {
 #[cgroup_sock(sock_release)]
 pub fn flow_release(ctx: SockContext) -> i32 {
     flows::release(&ctx)
+}
+
+#[cgroup_sock(sock_create)]
+pub fn sock_create(ctx: SockContext) -> i32 {
+    sockets::on_create(&ctx)
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]

@@ -228,7 +228,7 @@ fn report(ctx: &SkBuffContext, route: &Route, cookie: u64, generation: u32, v: u
         flags,
         flags2: event_flags2::SOURCE_ROUTED,
         domain_id: 0,
-        _pad2: 0,
+        sock_type: 0,
     });
     entry.submit(wakeup_flags());
 }

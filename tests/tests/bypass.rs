@@ -108,3 +108,60 @@ fn source_routed_packets_are_reported_in_monitor_mode() {
     let ev = source_route_event(&agent, &r["pid"]);
     assert_eq!((ev["verdict"].as_str(), ev["dst"].as_str()), (Some("alert"), Some(ADDR6_OTHER)), "{ev}");
 }
+
+/// Every (family, type, protocol) a process without capabilities can ask for, as uid 65534 in
+/// the watched cgroup with ping sockets open to every group (as systemd sets it): through each
+/// socket it gets, a marker goes to a denied address (connect then send, and sendto). In
+/// enforce mode nothing reaches the denied addresses on the wire, and the only sockets created
+/// are the ones the connect and sendmsg hooks decide (TCP, MPTCP, UDP); the others (UDP-Lite,
+/// ICMP ping, and whatever else this kernel has) are refused at creation, and reported.
+#[test]
+fn every_socket_an_unprivileged_process_can_create_is_decided_or_refused() {
+    let env = TestEnv::new("sockets");
+    env.sysctl("net.ipv4.ping_group_range", "0 2147483647");
+    let agent = env.agent(&allowed_only("enforce"));
+    let run = || {
+        let script = py("sockets.py");
+        let port = PORT.to_string();
+        let args = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", &script, ADDR4_OTHER, ADDR6_OTHER, &port];
+        let out = env.in_cgroup("setpriv", &args).output().expect("sockets.py");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("sockets.py output")
+    };
+    let ((tried, v6_packets), v4_packets) = captured(&env, ADDR4_OTHER, || captured(&env, ADDR6_OTHER, run));
+    let created: Vec<&Value> = tried.iter().filter(|t| t["errno"] == 0).collect();
+    let sent: Vec<&Value> = created.iter().copied().filter(|t| !t["sent"].is_null()).collect();
+    assert_eq!((v4_packets, v6_packets), (0, 0), "markers reached a denied address; sent through {sent:?}");
+    for t in &created {
+        let (ty, proto) = (t["type"].as_u64(), t["proto"].as_u64());
+        let decided = matches!((ty, proto), (Some(1), Some(0 | 6 | 262)) | (Some(2), Some(0 | 17)));
+        assert!(decided, "a socket no hook decides was created: {t}");
+    }
+    let refused: Vec<&Value> = tried.iter().filter(|t| t["errno"] == libc::EPERM).collect();
+    for (ty, proto, what) in [(2, 136, "UDP-Lite"), (2, 1, "ICMP ping")] {
+        assert!(
+            refused.iter().any(|t| t["type"] == ty && t["proto"] == proto && t["family"] == libc::AF_INET),
+            "{what} sockets were not refused: {tried:?}"
+        );
+    }
+    let ev = agent.wait_event("a refused UDP-Lite socket", |e| e["reason"] == "socket" && e["proto"] == "udplite");
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["socket_type"].as_str(), ev["hook"].as_str(), ev["uid"].as_u64()),
+        (Some("deny"), Some("dgram"), Some("sock_create"), Some(65534)),
+        "{ev}"
+    );
+}
+
+/// Monitor mode refuses no socket: a UDP-Lite socket is created, and reported as an alert.
+#[test]
+fn undecidable_sockets_are_reported_in_monitor_mode() {
+    let env = TestEnv::new("sockets-mon");
+    let agent = env.agent(&allowed_only("monitor"));
+    let out = env
+        .in_cgroup("python3", &["-c", "import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, 136); print('created')"])
+        .output()
+        .expect("python3");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created"), "{out:?}");
+    let ev = agent.wait_event("a reported UDP-Lite socket", |e| e["reason"] == "socket");
+    assert_eq!((ev["verdict"].as_str(), ev["proto"].as_str(), ev["family"].as_str()), (Some("alert"), Some("udplite"), Some("ipv6")), "{ev}");
+}

@@ -227,6 +227,6 @@ pub fn identity(d: &agent_common::DnsEvent) -> agent_common::Event {
         flags: 0,
         flags2: 0,
         domain_id: d.domain_id,
-        _pad2: 0,
+        sock_type: 0,
     }
 }

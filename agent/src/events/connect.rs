@@ -104,6 +104,11 @@ pub struct Record<'a> {
     /// A packet of this socket carried a source route (IPv6 routing header, IPv4 source-route
     /// option): `dst` is the hop it was sent to first. Dropped in enforce mode.
     pub source_route: bool,
+    /// A socket refused at creation (enforce mode) or reported (monitor mode) because no hook
+    /// decides its sends: its type (`stream`, `dgram`, `seqpacket`, `rdm`, `dccp`, …);
+    /// `proto` names its protocol, `dst` is unset (`0.0.0.0`). Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_type: Option<&'static str>,
     /// A `flow` record will follow (let through and tracked; false when refused, or when the
     /// flow table was full).
     pub flow: bool,
@@ -133,6 +138,20 @@ impl RuleNames {
     }
 }
 
+/// `SOCK_*` by name.
+fn socket_type(t: u32) -> &'static str {
+    match t {
+        1 => "stream",
+        2 => "dgram",
+        3 => "raw",
+        4 => "rdm",
+        5 => "seqpacket",
+        6 => "dccp",
+        10 => "packet",
+        _ => "other",
+    }
+}
+
 /// Builds the record of one event.
 pub fn record<'a>(
     ev: &Event,
@@ -159,6 +178,8 @@ pub fn record<'a>(
         v4_mapped: ev.flags & event_flags::V4_MAPPED != 0,
         reason: if ev.flags2 & event_flags2::SOURCE_ROUTED != 0 {
             "source_route"
+        } else if ev.flags2 & event_flags2::UNDECIDABLE_SOCKET != 0 {
+            "socket"
         } else if ev.flags & event_flags::KILLED != 0 {
             "kill_switch"
         } else if ev.flags & event_flags::PROCESS_NOT_ALLOWED != 0 {
@@ -174,6 +195,7 @@ pub fn record<'a>(
         blocked: ev.flags & event_flags::BLOCKED != 0,
         kill_switch: ev.flags & event_flags::KILLED != 0,
         source_route: ev.flags2 & event_flags2::SOURCE_ROUTED != 0,
+        socket_type: (ev.flags2 & event_flags2::UNDECIDABLE_SOCKET != 0).then(|| socket_type(ev.sock_type)),
         flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,
     }
 }

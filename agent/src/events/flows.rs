@@ -151,7 +151,7 @@ impl OpenFlow {
             flags: self.flags,
             flags2: 0,
             domain_id: self.domain_id,
-            _pad2: 0,
+            sock_type: 0,
         }
     }
 }

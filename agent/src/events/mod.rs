@@ -67,6 +67,11 @@ pub fn proto(ev: &Event) -> &'static str {
         6 => "tcp",
         17 => "udp",
         1 | 58 => "icmp",
+        // Only sockets refused at creation carry these (the connect hooks report UDP-Lite as udp).
+        136 => "udplite",
+        132 => "sctp",
+        33 => "dccp",
+        115 => "l2tp",
         _ => "other",
     }
 }
@@ -86,6 +91,7 @@ pub fn hook(ev: &Event) -> &'static str {
         hook::SENDMSG4 => "sendmsg4",
         hook::EGRESS4 => "egress4",
         hook::EGRESS6 => "egress6",
+        hook::SOCK_CREATE => "sock_create",
         _ => "sendmsg6",
     }
 }
@@ -143,7 +149,7 @@ pub fn test_event() -> Event {
         flags: 0,
         flags2: 0,
         domain_id: 0,
-        _pad2: 0,
+        sock_type: 0,
     }
 }
 

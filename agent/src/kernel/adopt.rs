@@ -20,7 +20,7 @@ use aya::{
 use tracing::{info, warn};
 
 use super::{
-    datapath::{exec_program, map_err, program, Datapath, DatapathError, EXEC_HOOK, HOOKS, RELEASE_HOOK, SKB_HOOKS},
+    datapath::{exec_program, map_err, program, Datapath, DatapathError, EXEC_HOOK, HOOKS, SKB_HOOKS, SOCK_HOOKS},
     flows::VendorIds,
     pin::{self, Pins},
 };
@@ -232,17 +232,14 @@ impl Datapath {
                     .map_err(|e| DatapathError::Link { path: name.to_owned(), source: std::io::Error::other(e) })
             })?;
         }
-        each(self, progs::FLOW_RELEASE, RELEASE_HOOK, &|dp: &mut Datapath| {
-            let prog: &mut CgroupSock = program(&mut dp.ebpf, progs::FLOW_RELEASE, RELEASE_HOOK)?;
-            let id = prog.attach(&cg_fd, CgroupAttachMode::Single).map_err(attach_err(
-                progs::FLOW_RELEASE,
-                RELEASE_HOOK,
-                &cg,
-            ))?;
-            FdLink::try_from(prog.take_link(id).map_err(attach_err(progs::FLOW_RELEASE, RELEASE_HOOK, &cg))?).map_err(
-                |e| DatapathError::Link { path: progs::FLOW_RELEASE.to_owned(), source: std::io::Error::other(e) },
-            )
-        })?;
+        for (name, hook) in SOCK_HOOKS {
+            each(self, name, hook, &|dp: &mut Datapath| {
+                let prog: &mut CgroupSock = program(&mut dp.ebpf, name, hook)?;
+                let id = prog.attach(&cg_fd, CgroupAttachMode::Single).map_err(attach_err(name, hook, &cg))?;
+                FdLink::try_from(prog.take_link(id).map_err(attach_err(name, hook, &cg))?)
+                    .map_err(|e| DatapathError::Link { path: name.to_owned(), source: std::io::Error::other(e) })
+            })?;
+        }
         if updated > 0 {
             info!(links = updated, cgroup = %cg, "swapped this agent's programs into the pinned links (no gap)");
         }
@@ -252,7 +249,8 @@ impl Datapath {
             .iter()
             .map(|(n, _)| *n)
             .chain(SKB_HOOKS.iter().map(|(n, _, _)| *n))
-            .chain([progs::FLOW_RELEASE, progs::EXEC])
+            .chain(SOCK_HOOKS.iter().map(|(n, _)| *n))
+            .chain([progs::EXEC])
             .collect();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {

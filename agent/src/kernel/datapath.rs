@@ -34,8 +34,10 @@ pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
     (progs::SKB_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
 ];
 
-/// The socket-release hook that reports the end of sockets with flows.
-pub(super) const RELEASE_HOOK: &str = "cgroup/sock_release";
+/// The socket hooks: the release hook that reports the end of sockets with flows, and the
+/// create hook that refuses sockets no other hook can decide.
+pub(super) const SOCK_HOOKS: [(&str, &str); 2] =
+    [(progs::FLOW_RELEASE, "cgroup/sock_release"), (progs::SOCK_CREATE, "cgroup/sock_create")];
 
 /// The kernel programs, built by build.rs for this kernel's BPF target and embedded in the binary.
 pub(super) static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
@@ -154,12 +156,10 @@ impl Datapath {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
-        let release: &mut CgroupSock = program(&mut ebpf, progs::FLOW_RELEASE, RELEASE_HOOK)?;
-        release.load().map_err(|source| DatapathError::Program {
-            program: progs::FLOW_RELEASE,
-            hook: RELEASE_HOOK,
-            source,
-        })?;
+        for (name, hook) in SOCK_HOOKS {
+            let prog: &mut CgroupSock = program(&mut ebpf, name, hook)?;
+            prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
+        }
         let exec = exec_program(&mut ebpf)?;
         exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
         let mut dp = Self {
@@ -226,13 +226,15 @@ impl Datapath {
                 source,
             })?;
         }
-        let release: &mut CgroupSock = program(&mut self.ebpf, progs::FLOW_RELEASE, RELEASE_HOOK)?;
-        release.attach(&fd, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
-            program: progs::FLOW_RELEASE,
-            hook: RELEASE_HOOK,
-            cgroup: cg.clone(),
-            source,
-        })?;
+        for (name, hook) in SOCK_HOOKS {
+            let prog: &mut CgroupSock = program(&mut self.ebpf, name, hook)?;
+            prog.attach(&fd, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
+                program: name,
+                hook,
+                cgroup: cg.clone(),
+                source,
+            })?;
+        }
         Ok(())
     }
 
