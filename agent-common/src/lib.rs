@@ -31,6 +31,10 @@ pub mod programs {
     pub const FLOW_RELEASE: &str = "flow_release";
     /// cgroup/sock_create: refuses (enforce mode) sockets whose sends no hook decides.
     pub const SOCK_CREATE: &str = "sock_create";
+    /// raw_tracepoint on `sched_process_fork`: a new process inherits its parent's executable.
+    pub const FORK: &str = "sched_process_fork";
+    /// raw_tracepoint on `sched_process_exit`: a process that ended loses its entry.
+    pub const EXIT: &str = "sched_process_exit";
 }
 
 /// First field of every ring-buffer record: which struct follows.
@@ -132,7 +136,30 @@ pub mod event_flags2 {
     /// sockets, SCTP …): refused at creation in enforce mode, reported in monitor mode.
     /// `proto` is its protocol, `sock_type` its type; no destination.
     pub const UNDECIDABLE_SOCKET: u8 = 2;
+    /// The process's executable is not the file it executed: `prctl(PR_SET_MM_MAP)` (or
+    /// `PR_SET_MM_EXE_FILE`) pointed it at another file since. `exe_dev`/`exe_ino` are the file
+    /// executed; `exe` selectors match nothing for it.
+    pub const EXE_REPLACED: u8 = 4;
 }
+
+/// Value of `EXEC_IDS`: the file a process executed (recorded at exec, inherited at fork), so
+/// that what `prctl` later sets as its executable does not change who it is.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecId {
+    /// The thread-group leader's `start_time`, 0 when the agent recorded a process that was
+    /// running before it (from /proc). Not compared in the hooks (a branch there costs the
+    /// verifier too much): the exit tracepoint removes a process's entry when it ends, so a
+    /// reused pid finds none; this says, to whoever reads the map, which process it was.
+    pub start_ns: u64,
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+/// Processes with a recorded executable at once (entries are removed when a process ends;
+/// never preallocated).
+pub const MAX_EXEC_IDS: u32 = 1 << 20;
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).
 pub mod selector_flags {
@@ -243,6 +270,12 @@ pub struct KernelOffsets {
     /// Bit offset of `sk_buff.ip_summed` (a 2-bit field), or `u32::MAX` if unknown: tells the DNS
     /// parser whether the kernel has verified a datagram's checksum already.
     pub skb_ip_summed_bit: u32,
+    /// `task_struct.pid`, `.tgid`, `.signal` and `signal_struct.live` (the fork and exit
+    /// tracepoints: which task is a new process, and when a process's last thread ends).
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
     pub _pad2: u32,
 }
 
@@ -599,12 +632,14 @@ mod pod {
     unsafe impl aya::Pod for super::BlockKey {}
     unsafe impl aya::Pod for super::KillState {}
     unsafe impl aya::Pod for super::IdName {}
+    unsafe impl aya::Pod for super::ExecId {}
 }
 
 // The layout is an ABI: fail the build of both sides if it drifts.
 const _: () = assert!(core::mem::size_of::<Event>() == 120);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_FILENAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 64);
+const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<ExecId>() == 24);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 16);
 const _: () = assert!(core::mem::size_of::<DomainValue>() == 16);
 const _: () = assert!(core::mem::size_of::<ResolverKey>() == 24);

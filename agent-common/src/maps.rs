@@ -46,6 +46,8 @@ pub const DOMAIN_NAMES: &str = "DOMAIN_NAMES";
 pub const VENDOR_NAMES: &str = "VENDOR_NAMES";
 /// Sockets whose source-routed packets were reported (one event per socket).
 pub const SROUTE_SEEN: &str = "SROUTE_SEEN";
+/// The file each process executed (see `ExecId`).
+pub const EXEC_IDS: &str = "EXEC_IDS";
 
 /// The maps kept in bpffs with the datapath (all that hold state; the programs' scratch
 /// space is not).
@@ -79,4 +81,5 @@ pub const PINNED: &[&str] = &[
     KILLS,
     DOMAIN_NAMES,
     VENDOR_NAMES,
+    EXEC_IDS,
 ];

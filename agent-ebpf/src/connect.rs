@@ -14,7 +14,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
+    event_flags, event_flags2, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
     Learnt, LearntKeyV4, LearntKeyV6, SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
     MAX_SELECTORS, RULE_DEFAULT,
 };
@@ -484,6 +484,8 @@ fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
     }
     if f & selector_flags::EXE != 0 {
         let key = ExeKey { selector: abs, dev: proc.exe_dev, ino: proc.exe_ino };
+        // A process whose executable was pointed elsewhere (prctl) has the REPLACED bit in its
+        // inode, which no EXE_SET key has: it matches no exe selector.
         if proc.exe_ino == 0 || EXE_SET.get_ptr(&key).is_none() {
             return false;
         }
@@ -497,7 +499,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         count_drop();
         return;
     };
-    let (pid_tgid, uid_gid, exe_dev, exe_ino) = (proc.pid_tgid, proc.uid_gid, proc.exe_dev, proc.exe_ino);
+    let (pid_tgid, uid_gid, exe_dev, exe_ino) = (proc.pid_tgid, proc.uid_gid, proc.exe_dev, proc.ino());
     let mut flags = dest.flags | decision.flags;
     if exe_ino == 0 {
         flags |= event_flags::EXE_UNKNOWN;
@@ -527,7 +529,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         verdict: decision.verdict,
         hook,
         flags,
-        flags2: 0,
+        flags2: if proc.replaced() { event_flags2::EXE_REPLACED } else { 0 },
         domain_id: decision.domain_id,
         sock_type: 0,
     });

@@ -107,7 +107,7 @@ pub fn blocked(vendor: u16, proc: &Proc) -> bool {
     if proc.exe_ino == 0 {
         return false;
     }
-    let key = BlockKey { vendor: u32::from(vendor), exe_dev: proc.exe_dev, exe_ino: proc.exe_ino };
+    let key = BlockKey { vendor: u32::from(vendor), exe_dev: proc.exe_dev, exe_ino: proc.ino() };
     // SAFETY: a read of a live map value.
     match unsafe { BLOCKS.get(&key) } {
         // SAFETY: plain helper.

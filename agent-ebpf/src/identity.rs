@@ -1,7 +1,14 @@
 //! Who is calling: the task's process identity as the selectors and events see it, and the exec
 //! tracepoint that names short-lived processes.
+//!
+//! The executable is the file the process executed, recorded by the exec tracepoint in
+//! `EXEC_IDS` and inherited at fork, not what its `mm->exe_file` says now: a process in its own
+//! user namespace may point that at any file with `prctl(PR_SET_MM_MAP)` (and `/proc/PID/exe`
+//! follows). A process whose `exe_file` no longer is the file it executed matches no `exe`
+//! selector. A process running since before the agent has the entry the agent made from /proc
+//! when it started (what its exe_file said then).
 
-use agent_common::{record, ExecEvent};
+use agent_common::{record, ExecEvent, ExecId};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
@@ -12,7 +19,7 @@ use aya_ebpf::{
 };
 
 use crate::{
-    maps::{CONFIG, EVENTS, WATCHED_CGROUP},
+    maps::{CONFIG, EVENTS, EXEC_IDS, WATCHED_CGROUP},
     ring::{count_drop, wakeup_flags},
 };
 
@@ -25,21 +32,105 @@ pub struct Proc {
     pub uid_gid: u64,
     pub comm: [u8; 16],
     pub exe_dev: u32,
+    /// With [`REPLACED`] set when `mm->exe_file` is not the file the process executed (see the
+    /// module documentation): no `EXE_SET` entry has that bit, so no `exe` selector matches,
+    /// and the selector walks need no state of their own for it (the verifier's budget).
     pub exe_ino: u64,
+}
+
+/// Marks [`Proc::exe_ino`] of a process whose executable was pointed elsewhere. Inode numbers
+/// never reach it.
+pub const REPLACED: u64 = 1 << 63;
+
+impl Proc {
+    /// The inode of the file executed, without the mark.
+    #[inline(always)]
+    pub fn ino(&self) -> u64 {
+        self.exe_ino & !REPLACED
+    }
+
+    #[inline(always)]
+    pub fn replaced(&self) -> bool {
+        self.exe_ino & REPLACED != 0
+    }
 }
 
 #[inline(always)]
 pub fn current_proc() -> Proc {
-    let (exe_dev, exe_ino) = current_exe();
+    let (mut exe_dev, mut exe_ino) = current_exe();
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if let Some(id) = EXEC_IDS.get_ptr(&((pid_tgid >> 32) as u32)) {
+        // SAFETY: a live map value.
+        let (id_dev, id_ino) = unsafe { ((*id).dev, (*id).ino) };
+        // Without a branch (each would double what the verifier walks in the hooks): the top
+        // bit of `differs | -differs` is set exactly when the executable differs.
+        let differs = u64::from(id_dev ^ exe_dev) | (id_ino ^ exe_ino);
+        let mark = (differs | differs.wrapping_neg()) & REPLACED;
+        (exe_dev, exe_ino) = (id_dev, id_ino | mark);
+    }
     Proc {
         pcomm: current_process_comm(),
         start_ns: current_start_ns(),
-        pid_tgid: bpf_get_current_pid_tgid(),
+        pid_tgid,
         uid_gid: bpf_get_current_uid_gid(),
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         exe_dev,
         exe_ino,
     }
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`: a new process
+/// (not a thread) of a watched one inherits the file its parent executed.
+pub fn on_fork(ctx: &RawTracePointContext) -> i32 {
+    if !WATCHED_CGROUP.current_task_under_cgroup(0).unwrap_or(false) {
+        return 0;
+    }
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let off = &cfg.offsets;
+    if off.valid == 0 {
+        return 0;
+    }
+    let child: *const u8 = ctx.arg(1);
+    // SAFETY: bpf_probe_read_kernel validates every address; a fault returns Err.
+    let (pid, tgid, start) = unsafe {
+        (
+            bpf_probe_read_kernel(child.add(off.task_pid as usize) as *const i32).unwrap_or(0),
+            bpf_probe_read_kernel(child.add(off.task_tgid as usize) as *const i32).unwrap_or(-1),
+            bpf_probe_read_kernel(child.add(off.task_start_time as usize) as *const u64).unwrap_or(0),
+        )
+    };
+    if pid != tgid || pid <= 0 {
+        return 0;
+    }
+    // The parent is the current task: what it executed, or (no entry) what its exe_file says.
+    let parent = current_proc();
+    let id = ExecId { start_ns: start, ino: parent.ino(), dev: parent.exe_dev, _pad: 0 };
+    let _ = EXEC_IDS.insert(&(tgid as u32), &id, 0);
+    0
+}
+
+/// `sched_process_exit(struct task_struct *p)`: once a process's last thread ends, its entry goes.
+pub fn on_exit(ctx: &RawTracePointContext) -> i32 {
+    let Some(cfg) = CONFIG.get(0) else { return 0 };
+    let off = &cfg.offsets;
+    if off.valid == 0 {
+        return 0;
+    }
+    let task: *const u8 = ctx.arg(0);
+    // SAFETY: bpf_probe_read_kernel validates every address; a fault returns Err.
+    unsafe {
+        let Ok(signal) = read_ptr(task, off.task_signal) else { return 0 };
+        // `live` is decremented before the tracepoint fires: 0 once the whole group is dead.
+        let live = bpf_probe_read_kernel(signal.add(off.signal_live as usize) as *const i32).unwrap_or(1);
+        if live != 0 {
+            return 0;
+        }
+        let tgid = bpf_probe_read_kernel(task.add(off.task_tgid as usize) as *const i32).unwrap_or(0);
+        if tgid > 0 {
+            let _ = EXEC_IDS.remove(&(tgid as u32));
+        }
+    }
+    0
 }
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`: runs
@@ -54,11 +145,16 @@ pub fn on_exec(ctx: &RawTracePointContext) -> i32 {
         return 0;
     }
     let bprm: *const u8 = ctx.arg(2);
+    // The new image is installed and nothing of the process has run yet: exe_file is the file
+    // executed, whatever the process makes of it later.
+    let (exe_dev, exe_ino) = current_exe();
+    let start_ns = current_start_ns();
+    let id = ExecId { start_ns, ino: exe_ino, dev: exe_dev, _pad: 0 };
+    let _ = EXEC_IDS.insert(&((bpf_get_current_pid_tgid() >> 32) as u32), &id, 0);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_drop();
         return 0;
     };
-    let (exe_dev, exe_ino) = current_exe();
     let p = entry.as_mut_ptr();
     // SAFETY: `p` points at a reserved record of the right size; every field is written before
     // submit. The filename read is bounded by the array and NUL-terminated by the helper.
@@ -69,7 +165,7 @@ pub fn on_exec(ctx: &RawTracePointContext) -> i32 {
         (*p)._pad = 0;
         (*p).exe_ino = exe_ino;
         (*p).ts_ns = bpf_ktime_get_ns();
-        (*p).start_ns = current_start_ns();
+        (*p).start_ns = start_ns;
         match read_ptr(bprm, cfg.offsets.binprm_filename) {
             Ok(name) => {
                 if bpf_probe_read_kernel_str_bytes(name, &mut (*p).filename).is_err() {

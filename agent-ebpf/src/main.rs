@@ -115,6 +115,16 @@ pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     identity::on_exec(&ctx)
 }
 
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
+    identity::on_fork(&ctx)
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    identity::on_exit(&ctx)
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

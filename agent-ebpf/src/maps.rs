@@ -149,6 +149,11 @@ pub static BLOCKS: HashMap<BlockKey, u64> = HashMap::with_max_entries(MAX_BLOCKS
 #[map(name = "SROUTE_SEEN")]
 pub static SROUTE_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
 
+/// The file each process executed, by tgid (see `identity`).
+#[map(name = "EXEC_IDS")]
+pub static EXEC_IDS: HashMap<u32, agent_common::ExecId> =
+    HashMap::with_max_entries(agent_common::MAX_EXEC_IDS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+
 #[map(name = "FLOW_COUNTERS")]
 pub static FLOW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::flow_counter::COUNT, 0);
 

@@ -86,7 +86,7 @@ fn report(ctx: &SockContext, family: u8, ty: u32, proto: u32, generation: u32, v
         ts_ns,
         cookie,
         cgroup_id,
-        exe_ino: proc.exe_ino,
+        exe_ino: proc.ino(),
         start_ns: proc.start_ns,
         daddr: [0; 16],
         comm: proc.comm,
@@ -96,7 +96,7 @@ fn report(ctx: &SockContext, family: u8, ty: u32, proto: u32, generation: u32, v
         verdict: v,
         hook: hook::SOCK_CREATE,
         flags,
-        flags2: event_flags2::UNDECIDABLE_SOCKET,
+        flags2: event_flags2::UNDECIDABLE_SOCKET | if proc.replaced() { event_flags2::EXE_REPLACED } else { 0 },
         domain_id: 0,
         sock_type: ty,
     });

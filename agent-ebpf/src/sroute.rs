@@ -216,7 +216,7 @@ fn report(ctx: &SkBuffContext, route: &Route, cookie: u64, generation: u32, v: u
         ts_ns,
         cookie,
         cgroup_id,
-        exe_ino: proc.exe_ino,
+        exe_ino: proc.ino(),
         start_ns: proc.start_ns,
         daddr: route.addr,
         comm: proc.comm,
@@ -226,7 +226,7 @@ fn report(ctx: &SkBuffContext, route: &Route, cookie: u64, generation: u32, v: u
         verdict: v,
         hook: if route.family == AF_INET { hook::EGRESS4 } else { hook::EGRESS6 },
         flags,
-        flags2: event_flags2::SOURCE_ROUTED,
+        flags2: event_flags2::SOURCE_ROUTED | if proc.replaced() { event_flags2::EXE_REPLACED } else { 0 },
         domain_id: 0,
         sock_type: 0,
     });

@@ -261,6 +261,12 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
         Some(p) => dp.attach_pinned(&watched, p)?,
         None => dp.attach(&watched)?,
     }
+    // Processes already running: what they executed, before a prctl can say otherwise.
+    let watched_rel = format!("/{}", watched.strip_prefix(&mount).unwrap_or(Path::new("")).display());
+    match dp.seed_exec_ids(&watched_rel) {
+        Ok(n) => info!(processes = n, "executables of running processes recorded"),
+        Err(e) => warn!(error = %e, "recording the executables of running processes failed: exe selectors trust what their exe link says"),
+    }
 
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
     // which is as long as the AsyncFd that owns it.

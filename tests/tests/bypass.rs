@@ -165,3 +165,58 @@ fn undecidable_sockets_are_reported_in_monitor_mode() {
     let ev = agent.wait_event("a reported UDP-Lite socket", |e| e["reason"] == "socket");
     assert_eq!((ev["verdict"].as_str(), ev["proto"].as_str(), ev["family"].as_str()), (Some("alert"), Some("udplite"), Some("ipv6")), "{ev}");
 }
+
+/// Builds tests/c/masq.c (a library, so that its code keeps running once the executable is
+/// unmapped) and its executable into the test's directory; returns the executable's path.
+fn build_masq(env: &TestEnv) -> String {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("c");
+    let out = env.path("masq");
+    let lib = env.path("libmasq.so");
+    // Bound at load (-z now): lazy binding would read the unmapped executable's symbols.
+    egress_agent_tests::sh(Command::new("gcc").args(["-O1", "-shared", "-fPIC", "-Wl,-z,now", "-o"]).arg(&lib).arg(src.join("masq.c")));
+    egress_agent_tests::sh(
+        Command::new("gcc")
+            .args(["-O1", "-Wl,-z,now", "-o"])
+            .arg(&out)
+            .arg(src.join("masq_main.c"))
+            .arg(&lib)
+            .arg("-Wl,-rpath,$ORIGIN"),
+    );
+    out.display().to_string()
+}
+
+/// The executable masquerade: in a user namespace of its own, a process unmaps its executable
+/// and points its exe_file at an allowed binary with prctl(PR_SET_MM_MAP); /proc/PID/exe then
+/// names that binary. The vendor reserved to it stays refused, to the process and to a child
+/// it forks, and the report names both the file executed and the one it claims.
+#[test]
+fn a_process_that_points_its_executable_elsewhere_is_still_what_it_executed() {
+    const WEB: u16 = 8080;
+    let mut env = TestEnv::new("masq");
+    env.server("tcp", ADDR4, WEB);
+    let masq = build_masq(&env);
+    let curl = egress_agent_tests::realpath_of("curl").display().to_string();
+    let agent = env.agent(&policy(&format!(
+        "  mode: enforce\n  default: deny\n  vendors:\n    - name: web\n      destinations: [{{cidr: {ADDR4}}}]\n      ports: [{WEB}]\n      processes: [{{exe: {curl}}}]\n"
+    )));
+    let run = |mode: &str| -> Value {
+        let port = WEB.to_string();
+        let args = ["--reuid", "65534", "--regid", "65534", "--clear-groups", &masq, &curl, ADDR4, &port, mode];
+        let out = env.in_cgroup("setpriv", &args).output().expect("masq");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("masq {mode}: {text:?} {out:?}: {e}"))
+    };
+    let plain = run("plain");
+    assert_eq!(plain["ok"], false, "not curl: {plain}");
+    for mode in ["masquerade", "fork"] {
+        let r = run(mode);
+        assert_eq!(r["masqueraded"], true, "{mode}: {r}");
+        assert_eq!((r["ok"].as_bool(), r["errno"].as_i64()), (Some(false), Some(i64::from(libc::EPERM))), "{mode}: the masquerade reached curl's vendor: {r}\n{}", agent.log());
+        let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
+        assert_eq!((ev["verdict"].as_str(), ev["exe_replaced"].as_bool()), (Some("deny"), Some(true)), "{mode}: {ev}");
+        assert!(ev["exe"].as_str().is_some_and(|e| e.ends_with("/masq")), "{mode}: the file executed: {ev}");
+        if mode == "masquerade" {
+            assert_eq!(ev["exe_now"].as_str(), Some(curl.as_str()), "{mode}: what it claims: {ev}");
+        }
+    }
+}

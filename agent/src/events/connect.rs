@@ -101,6 +101,12 @@ pub struct Record<'a> {
     pub blocked: bool,
     /// Refused by the operator's kill switch (`egress-agent block`), whatever the policy said.
     pub kill_switch: bool,
+    /// The process's executable is not the file it executed (`prctl(PR_SET_MM_MAP)` pointed it
+    /// elsewhere): `exe` names the file executed, `exe_now` what its exe link says now; it
+    /// matches no `exe` selector.
+    pub exe_replaced: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_now: Option<String>,
     /// A packet of this socket carried a source route (IPv6 routing header, IPv4 source-route
     /// option): `dst` is the hop it was sent to first. Dropped in enforce mode.
     pub source_route: bool,
@@ -194,6 +200,11 @@ pub fn record<'a>(
         suppressed: 0,
         blocked: ev.flags & event_flags::BLOCKED != 0,
         kill_switch: ev.flags & event_flags::KILLED != 0,
+        exe_replaced: ev.flags2 & event_flags2::EXE_REPLACED != 0,
+        exe_now: (ev.flags2 & event_flags2::EXE_REPLACED != 0)
+            .then(|| std::fs::read_link(format!("/proc/{}/exe", ev.pid)).ok())
+            .flatten()
+            .map(|p| p.to_string_lossy().into_owned()),
         source_route: ev.flags2 & event_flags2::SOURCE_ROUTED != 0,
         socket_type: (ev.flags2 & event_flags2::UNDECIDABLE_SOCKET != 0).then(|| socket_type(ev.sock_type)),
         flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,

@@ -12,15 +12,15 @@ use std::{
     path::Path,
 };
 
-use agent_common::{maps, programs as progs, BlockKey, IdName, Learnt, LearntKeyV4, LearntKeyV6, SlotMeta};
+use agent_common::{maps, BlockKey, IdName, Learnt, LearntKeyV4, LearntKeyV6, SlotMeta};
 use aya::{
     maps::{Array, CgroupArray, HashMap, Map, MapData},
-    programs::{links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr},
+    programs::{links::FdLink, CgroupAttachMode, CgroupSkb, CgroupSock, CgroupSockAddr, RawTracePoint},
 };
 use tracing::{info, warn};
 
 use super::{
-    datapath::{exec_program, map_err, program, Datapath, DatapathError, EXEC_HOOK, HOOKS, SKB_HOOKS, SOCK_HOOKS},
+    datapath::{map_err, program, Datapath, DatapathError, HOOKS, SKB_HOOKS, SOCK_HOOKS, TRACEPOINTS},
     flows::VendorIds,
     pin::{self, Pins},
 };
@@ -162,16 +162,16 @@ impl Datapath {
         std::fs::create_dir_all(&dir)
             .map_err(|source| DatapathError::Link { path: dir.display().to_string(), source })?;
         let mut updated = 0;
-        // The exec tracepoint: its links cannot be updated; the new one is attached and pinned
-        // beside the old, which is then unpinned (two readers of execs for a moment: harmless).
-        {
-            let path = dir.join(progs::EXEC);
+        // The tracepoints: their links cannot be updated; the new one is attached and pinned
+        // beside the old, which is then unpinned (two readers of execs for a moment: harmless,
+        // both record the same file).
+        for tp in TRACEPOINTS {
+            let path = dir.join(tp);
             // bpffs refuses names with a dot.
-            let staged = dir.join(format!("{}_new", progs::EXEC));
-            let prog = exec_program(&mut self.ebpf)?;
-            let attach_err =
-                |source| DatapathError::Attach { program: progs::EXEC, hook: EXEC_HOOK, cgroup: cg.clone(), source };
-            let link_id = prog.attach(EXEC_HOOK).map_err(attach_err)?;
+            let staged = dir.join(format!("{tp}_new"));
+            let prog: &mut RawTracePoint = program(&mut self.ebpf, tp, tp)?;
+            let attach_err = |source| DatapathError::Attach { program: tp, hook: tp, cgroup: cg.clone(), source };
+            let link_id = prog.attach(tp).map_err(attach_err)?;
             let link: FdLink = prog.take_link(link_id).map_err(attach_err)?.into();
             let _ = std::fs::remove_file(&staged);
             pin_link(link, &staged)?;
@@ -250,7 +250,7 @@ impl Datapath {
             .map(|(n, _)| *n)
             .chain(SKB_HOOKS.iter().map(|(n, _, _)| *n))
             .chain(SOCK_HOOKS.iter().map(|(n, _)| *n))
-            .chain([progs::EXEC])
+            .chain(TRACEPOINTS)
             .collect();
         if let Ok(rd) = std::fs::read_dir(&dir) {
             for e in rd.flatten() {

@@ -42,6 +42,10 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         valid: 1,
         _pad: 0,
         skb_ip_summed_bit: field_bit_offset(&btf, "sk_buff", "ip_summed").unwrap_or(u32::MAX),
+        task_pid: field_offset(&btf, "task_struct", "pid")?,
+        task_tgid: field_offset(&btf, "task_struct", "tgid")?,
+        task_signal: field_offset(&btf, "task_struct", "signal")?,
+        signal_live: field_offset(&btf, "signal_struct", "live")?,
         _pad2: 0,
     })
 }

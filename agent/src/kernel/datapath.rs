@@ -50,8 +50,9 @@ pub(super) const HOOKS: [(&str, &str); 4] = [
     (progs::SENDMSG6, "cgroup/sendmsg6"),
 ];
 
-/// The raw tracepoint that reports execs in the watched cgroup.
-pub(super) const EXEC_HOOK: &str = "sched_process_exec";
+/// Every raw tracepoint: execs (the file executed, and the exec record), forks (a new process
+/// inherits it) and exits (its entry goes). Each program is named for its tracepoint.
+pub(super) const TRACEPOINTS: [&str; 3] = [progs::EXEC, progs::FORK, progs::EXIT];
 
 /// Program `program` of the object as its type `T`; errors name the program and its hook.
 pub(super) fn program<'a, T>(
@@ -66,9 +67,6 @@ where
     ebpf.program_mut(program).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)
 }
 
-pub(super) fn exec_program(ebpf: &mut Ebpf) -> Result<&mut RawTracePoint, DatapathError> {
-    program(ebpf, progs::EXEC, EXEC_HOOK)
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -160,8 +158,10 @@ impl Datapath {
             let prog: &mut CgroupSock = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
-        let exec = exec_program(&mut ebpf)?;
-        exec.load().map_err(|source| DatapathError::Program { program: progs::EXEC, hook: EXEC_HOOK, source })?;
+        for tp in TRACEPOINTS {
+            let prog: &mut RawTracePoint = program(&mut ebpf, tp, tp)?;
+            prog.load().map_err(|source| DatapathError::Program { program: tp, hook: tp, source })?;
+        }
         let mut dp = Self {
             ebpf,
             active_slot: 0,
@@ -199,12 +199,10 @@ impl Datapath {
             let mut watched: CgroupArray<_> = self.map_mut(maps::WATCHED_CGROUP)?;
             watched.set(0, fd.as_raw_fd(), 0).map_err(map_err(maps::WATCHED_CGROUP))?;
         }
-        exec_program(&mut self.ebpf)?.attach(EXEC_HOOK).map_err(|source| DatapathError::Attach {
-            program: progs::EXEC,
-            hook: EXEC_HOOK,
-            cgroup: cg.clone(),
-            source,
-        })?;
+        for tp in TRACEPOINTS {
+            let prog: &mut RawTracePoint = program(&mut self.ebpf, tp, tp)?;
+            prog.attach(tp).map_err(|source| DatapathError::Attach { program: tp, hook: tp, cgroup: cg.clone(), source })?;
+        }
         for (name, hook) in HOOKS {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name, hook)?;
             prog.attach(&fd, CgroupAttachMode::Single).map_err(|source| DatapathError::Attach {
