@@ -107,6 +107,14 @@ impl AgentConfig {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
+        // Before serde_yaml_ng reads it: deep nesting costs its parser quadratic time.
+        crate::policy::locate::check_depth(text).map_err(|deep| ConfigError::Invalid {
+            path: file.to_owned(),
+            line: deep.pos.line,
+            column: deep.pos.column,
+            field: "(document)".to_owned(),
+            message: deep.to_string(),
+        })?;
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let c: Self = serde_path_to_error::deserialize(de).map_err(|err| {
             let field = match err.path().to_string() {
@@ -212,6 +220,14 @@ mod tests {
         assert!(e.contains("a.yaml:1:") && e.contains("maxFlows"), "{e}");
         let e = AgentConfig::parse("a.yaml", "ringBytes: 5000\n").expect_err("bounds").to_string();
         assert!(e.starts_with("a.yaml:1:1: error: ringBytes:") && e.contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_place_before_parsing() {
+        let started = std::time::Instant::now();
+        let e = AgentConfig::parse("a.yaml", &format!("sinks: {}", "[".repeat(200_000))).expect_err("deep").to_string();
+        assert!(e.starts_with("a.yaml:1:71: error: (document): nested deeper than 64 levels"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -195,7 +195,12 @@ fn parse_all(files: &[(String, String)]) -> (Vec<Document>, Vec<Problem>) {
 /// Parses every document of a text; for a document that does not parse, its problems (see
 /// [`rule_problems`]).
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
-    let located = locate::index_documents(text);
+    let located = locate::index_documents(text).map_err(|deep| {
+        vec![Problem::error(
+            Place { file: file.to_owned(), pos: deep.pos, field: "(document)".into() },
+            deep.to_string(),
+        )]
+    })?;
     // After a syntax error the YAML document iterator yields that error again and again: read
     // no more documents than the text has (at least one, for the error), or a broken policy
     // (`spec: [`) would hang the agent's reload.
