@@ -4,6 +4,7 @@
 //!
 //! ```yaml
 //! policy: [/etc/egress-agent/policy.d]   # or one bundle URL: [https://host/bundle.json]
+//! policyFileMaxBytes: 8388608            # the largest policy file read
 //! policySource: {publicKey: /etc/egress-agent/policy.pub, interval: 60s, timeout: 10s, maxBytes: 8388608, minSerial: 42}
 //! cgroup: /system.slice
 //! state: /var/lib/egress-agent
@@ -32,6 +33,8 @@ pub struct AgentConfig {
     /// Policy files or directories (as `--policy`).
     #[serde(default)]
     pub policy: Vec<PathBuf>,
+    /// The largest policy file read, in bytes (`--policy-file-max-bytes`; default 8 MiB).
+    pub policy_file_max_bytes: Option<u64>,
     /// How a policy bundle URL in `policy` is fetched and verified (README "Central policy").
     pub policy_source: Option<crate::central::SourceConfig>,
     pub cgroup: Option<PathBuf>,
@@ -87,20 +90,34 @@ impl MetricsConfig {
     }
 }
 
+/// The largest configuration file read: it is a few lines; what is larger is a mistake.
+const MAX_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read { path: String, source: crate::policy::files::ReadError },
     #[error("{path}:{line}:{column}: error: {field}: {message}")]
     Invalid { path: String, line: usize, column: usize, field: String, message: String },
 }
 
 impl AgentConfig {
-    /// Reads and checks `path`. An empty file is the defaults.
+    /// Reads and checks `path` (a regular file, as policy files are). An empty file is the
+    /// defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&path.display().to_string(), &text)
+        use crate::policy::files::{read_text, ReadError};
+        let name = path.display().to_string();
+        let text = read_text(path, MAX_BYTES).map_err(|source| match source {
+            ReadError::NotUtf8 { pos, .. } => ConfigError::Invalid {
+                path: name.clone(),
+                line: pos.line,
+                column: pos.column,
+                field: "(document)".to_owned(),
+                message: source.to_string(),
+            },
+            source => ConfigError::Read { path: name.clone(), source },
+        })?;
+        Self::parse(&name, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
@@ -145,6 +162,9 @@ impl AgentConfig {
             let line = text.lines().position(|l| l.starts_with(&format!("{field}:"))).map_or(0, |i| i + 1);
             ConfigError::Invalid { path: file.to_owned(), line, column: 1, field: field.to_owned(), message }
         };
+        if let Some(n) = self.policy_file_max_bytes {
+            crate::cli::check_policy_file_max_bytes(n).map_err(|e| bad("policyFileMaxBytes", e))?;
+        }
         if let Some(n) = self.ring_bytes {
             if n < 4096 || !n.is_power_of_two() {
                 return Err(bad("ringBytes", format!("{n} is not a power of two of at least 4096")));
@@ -220,6 +240,30 @@ mod tests {
         assert!(e.contains("a.yaml:1:") && e.contains("maxFlows"), "{e}");
         let e = AgentConfig::parse("a.yaml", "ringBytes: 5000\n").expect_err("bounds").to_string();
         assert!(e.starts_with("a.yaml:1:1: error: ringBytes:") && e.contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn the_policy_file_cap_is_read_and_bounded() {
+        let c = AgentConfig::parse("a.yaml", "policyFileMaxBytes: 65536\n").expect("valid");
+        assert_eq!(c.policy_file_max_bytes, Some(65536));
+        let e = AgentConfig::parse("a.yaml", "state: /s\npolicyFileMaxBytes: 10\n").expect_err("small").to_string();
+        assert!(e.starts_with("a.yaml:2:1: error: policyFileMaxBytes: 10 is not between 1024"), "{e}");
+    }
+
+    #[test]
+    fn the_file_is_read_within_bounds_and_a_bad_byte_placed() {
+        let dir = std::env::temp_dir().join(format!("ea-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("agent.yaml");
+        std::fs::write(&f, b"state: /s\ncgroup: /caf\xe9\n").expect("write");
+        let e = AgentConfig::load(&f).expect_err("latin-1").to_string();
+        assert!(e.starts_with(&format!("{}:2:13: error: (document): not UTF-8", f.display())), "{e}");
+        let zero = dir.join("zero.yaml");
+        let _ = std::fs::remove_file(&zero);
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        let e = AgentConfig::load(&zero).expect_err("device").to_string();
+        assert!(e.contains("a character device (a symbolic link to /dev/zero), not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

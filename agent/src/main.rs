@@ -36,11 +36,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     match cli.command {
-        Command::Check { paths, config } => cli::check(&paths, config.as_deref()),
+        Command::Check { paths, config, policy_file_max_bytes } => {
+            cli::check(&paths, config.as_deref(), policy_file_max_bytes)
+        }
         Command::Explain(args) => cli::explain(&args),
         Command::Inventory(args) => cli::inventory(&args),
         Command::Run {
             policy,
+            policy_file_max_bytes,
             policy_source,
             cgroup,
             events,
@@ -63,6 +66,9 @@ fn main() -> ExitCode {
                 }
             };
             // Flags first, then the file, then the defaults.
+            policy::files::set_max_bytes(
+                policy_file_max_bytes.or(file.policy_file_max_bytes).unwrap_or(policy::files::DEFAULT_MAX_BYTES),
+            );
             let cmdline = !no_cmdline && file.cmdline.unwrap_or(true);
             let pipeline = flows.settings(cmdline, &file);
             let default = cli::MetricsAddr(cli::METRICS_DEFAULT.parse().ok());
