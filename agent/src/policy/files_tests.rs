@@ -12,8 +12,8 @@ use super::{load, resolve::Resolver, PolicyError, Problem};
 struct NoHost;
 
 impl Resolver for NoHost {
-    fn exes(&self, _pattern: &str) -> Vec<super::resolve::ExeFile> {
-        Vec::new()
+    fn exes(&self, _pattern: &str) -> Result<Vec<super::resolve::ExeFile>, String> {
+        Ok(Vec::new())
     }
     fn user(&self, _name: &str) -> Option<u32> {
         None

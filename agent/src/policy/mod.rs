@@ -6,6 +6,7 @@ pub mod compile;
 pub mod domains;
 pub mod files;
 mod from_str_de;
+mod globwalk;
 pub mod locate;
 mod merge;
 pub mod model;
