@@ -9,6 +9,7 @@
 //! cgroup: /system.slice
 //! state: /var/lib/egress-agent
 //! events: /var/log/egress-agent/events.jsonl
+//! eventsFollowSymlinks: false                # a symlink at `events` is refused unless true
 //! cmdline: false
 //! ringBytes: 4194304
 //! maxFlows: 131072
@@ -40,6 +41,8 @@ pub struct AgentConfig {
     pub cgroup: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub events: Option<PathBuf>,
+    /// `events` may be a symbolic link (`--events-follow-symlinks`; by default one is refused).
+    pub events_follow_symlinks: Option<bool>,
     /// Command lines in events (default true; `--no-cmdline` turns them off).
     pub cmdline: Option<bool>,
     pub ring_bytes: Option<u32>,
@@ -194,10 +197,11 @@ mod tests {
     fn reads_every_key_and_defaults_when_empty() {
         let c = AgentConfig::parse(
             "a.yaml",
-            "policy: [/etc/p.yaml, /etc/p.d]\ncgroup: /system.slice\nstate: /var/lib/ea\nevents: '-'\ncmdline: false\nringBytes: 8192\nmaxFlows: 1024\nflowUpdate: 30\neventsPerKey: 0\n",
+            "policy: [/etc/p.yaml, /etc/p.d]\ncgroup: /system.slice\nstate: /var/lib/ea\nevents: '-'\neventsFollowSymlinks: true\ncmdline: false\nringBytes: 8192\nmaxFlows: 1024\nflowUpdate: 30\neventsPerKey: 0\n",
         )
         .expect("valid");
         assert_eq!(c.policy, [PathBuf::from("/etc/p.yaml"), PathBuf::from("/etc/p.d")]);
+        assert_eq!(c.events_follow_symlinks, Some(true));
         assert_eq!(
             (c.cmdline, c.ring_bytes, c.max_flows, c.flow_update, c.events_per_key),
             (Some(false), Some(8192), Some(1024), Some(30), Some(0))

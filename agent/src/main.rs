@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             policy_source,
             cgroup,
             events,
+            events_follow_symlinks,
             no_cmdline,
             ring_bytes,
             flows,
@@ -75,7 +76,7 @@ fn main() -> ExitCode {
             let from_file = file.metrics.as_ref().and_then(|m| cli::metrics_addr(m.listen()).ok());
             let metrics = metrics.or(from_file).unwrap_or(default).0;
             // See sinks::spec::resolve for how --events and --format combine with `sinks:`.
-            let specs =
+            let mut specs =
                 match sinks::spec::resolve(events.as_deref(), format, file.events.as_deref(), file.sinks.as_deref()) {
                     Ok(s) => s,
                     Err(e) => {
@@ -83,6 +84,9 @@ fn main() -> ExitCode {
                         return ExitCode::from(EXIT_USAGE);
                     }
                 };
+            if events_follow_symlinks || file.events_follow_symlinks == Some(true) {
+                sinks::spec::SinkSpec::follow_primary_symlinks(&mut specs);
+            }
             let events: std::path::PathBuf = events.or(file.events).unwrap_or_else(|| "-".into());
             // SAFETY: isatty only reads the descriptor's state.
             let terminal = unsafe { libc::isatty(1) } == 1;

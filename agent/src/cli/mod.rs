@@ -58,6 +58,10 @@ pub enum Command {
         /// Where events go: a file (appended to) or `-` for stdout (the default).
         #[arg(long)]
         events: Option<PathBuf>,
+        /// The events file may be a symbolic link (by default one is refused: a link planted
+        /// there would have the agent append to any file).
+        #[arg(long)]
+        events_follow_symlinks: bool,
         /// Leave command lines out of events (they can carry secrets passed as arguments).
         #[arg(long)]
         no_cmdline: bool,
