@@ -200,15 +200,13 @@ fn spec() -> String {
     policy("  mode: enforce\n  default: deny\n")
 }
 
-/// Starts the agent with `config` as its configuration; returns at once.
-fn spawn(env: &TestEnv, config: &str) -> Agent {
+/// Starts the agent with `config` as its configuration and `extra` arguments; returns at once.
+fn spawn(env: &TestEnv, config: &str, extra: &[&str]) -> Agent {
     let path = env.path("agent.yaml");
     fs::write(&path, config).expect("write config");
-    env.agent_spawn(
-        &spec(),
-        &["--config", arg(&path), "--events-per-key", "0", "--metrics", "off"],
-        &egress_agent_tests::Launch::default(),
-    )
+    let mut args = vec!["--config", arg(&path), "--events-per-key", "0", "--metrics", "off"];
+    args.extend_from_slice(extra);
+    env.agent_spawn(&spec(), &args, &egress_agent_tests::Launch::default())
 }
 
 #[test]
@@ -217,7 +215,7 @@ fn a_symlinked_event_file_is_refused_unless_followed() {
     let real = env.path("real.jsonl");
     let link = env.path("link.jsonl");
     std::os::unix::fs::symlink(&real, &link).expect("symlink");
-    let mut agent = spawn(&env, &format!("sinks:\n  - {{name: linked, type: file, path: {}}}\n", arg(&link)));
+    let mut agent = spawn(&env, &format!("sinks:\n  - {{name: linked, type: file, path: {}}}\n", arg(&link)), &[]);
     let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(s) = agent.exited() {
@@ -230,9 +228,20 @@ fn a_symlinked_event_file_is_refused_unless_followed() {
     assert!(agent.log().contains("a symbolic link, not followed"), "{}", agent.log());
     assert!(!real.exists(), "nothing was created through the link");
     drop(agent);
-    let mut agent =
-        spawn(&env, &format!("sinks:\n  - {{name: linked, type: file, path: {}, followSymlinks: true}}\n", arg(&link)));
+    // Followed when asked. A policy directory beside the harness's policy file holds a broken
+    // link: the agent starts without it and names it in its log.
+    let dir = env.path("policy.d");
+    fs::create_dir_all(&dir).expect("policy.d");
+    fs::write(dir.join("base.yaml"), policy("  mode: enforce\n")).expect("write");
+    std::os::unix::fs::symlink("gone.yaml", dir.join("vendor.yaml")).expect("symlink");
+    let mut agent = spawn(
+        &env,
+        &format!("sinks:\n  - {{name: linked, type: file, path: {}, followSymlinks: true}}\n", arg(&link)),
+        &["--policy", arg(&dir)],
+    );
     agent.wait_ready();
+    let named = format!("{}: warning: (file): a broken symbolic link (to gone.yaml", arg(&dir.join("vendor.yaml")));
+    assert!(agent.log().lines().any(|l| l.contains("policy warning") && l.contains(&named)), "{}", agent.log());
     let pid = spray(&env, 3);
     wait_for(
         Duration::from_secs(10),
@@ -306,7 +315,7 @@ fn an_event_file_on_a_full_disk_never_holds_part_of_a_line() {
     f.set_len(len.saturating_sub(8192)).expect("make room");
     drop(f);
     let events = mnt.0.join("events.jsonl");
-    let mut agent = spawn(&env, &format!("sinks:\n  - {{name: full, type: file, path: {}}}\n", arg(&events)));
+    let mut agent = spawn(&env, &format!("sinks:\n  - {{name: full, type: file, path: {}}}\n", arg(&events)), &[]);
     agent.wait_ready();
     // Far more than fits: the filesystem fills mid-batch.
     let pid = spray(&env, 200);
