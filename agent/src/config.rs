@@ -4,10 +4,12 @@
 //!
 //! ```yaml
 //! policy: [/etc/egress-agent/policy.d]   # or one bundle URL: [https://host/bundle.json]
+//! policyFileMaxBytes: 8388608            # the largest policy file read
 //! policySource: {publicKey: /etc/egress-agent/policy.pub, interval: 60s, timeout: 10s, maxBytes: 8388608, minSerial: 42}
 //! cgroup: /system.slice
 //! state: /var/lib/egress-agent
 //! events: /var/log/egress-agent/events.jsonl
+//! eventsFollowSymlinks: false                # a symlink at `events` is refused unless true
 //! cmdline: false
 //! ringBytes: 4194304
 //! maxFlows: 131072
@@ -32,11 +34,15 @@ pub struct AgentConfig {
     /// Policy files or directories (as `--policy`).
     #[serde(default)]
     pub policy: Vec<PathBuf>,
+    /// The largest policy file read, in bytes (`--policy-file-max-bytes`; default 8 MiB).
+    pub policy_file_max_bytes: Option<u64>,
     /// How a policy bundle URL in `policy` is fetched and verified (README "Central policy").
     pub policy_source: Option<crate::central::SourceConfig>,
     pub cgroup: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub events: Option<PathBuf>,
+    /// `events` may be a symbolic link (`--events-follow-symlinks`; by default one is refused).
+    pub events_follow_symlinks: Option<bool>,
     /// Command lines in events (default true; `--no-cmdline` turns them off).
     pub cmdline: Option<bool>,
     pub ring_bytes: Option<u32>,
@@ -87,26 +93,48 @@ impl MetricsConfig {
     }
 }
 
+/// The largest configuration file read: it is a few lines; what is larger is a mistake.
+const MAX_BYTES: u64 = 1 << 20;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("config {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read { path: String, source: crate::policy::files::ReadError },
     #[error("{path}:{line}:{column}: error: {field}: {message}")]
     Invalid { path: String, line: usize, column: usize, field: String, message: String },
 }
 
 impl AgentConfig {
-    /// Reads and checks `path`. An empty file is the defaults.
+    /// Reads and checks `path` (a regular file, as policy files are). An empty file is the
+    /// defaults.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-        Self::parse(&path.display().to_string(), &text)
+        use crate::policy::files::{read_text, ReadError};
+        let name = path.display().to_string();
+        let text = read_text(path, MAX_BYTES).map_err(|source| match source {
+            ReadError::NotUtf8 { pos, .. } => ConfigError::Invalid {
+                path: name.clone(),
+                line: pos.line,
+                column: pos.column,
+                field: "(document)".to_owned(),
+                message: source.to_string(),
+            },
+            source => ConfigError::Read { path: name.clone(), source },
+        })?;
+        Self::parse(&name, &text)
     }
 
     pub fn parse(file: &str, text: &str) -> Result<Self, ConfigError> {
         if text.trim().is_empty() {
             return Ok(Self::default());
         }
+        // Before serde_yaml_ng reads it: deep nesting costs its parser quadratic time.
+        crate::policy::locate::check_depth(text).map_err(|deep| ConfigError::Invalid {
+            path: file.to_owned(),
+            line: deep.pos.line,
+            column: deep.pos.column,
+            field: "(document)".to_owned(),
+            message: deep.to_string(),
+        })?;
         let de = serde_yaml_ng::Deserializer::from_str(text);
         let c: Self = serde_path_to_error::deserialize(de).map_err(|err| {
             let field = match err.path().to_string() {
@@ -137,6 +165,9 @@ impl AgentConfig {
             let line = text.lines().position(|l| l.starts_with(&format!("{field}:"))).map_or(0, |i| i + 1);
             ConfigError::Invalid { path: file.to_owned(), line, column: 1, field: field.to_owned(), message }
         };
+        if let Some(n) = self.policy_file_max_bytes {
+            crate::cli::check_policy_file_max_bytes(n).map_err(|e| bad("policyFileMaxBytes", e))?;
+        }
         if let Some(n) = self.ring_bytes {
             if n < 4096 || !n.is_power_of_two() {
                 return Err(bad("ringBytes", format!("{n} is not a power of two of at least 4096")));
@@ -166,10 +197,11 @@ mod tests {
     fn reads_every_key_and_defaults_when_empty() {
         let c = AgentConfig::parse(
             "a.yaml",
-            "policy: [/etc/p.yaml, /etc/p.d]\ncgroup: /system.slice\nstate: /var/lib/ea\nevents: '-'\ncmdline: false\nringBytes: 8192\nmaxFlows: 1024\nflowUpdate: 30\neventsPerKey: 0\n",
+            "policy: [/etc/p.yaml, /etc/p.d]\ncgroup: /system.slice\nstate: /var/lib/ea\nevents: '-'\neventsFollowSymlinks: true\ncmdline: false\nringBytes: 8192\nmaxFlows: 1024\nflowUpdate: 30\neventsPerKey: 0\n",
         )
         .expect("valid");
         assert_eq!(c.policy, [PathBuf::from("/etc/p.yaml"), PathBuf::from("/etc/p.d")]);
+        assert_eq!(c.events_follow_symlinks, Some(true));
         assert_eq!(
             (c.cmdline, c.ring_bytes, c.max_flows, c.flow_update, c.events_per_key),
             (Some(false), Some(8192), Some(1024), Some(30), Some(0))
@@ -212,6 +244,38 @@ mod tests {
         assert!(e.contains("a.yaml:1:") && e.contains("maxFlows"), "{e}");
         let e = AgentConfig::parse("a.yaml", "ringBytes: 5000\n").expect_err("bounds").to_string();
         assert!(e.starts_with("a.yaml:1:1: error: ringBytes:") && e.contains("power of two"), "{e}");
+    }
+
+    #[test]
+    fn the_policy_file_cap_is_read_and_bounded() {
+        let c = AgentConfig::parse("a.yaml", "policyFileMaxBytes: 65536\n").expect("valid");
+        assert_eq!(c.policy_file_max_bytes, Some(65536));
+        let e = AgentConfig::parse("a.yaml", "state: /s\npolicyFileMaxBytes: 10\n").expect_err("small").to_string();
+        assert!(e.starts_with("a.yaml:2:1: error: policyFileMaxBytes: 10 is not between 1024"), "{e}");
+    }
+
+    #[test]
+    fn the_file_is_read_within_bounds_and_a_bad_byte_placed() {
+        let dir = std::env::temp_dir().join(format!("ea-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let f = dir.join("agent.yaml");
+        std::fs::write(&f, b"state: /s\ncgroup: /caf\xe9\n").expect("write");
+        let e = AgentConfig::load(&f).expect_err("latin-1").to_string();
+        assert!(e.starts_with(&format!("{}:2:13: error: (document): not UTF-8", f.display())), "{e}");
+        let zero = dir.join("zero.yaml");
+        let _ = std::fs::remove_file(&zero);
+        std::os::unix::fs::symlink("/dev/zero", &zero).expect("symlink");
+        let e = AgentConfig::load(&zero).expect_err("device").to_string();
+        assert!(e.contains("a character device (a symbolic link to /dev/zero), not a regular file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_with_its_place_before_parsing() {
+        let started = std::time::Instant::now();
+        let e = AgentConfig::parse("a.yaml", &format!("sinks: {}", "[".repeat(200_000))).expect_err("deep").to_string();
+        assert!(e.starts_with("a.yaml:1:71: error: (document): nested deeper than 64 levels"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "{:?}", started.elapsed());
     }
 
     #[test]

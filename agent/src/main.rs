@@ -36,14 +36,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init();
     match cli.command {
-        Command::Check { paths, config } => cli::check(&paths, config.as_deref()),
+        Command::Check { paths, config, policy_file_max_bytes } => {
+            cli::check(&paths, config.as_deref(), policy_file_max_bytes)
+        }
         Command::Explain(args) => cli::explain(&args),
         Command::Inventory(args) => cli::inventory(&args),
         Command::Run {
             policy,
+            policy_file_max_bytes,
             policy_source,
             cgroup,
             events,
+            events_follow_symlinks,
             no_cmdline,
             ring_bytes,
             flows,
@@ -63,13 +67,16 @@ fn main() -> ExitCode {
                 }
             };
             // Flags first, then the file, then the defaults.
+            policy::files::set_max_bytes(
+                policy_file_max_bytes.or(file.policy_file_max_bytes).unwrap_or(policy::files::DEFAULT_MAX_BYTES),
+            );
             let cmdline = !no_cmdline && file.cmdline.unwrap_or(true);
             let pipeline = flows.settings(cmdline, &file);
             let default = cli::MetricsAddr(cli::METRICS_DEFAULT.parse().ok());
             let from_file = file.metrics.as_ref().and_then(|m| cli::metrics_addr(m.listen()).ok());
             let metrics = metrics.or(from_file).unwrap_or(default).0;
             // See sinks::spec::resolve for how --events and --format combine with `sinks:`.
-            let specs =
+            let mut specs =
                 match sinks::spec::resolve(events.as_deref(), format, file.events.as_deref(), file.sinks.as_deref()) {
                     Ok(s) => s,
                     Err(e) => {
@@ -77,6 +84,9 @@ fn main() -> ExitCode {
                         return ExitCode::from(EXIT_USAGE);
                     }
                 };
+            if events_follow_symlinks || file.events_follow_symlinks == Some(true) {
+                sinks::spec::SinkSpec::follow_primary_symlinks(&mut specs);
+            }
             let events: std::path::PathBuf = events.or(file.events).unwrap_or_else(|| "-".into());
             // SAFETY: isatty only reads the descriptor's state.
             let terminal = unsafe { libc::isatty(1) } == 1;

@@ -57,11 +57,9 @@ impl<'a> Base<'a> {
         if let Some(comm) = process.strip_prefix("comm:") {
             return ProcIdentity { exe: None, uid, comm: comm.to_owned(), cgroup_ancestors: Vec::new() };
         }
-        let exe = *self
-            .ids
-            .borrow_mut()
-            .entry(process.to_owned())
-            .or_insert_with(|| self.resolver.exes(&glob::Pattern::escape(process)).first().map(|f| (f.dev, f.ino)));
+        let exe = *self.ids.borrow_mut().entry(process.to_owned()).or_insert_with(|| {
+            self.resolver.exes(&glob::Pattern::escape(process)).ok()?.first().map(|f| (f.dev, f.ino))
+        });
         let name = process.rsplit('/').next().unwrap_or(process);
         let comm = String::from_utf8_lossy(&comm_bytes(name)).trim_end_matches('\0').to_owned();
         ProcIdentity { exe, uid, comm, cgroup_ancestors: Vec::new() }
@@ -442,12 +440,13 @@ mod tests {
     struct FakeHost;
 
     impl Resolver for FakeHost {
-        fn exes(&self, pattern: &str) -> Vec<ExeFile> {
+        fn exes(&self, pattern: &str) -> Result<Vec<ExeFile>, String> {
             let all = [("/opt/billing/bin/api", 7, 100), ("/usr/lib/systemd/systemd-resolved", 7, 200)];
-            all.iter()
+            Ok(all
+                .iter()
                 .filter(|(p, ..)| glob::Pattern::new(pattern).is_ok_and(|g| g.matches(p)))
                 .map(|(p, dev, ino)| ExeFile { path: (*p).into(), dev: *dev, ino: *ino, script: false })
-                .collect()
+                .collect())
         }
         fn user(&self, _: &str) -> Option<u32> {
             None

@@ -12,9 +12,11 @@ use crate::{
 };
 
 /// `config`: an agent configuration file to validate too; with no `paths`, its policy (or the
-/// embedded default) is checked.
-pub fn check(paths: &[PathBuf], config: Option<&std::path::Path>) -> ExitCode {
+/// embedded default) is checked. `max_bytes`: the largest policy file read (else the
+/// configuration's, else the default).
+pub fn check(paths: &[PathBuf], config: Option<&std::path::Path>, max_bytes: Option<u64>) -> ExitCode {
     let mut paths = paths.to_vec();
+    let mut max_from_config = None;
     if let Some(c) = config {
         match crate::config::AgentConfig::load(c) {
             Ok(cfg) => {
@@ -22,6 +24,7 @@ pub fn check(paths: &[PathBuf], config: Option<&std::path::Path>) -> ExitCode {
                 if paths.is_empty() {
                     paths = cfg.policy;
                 }
+                max_from_config = cfg.policy_file_max_bytes;
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -30,6 +33,7 @@ pub fn check(paths: &[PathBuf], config: Option<&std::path::Path>) -> ExitCode {
         }
     }
     let paths = &paths[..];
+    policy::files::set_max_bytes(max_bytes.or(max_from_config).unwrap_or(policy::files::DEFAULT_MAX_BYTES));
     match crate::central::location(paths) {
         Ok(None) => {}
         Ok(Some(l)) => {

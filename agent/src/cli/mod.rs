@@ -46,6 +46,9 @@ pub enum Command {
         /// "Central policy"). Without it the embedded default (monitor mode) is used.
         #[arg(long)]
         policy: Vec<PathBuf>,
+        /// Largest policy file read (default 8388608 bytes); a larger one is refused unread.
+        #[arg(long, value_name = "N", value_parser = policy_file_max_bytes)]
+        policy_file_max_bytes: Option<u64>,
         #[command(flatten)]
         policy_source: PolicySourceArgs,
         /// cgroup v2 directory to watch (absolute, or relative to the cgroup2 mount); default: the
@@ -55,6 +58,10 @@ pub enum Command {
         /// Where events go: a file (appended to) or `-` for stdout (the default).
         #[arg(long)]
         events: Option<PathBuf>,
+        /// The events file may be a symbolic link (by default one is refused: a link planted
+        /// there would have the agent append to any file).
+        #[arg(long)]
+        events_follow_symlinks: bool,
         /// Leave command lines out of events (they can carry secrets passed as arguments).
         #[arg(long)]
         no_cmdline: bool,
@@ -100,6 +107,10 @@ pub enum Command {
         /// Also (or only) validate an agent configuration file, and the policy it names.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Largest policy file read (default: the configuration's `policyFileMaxBytes`, else
+        /// 8388608 bytes).
+        #[arg(long, value_name = "N", value_parser = policy_file_max_bytes)]
+        policy_file_max_bytes: Option<u64>,
     },
     /// Would this connection be allowed, and by which rule? Same matching code as the agent.
     Explain(ExplainArgs),
@@ -352,6 +363,25 @@ fn ring_bytes(s: &str) -> Result<u32, String> {
     let n: u32 = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
     if n < 4096 || !n.is_power_of_two() {
         return Err(format!("{n} is not a power of two of at least 4096"));
+    }
+    Ok(n)
+}
+
+/// Bounds of `--policy-file-max-bytes` and `policyFileMaxBytes`.
+pub const POLICY_FILE_MAX_BYTES: std::ops::RangeInclusive<u64> = 1024..=(1 << 30);
+
+pub fn policy_file_max_bytes(s: &str) -> Result<u64, String> {
+    let n: u64 = s.parse().map_err(|_| format!("`{s}` is not a number of bytes"))?;
+    check_policy_file_max_bytes(n)
+}
+
+pub fn check_policy_file_max_bytes(n: u64) -> Result<u64, String> {
+    if !POLICY_FILE_MAX_BYTES.contains(&n) {
+        return Err(format!(
+            "{n} is not between {} and {}",
+            POLICY_FILE_MAX_BYTES.start(),
+            POLICY_FILE_MAX_BYTES.end()
+        ));
     }
     Ok(n)
 }

@@ -128,7 +128,10 @@ fn sign(
         ),
     };
     let files = match policy::expand(paths) {
-        Ok(f) => f,
+        Ok((files, skipped)) => {
+            skipped.iter().for_each(|w| eprintln!("{w}"));
+            files
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(EXIT_USAGE);
@@ -139,10 +142,10 @@ fn sign(
     let mut entries = Vec::new();
     for f in &files {
         let name = f.file_name().map_or_else(|| f.display().to_string(), |n| n.to_string_lossy().into_owned());
-        match std::fs::read_to_string(f) {
+        match policy::files::read_text(f, policy::files::max_bytes()) {
             Ok(text) => entries.push(BundleFile { name, text }),
             Err(e) => {
-                eprintln!("{}: cannot read: {e}", f.display());
+                eprintln!("{}", e.into_policy(f));
                 return ExitCode::from(EXIT_USAGE);
             }
         }

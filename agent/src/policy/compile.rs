@@ -24,7 +24,7 @@ use super::{
     domains::DomainEntry,
     model::{DefaultAction, Dest, DomainPattern, Mode, PortRange, Protocol},
     resolve::Resolver,
-    selectors::{compile_selector, fingerprint_entry},
+    selectors::{compile_selector, fingerprint_entry, Note},
     shadowing::{enclosing, shadowing},
     DnsSettings, Merged, Place, PolicyError, Problem,
 };
@@ -277,6 +277,7 @@ pub fn compile(
     now: OffsetDateTime,
 ) -> Result<(CompiledPolicy, Vec<Problem>), PolicyError> {
     let mut warnings = Vec::new();
+    let mut refused = Vec::new();
     let mut rules = Vec::new();
     let mut selectors = vec![Selector::default()];
     let mut exe_keys = Vec::new();
@@ -354,8 +355,10 @@ pub fn compile(
                 continue;
             }
             let at = places.processes.get(j).cloned().unwrap_or_else(|| place.clone());
-            if let Some(msg) = problem {
-                warnings.push(Problem::warning(at, msg));
+            match problem {
+                Some(Note::Warning(msg)) => warnings.push(Problem::warning(at, msg)),
+                Some(Note::Refused(msg)) => refused.push(Problem::error(at, msg)),
+                None => {}
             }
             exes.extend(files.iter().map(|f| f.path.clone()));
             // A selector naming several cgroups (a container glob) is several kernel selectors.
@@ -381,6 +384,9 @@ pub fn compile(
         }
     }
 
+    if !refused.is_empty() {
+        return Err(PolicyError::Invalid(refused));
+    }
     warnings.extend(shadowing(&by_prefix, &rules));
 
     let limit = |message: String| PolicyError::Limit { message };

@@ -8,12 +8,13 @@ use crate::policy::{merge, parse};
 struct FakeHost;
 
 impl Resolver for FakeHost {
-    fn exes(&self, pattern: &str) -> Vec<ExeFile> {
+    fn exes(&self, pattern: &str) -> Result<Vec<ExeFile>, String> {
         let all = [("/opt/billing/bin/api", 7, 100), ("/usr/bin/curl", 7, 200)];
-        all.iter()
+        Ok(all
+            .iter()
             .filter(|(p, ..)| glob::Pattern::new(pattern).is_ok_and(|g| g.matches(p)))
             .map(|(p, dev, ino)| ExeFile { path: (*p).into(), dev: *dev, ino: *ino, script: false })
-            .collect()
+            .collect())
     }
     fn user(&self, name: &str) -> Option<u32> {
         (name == "billing").then_some(1001)
@@ -54,7 +55,7 @@ impl Resolver for FakeHost {
 struct NoPodList;
 
 impl Resolver for NoPodList {
-    fn exes(&self, pattern: &str) -> Vec<ExeFile> {
+    fn exes(&self, pattern: &str) -> Result<Vec<ExeFile>, String> {
         FakeHost.exes(pattern)
     }
     fn user(&self, name: &str) -> Option<u32> {

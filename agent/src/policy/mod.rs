@@ -4,7 +4,9 @@
 pub mod baseline_spec;
 pub mod compile;
 pub mod domains;
+pub mod files;
 mod from_str_de;
+mod globwalk;
 pub mod locate;
 mod merge;
 pub mod model;
@@ -18,6 +20,7 @@ use std::{collections::HashMap, fmt, path::PathBuf};
 use serde::Deserialize as _;
 
 pub use compile::CompiledPolicy;
+pub use files::expand;
 use locate::Pos;
 pub use merge::{merge, DnsSettings, Merged};
 use model::{AllowRule, PolicyDoc, Vendor};
@@ -72,6 +75,10 @@ impl fmt::Display for Problem {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        if p.pos.line == 0 {
+            // A whole file (one a directory holds and that is not read), or no place known.
+            return write!(f, "{}: {sev}: {}: {}", p.file, p.field, self.message);
+        }
         write!(f, "{}:{}:{}: {sev}: {}: {}", p.file, p.pos.line, p.pos.column, p.field, self.message)
     }
 }
@@ -85,8 +92,12 @@ pub enum PolicyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: no policy files (*.yaml, *.yml) in this directory")]
-    Empty { path: String },
+    /// `skipped`: the entries with a policy file's name that could not be read, if any.
+    #[error("{path}: no policy files (*.yaml, *.yml) in this directory{skipped}")]
+    Empty { path: String, skipped: String },
+    /// A policy file that is not read: not a regular file, or too large.
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
     /// Every error found (warnings travel separately).
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
     Invalid(Vec<Problem>),
@@ -124,46 +135,6 @@ fn position(locs: &HashMap<String, Pos>, field: &str) -> Pos {
     }
 }
 
-/// Policy files to read: files as given, directories expanded to their `*.yaml`/`*.yml` files
-/// (sorted, hidden ones skipped, so a ConfigMap's `..data` internals are not read twice).
-pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, PolicyError> {
-    let mut out = Vec::new();
-    for p in paths {
-        let meta =
-            std::fs::metadata(p).map_err(|source| PolicyError::Read { path: p.display().to_string(), source })?;
-        if !meta.is_dir() {
-            out.push(p.clone());
-            continue;
-        }
-        let rd = std::fs::read_dir(p).map_err(|source| PolicyError::Read { path: p.display().to_string(), source })?;
-        let mut files: Vec<PathBuf> = rd
-            .flatten()
-            .map(|e| e.path())
-            .filter(|f| {
-                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                !name.starts_with('.') && (name.ends_with(".yaml") || name.ends_with(".yml")) && f.is_file()
-            })
-            .collect();
-        if files.is_empty() {
-            return Err(PolicyError::Empty { path: p.display().to_string() });
-        }
-        files.sort();
-        out.extend(files);
-    }
-    Ok(out)
-}
-
-/// Reads every file `paths` expands to: its name (the path) and its text, in order.
-fn read_all(paths: &[PathBuf]) -> Result<Vec<(String, String)>, PolicyError> {
-    let mut files = Vec::new();
-    for f in expand(paths)? {
-        let text = std::fs::read_to_string(&f)
-            .map_err(|source| PolicyError::Read { path: f.display().to_string(), source })?;
-        files.push((f.display().to_string(), text));
-    }
-    Ok(files)
-}
-
 /// SHA-256 of policy texts: each file as its name and its contents, in order. The digest
 /// recorded (status, audit) is this of exactly what was compiled; a signed bundle's signature
 /// covers it too (see `central::bundle`).
@@ -195,7 +166,12 @@ fn parse_all(files: &[(String, String)]) -> (Vec<Document>, Vec<Problem>) {
 /// Parses every document of a text; for a document that does not parse, its problems (see
 /// [`rule_problems`]).
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Problem>> {
-    let located = locate::index_documents(text);
+    let located = locate::index_documents(text).map_err(|deep| {
+        vec![Problem::error(
+            Place { file: file.to_owned(), pos: deep.pos, field: "(document)".into() },
+            deep.to_string(),
+        )]
+    })?;
     // After a syntax error the YAML document iterator yields that error again and again: read
     // no more documents than the text has (at least one, for the error), or a broken policy
     // (`spec: [`) would hang the agent's reload.
@@ -318,7 +294,16 @@ pub fn load(
         let sha256 = crate::control::audit::sha256_hex(EMBEDDED_DEFAULT.as_bytes());
         return compile_docs(&docs, Vec::new(), sha256, now, resolver);
     }
-    load_texts(&read_all(paths)?, now, resolver)
+    let (files, skipped) = files::read_all(paths, files::max_bytes())?;
+    // The entries of a directory that were not read are named with the policy's warnings, and
+    // with its errors when it has any.
+    match load_texts(&files, now, resolver) {
+        Ok((merged, compiled, warnings)) => Ok((merged, compiled, [skipped, warnings].concat())),
+        Err(PolicyError::Invalid(errors)) if !skipped.is_empty() => {
+            Err(PolicyError::Invalid([errors, skipped].concat()))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// [`load`] for texts that are not files here (a policy bundle's): `files` are (name, text)
@@ -365,10 +350,10 @@ pub fn digest(paths: &[PathBuf]) -> String {
         return sha256_hex(EMBEDDED_DEFAULT.as_bytes());
     }
     let mut all = Vec::new();
-    for p in expand(paths).unwrap_or_default() {
+    for p in expand(paths).map(|(files, _)| files).unwrap_or_default() {
         all.extend_from_slice(p.display().to_string().as_bytes());
         all.push(0);
-        all.extend_from_slice(&std::fs::read(&p).unwrap_or_default());
+        all.extend_from_slice(&files::read_bytes(&p, files::max_bytes()).unwrap_or_default());
         all.push(0);
     }
     sha256_hex(&all)
@@ -581,3 +566,5 @@ mod tests {
         assert!(e.contains("missing field `spec`"), "{e}");
     }
 }
+#[cfg(test)]
+mod files_tests;

@@ -8,6 +8,8 @@ use std::{
     path::PathBuf,
 };
 
+use super::globwalk::{Walk, BUDGET};
+
 /// An executable file that matched an `exe` glob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExeFile {
@@ -20,8 +22,9 @@ pub struct ExeFile {
 }
 
 pub trait Resolver {
-    /// Executable regular files matching `pattern` (symlinks followed to the file they name).
-    fn exes(&self, pattern: &str) -> Vec<ExeFile>;
+    /// Executable regular files matching `pattern` (symlinks followed to the file they name);
+    /// Err says why the glob was not expanded (it would cost more than a glob may).
+    fn exes(&self, pattern: &str) -> Result<Vec<ExeFile>, String>;
     fn user(&self, name: &str) -> Option<u32>;
     /// cgroup id (inode of its directory) and depth (the root is 0) of a cgroup path.
     fn cgroup(&self, path: &str) -> Option<(u64, u32)>;
@@ -120,30 +123,28 @@ impl HostResolver {
 }
 
 impl Resolver for HostResolver {
-    fn exes(&self, pattern: &str) -> Vec<ExeFile> {
-        let rooted = match &self.host_root {
-            Some(root) => root.join(pattern.trim_start_matches('/')).display().to_string(),
-            None => pattern.to_owned(),
-        };
-        let Ok(paths) = glob::glob(&rooted) else { return Vec::new() };
-        let mut out: Vec<ExeFile> = paths
-            .flatten()
-            .filter_map(|p| {
-                let m = std::fs::metadata(&p).ok()?;
-                if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
-                    return None;
+    fn exes(&self, pattern: &str) -> Result<Vec<ExeFile>, String> {
+        let root = self.host_root.as_deref().unwrap_or(std::path::Path::new("/"));
+        let mut walk = Walk::new(BUDGET);
+        let refused = |why: String| format!("exe `{pattern}` {why}: name the directory");
+        let mut out = Vec::new();
+        for p in walk.expand(root, pattern).map_err(refused)? {
+            // Each match is opened (is it a script?): that counts against the time too.
+            walk.in_time(&p).map_err(refused)?;
+            let Ok(m) = std::fs::metadata(&p) else { continue };
+            if !m.is_file() || m.permissions().mode() & 0o111 == 0 {
+                continue;
+            }
+            let Ok(id) = crate::fileid::file_id(&p) else { continue };
+            // Shown as the host names it.
+            let shown = match &self.host_root {
+                Some(root) => {
+                    p.strip_prefix(root).map_or_else(|_| p.display().to_string(), |r| format!("/{}", r.display()))
                 }
-                let id = crate::fileid::file_id(&p).ok()?;
-                // Shown as the host names it.
-                let shown = match &self.host_root {
-                    Some(root) => {
-                        p.strip_prefix(root).map_or_else(|_| p.display().to_string(), |r| format!("/{}", r.display()))
-                    }
-                    None => p.display().to_string(),
-                };
-                Some(ExeFile { path: shown, dev: id.dev, ino: id.ino, script: is_script(&p) })
-            })
-            .collect();
+                None => p.display().to_string(),
+            };
+            out.push(ExeFile { path: shown, dev: id.dev, ino: id.ino, script: is_script(&p) });
+        }
         // A process started before its executable was replaced (a package upgrade without a
         // restart) still runs the old file: it keeps its rights until it exits.
         if let Ok(glob) = glob::Pattern::new(pattern) {
@@ -154,7 +155,7 @@ impl Resolver for HostResolver {
             }
         }
         out.sort_by(|a, b| a.path.cmp(&b.path));
-        out
+        Ok(out)
     }
 
     fn user(&self, name: &str) -> Option<u32> {
@@ -268,12 +269,12 @@ billing:x:4242:4242::/srv:/sbin/nologin
         std::fs::write(&exe, b"\x7fELF").expect("write");
         std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         let r = HostResolver::new().with_host_root(Some(root.clone()));
-        let found = r.exes("/usr/bin/pay*");
+        let found = r.exes("/usr/bin/pay*").expect("within budget");
         let id = crate::fileid::file_id(&exe).expect("id");
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].path.as_str(), found[0].dev, found[0].ino), ("/usr/bin/payments", id.dev, id.ino));
         assert!(
-            HostResolver::new().exes("/usr/bin/payments").is_empty()
+            HostResolver::new().exes("/usr/bin/payments").expect("within budget").is_empty()
                 || !std::path::Path::new("/usr/bin/payments").exists()
         );
         let _ = std::fs::remove_dir_all(&root);
@@ -284,11 +285,11 @@ billing:x:4242:4242::/srv:/sbin/nologin
         let r = HostResolver::new();
         assert_eq!(r.user("root"), Some(0));
         assert_eq!(r.user("no-such-user-egress-agent"), None);
-        let sh = r.exes("/bin/s[h]");
+        let sh = r.exes("/bin/s[h]").expect("within budget");
         assert_eq!(sh.len(), 1, "{sh:?}");
         let m = std::fs::metadata("/bin/sh").expect("/bin/sh");
         assert_eq!(sh[0].ino, m.ino());
-        assert!(r.exes("/no/such/dir/*").is_empty());
+        assert!(r.exes("/no/such/dir/*").expect("within budget").is_empty());
         // The root cgroup is depth 0.
         assert!(r.cgroup("/").is_some_and(|(_, level)| level == 0));
         assert!(r.cgroup("/no-such-cgroup-egress-agent").is_none());
@@ -302,10 +303,45 @@ billing:x:4242:4242::/srv:/sbin/nologin
         let script = dir.join("run.sh");
         std::fs::write(&script, "#!/bin/sh\necho\n").expect("write");
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        let found = r.exes(&script.display().to_string());
+        let found = r.exes(&script.display().to_string()).expect("within budget");
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(found.len(), 1);
         assert!(found[0].script);
-        assert!(!r.exes("/bin/sh")[0].script);
+        assert!(!r.exes("/bin/sh").expect("within budget")[0].script);
+    }
+
+    #[test]
+    fn globs_never_reach_into_proc_or_sys() {
+        let r = HostResolver::new();
+        // /proc/self/exe is this test's own executable.
+        assert_eq!(r.exes("/*/self/exe"), Ok(Vec::new()));
+        assert_eq!(r.exes("/*/../proc/self/exe"), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn a_glob_over_the_whole_filesystem_is_refused_within_a_second_with_its_place() {
+        let dir = std::env::temp_dir().join(format!("ea-wideglob-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let p = dir.join("p.yaml");
+        std::fs::write(
+            &p,
+            "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: t}\nspec:\n  vendors:\n    - name: x\n      destinations: [{cidr: 1.1.1.1}]\n      processes: [{exe: /*/*/*/*/*/*}]\n",
+        )
+        .expect("write");
+        let started = std::time::Instant::now();
+        let e = crate::policy::load(std::slice::from_ref(&p), time::OffsetDateTime::now_utc(), &HostResolver::new())
+            .map(|_| ())
+            .expect_err("refused")
+            .to_string();
+        let took = started.elapsed();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            e.starts_with(&format!("{}:8:", p.display()))
+                && e.contains("error: spec.vendors[0].processes[0]")
+                && e.contains("exe `/*/*/*/*/*/*`")
+                && e.contains("name the directory"),
+            "{e}"
+        );
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
     }
 }

@@ -45,21 +45,33 @@ pub fn selector_fingerprint(m: &Merged, resolver: &dyn Resolver) -> Fingerprint 
         .collect()
 }
 
+/// What resolving a selector has to say besides its result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Note {
+    /// It matches nothing now, or a script it matched never can: the policy loads.
+    Warning(String),
+    /// Its `exe` glob costs more to expand than a glob may: the policy is refused.
+    Refused(String),
+}
+
 /// Resolves one selector into one kernel selector, or several when `pod_uid`/`container` match
 /// several cgroups (alternatives: any of them matches). Parts that resolve to nothing make it
 /// match nothing (and say why): an unknown user, no executable matching the glob, a cgroup, pod
 /// or container that does not exist yet.
-pub(super) fn compile_selector(
-    sel: &ProcessSelector,
-    r: &dyn Resolver,
-) -> (Vec<Selector>, Vec<ExeFile>, Option<String>) {
+pub(super) fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Vec<Selector>, Vec<ExeFile>, Option<Note>) {
     let mut s = Selector::default();
     let mut problems = Vec::new();
     let mut files = Vec::new();
     let mut script_note: Option<String> = None;
     if let Some(exe) = &sel.exe {
         s.flags |= selector_flags::EXE;
-        files = r.exes(&exe.0);
+        files = match r.exes(&exe.0) {
+            Ok(f) => f,
+            Err(why) => {
+                s.flags |= selector_flags::NEVER;
+                return (vec![s], Vec::new(), Some(Note::Refused(why)));
+            }
+        };
         if files.is_empty() {
             problems.push(format!("exe `{}` matches no executable file on this host", exe.0));
         }
@@ -123,7 +135,7 @@ pub(super) fn compile_selector(
         } else {
             cgroups.iter().map(|&(cgroup_id, cgroup_level)| Selector { cgroup_id, cgroup_level, ..s }).collect()
         };
-        return (out, files, script_note);
+        return (out, files, script_note.map(Note::Warning));
     }
     s.flags |= selector_flags::NEVER;
     let mut msg = format!(
@@ -134,7 +146,7 @@ pub(super) fn compile_selector(
     if let Some(n) = script_note {
         msg = format!("{n}; {msg}");
     }
-    (vec![s], files, Some(msg))
+    (vec![s], files, Some(Note::Warning(msg)))
 }
 
 /// The cgroups (id, depth) a pod or `container` selector names: a pod's own cgroup (its

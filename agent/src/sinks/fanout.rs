@@ -73,13 +73,14 @@ impl Sinks {
             let (target, out) = match &s.kind {
                 Kind::Stdout { format } => {
                     let f = format.unwrap_or(if terminal { Format::Text } else { Format::Json });
-                    let sink = json::Sink::open(std::path::Path::new("-"), f).map_err(|e| open_err("stdout", e))?;
+                    let sink =
+                        json::Sink::open(std::path::Path::new("-"), f, false).map_err(|e| open_err("stdout", e))?;
                     ("stdout".to_owned(), Out::Local(sink))
                 }
-                Kind::File { path, format } => {
+                Kind::File { path, format, follow_symlinks } => {
                     let target = path.display().to_string();
-                    let sink =
-                        json::Sink::open(path, format.unwrap_or(Format::Json)).map_err(|e| open_err(&target, e))?;
+                    let sink = json::Sink::open(path, format.unwrap_or(Format::Json), *follow_symlinks)
+                        .map_err(|e| open_err(&target, e))?;
                     (target, Out::Local(sink))
                 }
                 Kind::Syslog(c) => {
@@ -132,10 +133,7 @@ impl Sinks {
             };
             for e in &mut self.entries {
                 match &mut e.out {
-                    Out::Local(sink) => match sink.write_json(&text) {
-                        Ok(()) => e.stats.delivered(1),
-                        Err(err) => local_failure(e.name.as_str(), &e.stats, &mut e.reported, &err, 1),
-                    },
+                    Out::Local(sink) => account(&e.name, &e.stats, &mut e.reported, sink.write_json(&text)),
                     Out::Webhook(w) => w.push(text.clone()),
                     Out::Syslog(..) => {}
                 }
@@ -158,10 +156,7 @@ impl Sinks {
             }
             let text = json.get_or_insert_with(|| value.to_string());
             match &mut e.out {
-                Out::Local(sink) => match sink.write_value(value, text) {
-                    Ok(()) => e.stats.delivered(1),
-                    Err(err) => local_failure(e.name.as_str(), &e.stats, &mut e.reported, &err, 1),
-                },
+                Out::Local(sink) => account(&e.name, &e.stats, &mut e.reported, sink.write_value(value, text)),
                 Out::Syslog(h, w) => w.push(h.format(value, text)),
                 Out::Webhook(w) => w.push(text.clone()),
             }
@@ -172,9 +167,7 @@ impl Sinks {
     pub fn flush(&mut self) {
         for e in &mut self.entries {
             if let Out::Local(sink) = &mut e.out {
-                if let Err(err) = sink.flush() {
-                    local_failure(e.name.as_str(), &e.stats, &mut e.reported, &err, 0);
-                }
+                account(&e.name, &e.stats, &mut e.reported, sink.flush());
             }
         }
     }
@@ -237,15 +230,26 @@ impl Sinks {
     }
 }
 
-/// Local write failures are counted and logged now and then, never fatal: stopping would detach
-/// the programs, and a full disk must not turn enforcement off.
-/// `lost`: the records known lost (a failed flush loses what the buffer held, uncounted).
-fn local_failure(name: &str, stats: &Stats, reported: &mut Option<Instant>, e: &io::Error, lost: u64) {
+/// Counts what a local sink's write did. Failures are counted and logged now and then, never
+/// fatal: stopping would detach the programs, and a full disk must not turn enforcement off.
+/// The records a failed write lost (never part of one: see `json`) are counted as dropped.
+fn account(name: &str, stats: &Stats, reported: &mut Option<Instant>, o: json::Outcome) {
+    let was_ok = stats.is_ok();
+    if o.written > 0 {
+        stats.delivered(o.written);
+    }
+    let Some(e) = o.error else {
+        if !was_ok && o.written > 0 {
+            *reported = None;
+            info!(sink = name, lost = stats.dropped.load(Relaxed), "writing events again");
+        }
+        return;
+    };
     stats.failure(e.to_string());
-    stats.lost(lost);
+    stats.lost(o.lost);
     if reported.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
         *reported = Some(Instant::now());
-        error!(sink = name, error = %e, failed_writes = stats.failed.load(Relaxed), "writing events failed; enforcement continues");
+        error!(sink = name, error = %e, failed_writes = stats.failed.load(Relaxed), lost = stats.dropped.load(Relaxed), "writing events failed (no line is left half-written; the records lost are counted); enforcement continues");
     }
 }
 
@@ -268,7 +272,7 @@ mod tests {
         SinkSpec {
             name: name.to_owned(),
             filter: Filter { verdicts: verdicts.iter().map(|v| (*v).to_owned()).collect(), ..Filter::default() },
-            kind: Kind::File { path: path.to_owned(), format: None },
+            kind: Kind::File { path: path.to_owned(), format: None, follow_symlinks: false },
         }
     }
 

@@ -104,6 +104,7 @@ struct RawSink {
     filter: Filter,
     format: Option<Format>,
     path: Option<PathBuf>,
+    follow_symlinks: Option<bool>,
     address: Option<String>,
     facility: Option<String>,
     app_name: Option<String>,
@@ -127,9 +128,11 @@ pub enum Kind {
     Stdout {
         format: Option<Format>,
     },
+    /// `follow_symlinks`: a symlink at `path` is followed (by default it is refused).
     File {
         path: PathBuf,
         format: Option<Format>,
+        follow_symlinks: bool,
     },
     Syslog(SyslogSpec),
     Webhook(WebhookSpec),
@@ -205,9 +208,19 @@ impl SinkSpec {
         let kind = if events == Path::new("-") {
             Kind::Stdout { format }
         } else {
-            Kind::File { path: events.to_owned(), format }
+            Kind::File { path: events.to_owned(), format, follow_symlinks: false }
         };
         SinkSpec { name: PRIMARY.to_owned(), filter: Filter::default(), kind }
+    }
+
+    /// `--events-follow-symlinks` (or `eventsFollowSymlinks`): the `events` sink's file may be
+    /// a symlink.
+    pub fn follow_primary_symlinks(specs: &mut [SinkSpec]) {
+        for s in specs.iter_mut().filter(|s| s.name == PRIMARY) {
+            if let Kind::File { follow_symlinks, .. } = &mut s.kind {
+                *follow_symlinks = true;
+            }
+        }
     }
 }
 
@@ -249,9 +262,10 @@ impl TryFrom<RawSink> for SinkConfig {
         }
         let t = r.kind.as_str();
         // Keys of another type are refused: a `url` on a file sink is a mistake, not a no-op.
-        let given: [(&str, bool); 15] = [
+        let given: [(&str, bool); 16] = [
             ("format", r.format.is_some()),
             ("path", r.path.is_some()),
+            ("followSymlinks", r.follow_symlinks.is_some()),
             ("address", r.address.is_some()),
             ("facility", r.facility.is_some()),
             ("appName", r.app_name.is_some()),
@@ -268,7 +282,7 @@ impl TryFrom<RawSink> for SinkConfig {
         ];
         let allowed: &[&str] = match r.kind {
             SinkType::Stdout => &["format"],
-            SinkType::File => &["format", "path"],
+            SinkType::File => &["format", "path", "followSymlinks"],
             SinkType::Syslog => &[
                 "address",
                 "facility",
@@ -304,7 +318,7 @@ impl TryFrom<RawSink> for SinkConfig {
                 if path.as_os_str().is_empty() || path == Path::new("-") {
                     return Err("path: a file name (stdout is `type: stdout`)".to_owned());
                 }
-                Kind::File { path, format: r.format }
+                Kind::File { path, format: r.format, follow_symlinks: r.follow_symlinks.unwrap_or(false) }
             }
             SinkType::Syslog => {
                 let address = syslog::Address::parse(r.address.as_deref().unwrap_or("unix:///dev/log"))
@@ -427,7 +441,14 @@ mod tests {
         assert_eq!(l[0].filter.verdicts, ["deny"]);
         let Kind::Syslog(s) = &l[1].kind else { panic!("{:?}", l[1]) };
         assert_eq!((s.facility, s.max_message, s.app_name.as_str()), (4, 8192, "egress-agent"));
-        assert_eq!(l[2].kind, Kind::File { path: "/var/log/e.jsonl".into(), format: Some(Format::Text) });
+        assert_eq!(
+            l[2].kind,
+            Kind::File { path: "/var/log/e.jsonl".into(), format: Some(Format::Text), follow_symlinks: false }
+        );
+        let f = parse("- {type: file, path: /l.jsonl, followSymlinks: true}").expect("valid");
+        assert_eq!(f[0].kind, Kind::File { path: "/l.jsonl".into(), format: None, follow_symlinks: true });
+        let e = parse("- {type: stdout, followSymlinks: true}").expect_err("file only");
+        assert!(e.contains("`followSymlinks` is not a key of a stdout sink"), "{e}");
         let d = parse("- {type: syslog}").expect("defaults");
         let Kind::Syslog(s) = &d[0].kind else { panic!() };
         assert_eq!((s.address.clone(), s.facility), (syslog::Address::Unix("/dev/log".into()), 16));
@@ -472,7 +493,13 @@ mod tests {
         let one = resolve(None, None, None, None).expect("ok");
         assert_eq!(one, [SinkSpec::primary(Path::new("-"), None)]);
         let f = resolve(Some(Path::new("/a")), Some(Format::Text), Some(Path::new("/b")), None).expect("ok");
-        assert_eq!(f[0].kind, Kind::File { path: "/a".into(), format: Some(Format::Text) });
+        assert_eq!(f[0].kind, Kind::File { path: "/a".into(), format: Some(Format::Text), follow_symlinks: false });
+        let mut followed = f.clone();
+        SinkSpec::follow_primary_symlinks(&mut followed);
+        assert_eq!(
+            followed[0].kind,
+            Kind::File { path: "/a".into(), format: Some(Format::Text), follow_symlinks: true }
+        );
         let list = parse(
             "- {type: file, path: /f.jsonl}\n- {type: syslog}\n- {type: stdout, filter: {verdicts: [deny]}}\n- {type: file, path: /g}",
         )
@@ -490,7 +517,7 @@ mod tests {
             [("events", "stdout"), ("file", "file"), ("syslog", "syslog"), ("stdout", "stdout"), ("file-4", "file")]
         );
         assert_eq!(r[0].kind, Kind::Stdout { format: Some(Format::Json) });
-        assert_eq!(r[1].kind, Kind::File { path: "/f.jsonl".into(), format: None });
+        assert_eq!(r[1].kind, Kind::File { path: "/f.jsonl".into(), format: None, follow_symlinks: false });
         let r = resolve(None, Some(Format::Text), None, Some(&list)).expect("ok");
         assert_eq!(names(&r)[0], ("file", "file"), "no events sink unless named");
         assert!(resolve(None, None, None, Some(&[])).expect("ok").is_empty(), "sinks: [] writes nowhere");
