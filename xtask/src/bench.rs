@@ -349,7 +349,7 @@ pub fn client(args: &ClientArgs) -> Result<()> {
 /// Closes with RST (SO_LINGER 0) so no TIME_WAIT piles up: thousands of connections per round
 /// would otherwise exhaust ephemeral ports and make later rounds slower for reasons unrelated to
 /// the agent.
-fn close_with_reset(s: TcpStream) {
+pub(crate) fn close_with_reset(s: TcpStream) {
     use std::os::fd::AsRawFd as _;
     let linger = libc::linger { l_onoff: 1, l_linger: 0 };
     // SAFETY: valid socket fd and a correctly sized option value.

@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench`.
+//! Project tasks: `cargo xtask setup | build | run | test | bench | soak`.
 //! Every task that needs the kernel toolchain provisions it first, so a fresh machine needs
 //! nothing but these commands.
 
 mod bench;
 mod deploy;
 mod setup;
+mod soak;
 mod util;
 
 use std::{path::PathBuf, process::Command};
@@ -53,6 +54,19 @@ enum Cmd {
         #[command(subcommand)]
         which: bench::Which,
     },
+    /// Soak: the agent enforcing under connection, DNS, reload and sink churn for N minutes;
+    /// prints its memory, fds, kernel tables and counters every minute, and fails on growth
+    /// after the warm-up or on attempts that do not add up. Run by hand, not part of `test`.
+    Soak {
+        #[arg(long, default_value_t = 5)]
+        minutes: u32,
+        /// Allowed TCP connections per second; the other workloads are paced in proportion.
+        #[arg(long, default_value_t = 200)]
+        rate: u32,
+    },
+    /// Internal: the soak's client, run inside the soak's namespace and cgroup.
+    #[command(hide = true)]
+    SoakClient(soak::client::ClientArgs),
     /// Internal: the benchmark's client, run inside the test namespace and cgroup.
     #[command(hide = true)]
     BenchClient(bench::ClientArgs),
@@ -107,6 +121,16 @@ fn main() -> Result<()> {
             };
             bench::run(which, &bin)
         }
+        Cmd::Soak { minutes, rate } => {
+            setup::kernel_toolchain()?;
+            // As the benchmarks: the release build, or another one named by EGRESS_AGENT_BENCH_BIN.
+            let bin = match std::env::var_os("EGRESS_AGENT_BENCH_BIN") {
+                Some(b) => PathBuf::from(b),
+                None => build_agent(true)?,
+            };
+            soak::run(&bin, minutes, rate)
+        }
+        Cmd::SoakClient(args) => soak::client::client(&args),
         Cmd::BenchClient(args) => bench::client(&args),
         Cmd::BenchDnsClient(args) => bench::dns::client(&args),
         Cmd::BenchFlowsClient(args) => bench::flows::client(&args),

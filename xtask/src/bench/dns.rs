@@ -38,10 +38,10 @@ const WARMUP: u32 = 200;
 /// Local to the namespace (the resolver's answer range is made local) but never answered: the
 /// resolver hands out at most 32,000 addresses from 198.18.128.1. A connect to it tells whether
 /// the agent enforces at all, so a fast "enforce" round cannot be an agent that let all through.
-const UNANSWERED: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 254);
+pub(crate) const UNANSWERED: Ipv4Addr = Ipv4Addr::new(198, 18, 255, 254);
 /// A connect that takes longer has lost its SYN: reported as a failure rather than waited for
 /// (a blocking connect would retry for two minutes).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Args)]
 pub struct ClientArgs {
@@ -275,7 +275,7 @@ pub fn client(args: &ClientArgs) -> Result<()> {
     Ok(())
 }
 
-fn encode_query(name: &str, id: u16) -> Result<Vec<u8>> {
+pub(crate) fn encode_query(name: &str, id: u16) -> Result<Vec<u8>> {
     let mut msg = Message::new(id, MessageType::Query, hickory_proto::op::OpCode::Query);
     msg.metadata.recursion_desired = true;
     msg.add_query(Query::query(Name::from_ascii(name)?, RecordType::A));

@@ -27,8 +27,8 @@ use super::{
     flows::{agent_pid, clear_events, start_server, stop_and_dropped, wait_drained},
 };
 
-const TCP_PORT: u16 = 7000;
-const STATSD_PORT: u16 = 8125;
+pub(crate) const TCP_PORT: u16 = 7000;
+pub(crate) const STATSD_PORT: u16 = 8125;
 
 #[derive(Args)]
 pub struct ClientArgs {

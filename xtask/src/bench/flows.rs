@@ -313,7 +313,7 @@ fn memory(env: &TestEnv, agent_bin: &Path, policy: &Path, flows: u32) -> Result<
 
 /// Starts `xtask <sub> --serve` in the namespace, outside the cgroup, and waits for "ready".
 /// The environment kills it when dropped.
-pub(super) fn start_server(env: &mut TestEnv, xtask: &Path, sub: &str) -> Result<()> {
+pub(crate) fn start_server(env: &mut TestEnv, xtask: &Path, sub: &str) -> Result<()> {
     let mut child = Command::new("ip")
         .args(["netns", "exec", &env.netns])
         .arg(xtask)
