@@ -2,6 +2,10 @@
 //! it for processes that exec or fork once they are attached; processes already running in the
 //! watched cgroup get an entry here, from /proc, when the agent starts — what their executable
 //! was then, so that a `prctl` after the start does not change who they are.
+#![expect(
+    clippy::result_large_err,
+    reason = "DatapathError is large (see datapath.rs); this runs once, at start"
+)]
 
 use std::path::Path;
 
