@@ -79,6 +79,44 @@ pub fn current_proc() -> Proc {
     }
 }
 
+/// A connect record of `proc` that no rule decided (`RULE_DEFAULT`, no flow, no destination):
+/// what the packet and socket checks report; callers fill in the rest.
+#[inline(always)]
+pub fn report_of(proc: &Proc, generation: u32, verdict: u8, flags2: u8) -> agent_common::Event {
+    let mut flags = agent_common::event_flags::NO_FLOW;
+    if proc.ino() == 0 {
+        flags |= agent_common::event_flags::EXE_UNKNOWN;
+    }
+    let replaced = if proc.replaced() { agent_common::event_flags2::EXE_REPLACED } else { 0 };
+    agent_common::Event {
+        kind: record::CONNECT,
+        pid: (proc.pid_tgid >> 32) as u32,
+        tid: proc.pid_tgid as u32,
+        uid: proc.uid_gid as u32,
+        gid: (proc.uid_gid >> 32) as u32,
+        exe_dev: proc.exe_dev,
+        rule_id: agent_common::RULE_DEFAULT,
+        generation,
+        // SAFETY: plain helper.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        cookie: 0,
+        cgroup_id: 0,
+        exe_ino: proc.ino(),
+        start_ns: proc.start_ns,
+        daddr: [0; 16],
+        comm: proc.comm,
+        dport: 0,
+        family: 0,
+        proto: 0,
+        verdict,
+        hook: 0,
+        flags,
+        flags2: flags2 | replaced,
+        domain_id: 0,
+        sock_type: 0,
+    }
+}
+
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`: a new process
 /// (not a thread) of a watched one inherits the file its parent executed.
 pub fn on_fork(ctx: &RawTracePointContext) -> i32 {

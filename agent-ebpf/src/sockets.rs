@@ -6,9 +6,9 @@
 //! and reported in monitor mode: by construction, not by a list of what this kernel has. Raw
 //! sockets need CAP_NET_RAW and stay outside (README "What is covered").
 
-use agent_common::{event_flags, event_flags2, hook, mode, record, verdict, Event, RULE_DEFAULT};
+use agent_common::{event_flags2, hook, mode, verdict, Event};
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie, bpf_ktime_get_ns},
+    helpers::generated::{bpf_get_current_cgroup_id, bpf_get_socket_cookie},
     programs::SockContext,
     EbpfContext as _,
 };
@@ -67,38 +67,16 @@ fn report(ctx: &SockContext, family: u8, ty: u32, proto: u32, generation: u32, v
         return;
     };
     let proc = identity::current_proc();
-    let mut flags = event_flags::NO_FLOW;
-    if proc.exe_ino == 0 {
-        flags |= event_flags::EXE_UNKNOWN;
-    }
     // SAFETY: plain helpers; the cookie helper takes the program's own context.
-    let (ts_ns, cgroup_id, cookie) =
-        unsafe { (bpf_ktime_get_ns(), bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr())) };
+    let (cgroup_id, cookie) = unsafe { (bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr())) };
     entry.write(Event {
-        kind: record::CONNECT,
-        pid: (proc.pid_tgid >> 32) as u32,
-        tid: proc.pid_tgid as u32,
-        uid: proc.uid_gid as u32,
-        gid: (proc.uid_gid >> 32) as u32,
-        exe_dev: proc.exe_dev,
-        rule_id: RULE_DEFAULT,
-        generation,
-        ts_ns,
         cookie,
         cgroup_id,
-        exe_ino: proc.ino(),
-        start_ns: proc.start_ns,
-        daddr: [0; 16],
-        comm: proc.comm,
-        dport: 0,
         family,
         proto: proto as u8,
-        verdict: v,
         hook: hook::SOCK_CREATE,
-        flags,
-        flags2: event_flags2::UNDECIDABLE_SOCKET | if proc.replaced() { event_flags2::EXE_REPLACED } else { 0 },
-        domain_id: 0,
         sock_type: ty,
+        ..identity::report_of(&proc, generation, v, event_flags2::UNDECIDABLE_SOCKET)
     });
     entry.submit(wakeup_flags());
 }

@@ -7,9 +7,9 @@
 //! is dropped in enforce mode and let through in monitor mode, and reported once per socket
 //! either way (its later packets are counted).
 
-use agent_common::{event_flags, event_flags2, flow_counter, hook, mode, record, verdict, Event, RULE_DEFAULT};
+use agent_common::{event_flags2, flow_counter, hook, mode, verdict, Event};
 use aya_ebpf::{
-    helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_skb_cgroup_id},
+    helpers::generated::{bpf_get_socket_cookie, bpf_skb_cgroup_id},
     programs::SkBuffContext,
     EbpfContext as _,
 };
@@ -198,37 +198,17 @@ fn report(ctx: &SkBuffContext, route: &Route, cookie: u64, generation: u32, v: u
     // The first packet of a connection or datagram leaves in its sender's system call: the
     // current task is the sender then.
     let proc = identity::current_proc();
-    let mut flags = event_flags::NO_FLOW;
-    if proc.exe_ino == 0 {
-        flags |= event_flags::EXE_UNKNOWN;
-    }
-    // SAFETY: plain helpers; the cgroup helper takes the program's own context.
-    let (ts_ns, cgroup_id) = unsafe { (bpf_ktime_get_ns(), bpf_skb_cgroup_id(ctx.skb.skb)) };
+    // SAFETY: the cgroup helper takes the program's own context.
+    let cgroup_id = unsafe { bpf_skb_cgroup_id(ctx.skb.skb) };
     entry.write(Event {
-        kind: record::CONNECT,
-        pid: (proc.pid_tgid >> 32) as u32,
-        tid: proc.pid_tgid as u32,
-        uid: proc.uid_gid as u32,
-        gid: (proc.uid_gid >> 32) as u32,
-        exe_dev: proc.exe_dev,
-        rule_id: RULE_DEFAULT,
-        generation,
-        ts_ns,
         cookie,
         cgroup_id,
-        exe_ino: proc.ino(),
-        start_ns: proc.start_ns,
         daddr: route.addr,
-        comm: proc.comm,
         dport: route.port,
         family: route.family,
         proto: route.proto,
-        verdict: v,
         hook: if route.family == AF_INET { hook::EGRESS4 } else { hook::EGRESS6 },
-        flags,
-        flags2: event_flags2::SOURCE_ROUTED | if proc.replaced() { event_flags2::EXE_REPLACED } else { 0 },
-        domain_id: 0,
-        sock_type: 0,
+        ..identity::report_of(&proc, generation, v, event_flags2::SOURCE_ROUTED)
     });
     entry.submit(wakeup_flags());
 }

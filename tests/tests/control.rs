@@ -247,11 +247,11 @@ fn a_block_survives_an_agent_restart_and_a_timed_one_expires_on_time() {
         || format!("the timed block did not end:\n{}", agent.log()),
     );
     let ended = blocked_at.elapsed();
-    println!("a 15 s block ended after {:.2} s", ended.as_secs_f64());
-    assert!(ended >= Duration::from_secs(15), "ended early: {ended:?}");
+    println!("a 30 s block ended after {:.2} s", ended.as_secs_f64());
+    assert!(ended >= Duration::from_secs(30), "ended early: {ended:?}");
     // Each probe is a python client started in the namespace (~0.1-0.3 s): within a second and
     // a half of its end, including the probe that saw it.
-    assert!(ended < Duration::from_millis(16_500), "ended late: {ended:?}");
+    assert!(ended < Duration::from_millis(31_500), "ended late: {ended:?}");
     let rec = agent.wait_event("the kill's end", |e| e["kind"] == "kill_switch" && e["action"] == "expired");
     assert_eq!(rec["vendor"], "web");
     assert!(agent.status()["kill_switch"].as_array().expect("kills").is_empty());
