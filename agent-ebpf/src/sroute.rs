@@ -16,19 +16,14 @@ use aya_ebpf::{
 
 use crate::{
     connect::active_slot,
+    flows::{ETH_P_IP, ETH_P_IPV6, IPV6_DSTOPTS, IPV6_FRAGMENT, IPV6_HOPOPTS, IPV6_ROUTING},
     identity,
     maps::{EVENTS, FLOW_COUNTERS, SROUTE_SEEN},
     ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
 
-const ETH_P_IP: u16 = 0x0800;
-const ETH_P_IPV6: u16 = 0x86dd;
 const IPPROTO_ICMPV6: u8 = 58;
-const IPV6_HOPOPTS: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_DSTOPTS: u8 = 60;
 /// Extension headers walked; a longer chain counts as routed (see [`routed`]). The kernel puts
 /// the routing header third at the latest (after hop-by-hop and destination options).
 const IPV6_EXT_MAX: u32 = 3;
