@@ -49,7 +49,11 @@ pub struct KernelOffsets {
     pub task_tgid: u32,
     pub task_signal: u32,
     pub signal_live: u32,
-    pub _pad2: u32,
+    /// `mm_struct.env_start` and `.env_end`, and `task_struct.ptrace` (the exec tracepoint: was
+    /// the dynamic loader steered by the environment, is the process traced).
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    pub task_ptrace: u32,
 }
 
 /// `CONFIG[0]`: settings that do not change with the policy.
@@ -75,10 +79,32 @@ pub struct ExecId {
     pub start_ns: u64,
     pub ino: u64,
     pub dev: u32,
-    pub _pad: u32,
+    /// [`tamper`] bits: how code other than the file's may run in the process. Recomputed at
+    /// exec (a new image), inherited at fork, and only ever added to in between.
+    pub tamper: u32,
 }
+
+/// Bits of [`ExecId::tamper`]: what an `untampered: true` selector refuses.
+pub mod tamper {
+    /// The environment at exec steered the dynamic loader (`LD_PRELOAD`, `LD_AUDIT` or
+    /// `LD_LIBRARY_PATH`), or was too large to read whole: code the executable did not name may
+    /// run in it.
+    pub const LOADER_ENV: u32 = 1;
+    /// The process was traced (ptrace) since its exec: a tracer can write its memory and
+    /// registers. Set when any of its threads stops for a tracer, or is traced at exec; kept
+    /// until the next exec.
+    pub const TRACED: u32 = 2;
+    /// Never in the map: what the hooks use for a process without an entry, whose exec the
+    /// agent did not see (it joined the watched cgroup since): its history is unknown.
+    pub const UNRECORDED: u32 = 4;
+}
+
+/// Steps of the exec tracepoint's environment scan, [`ENV_CHUNK`] bytes at most each (one
+/// string, or a piece of a long one). An environment it cannot finish counts as steered.
+pub const ENV_SCAN_STEPS: u32 = 1 << 17;
+/// Bytes read per step of the environment scan.
+pub const ENV_CHUNK: usize = 64;
 
 /// Processes with a recorded executable at once (entries are removed when a process ends;
 /// never preallocated).
 pub const MAX_EXEC_IDS: u32 = 1 << 20;
-

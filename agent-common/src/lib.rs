@@ -11,9 +11,11 @@ mod names;
 pub use flows::{flow_counter, BlockKey, FlowEnd, FlowKey, FlowStats, KillState, MAX_BLOCKS, MAX_FLOWS, MAX_KILLS};
 pub use names::{IdName, MAX_NAMES};
 
-pub mod maps;
 mod identity;
-pub use identity::{Config, ExecEvent, ExecId, KernelOffsets, EXEC_FILENAME_LEN, MAX_EXEC_IDS};
+pub mod maps;
+pub use identity::{
+    tamper, Config, ExecEvent, ExecId, KernelOffsets, ENV_CHUNK, ENV_SCAN_STEPS, EXEC_FILENAME_LEN, MAX_EXEC_IDS,
+};
 
 /// Program names (the Rust function names in agent-ebpf) and the hook each attaches to.
 pub mod programs {
@@ -37,6 +39,8 @@ pub mod programs {
     pub const FORK: &str = "sched_process_fork";
     /// raw_tracepoint on `sched_process_exit`: a process that ended loses its entry.
     pub const EXIT: &str = "sched_process_exit";
+    /// raw_tracepoint on `sched_switch`: a thread stopping for a tracer marks its process traced.
+    pub const SWITCH: &str = "sched_switch";
 }
 
 /// First field of every ring-buffer record: which struct follows.
@@ -142,6 +146,10 @@ pub mod event_flags2 {
     /// `PR_SET_MM_EXE_FILE`) pointed it at another file since. `exe_dev`/`exe_ino` are the file
     /// executed; `exe` selectors match nothing for it.
     pub const EXE_REPLACED: u8 = 4;
+    /// The process's loader was steered by its environment at exec ([`crate::tamper::LOADER_ENV`]).
+    pub const LOADER_ENV: u8 = 8;
+    /// The process was traced since its exec ([`crate::tamper::TRACED`]).
+    pub const TRACED: u8 = 16;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).
@@ -152,6 +160,9 @@ pub mod selector_flags {
     pub const CGROUP: u32 = 8;
     /// Could not be resolved (no such user, executable or cgroup): matches nothing.
     pub const NEVER: u32 = 16;
+    /// `untampered: true`: the process's loader was not steered and it was not traced (see
+    /// [`crate::tamper`]).
+    pub const UNTAMPERED: u32 = 32;
 }
 
 /// Bits of [`RuleEntry::flags`].
@@ -559,7 +570,7 @@ mod pod {
 // The layout is an ABI: fail the build of both sides if it drifts.
 const _: () = assert!(core::mem::size_of::<Event>() == 120);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_FILENAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<Config>() == 88);
 const _: () = assert!(core::mem::size_of::<ExecId>() == 24);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 16);
 const _: () = assert!(core::mem::size_of::<DomainValue>() == 16);

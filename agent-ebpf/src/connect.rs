@@ -14,7 +14,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, event_flags2, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
+    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
     Learnt, LearntKeyV4, LearntKeyV6, SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
     MAX_SELECTORS, RULE_DEFAULT,
 };
@@ -475,6 +475,10 @@ fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
     if f & selector_flags::COMM != 0 && sel.comm != proc.pcomm {
         return false;
     }
+    // Any tamper bit (steered loader, traced, or no exec record) fails `untampered: true`.
+    if f & selector_flags::UNTAMPERED != 0 && proc.tamper != 0 {
+        return false;
+    }
     if f & selector_flags::CGROUP != 0 {
         // SAFETY: plain helper; an out-of-range level yields 0, which is never a cgroup id.
         let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(sel.cgroup_level as i32) };
@@ -529,7 +533,7 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         verdict: decision.verdict,
         hook,
         flags,
-        flags2: if proc.replaced() { event_flags2::EXE_REPLACED } else { 0 },
+        flags2: crate::identity::flags2_of(proc),
         domain_id: decision.domain_id,
         sock_type: 0,
     });

@@ -8,7 +8,7 @@
 //! selector. A process running since before the agent has the entry the agent made from /proc
 //! when it started (what its exe_file said then).
 
-use agent_common::{record, ExecEvent, ExecId};
+use agent_common::{record, tamper, ExecEvent, ExecId};
 use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
@@ -36,6 +36,8 @@ pub struct Proc {
     /// module documentation): no `EXE_SET` entry has that bit, so no `exe` selector matches,
     /// and the selector walks need no state of their own for it (the verifier's budget).
     pub exe_ino: u64,
+    /// [`tamper`] bits of the process: its exec record's, or [`tamper::UNRECORDED`].
+    pub tamper: u32,
 }
 
 /// Marks [`Proc::exe_ino`] of a process whose executable was pointed elsewhere. Inode numbers
@@ -59,9 +61,12 @@ impl Proc {
 pub fn current_proc() -> Proc {
     let (mut exe_dev, mut exe_ino) = current_exe();
     let pid_tgid = bpf_get_current_pid_tgid();
+    let mut tampered = tamper::UNRECORDED;
     if let Some(id) = EXEC_IDS.get_ptr(&((pid_tgid >> 32) as u32)) {
         // SAFETY: a live map value.
         let (id_dev, id_ino) = unsafe { ((*id).dev, (*id).ino) };
+        // SAFETY: as above.
+        tampered = unsafe { (*id).tamper };
         // Without a branch (each would double what the verifier walks in the hooks): the top
         // bit of `differs | -differs` is set exactly when the executable differs.
         let differs = u64::from(id_dev ^ exe_dev) | (id_ino ^ exe_ino);
@@ -76,7 +81,18 @@ pub fn current_proc() -> Proc {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         exe_dev,
         exe_ino,
+        tamper: tampered,
     }
+}
+
+/// The [`agent_common::event_flags2`] bits an event of `proc` carries for its identity.
+#[inline(always)]
+pub fn flags2_of(proc: &Proc) -> u8 {
+    use agent_common::event_flags2::{EXE_REPLACED, LOADER_ENV, TRACED};
+    // Branchless: tamper's LOADER_ENV and TRACED bits (1, 2) shift onto the event's (8, 16).
+    let tampered = ((proc.tamper & (tamper::LOADER_ENV | tamper::TRACED)) << 3) as u8;
+    const _: () = assert!(tamper::LOADER_ENV << 3 == LOADER_ENV as u32 && tamper::TRACED << 3 == TRACED as u32);
+    (u8::from(proc.replaced()) * EXE_REPLACED) | tampered
 }
 
 /// A connect record of `proc` that no rule decided (`RULE_DEFAULT`, no flow, no destination):
@@ -87,7 +103,6 @@ pub fn report_of(proc: &Proc, generation: u32, verdict: u8, flags2: u8) -> agent
     if proc.ino() == 0 {
         flags |= agent_common::event_flags::EXE_UNKNOWN;
     }
-    let replaced = if proc.replaced() { agent_common::event_flags2::EXE_REPLACED } else { 0 };
     agent_common::Event {
         kind: record::CONNECT,
         pid: (proc.pid_tgid >> 32) as u32,
@@ -111,7 +126,7 @@ pub fn report_of(proc: &Proc, generation: u32, verdict: u8, flags2: u8) -> agent
         verdict,
         hook: 0,
         flags,
-        flags2: flags2 | replaced,
+        flags2: flags2 | flags2_of(proc),
         domain_id: 0,
         sock_type: 0,
     }
@@ -142,7 +157,8 @@ pub fn on_fork(ctx: &RawTracePointContext) -> i32 {
     }
     // The parent is the current task: what it executed, or (no entry) what its exe_file says.
     let parent = current_proc();
-    let id = ExecId { start_ns: start, ino: parent.ino(), dev: parent.exe_dev, _pad: 0 };
+    // The child runs the parent's image, with whatever was done to it.
+    let id = ExecId { start_ns: start, ino: parent.ino(), dev: parent.exe_dev, tamper: parent.tamper };
     let _ = EXEC_IDS.insert(&(tgid as u32), &id, 0);
     0
 }
@@ -187,7 +203,8 @@ pub fn on_exec(ctx: &RawTracePointContext) -> i32 {
     // executed, whatever the process makes of it later.
     let (exe_dev, exe_ino) = current_exe();
     let start_ns = current_start_ns();
-    let id = ExecId { start_ns, ino: exe_ino, dev: exe_dev, _pad: 0 };
+    // A new image: what was done to the old one is gone, what the environment does is not.
+    let id = ExecId { start_ns, ino: exe_ino, dev: exe_dev, tamper: crate::tamper::at_exec(&cfg.offsets) };
     let _ = EXEC_IDS.insert(&((bpf_get_current_pid_tgid() >> 32) as u32), &id, 0);
     let Some(mut entry) = EVENTS.reserve::<ExecEvent>(0) else {
         count_drop();
@@ -262,7 +279,7 @@ fn current_start_ns() -> u64 {
 /// i_ino}. aya-ebpf has no CO-RE, so the offsets come from the agent, which reads them from this
 /// kernel's BTF. Unlike comm, this identity cannot be chosen by the process itself.
 #[inline(always)]
-fn current_exe() -> (u32, u64) {
+pub fn current_exe() -> (u32, u64) {
     let Some(cfg) = CONFIG.get(0) else {
         return (0, 0);
     };

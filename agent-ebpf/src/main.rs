@@ -24,6 +24,7 @@ mod maps;
 mod ring;
 mod sockets;
 mod sroute;
+mod tamper;
 
 use agent_common::hook;
 use aya_ebpf::{
@@ -123,6 +124,11 @@ pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     identity::on_exit(&ctx)
+}
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn sched_switch(ctx: RawTracePointContext) -> i32 {
+    tamper::on_switch(&ctx)
 }
 
 #[cfg(not(test))]

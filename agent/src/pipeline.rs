@@ -344,7 +344,11 @@ impl Pipeline {
         let kept = match state.map(flows_kept::take) {
             Some(Ok(Some(k))) if Some(k.datapath.as_str()) == adopted => k.flows,
             Some(Ok(Some(k))) => {
-                info!(flows = k.flows.len(), kept_for = k.datapath, "open flows kept for another datapath (or boot) are not resumed");
+                info!(
+                    flows = k.flows.len(),
+                    kept_for = k.datapath,
+                    "open flows kept for another datapath (or boot) are not resumed"
+                );
                 Vec::new()
             }
             Some(Ok(None)) | None => Vec::new(),

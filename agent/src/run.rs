@@ -180,8 +180,7 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let (sel_tx, mut sel_rx) = mpsc::unbounded_channel();
     // Fetched once before the policy is compiled, so pod selectors resolve from the start.
     let pods = crate::kube::Pods::start(&args.kubernetes, metrics.clone(), sel_tx.clone())?;
-    let resolver =
-        policy::resolve::HostResolver::new().with_host_root(args.host_root.clone()).with_pods(pods.clone());
+    let resolver = policy::resolve::HostResolver::new().with_host_root(args.host_root.clone()).with_pods(pods.clone());
     // Local files, or a central bundle (the cached one, so a boot without the network enforces).
     let crate::central::Start { merged, mut compiled, warnings, central, embedded_fallback } =
         crate::central::load(&args.policy, &args.policy_source, args.state.as_deref(), &resolver)?;
@@ -265,7 +264,9 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     let watched_rel = format!("/{}", watched.strip_prefix(&mount).unwrap_or(Path::new("")).display());
     match dp.seed_exec_ids(&watched_rel) {
         Ok(n) => info!(processes = n, "executables of running processes recorded"),
-        Err(e) => warn!(error = %e, "recording the executables of running processes failed: exe selectors trust what their exe link says"),
+        Err(e) => {
+            warn!(error = %e, "recording the executables of running processes failed: exe selectors trust what their exe link says")
+        }
     }
 
     // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged, for as long as it lives,
@@ -295,8 +296,13 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     );
     metrics.policy_generation.set(i64::from(first_gen));
     metrics.policy_reload_time.set(time::OffsetDateTime::now_utc().unix_timestamp());
-    let mut pipe =
-        Pipeline::new(sinks, Enricher::new(mount.clone(), args.pipeline.cmdline).with_pods(pods.clone()), &args.pipeline, watch, metrics);
+    let mut pipe = Pipeline::new(
+        sinks,
+        Enricher::new(mount.clone(), args.pipeline.cmdline).with_pods(pods.clone()),
+        &args.pipeline,
+        watch,
+        metrics,
+    );
     let datapath_id = pins.as_ref().map(|p| crate::events::flows_kept::datapath_id(p.layout_dir()));
     let adopted = datapath_id.as_deref().filter(|_| pins.as_ref().is_some_and(|p| p.adopted));
     let (resumed, inherited) = pipe.resume_flows(&mut dp, args.state.as_deref(), adopted);
@@ -530,7 +536,8 @@ pub async fn run(args: RunArgs, outputs: Outputs) -> Result<(), RunError> {
     counters::report_drops(&mut dp, &mut dropped_seen, &pipe.metrics);
     // Closed: the datapath stays pinned, and its open flows with it for the next agent.
     let closed = matches!(args.pin.as_ref().map(|p| p.1), Some(FailMode::Closed));
-    let keep = datapath_id.filter(|_| closed).map(|datapath| crate::pipeline::Keep { state: args.state.as_deref(), datapath });
+    let keep =
+        datapath_id.filter(|_| closed).map(|datapath| crate::pipeline::Keep { state: args.state.as_deref(), datapath });
     pipe.finish(&mut dp, &state.view(), keep);
     pipe.audit("agent_stop", json!({"generation": state.generation, "events_dropped": dropped_seen}));
     pipe.close();

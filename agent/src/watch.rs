@@ -88,8 +88,7 @@ pub fn watch(paths: &[PathBuf], changed: UnboundedSender<()>) -> notify::Result<
 /// ancestor.
 pub fn selector_dirs(m: &crate::policy::Merged, cgroup_mount: &Path) -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    let containers =
-        m.vendors.iter().flat_map(|(v, _)| &v.processes).any(|s| s.names_pod() || s.container.is_some());
+    let containers = m.vendors.iter().flat_map(|(v, _)| &v.processes).any(|s| s.names_pod() || s.container.is_some());
     if containers {
         let found = crate::container::walk(cgroup_mount);
         dirs.push(cgroup_mount.to_path_buf());

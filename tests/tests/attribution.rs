@@ -292,16 +292,36 @@ fn containers_and_pods_created_after_the_start_are_picked_up() {
 /// A CA and a certificate for 127.0.0.1 signed by it, made with openssl in `dir`.
 fn tls_files(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let p = |n: &str| dir.join(n);
-    std::fs::write(p("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n")
-        .expect("ext");
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("ext");
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     let run = |args: &[&str]| egress_agent_tests::sh(Command::new("openssl").args(args).current_dir(dir));
-    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-cluster-ca"]]
-        .concat());
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &["-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-cluster-ca"],
+    ]
+    .concat());
     run(&[&["req"][..], &ec, &["-keyout", "api.key", "-out", "api.csr", "-subj", "/CN=kube-apiserver"]].concat());
     run(&[
-        "x509", "-req", "-in", "api.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "api.crt",
-        "-days", "2", "-extfile", "ext.cnf",
+        "x509",
+        "-req",
+        "-in",
+        "api.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "api.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
     ]);
     (p("ca.crt"), p("api.crt"), p("api.key"))
 }
@@ -339,7 +359,8 @@ fn pod_namespace_and_label_selectors_follow_the_pod_list() {
     }
     let (ca, cert, key) = tls_files(&env.dir);
     // The token the agent sends, and the one the server accepts.
-    let (pods, token, expected, log) = (env.path("pods.json"), env.path("token"), env.path("expected"), env.path("api.log"));
+    let (pods, token, expected, log) =
+        (env.path("pods.json"), env.path("token"), env.path("expected"), env.path("api.log"));
     std::fs::write(&pods, pod_list(&[(&u1, "checkout-1", "checkout"), (&u2, "web-1", "web")], &u3)).expect("pods");
     std::fs::write(&token, "s3cret-token\n").expect("token");
     std::fs::write(&expected, "s3cret-token\n").expect("token");
@@ -350,7 +371,11 @@ fn pod_namespace_and_label_selectors_follow_the_pod_list() {
         .spawn()
         .expect("kube_api.py");
     env.adopt(server);
-    wait_for(Duration::from_secs(10), || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")), || "API stand-in did not start".into());
+    wait_for(
+        Duration::from_secs(10),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")),
+        || "API stand-in did not start".into(),
+    );
     let config = |ca: &std::path::Path| {
         format!(
             "kubernetes:\n  pods: api\n  server: https://127.0.0.1:{port}\n  node: node-1\n  tokenFile: {}\n  caFile: {}\n  interval: 2s\n",
@@ -382,7 +407,10 @@ fn pod_namespace_and_label_selectors_follow_the_pod_list() {
     assert_eq!(ev["pod_namespace"].as_str(), Some("other"), "{ev}");
     // Asked for this node's pods only, with the token.
     let asked = std::fs::read_to_string(&log).expect("log");
-    assert!(asked.contains("fieldSelector=spec.nodeName%3Dnode-1") && asked.contains("\"authorised\": true"), "{asked}");
+    assert!(
+        asked.contains("fieldSelector=spec.nodeName%3Dnode-1") && asked.contains("\"authorised\": true"),
+        "{asked}"
+    );
     assert!(!asked.contains("\"authorised\": false"), "{asked}");
     let metrics = || {
         let out = Command::new("curl").args(["-sf", "http://127.0.0.1:19485/metrics"]).output().expect("curl");
@@ -390,7 +418,11 @@ fn pod_namespace_and_label_selectors_follow_the_pod_list() {
     };
     wait_for(
         Duration::from_secs(5),
-        || metrics().lines().any(|l| l.starts_with("egress_pod_info{") && l.contains("pod=\"checkout-1\"") && l.contains(&u1)),
+        || {
+            metrics()
+                .lines()
+                .any(|l| l.starts_with("egress_pod_info{") && l.contains("pod=\"checkout-1\"") && l.contains(&u1))
+        },
         || format!("no egress_pod_info for checkout-1:\n{}", metrics()),
     );
 

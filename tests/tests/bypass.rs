@@ -58,7 +58,9 @@ fn sroute(env: &TestEnv, mode: &str, addr: &str, hop: &str, root: bool) -> Value
 
 /// The report of a source-routed packet of process `pid`.
 fn source_route_event(agent: &egress_agent_tests::Agent, pid: &Value) -> Value {
-    agent.wait_event("a source-route report", |e| e["kind"] == "connect" && e["pid"] == *pid && e["reason"] == "source_route")
+    agent.wait_event("a source-route report", |e| {
+        e["kind"] == "connect" && e["pid"] == *pid && e["reason"] == "source_route"
+    })
 }
 
 /// An IPv6 routing header (no capability needed, as a socket option or ancillary data) or an
@@ -123,7 +125,18 @@ fn every_socket_an_unprivileged_process_can_create_is_decided_or_refused() {
     let run = || {
         let script = py("sockets.py");
         let port = PORT.to_string();
-        let args = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", &script, ADDR4_OTHER, ADDR6_OTHER, &port];
+        let args = [
+            "--reuid",
+            "65534",
+            "--regid",
+            "65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            &script,
+            ADDR4_OTHER,
+            ADDR6_OTHER,
+            &port,
+        ];
         let out = env.in_cgroup("setpriv", &args).output().expect("sockets.py");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         serde_json::from_slice::<Vec<Value>>(&out.stdout).expect("sockets.py output")
@@ -158,12 +171,19 @@ fn undecidable_sockets_are_reported_in_monitor_mode() {
     let env = TestEnv::new("sockets-mon");
     let agent = env.agent(&allowed_only("monitor"));
     let out = env
-        .in_cgroup("python3", &["-c", "import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, 136); print('created')"])
+        .in_cgroup(
+            "python3",
+            &["-c", "import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, 136); print('created')"],
+        )
         .output()
         .expect("python3");
     assert!(String::from_utf8_lossy(&out.stdout).contains("created"), "{out:?}");
     let ev = agent.wait_event("a reported UDP-Lite socket", |e| e["reason"] == "socket");
-    assert_eq!((ev["verdict"].as_str(), ev["proto"].as_str(), ev["family"].as_str()), (Some("alert"), Some("udplite"), Some("ipv6")), "{ev}");
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["proto"].as_str(), ev["family"].as_str()),
+        (Some("alert"), Some("udplite"), Some("ipv6")),
+        "{ev}"
+    );
 }
 
 /// Builds tests/c/masq.c (a library, so that its code keeps running once the executable is
@@ -173,7 +193,9 @@ fn build_masq(env: &TestEnv) -> String {
     let out = env.path("masq");
     let lib = env.path("libmasq.so");
     // Bound at load (-z now): lazy binding would read the unmapped executable's symbols.
-    egress_agent_tests::sh(Command::new("gcc").args(["-O1", "-shared", "-fPIC", "-Wl,-z,now", "-o"]).arg(&lib).arg(src.join("masq.c")));
+    egress_agent_tests::sh(
+        Command::new("gcc").args(["-O1", "-shared", "-fPIC", "-Wl,-z,now", "-o"]).arg(&lib).arg(src.join("masq.c")),
+    );
     egress_agent_tests::sh(
         Command::new("gcc")
             .args(["-O1", "-Wl,-z,now", "-o"])
@@ -211,7 +233,12 @@ fn a_process_that_points_its_executable_elsewhere_is_still_what_it_executed() {
     for mode in ["masquerade", "fork"] {
         let r = run(mode);
         assert_eq!(r["masqueraded"], true, "{mode}: {r}");
-        assert_eq!((r["ok"].as_bool(), r["errno"].as_i64()), (Some(false), Some(i64::from(libc::EPERM))), "{mode}: the masquerade reached curl's vendor: {r}\n{}", agent.log());
+        assert_eq!(
+            (r["ok"].as_bool(), r["errno"].as_i64()),
+            (Some(false), Some(i64::from(libc::EPERM))),
+            "{mode}: the masquerade reached curl's vendor: {r}\n{}",
+            agent.log()
+        );
         let ev = agent.event_of(r["pid"].as_u64().expect("pid"), ADDR4, WEB);
         assert_eq!((ev["verdict"].as_str(), ev["exe_replaced"].as_bool()), (Some("deny"), Some(true)), "{mode}: {ev}");
         assert!(ev["exe"].as_str().is_some_and(|e| e.ends_with("/masq")), "{mode}: the file executed: {ev}");
@@ -219,4 +246,151 @@ fn a_process_that_points_its_executable_elsewhere_is_still_what_it_executed() {
             assert_eq!(ev["exe_now"].as_str(), Some(curl.as_str()), "{mode}: what it claims: {ev}");
         }
     }
+}
+
+/// Builds one of tests/c/*.c into the test's directory, as a shared library if `lib`.
+fn build_c(env: &TestEnv, source: &str, out: &str, lib: bool) -> String {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("c").join(source);
+    let path = env.path(out);
+    let mut gcc = Command::new("gcc");
+    gcc.arg("-O1");
+    if lib {
+        gcc.args(["-shared", "-fPIC"]);
+    }
+    egress_agent_tests::sh(gcc.arg("-o").arg(&path).arg(src));
+    // uid 65534 runs and loads them.
+    egress_agent_tests::sh(Command::new("chmod").arg("-R").arg("a+rX").arg(env.path("")));
+    path.display().to_string()
+}
+
+/// Code injected into an allowed binary: `LD_PRELOAD`, `LD_AUDIT` or `LD_LIBRARY_PATH` at exec,
+/// or a tracer of the process's own uid (which stops it, could rewrite it, and detaches). A
+/// vendor reserved to `{exe: curl, untampered: true}` stays refused to all of them, to the
+/// injected code's own connects too (and its child's), while a plain curl reaches it, and a
+/// vendor without `untampered` still lets a preloaded curl through (allocators are preloaded).
+#[test]
+fn code_injected_into_an_allowed_binary_does_not_get_its_vendor() {
+    const WEB: u16 = 8080;
+    let mut env = TestEnv::new("tamper");
+    env.server("tcp", ADDR4, WEB);
+    env.server("tcp", ADDR4_OTHER, WEB);
+    let inject = build_c(&env, "inject.c", "libinject.so", true);
+    let tracer = build_c(&env, "tracer.c", "tracer", false);
+    let curl = egress_agent_tests::realpath_of("curl").display().to_string();
+    let python = egress_agent_tests::realpath_of("/usr/bin/python3").display().to_string();
+    let agent = env.agent(&policy(&format!(
+        "  mode: enforce\n  default: deny\n  vendors:\n    - name: web\n      destinations: [{{cidr: {ADDR4}}}]\n      ports: [{WEB}]\n      processes: [{{exe: {curl}, untampered: true}}, {{exe: {python}, untampered: true}}]\n    - name: plain\n      destinations: [{{cidr: {ADDR4_OTHER}}}]\n      ports: [{WEB}]\n      processes: [{{exe: {curl}}}]\n"
+    )));
+    let out_file = env.path("inject.jsonl");
+    // As uid 65534 with only the environment given (the test runner's own has LD_LIBRARY_PATH).
+    let run = |vars: &[(&str, String)], program: &[&str]| -> std::process::Output {
+        let mut args = vec!["--reuid", "65534", "--regid", "65534", "--clear-groups", "env", "-i"];
+        let pairs: Vec<String> = vars.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        args.extend(pairs.iter().map(String::as_str));
+        args.extend(program);
+        env.in_cgroup("setpriv", &args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .output()
+            .expect("setpriv")
+    };
+    let url = |addr: &str| format!("http://{addr}:{WEB}/");
+    let fetch = |addr: &str| -> Vec<String> {
+        vec![curl.clone(), "-s".into(), "-o".into(), "/dev/null".into(), "--max-time".into(), "3".into(), url(addr)]
+    };
+    let connected = |o: &std::process::Output| !matches!(o.status.code(), Some(7) | Some(28));
+    let injected = |k: &'static str| -> Vec<(&str, String)> {
+        vec![
+            (k, inject.clone()),
+            ("INJECT_ADDR", ADDR4.to_owned()),
+            ("INJECT_PORT", WEB.to_string()),
+            ("INJECT_OUT", out_file.display().to_string()),
+        ]
+    };
+
+    // The control: curl as it is reaches its vendor.
+    let plain = run(&[], &fetch(ADDR4).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(connected(&plain), "a plain curl was refused: {plain:?}\n{}", agent.log());
+
+    // Preloaded: curl's own connect, the injected constructor's and its child's are refused.
+    std::fs::write(&out_file, "").expect("inject.jsonl");
+    egress_agent_tests::sh(Command::new("chmod").arg("a+w").arg(&out_file));
+    let pre = run(&injected("LD_PRELOAD"), &fetch(ADDR4).iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(
+        pre.status.code(),
+        Some(7),
+        "LD_PRELOAD: the preloaded curl reached the vendor: {pre:?}\n{}",
+        agent.log()
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&out_file)
+        .expect("inject.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 2, "the constructor and its child each tried once: {lines:?}");
+    for l in &lines {
+        assert_eq!(
+            (l["ok"].as_bool(), l["errno"].as_i64()),
+            (Some(false), Some(i64::from(libc::EPERM))),
+            "injected code reached the vendor: {l}"
+        );
+        let ev = agent.event_of(l["pid"].as_u64().expect("pid"), ADDR4, WEB);
+        assert_eq!(
+            (ev["verdict"].as_str(), ev["reason"].as_str(), ev["loader_env"].as_bool()),
+            (Some("deny"), Some("process"), Some(true)),
+            "{ev}"
+        );
+    }
+    // ... but a vendor without `untampered` is the executable's alone, preloaded or not.
+    let other = run(&injected("LD_PRELOAD"), &fetch(ADDR4_OTHER).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(connected(&other), "a preloaded curl lost its plain vendor: {other:?}");
+
+    // The other loader variables, and one hidden behind 300 KB of environment (a 120 KB
+    // variable and 4,000 small ones).
+    let big = "x".repeat(120_000);
+    let mut hidden: Vec<(&str, String)> = vec![("BIG", big)];
+    let names: Vec<String> = (0..4000).map(|i| format!("V{i}")).collect();
+    hidden.extend(names.iter().map(|n| (n.as_str(), "y".repeat(40))));
+    hidden.push(("LD_PRELOAD", inject.clone()));
+    let cases: [(&str, Vec<(&str, String)>); 3] = [
+        ("LD_AUDIT", injected("LD_AUDIT")),
+        ("LD_LIBRARY_PATH", vec![("LD_LIBRARY_PATH", env.path("").display().to_string())]),
+        ("LD_PRELOAD after 300 KB", hidden),
+    ];
+    for (what, vars) in &cases {
+        let o = run(vars, &fetch(ADDR4).iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(o.status.code(), Some(7), "{what}: curl reached the vendor: {o:?}");
+    }
+    // Only a variable's name counts: a value that spells one (where a 64-byte read of a long
+    // string would restart) does not.
+    let decoy = format!("{}LD_PRELOAD={inject}", "z".repeat(61));
+    let o = run(&[("DECOY", decoy)], &fetch(ADDR4).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(connected(&o), "a value spelling LD_PRELOAD= was taken for the variable: {o:?}");
+
+    // Traced: stopped for a tracer at its exec, or seized later, then let go.
+    let under_tracer: Vec<String> = [tracer.clone(), "exec".into()].into_iter().chain(fetch(ADDR4)).collect();
+    let traced = run(&[], &under_tracer.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(traced.status.code(), Some(7), "traced at exec: curl reached the vendor: {traced:?}");
+    let ev =
+        agent.wait_event("a traced curl", |e| e["dst"] == ADDR4 && e["traced"] == true && e["exe"] == curl.as_str());
+    assert_eq!((ev["verdict"].as_str(), ev["reason"].as_str()), (Some("deny"), Some("process")), "{ev}");
+    let late = format!(
+        "import json, os, socket, time\ntime.sleep(1.5)\ntry:\n    socket.create_connection(('{ADDR4}', {WEB}), timeout=3).close(); r = {{'ok': True}}\nexcept OSError as e:\n    r = {{'ok': False, 'errno': e.errno}}\nr['pid'] = os.getpid()\nprint(json.dumps(r))\n"
+    );
+    let alone = run(&[], &[&python, "-c", &late]);
+    let alone: Value = serde_json::from_slice(&alone.stdout).unwrap_or_else(|e| panic!("{alone:?}: {e}"));
+    assert_eq!(alone["ok"], true, "python untraced was refused: {alone}");
+    let seized = run(&[], &[&tracer, "seize", &python, "-c", &late]);
+    let seized_r: Value = serde_json::from_slice(&seized.stdout).unwrap_or_else(|e| panic!("{seized:?}: {e}"));
+    assert_eq!(
+        (seized_r["ok"].as_bool(), seized_r["errno"].as_i64()),
+        (Some(false), Some(i64::from(libc::EPERM))),
+        "seized and let go: python reached the vendor: {seized:?}"
+    );
+    let ev = agent.event_of(seized_r["pid"].as_u64().expect("pid"), ADDR4, WEB);
+    assert_eq!(
+        (ev["verdict"].as_str(), ev["traced"].as_bool(), ev["loader_env"].as_bool()),
+        (Some("deny"), Some(true), Some(false)),
+        "{ev}"
+    );
 }

@@ -595,7 +595,11 @@ fn other_protocols_are_reported_at_creation_and_decided_by_default_in_monitor_mo
     let out = env.in_cgroup("python3", &["-c", &script]).output().expect("python");
     assert!(out.status.success(), "{out:?}");
     let r: Value = serde_json::from_slice(&out.stdout).expect("report");
-    assert_eq!((r["icmp"].as_i64(), r[UDP_OK.to_string()].as_i64(), r[UDP_DENIED.to_string()].as_i64()), (Some(0), Some(0), Some(0)), "monitor mode refuses nothing: {r}");
+    assert_eq!(
+        (r["icmp"].as_i64(), r[UDP_OK.to_string()].as_i64(), r[UDP_DENIED.to_string()].as_i64()),
+        (Some(0), Some(0), Some(0)),
+        "monitor mode refuses nothing: {r}"
+    );
     let ev = agent.wait_event("of the ping socket's connect", |e| e["proto"] == "icmp" && e["reason"] != "socket");
     assert_eq!(
         (ev["verdict"].as_str(), ev["rule"].as_str(), ev["pid"].as_u64()),

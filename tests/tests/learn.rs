@@ -298,7 +298,11 @@ fn an_automated_block_outlives_a_restart_and_the_next_agent_reports_its_end() {
     let second = env.agent_with(&spike_policy("15s"), &args);
     assert!(second.log().contains("blocks=1"), "{}", second.log());
     let r = small(&env);
-    assert_eq!((r["ok"].as_bool(), r["errno"].as_u64()), (Some(false), Some(1)), "the block lifted with the restart: {r}");
+    assert_eq!(
+        (r["ok"].as_bool(), r["errno"].as_u64()),
+        (Some(false), Some(1)),
+        "the block lifted with the restart: {r}"
+    );
     sleep(Duration::from_secs(14).saturating_sub(blocked_at.elapsed()));
     let end = second.wait_event("the block ending", |e| e["kind"] == "response" && e["state"] == "end");
     assert!(blocked_at.elapsed() >= Duration::from_secs(14), "ended early: {end}");

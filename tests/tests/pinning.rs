@@ -306,7 +306,11 @@ fn open_flows_continue_across_a_restart_and_the_kill_switch_still_cuts_them() {
 
     let second = env.agent_with(&spec, &args);
     let log = second.log();
-    let resumed = log.lines().find(|l| l.contains("open flows and automated blocks of the adopted datapath")).unwrap_or_default().to_owned();
+    let resumed = log
+        .lines()
+        .find(|l| l.contains("open flows and automated blocks of the adopted datapath"))
+        .unwrap_or_default()
+        .to_owned();
     assert!(resumed.contains("resumed=") && !resumed.contains("resumed=0"), "{log}");
     assert!(!state.join("open-flows.json").exists(), "the kept flows are read once");
     let before_block = live.lines().len();
@@ -322,7 +326,9 @@ fn open_flows_continue_across_a_restart_and_the_kill_switch_still_cuts_them() {
     // The flow ends (the loop exited): the new agent reports it, named, with the bytes after
     // the restart.
     let cookie = stopped["cookie"].clone();
-    let end = second.wait_event("the end of the live flow", |e| e["kind"] == "flow" && e["cookie"] == cookie && e["state"] == "end");
+    let end = second.wait_event("the end of the live flow", |e| {
+        e["kind"] == "flow" && e["cookie"] == cookie && e["state"] == "end"
+    });
     assert_eq!(end["pid"], stopped["pid"], "{end}");
     assert!(end["exe"].as_str().is_some_and(|x| x.contains("python")), "{end}");
     assert!(end["bytes_out"].as_u64() > stopped["bytes_out"].as_u64(), "{end}\n{stopped}");

@@ -57,7 +57,10 @@ pub fn load(state: &Path) -> Result<Vec<ActiveBlock>, String> {
 }
 
 /// Of the kept blocks, those the kernel still enforces with the same end.
-pub fn still_in_force(kept: Vec<ActiveBlock>, mut kernel_until: impl FnMut(&BlockKey) -> Option<u64>) -> Vec<ActiveBlock> {
+pub fn still_in_force(
+    kept: Vec<ActiveBlock>,
+    mut kernel_until: impl FnMut(&BlockKey) -> Option<u64>,
+) -> Vec<ActiveBlock> {
     kept.into_iter().filter(|b| kernel_until(&b.key()) == Some(b.until_ns)).collect()
 }
 

@@ -55,14 +55,14 @@ impl<'a> Base<'a> {
     /// that needs one does not count as allowing (the safe direction: it is proposed again).
     fn identity(&self, process: &str, uid: u32) -> ProcIdentity {
         if let Some(comm) = process.strip_prefix("comm:") {
-            return ProcIdentity { exe: None, uid, comm: comm.to_owned(), cgroup_ancestors: Vec::new() };
+            return ProcIdentity { exe: None, uid, comm: comm.to_owned(), cgroup_ancestors: Vec::new(), tamper: 0 };
         }
         let exe = *self.ids.borrow_mut().entry(process.to_owned()).or_insert_with(|| {
             self.resolver.exes(&glob::Pattern::escape(process)).ok()?.first().map(|f| (f.dev, f.ino))
         });
         let name = process.rsplit('/').next().unwrap_or(process);
         let comm = String::from_utf8_lossy(&comm_bytes(name)).trim_end_matches('\0').to_owned();
-        ProcIdentity { exe, uid, comm, cgroup_ancestors: Vec::new() }
+        ProcIdentity { exe, uid, comm, cgroup_ancestors: Vec::new(), tamper: 0 }
     }
 
     /// Whether a rule of the base allows it; `default: allow` does not count, or a base that

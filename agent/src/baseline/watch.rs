@@ -32,7 +32,6 @@ use crate::{
 /// State is written this often (and when the agent stops).
 const SAVE_EVERY: Duration = Duration::from_secs(60);
 
-
 pub struct Watch {
     pub inventory: Inventory,
     baselines: Option<Baselines>,

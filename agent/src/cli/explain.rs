@@ -115,6 +115,8 @@ fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
             uid,
             comm: comm.trim().to_owned(),
             cgroup_ancestors: ancestors(&path),
+            // As /proc shows it now; the kernel's record, made at exec, may know more.
+            tamper: crate::kernel::exec_ids::tamper_of(std::path::Path::new(&base)),
         })
     } else if let Some(exe) = &a.exe {
         let id = crate::fileid::file_id(exe).map_err(|e| format!("--exe {}: {e}", exe.display()))?;
@@ -122,7 +124,8 @@ fn identity(a: &ExplainArgs) -> Result<ProcIdentity, String> {
         // SAFETY: no preconditions.
         let uid = a.uid.unwrap_or_else(|| unsafe { libc::getuid() });
         let cgroup_ancestors = a.cgroup.as_deref().map(ancestors).unwrap_or_default();
-        Ok(ProcIdentity { exe: Some((id.dev, id.ino)), uid, comm, cgroup_ancestors })
+        let tamper = if a.tampered { agent_common::tamper::LOADER_ENV } else { 0 };
+        Ok(ProcIdentity { exe: Some((id.dev, id.ino)), uid, comm, cgroup_ancestors, tamper })
     } else {
         Err("give --exe or --pid".into())
     }

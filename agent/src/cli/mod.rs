@@ -273,6 +273,10 @@ pub struct ExplainArgs {
     /// With --exe: the user id (default: yours).
     #[arg(long)]
     pub uid: Option<u32>,
+    /// With --exe: the process was started with LD_PRELOAD, LD_AUDIT or LD_LIBRARY_PATH, or is
+    /// traced (it fails `untampered: true` selectors).
+    #[arg(long)]
+    pub tampered: bool,
     /// With --exe: the cgroup path under the cgroup2 mount (default: none matches).
     #[arg(long)]
     pub cgroup: Option<String>,

@@ -104,7 +104,12 @@ fn render(v: &Value) -> String {
             (e, f) if *f == true => format!("FAILING, the last good list stays in use ({})", s(e)),
             (e, _) => format!("NEVER FETCHED: pod selectors match nothing ({})", s(e)),
         };
-        out.push_str(&format!("pods     {} from {}, last fetched {}, {health}\n", s(&p["pods"]), s(&p["source"]), s(&p["last_ok"])));
+        out.push_str(&format!(
+            "pods     {} from {}, last fetched {}, {health}\n",
+            s(&p["pods"]),
+            s(&p["source"]),
+            s(&p["last_ok"])
+        ));
     }
     for k in v["sinks"].as_array().into_iter().flatten() {
         let health = if k["healthy"] == true { "ok".to_owned() } else { format!("FAILING ({})", s(&k["last_error"])) };

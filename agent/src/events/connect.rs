@@ -107,6 +107,11 @@ pub struct Record<'a> {
     pub exe_replaced: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exe_now: Option<String>,
+    /// The environment at the process's exec steered its dynamic loader (`LD_PRELOAD`,
+    /// `LD_AUDIT`, `LD_LIBRARY_PATH`): it fails `untampered: true` selectors.
+    pub loader_env: bool,
+    /// The process was traced (ptrace) since its exec: it fails `untampered: true` selectors.
+    pub traced: bool,
     /// A packet of this socket carried a source route (IPv6 routing header, IPv4 source-route
     /// option): `dst` is the hop it was sent to first. Dropped in enforce mode.
     pub source_route: bool,
@@ -205,6 +210,8 @@ pub fn record<'a>(
             .then(|| std::fs::read_link(format!("/proc/{}/exe", ev.pid)).ok())
             .flatten()
             .map(|p| p.to_string_lossy().into_owned()),
+        loader_env: ev.flags2 & event_flags2::LOADER_ENV != 0,
+        traced: ev.flags2 & event_flags2::TRACED != 0,
         source_route: ev.flags2 & event_flags2::SOURCE_ROUTED != 0,
         socket_type: (ev.flags2 & event_flags2::UNDECIDABLE_SOCKET != 0).then(|| socket_type(ev.sock_type)),
         flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,

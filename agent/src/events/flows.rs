@@ -311,7 +311,8 @@ impl FlowTracker {
         // Inherited flows of a released socket: nobody reports them, so they go at once.
         if !self.inherited.is_empty() && !self.released.is_empty() {
             let released = &self.released;
-            let gone: Vec<FlowKey> = self.inherited.iter().filter(|k| released.contains_key(&k.cookie)).copied().collect();
+            let gone: Vec<FlowKey> =
+                self.inherited.iter().filter(|k| released.contains_key(&k.cookie)).copied().collect();
             for k in gone {
                 self.inherited.remove(&k);
                 table.take(&k);
@@ -409,7 +410,11 @@ impl FlowTracker {
     /// [`Self::finish_all`].
     /// The kept flows come with the kernel's start time of each (which a resuming agent checks:
     /// a socket cookie alone could be another flow's after a reboot).
-    pub fn keep_all(&mut self, table: &mut dyn FlowTable, now_ns: u64) -> (Vec<FlowReport>, Vec<(FlowKey, OpenFlow, u64)>) {
+    pub fn keep_all(
+        &mut self,
+        table: &mut dyn FlowTable,
+        now_ns: u64,
+    ) -> (Vec<FlowReport>, Vec<(FlowKey, OpenFlow, u64)>) {
         let released = std::mem::take(&mut self.released);
         let mut reports = Vec::new();
         let mut kept = Vec::new();

@@ -14,7 +14,10 @@
 //! *inherited*: left in the table, so enforcement and the kill switch go on, counted, and removed
 //! when their socket is released; they are not reported one by one (who opened them is gone).
 
-use std::{path::{Path, PathBuf}, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use agent_common::Event;
 use serde::{Deserialize, Serialize};
@@ -88,10 +91,8 @@ impl KeptFlow {
         if h.len() != 2 * size_of::<Event>() {
             return None;
         }
-        let bytes: Option<Vec<u8>> = h
-            .chunks(2)
-            .map(|c| std::str::from_utf8(c).ok().and_then(|s| u8::from_str_radix(s, 16).ok()))
-            .collect();
+        let bytes: Option<Vec<u8>> =
+            h.chunks(2).map(|c| std::str::from_utf8(c).ok().and_then(|s| u8::from_str_radix(s, 16).ok())).collect();
         match super::decode(&bytes?)? {
             super::Record::Connect(ev) => Some(ev),
             _ => None,

@@ -18,8 +18,7 @@ impl FlowTable for Fake {
 
 fn ev(cookie: u64, port: u16, ts_ns: u64) -> Event {
     let mut e = crate::events::test_event();
-    (e.pid, e.tid, e.generation, e.ts_ns, e.cookie, e.dport, e.proto, e.hook) =
-        (1, 1, 1, ts_ns, cookie, port, 17, 3);
+    (e.pid, e.tid, e.generation, e.ts_ns, e.cookie, e.dport, e.proto, e.hook) = (1, 1, 1, ts_ns, cookie, port, 17, 3);
     e.daddr[..4].copy_from_slice(&[10, 0, 0, 1]);
     e
 }

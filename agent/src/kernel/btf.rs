@@ -46,7 +46,9 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         task_tgid: field_offset(&btf, "task_struct", "tgid")?,
         task_signal: field_offset(&btf, "task_struct", "signal")?,
         signal_live: field_offset(&btf, "signal_struct", "live")?,
-        _pad2: 0,
+        mm_env_start: field_offset(&btf, "mm_struct", "env_start")?,
+        mm_env_end: field_offset(&btf, "mm_struct", "env_end")?,
+        task_ptrace: field_offset(&btf, "task_struct", "ptrace")?,
     })
 }
 

@@ -52,7 +52,7 @@ pub(super) const HOOKS: [(&str, &str); 4] = [
 
 /// Every raw tracepoint: execs (the file executed, and the exec record), forks (a new process
 /// inherits it) and exits (its entry goes). Each program is named for its tracepoint.
-pub(super) const TRACEPOINTS: [&str; 3] = [progs::EXEC, progs::FORK, progs::EXIT];
+pub(super) const TRACEPOINTS: [&str; 4] = [progs::EXEC, progs::FORK, progs::EXIT, progs::SWITCH];
 
 /// Program `program` of the object as its type `T`; errors name the program and its hook.
 pub(super) fn program<'a, T>(
@@ -66,7 +66,6 @@ where
     let err = |source| DatapathError::Program { program, hook, source };
     ebpf.program_mut(program).ok_or(err(ProgramError::NotLoaded))?.try_into().map_err(err)
 }
-
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -201,7 +200,12 @@ impl Datapath {
         }
         for tp in TRACEPOINTS {
             let prog: &mut RawTracePoint = program(&mut self.ebpf, tp, tp)?;
-            prog.attach(tp).map_err(|source| DatapathError::Attach { program: tp, hook: tp, cgroup: cg.clone(), source })?;
+            prog.attach(tp).map_err(|source| DatapathError::Attach {
+                program: tp,
+                hook: tp,
+                cgroup: cg.clone(),
+                source,
+            })?;
         }
         for (name, hook) in HOOKS {
             let prog: &mut CgroupSockAddr = program(&mut self.ebpf, name, hook)?;

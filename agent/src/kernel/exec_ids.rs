@@ -2,14 +2,11 @@
 //! it for processes that exec or fork once they are attached; processes already running in the
 //! watched cgroup get an entry here, from /proc, when the agent starts — what their executable
 //! was then, so that a `prctl` after the start does not change who they are.
-#![expect(
-    clippy::result_large_err,
-    reason = "DatapathError is large (see datapath.rs); this runs once, at start"
-)]
+#![expect(clippy::result_large_err, reason = "DatapathError is large (see datapath.rs); this runs once, at start")]
 
 use std::path::Path;
 
-use agent_common::{maps, ExecId};
+use agent_common::{maps, tamper, ExecId};
 use aya::maps::{HashMap, MapError};
 
 use super::datapath::{map_err, Datapath, DatapathError};
@@ -34,7 +31,7 @@ impl Datapath {
             }
             // Kernel threads and processes gone meanwhile have no exe.
             let Ok(id) = crate::fileid::file_id(&base.join("exe")) else { continue };
-            let value = ExecId { start_ns: 0, ino: id.ino, dev: id.dev, _pad: 0 };
+            let value = ExecId { start_ns: 0, ino: id.ino, dev: id.dev, tamper: tamper_of(&base) };
             match ids.insert(pid, value, 1 /* BPF_NOEXIST */) {
                 Ok(()) => n += 1,
                 // Recorded by the tracepoints already (an exec or fork since they attached).
@@ -43,5 +40,40 @@ impl Datapath {
             }
         }
         Ok(n)
+    }
+}
+
+/// The [`tamper`] bits of a running process as /proc shows them: its environment strings (the
+/// region the loader read at exec; unsetenv does not erase them) and whether it is traced now.
+/// What cannot be read counts as steered, as in the kernel's scan.
+pub fn tamper_of(base: &Path) -> u32 {
+    let env = match std::fs::read(base.join("environ")) {
+        Ok(env) if !env_steers(&env) => 0,
+        _ => tamper::LOADER_ENV,
+    };
+    let traced = std::fs::read_to_string(base.join("status")).ok().is_some_and(|status| {
+        status.lines().any(|l| l.strip_prefix("TracerPid:").is_some_and(|pid| pid.trim() != "0"))
+    });
+    env | if traced { tamper::TRACED } else { 0 }
+}
+
+/// Whether NUL-separated environment strings set a variable that steers the dynamic loader
+/// (the list the exec tracepoint checks).
+pub fn env_steers(env: &[u8]) -> bool {
+    env.split(|&b| b == 0)
+        .any(|var| [&b"LD_PRELOAD="[..], b"LD_AUDIT=", b"LD_LIBRARY_PATH="].iter().any(|name| var.starts_with(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::env_steers;
+
+    #[test]
+    fn steering_variables_are_found_anywhere_but_only_as_names() {
+        assert!(env_steers(b"PATH=/bin\0LD_PRELOAD=/tmp/x.so\0"));
+        assert!(env_steers(b"LD_AUDIT=a"));
+        assert!(env_steers(b"A=1\0LD_LIBRARY_PATH=\0"));
+        assert!(!env_steers(b"X=LD_PRELOAD=/tmp/x.so\0LD_BIND_NOW=1\0LD_PRELOADX=1\0"));
+        assert!(!env_steers(b""));
     }
 }

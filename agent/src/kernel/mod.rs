@@ -6,7 +6,7 @@ mod adopt;
 pub mod btf;
 pub mod counters;
 mod datapath;
-mod exec_ids;
+pub mod exec_ids;
 pub mod flows;
 mod kills;
 mod layout;

@@ -70,7 +70,8 @@ pub fn endpoint(cfg: &KubeConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
     }
     match cfg.pods {
         PodsFrom::Api => {
-            let node = cfg.node.clone().or_else(|| env("NODE_NAME")).filter(|n| !n.is_empty()).ok_or(EndpointError::NoNode)?;
+            let node =
+                cfg.node.clone().or_else(|| env("NODE_NAME")).filter(|n| !n.is_empty()).ok_or(EndpointError::NoNode)?;
             url.set_path("/api/v1/pods");
             // resourceVersion=0: served from the API server's cache, not from etcd.
             url.query_pairs_mut()
@@ -83,10 +84,10 @@ pub fn endpoint(cfg: &KubeConfig, env: &dyn Fn(&str) -> Option<String>) -> Resul
     let sa = |f: &str| Some(Path::new(SA_DIR).join(f)).filter(|p| p.exists());
     let token_file = cfg.token_file.clone().or_else(|| sa("token")).filter(|p| !p.as_os_str().is_empty());
     let ca_file = cfg.ca_file.clone().or_else(|| sa("ca.crt"));
-    let mut builder = ureq::AgentBuilder::new().timeout(TIMEOUT).redirects(0).user_agent(concat!(
-        "egress-agent/",
-        env!("CARGO_PKG_VERSION")
-    ));
+    let mut builder = ureq::AgentBuilder::new()
+        .timeout(TIMEOUT)
+        .redirects(0)
+        .user_agent(concat!("egress-agent/", env!("CARGO_PKG_VERSION")));
     builder = builder.tls_config(tls_with_ca(&ca_file.ok_or(EndpointError::NoCa)?)?);
     Ok(Some(Endpoint { url, token_file, agent: builder.build() }))
 }
@@ -204,7 +205,10 @@ mod tests {
         .expect("on");
         assert_eq!(e.url.as_str(), "https://[fd00::1]/api/v1/pods?fieldSelector=spec.nodeName%3Dn-1&resourceVersion=0");
         assert_eq!(e.shown(), "https://[fd00::1]/api/v1/pods");
-        let e = endpoint(&cfg(PodsFrom::Api), &env(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("KUBERNETES_SERVICE_PORT", "443")]));
+        let e = endpoint(
+            &cfg(PodsFrom::Api),
+            &env(&[("KUBERNETES_SERVICE_HOST", "10.96.0.1"), ("KUBERNETES_SERVICE_PORT", "443")]),
+        );
         assert!(matches!(e, Err(EndpointError::NoNode)), "never the whole cluster's pods");
         assert!(matches!(endpoint(&cfg(PodsFrom::Api), &env(&[("NODE_NAME", "n")])), Err(EndpointError::NoServer)));
     }

@@ -171,7 +171,8 @@ impl Pods {
     /// The pod with this UID, if the list has it. A UID the list lacks asks for a fetch (once
     /// per [`ASK_AGAIN`] for the same UID).
     pub fn get(&self, uid: &str) -> Option<Arc<PodMeta>> {
-        let found = self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).by_uid.get(uid).cloned();
+        let found =
+            self.shared.index.read().unwrap_or_else(std::sync::PoisonError::into_inner).by_uid.get(uid).cloned();
         if found.is_none() {
             let mut asked = self.shared.asked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if asked.get(uid).is_none_or(|at| at.elapsed() >= ASK_AGAIN) {

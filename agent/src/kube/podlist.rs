@@ -62,7 +62,9 @@ struct Annotations {
 pub enum ListError {
     #[error("not a pod list: {0}")]
     NotAList(String),
-    #[error("{0} pods, more than the {MAX_PODS} a node can run: is the node filter (kubernetes.node, NODE_NAME) right?")]
+    #[error(
+        "{0} pods, more than the {MAX_PODS} a node can run: is the node filter (kubernetes.node, NODE_NAME) right?"
+    )]
     TooMany(usize),
 }
 
@@ -129,7 +131,8 @@ mod tests {
     #[test]
     fn a_mirror_annotation_never_takes_another_pods_uid() {
         let item = |uid: &str, ns: &str, mirror: Option<&str>| {
-            let ann = mirror.map_or(String::new(), |m| format!(r#","annotations":{{"kubernetes.io/config.mirror":"{m}"}}"#));
+            let ann =
+                mirror.map_or(String::new(), |m| format!(r#","annotations":{{"kubernetes.io/config.mirror":"{m}"}}"#));
             format!(r#"{{"metadata":{{"uid":"{uid}","namespace":"{ns}","name":"p"{ann}}}}}"#)
         };
         let c = "22222222-2222-4222-8222-222222222222";
@@ -153,9 +156,8 @@ mod tests {
     fn other_objects_and_lists_too_long_are_refused() {
         assert!(matches!(parse(br#"{"kind":"Status","status":"Failure"}"#), Err(ListError::NotAList(_))));
         assert!(matches!(parse(b"<html>"), Err(ListError::NotAList(_))));
-        let items: Vec<String> = (0..=MAX_PODS)
-            .map(|i| format!(r#"{{"metadata":{{"uid":"{i}","namespace":"n","name":"p"}}}}"#))
-            .collect();
+        let items: Vec<String> =
+            (0..=MAX_PODS).map(|i| format!(r#"{{"metadata":{{"uid":"{i}","namespace":"n","name":"p"}}}}"#)).collect();
         let body = format!(r#"{{"kind":"PodList","items":[{}]}}"#, items.join(","));
         assert_eq!(parse(body.as_bytes()), Err(ListError::TooMany(MAX_PODS + 1)));
     }

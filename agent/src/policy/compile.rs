@@ -79,6 +79,8 @@ pub struct ProcIdentity {
     pub comm: String,
     /// Ids of the process's cgroup and its ancestors, indexed by depth (root first).
     pub cgroup_ancestors: Vec<u64>,
+    /// [`agent_common::tamper`] bits (0: loader not steered, not traced, exec seen).
+    pub tamper: u32,
 }
 
 /// The outcome for one attempt, as the kernel would decide it.
@@ -238,6 +240,9 @@ impl CompiledPolicy {
             return false;
         }
         if s.flags & selector_flags::COMM != 0 && s.comm != comm_bytes(&proc.comm) {
+            return false;
+        }
+        if s.flags & selector_flags::UNTAMPERED != 0 && proc.tamper != 0 {
             return false;
         }
         if s.flags & selector_flags::CGROUP != 0

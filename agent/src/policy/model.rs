@@ -7,8 +7,8 @@ use std::{fmt, net::IpAddr, str::FromStr};
 
 use ipnet::IpNet;
 
-pub use super::process_model::{Comm, ExePattern, ProcessSelector};
 use super::from_str_de::deserialize_from_str;
+pub use super::process_model::{Comm, ExePattern, ProcessSelector};
 
 pub use super::baseline_spec::{
     BaselineSpec, ByteSize, Cooldown, Factor, Interval, MinConnections, Offset, ResponseAction, ResponseFor,

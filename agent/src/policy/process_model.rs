@@ -50,6 +50,11 @@ pub struct ProcessSelector {
     /// Pods carrying every one of these labels with these values (as `matchLabels`).
     #[serde(default)]
     pub pod_labels: Option<Labels>,
+    /// Only a process whose dynamic loader was not steered by its environment at exec
+    /// (`LD_PRELOAD`, `LD_AUDIT`, `LD_LIBRARY_PATH`), that was not traced (ptrace) since, and
+    /// whose exec the agent saw: no code but the executable's (and its libraries') runs in it.
+    #[serde(default)]
+    pub untampered: bool,
 }
 
 impl ProcessSelector {
@@ -121,7 +126,9 @@ pub struct PodNameGlob(pub String);
 impl FromStr for PodNameGlob {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let ok = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'*' | b'?' | b'[' | b']' | b'!');
+        let ok = |b: u8| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b'*' | b'?' | b'[' | b']' | b'!')
+        };
         if s.is_empty() || s.len() > 253 || !s.bytes().all(ok) {
             return Err(format!(
                 "pod_name `{s}`: a pod name has lowercase letters, digits, `-` and `.` (globs: `*`, `?`, `[...]`), at most 253"
@@ -171,18 +178,23 @@ fn label_key(k: &str) -> Result<(), String> {
     if name_ok(name) && prefix.is_none_or(prefix_ok) {
         Ok(())
     } else {
-        Err(format!("pod_labels: `{k}` is not a label key ([prefix/]name; the name at most 63 letters, digits, `-`, `_`, `.`)"))
+        Err(format!(
+            "pod_labels: `{k}` is not a label key ([prefix/]name; the name at most 63 letters, digits, `-`, `_`, `.`)"
+        ))
     }
 }
 
 fn label_value(k: &str, v: &str) -> Result<(), String> {
     let ok = v.len() <= 63
         && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && (v.is_empty() || (v.as_bytes()[0].is_ascii_alphanumeric() && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()));
+        && (v.is_empty()
+            || (v.as_bytes()[0].is_ascii_alphanumeric() && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()));
     if ok {
         Ok(())
     } else {
-        Err(format!("pod_labels: the value `{v}` of `{k}` is not a label value (at most 63 letters, digits, `-`, `_`, `.`)"))
+        Err(format!(
+            "pod_labels: the value `{v}` of `{k}` is not a label value (at most 63 letters, digits, `-`, `_`, `.`)"
+        ))
     }
 }
 

@@ -249,10 +249,13 @@ mod tests {
     fn users_are_the_host_roots_own_under_a_host_root() {
         let root = std::env::temp_dir().join(format!("ea-hostusers-{}", std::process::id()));
         std::fs::create_dir_all(root.join("etc")).expect("mkdir");
-        std::fs::write(root.join("etc/passwd"), "root:x:0:0::/root:/bin/sh
+        std::fs::write(
+            root.join("etc/passwd"),
+            "root:x:0:0::/root:/bin/sh
 billing:x:4242:4242::/srv:/sbin/nologin
-")
-            .expect("passwd");
+",
+        )
+        .expect("passwd");
         let r = HostResolver::new().with_host_root(Some(root.clone()));
         assert_eq!((r.user("billing"), r.user("root"), r.user("bill")), (Some(4242), Some(0), None));
         assert_eq!(passwd_uid("a:x:notanumber:0::/:/bin/sh\n", "a"), None);

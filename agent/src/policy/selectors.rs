@@ -91,6 +91,9 @@ pub(super) fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Vec<
             }
         }
     }
+    if sel.untampered {
+        s.flags |= selector_flags::UNTAMPERED;
+    }
     if let Some(c) = &sel.comm {
         s.flags |= selector_flags::COMM;
         s.comm = comm_bytes(&c.0);
@@ -122,7 +125,9 @@ pub(super) fn compile_selector(sel: &ProcessSelector, r: &dyn Resolver) -> (Vec<
         match container_cgroups(sel, r) {
             Err(why) => problems.push(why),
             Ok(found) if found.is_empty() => problems.push(match (sel.names_pod(), &sel.container) {
-                (true, Some(c)) => format!("no container matching `{c}` in pods with {} on this host (yet)", sel.pod_text()),
+                (true, Some(c)) => {
+                    format!("no container matching `{c}` in pods with {} on this host (yet)", sel.pod_text())
+                }
                 (true, None) => format!("no pod with {} on this host (yet)", sel.pod_text()),
                 (false, c) => format!("no container matching `{}` on this host (yet)", c.as_ref().map_or("", |c| &c.0)),
             }),
