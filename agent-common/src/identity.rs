@@ -54,6 +54,10 @@ pub struct KernelOffsets {
     pub mm_env_start: u32,
     pub mm_env_end: u32,
     pub task_ptrace: u32,
+    /// `inode.i_generation`: with (device, inode), tells a file from a later one that reuses
+    /// its inode number.
+    pub inode_generation: u32,
+    pub _pad3: u32,
 }
 
 /// `CONFIG[0]`: settings that do not change with the policy.

@@ -296,6 +296,10 @@ pub struct ExeKey {
     pub ino: u64,
 }
 
+/// Value of an `EXE_SET` entry whose file's inode generation could not be read (a filesystem
+/// without `FS_IOC_GETVERSION`): any generation matches. Otherwise the value is the generation.
+pub const GEN_ANY: u64 = u64::MAX;
+
 /// LPM trie key data for IPv4: the address in network order.
 pub type AddrV4 = [u8; 4];
 /// LPM trie key data for IPv6: the address in network order.
@@ -570,7 +574,7 @@ mod pod {
 // The layout is an ABI: fail the build of both sides if it drifts.
 const _: () = assert!(core::mem::size_of::<Event>() == 120);
 const _: () = assert!(core::mem::size_of::<ExecEvent>() == 40 + EXEC_FILENAME_LEN);
-const _: () = assert!(core::mem::size_of::<Config>() == 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 96);
 const _: () = assert!(core::mem::size_of::<ExecId>() == 24);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 16);
 const _: () = assert!(core::mem::size_of::<DomainValue>() == 16);

@@ -15,8 +15,8 @@ use core::ffi::c_void;
 
 use agent_common::{
     event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
-    Learnt, LearntKeyV4, LearntKeyV6, SlotMeta, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES,
-    MAX_SELECTORS, RULE_DEFAULT,
+    Learnt, LearntKeyV4, LearntKeyV6, SlotMeta, GEN_ANY, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX,
+    MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -490,7 +490,12 @@ fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
         let key = ExeKey { selector: abs, dev: proc.exe_dev, ino: proc.exe_ino };
         // A process whose executable was pointed elsewhere (prctl) has the REPLACED bit in its
         // inode, which no EXE_SET key has: it matches no exe selector.
-        if proc.exe_ino == 0 || EXE_SET.get_ptr(&key).is_none() {
+        let Some(gen) = EXE_SET.get_ptr(&key) else { return false };
+        // SAFETY: a live map value.
+        let gen = unsafe { *gen };
+        // The same inode number on the same device is another file if its generation differs
+        // (the allowed one was deleted and its number reused).
+        if proc.exe_ino == 0 || (gen != GEN_ANY && gen != u64::from(proc.exe_gen)) {
             return false;
         }
     }

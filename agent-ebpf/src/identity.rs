@@ -36,6 +36,8 @@ pub struct Proc {
     /// module documentation): no `EXE_SET` entry has that bit, so no `exe` selector matches,
     /// and the selector walks need no state of their own for it (the verifier's budget).
     pub exe_ino: u64,
+    /// `i_generation` of the inode of `mm->exe_file` (see [`current_exe`]).
+    pub exe_gen: u32,
     /// [`tamper`] bits of the process: its exec record's, or [`tamper::UNRECORDED`].
     pub tamper: u32,
 }
@@ -59,7 +61,7 @@ impl Proc {
 
 #[inline(always)]
 pub fn current_proc() -> Proc {
-    let (mut exe_dev, mut exe_ino) = current_exe();
+    let (mut exe_dev, mut exe_ino, exe_gen) = current_exe();
     let pid_tgid = bpf_get_current_pid_tgid();
     let mut tampered = tamper::UNRECORDED;
     if let Some(id) = EXEC_IDS.get_ptr(&((pid_tgid >> 32) as u32)) {
@@ -81,6 +83,7 @@ pub fn current_proc() -> Proc {
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
         exe_dev,
         exe_ino,
+        exe_gen,
         tamper: tampered,
     }
 }
@@ -201,7 +204,7 @@ pub fn on_exec(ctx: &RawTracePointContext) -> i32 {
     let bprm: *const u8 = ctx.arg(2);
     // The new image is installed and nothing of the process has run yet: exe_file is the file
     // executed, whatever the process makes of it later.
-    let (exe_dev, exe_ino) = current_exe();
+    let (exe_dev, exe_ino, _) = current_exe();
     let start_ns = current_start_ns();
     // A new image: what was done to the old one is gone, what the environment does is not.
     let id = ExecId { start_ns, ino: exe_ino, dev: exe_dev, tamper: crate::tamper::at_exec(&cfg.offsets) };
@@ -275,28 +278,31 @@ fn current_start_ns() -> u64 {
     }
 }
 
-/// (device, inode) of the current task's executable: task->mm->exe_file->f_inode->{i_sb->s_dev,
-/// i_ino}. aya-ebpf has no CO-RE, so the offsets come from the agent, which reads them from this
-/// kernel's BTF. Unlike comm, this identity cannot be chosen by the process itself.
+/// (device, inode, generation) of the current task's executable: task->mm->exe_file->f_inode->
+/// {i_sb->s_dev, i_ino, i_generation}. aya-ebpf has no CO-RE, so the offsets come from the
+/// agent, which reads them from this kernel's BTF. Unlike comm, this identity cannot be chosen by
+/// the process itself; the generation tells the file from a later one that reuses its inode
+/// number once it is deleted.
 #[inline(always)]
-pub fn current_exe() -> (u32, u64) {
+pub fn current_exe() -> (u32, u64, u32) {
     let Some(cfg) = CONFIG.get(0) else {
-        return (0, 0);
+        return (0, 0, 0);
     };
     let off = &cfg.offsets;
     if off.valid == 0 {
-        return (0, 0);
+        return (0, 0, 0);
     }
     // SAFETY: bpf_probe_read_kernel validates every address it reads; a fault returns Err.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
-        let Ok(mm) = read_ptr(task, off.task_mm) else { return (0, 0) };
-        let Ok(file) = read_ptr(mm, off.mm_exe_file) else { return (0, 0) };
-        let Ok(inode) = read_ptr(file, off.file_inode) else { return (0, 0) };
-        let Ok(sb) = read_ptr(inode, off.inode_sb) else { return (0, 0) };
+        let Ok(mm) = read_ptr(task, off.task_mm) else { return (0, 0, 0) };
+        let Ok(file) = read_ptr(mm, off.mm_exe_file) else { return (0, 0, 0) };
+        let Ok(inode) = read_ptr(file, off.file_inode) else { return (0, 0, 0) };
+        let Ok(sb) = read_ptr(inode, off.inode_sb) else { return (0, 0, 0) };
         let ino = bpf_probe_read_kernel(inode.add(off.inode_ino as usize) as *const u64).unwrap_or(0);
+        let gen = bpf_probe_read_kernel(inode.add(off.inode_generation as usize) as *const u32).unwrap_or(0);
         let dev = bpf_probe_read_kernel(sb.add(off.sb_dev as usize) as *const u32).unwrap_or(0);
-        (dev, ino)
+        (dev, ino, gen)
     }
 }
 

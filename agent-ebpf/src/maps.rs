@@ -38,9 +38,10 @@ pub static RULES: Array<RuleEntry> = Array::with_max_entries(2 * MAX_RULE_ENTRIE
 #[map(name = "SELECTORS")]
 pub static SELECTORS: Array<Selector> = Array::with_max_entries(2 * MAX_SELECTORS, 0);
 
-/// Executables (by device and inode) that satisfy a selector's `exe`.
+/// Executables (by device and inode) that satisfy a selector's `exe`: the value is the file's inode
+/// generation, or `GEN_ANY`.
 #[map(name = "EXE_SET")]
-pub static EXE_SET: HashMap<ExeKey, u8> = HashMap::with_max_entries(MAX_EXE_KEYS, 0);
+pub static EXE_SET: HashMap<ExeKey, u64> = HashMap::with_max_entries(MAX_EXE_KEYS, 0);
 
 #[map(name = "DESTS_V4_0")]
 pub static DESTS_V4_0: LpmTrie<AddrV4, DestValue> = LpmTrie::with_max_entries(MAX_PREFIXES, 0);

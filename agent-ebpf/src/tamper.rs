@@ -162,7 +162,7 @@ pub fn on_switch(ctx: &RawTracePointContext) -> i32 {
     if CONFIG.get(0).is_none_or(|c| c.offsets.valid == 0) {
         return 0;
     }
-    let (dev, ino) = current_exe();
+    let (dev, ino, _) = current_exe();
     let id = ExecId { start_ns: 0, ino, dev, tamper: tamper::TRACED };
     let _ = EXEC_IDS.insert(&tgid, &id, 0);
     0

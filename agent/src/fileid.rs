@@ -77,6 +77,21 @@ pub fn file_id(path: &Path) -> io::Result<FileId> {
     Ok(FileId { dev, ino: stx.stx_ino })
 }
 
+/// The inode generation of the file at `path` (`FS_IOC_GETVERSION`), which tells it from a later
+/// file that reuses its inode number; None where the filesystem does not say (tmpfs, overlayfs …)
+/// or the file cannot be opened.
+pub fn generation(path: &Path) -> Option<u32> {
+    use std::os::{fd::AsRawFd as _, unix::fs::OpenOptionsExt as _};
+    // _IOR('v', 1, long)
+    const FS_IOC_GETVERSION: libc::c_ulong = 0x8008_7601;
+    // Non-blocking: a path that became a FIFO since it was checked must not hang the resolution.
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(path).ok()?;
+    let mut gen: libc::c_long = 0;
+    // SAFETY: the ioctl writes one long into `gen`, which outlives the call.
+    let rc = unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_GETVERSION, &mut gen) };
+    (rc == 0).then_some(gen as u32)
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::MetadataExt as _;

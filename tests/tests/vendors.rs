@@ -97,6 +97,83 @@ fn a_vendor_is_reserved_to_its_processes_by_executable_identity() {
     assert_eq!(server.received().len(), 2, "only the allowed file reached the vendor");
 }
 
+/// A mounted ext4 image in the test's directory, unmounted when dropped (also when a test fails).
+struct Ext4Mount(PathBuf);
+
+impl Ext4Mount {
+    /// Without metadata checksums, so that a file's inode generation can be set (FS_IOC_SETVERSION).
+    fn new(env: &TestEnv) -> Self {
+        let img = env.path("ext4.img");
+        let dir = env.path("ext4");
+        fs::create_dir_all(&dir).expect("mkdir");
+        egress_agent_tests::sh(Command::new("truncate").args(["-s", "32M"]).arg(&img));
+        egress_agent_tests::sh(
+            Command::new("mkfs.ext4").args(["-q", "-F", "-O", "^metadata_csum,^has_journal"]).arg(&img),
+        );
+        egress_agent_tests::sh(Command::new("mount").args(["-o", "loop"]).arg(&img).arg(&dir));
+        Ext4Mount(dir)
+    }
+}
+
+impl Drop for Ext4Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Gives the file at `path` another inode generation: to the kernel, exactly what another file
+/// that reuses its inode number (once it is deleted) looks like.
+fn set_generation(path: &Path, gen: u32) {
+    let script = format!(
+        "import fcntl, os, struct\nfd = os.open('{}', os.O_RDONLY)\nfcntl.ioctl(fd, 0x40087602, struct.pack('l', {gen}))\n",
+        path.display()
+    );
+    egress_agent_tests::sh(Command::new("python3").args(["-c", &script]));
+}
+
+/// (device, inode) is not a file's identity for ever: once the allowed file is deleted, another
+/// file may get its inode number. The inode generation tells them apart: the file with the
+/// allowed file's number but another generation is refused until the agent resolves the glob
+/// again, and the allowed path is allowed again once it has (the generation is part of what a
+/// resolution compares).
+#[test]
+fn a_reused_inode_number_is_not_the_allowed_file() {
+    let mut env = TestEnv::new("inogen");
+    env.server("http", ADDR4, WEB);
+    let mnt = Ext4Mount::new(&env);
+    let app = mnt.0.join("app");
+    fs::copy(curl_path(), &app).expect("copy curl");
+    set_generation(&app, 1111);
+    let agent = env.agent(&scoped("enforce", &app.display().to_string(), ""));
+    assert_eq!(curl_from(&env, &app, WEB).0, 0, "the allowed file: {}", agent.log());
+    let installs = || agent.log().matches("policy installed").count();
+    let mut refused = false;
+    for gen in [2222, 3333, 4444] {
+        let before = installs();
+        set_generation(&app, gen);
+        let (code, pid) = curl_from(&env, &app, WEB);
+        if code == 7 {
+            let ev = event_of_pid(&agent, pid);
+            assert_eq!((ev["verdict"].as_str(), ev["reason"].as_str()), (Some("deny"), Some("process")), "{ev}");
+            refused = true;
+            break;
+        }
+        // Allowed: only right if the agent resolved the glob again in between (it does every
+        // 5 s); try once more.
+        assert!(
+            installs() > before,
+            "generation {gen}: the file reusing the inode number reached the vendor: {}",
+            agent.log()
+        );
+    }
+    assert!(refused, "the agent resolved the glob again each time: {}", agent.log());
+    wait_for(
+        Duration::from_secs(15),
+        || curl_from(&env, &app, WEB).0 == 0,
+        || format!("the allowed path was not allowed again after a resolution: {}", agent.log()),
+    );
+}
+
 /// `comm` selectors match the process's name (its main thread's), whichever thread connects; a
 /// thread that merely names itself like the allowed process does not pass.
 #[test]

@@ -49,6 +49,8 @@ pub fn kernel_offsets(path: &Path) -> Result<KernelOffsets, BtfError> {
         mm_env_start: field_offset(&btf, "mm_struct", "env_start")?,
         mm_env_end: field_offset(&btf, "mm_struct", "env_end")?,
         task_ptrace: field_offset(&btf, "task_struct", "ptrace")?,
+        inode_generation: field_offset(&btf, "inode", "i_generation")?,
+        _pad3: 0,
     })
 }
 

@@ -283,7 +283,7 @@ impl Datapath {
             }
         }
         {
-            let mut exes: HashMap<_, ExeKey, u8> = self.map_mut(maps::EXE_SET)?;
+            let mut exes: HashMap<_, ExeKey, u64> = self.map_mut(maps::EXE_SET)?;
             // Both slots share this map: drop only the inactive slot's keys.
             let range = sel_base..sel_base + MAX_SELECTORS;
             let keys: Vec<ExeKey> = exes.keys().collect::<Result<_, _>>().map_err(map_err(maps::EXE_SET))?;
@@ -291,8 +291,8 @@ impl Datapath {
             for k in stale {
                 exes.remove(&k).map_err(map_err(maps::EXE_SET))?;
             }
-            for &(sel, dev, ino) in &t.exe_keys {
-                exes.insert(ExeKey { selector: sel_base + sel, dev, ino }, 1, 0).map_err(map_err(maps::EXE_SET))?;
+            for &(sel, dev, ino, gen) in &t.exe_keys {
+                exes.insert(ExeKey { selector: sel_base + sel, dev, ino }, gen, 0).map_err(map_err(maps::EXE_SET))?;
             }
         }
         self.install_domains(policy, slot)?;

@@ -58,7 +58,7 @@ impl Datapath {
         ];
         out.push(TableFill {
             table: "exe_set",
-            entries: self.count_keys::<ExeKey, u8>(maps::EXE_SET)?,
+            entries: self.count_keys::<ExeKey, u64>(maps::EXE_SET)?,
             capacity: MAX_EXE_KEYS.into(),
         });
         out.push(TableFill {

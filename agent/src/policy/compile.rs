@@ -44,8 +44,9 @@ pub struct Tables {
     pub v6: Vec<(Ipv6Net, DestValue)>,
     /// Index 0 is unused (selector 0 means any process).
     pub selectors: Vec<Selector>,
-    /// (selector index within the slot, kernel dev_t, inode).
-    pub exe_keys: Vec<(u32, u32, u64)>,
+    /// (selector index within the slot, kernel dev_t, inode, inode generation or
+    /// [`agent_common::GEN_ANY`]).
+    pub exe_keys: Vec<(u32, u32, u64, u64)>,
     /// Domain patterns, sorted.
     pub domains: Vec<DomainEntry>,
     /// `spec.dns` (the kernel reads grace, unlisted and resolvers from the slot).
@@ -252,7 +253,9 @@ impl CompiledPolicy {
         }
         if s.flags & selector_flags::EXE != 0 {
             let Some((dev, ino)) = proc.exe else { return false };
-            if !self.tables.exe_keys.contains(&(index, dev, ino)) {
+            // The generation is not modelled here: `explain` and `learn` ask about the file at a
+            // path now, which is the one resolved.
+            if !self.tables.exe_keys.iter().any(|k| (k.0, k.1, k.2) == (index, dev, ino)) {
                 return false;
             }
         }
@@ -369,7 +372,9 @@ pub fn compile(
             // A selector naming several cgroups (a container glob) is several kernel selectors.
             for c in compiled {
                 let index = selectors.len() as u32;
-                exe_keys.extend(files.iter().map(|f| (index, f.dev, f.ino)));
+                exe_keys.extend(
+                    files.iter().map(|f| (index, f.dev, f.ino, f.gen.map_or(agent_common::GEN_ANY, u64::from))),
+                );
                 selectors.push(c);
                 sel_indexes.push(index);
             }

@@ -13,7 +13,7 @@ impl Resolver for FakeHost {
         Ok(all
             .iter()
             .filter(|(p, ..)| glob::Pattern::new(pattern).is_ok_and(|g| g.matches(p)))
-            .map(|(p, dev, ino)| ExeFile { path: (*p).into(), dev: *dev, ino: *ino, script: false })
+            .map(|(p, dev, ino)| ExeFile { path: (*p).into(), dev: *dev, ino: *ino, gen: None, script: false })
             .collect())
     }
     fn user(&self, name: &str) -> Option<u32> {

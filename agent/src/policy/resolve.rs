@@ -17,6 +17,8 @@ pub struct ExeFile {
     /// Kernel-internal dev_t (major << 20 | minor), as the programs read it from the superblock.
     pub dev: u32,
     pub ino: u64,
+    /// Inode generation, where the filesystem says (see [`crate::fileid::generation`]).
+    pub gen: Option<u32>,
     /// Starts with `#!`: never the executable the kernel sees.
     pub script: bool,
 }
@@ -64,6 +66,7 @@ fn running_replaced(glob: &glob::Pattern) -> Vec<ExeFile> {
                 path: format!("{former} (replaced; still run by pid {})", e.file_name().to_string_lossy()),
                 dev: id.dev,
                 ino: id.ino,
+                gen: crate::fileid::generation(&link),
                 script: false,
             })
         })
@@ -143,7 +146,8 @@ impl Resolver for HostResolver {
                 }
                 None => p.display().to_string(),
             };
-            out.push(ExeFile { path: shown, dev: id.dev, ino: id.ino, script: is_script(&p) });
+            let gen = crate::fileid::generation(&p);
+            out.push(ExeFile { path: shown, dev: id.dev, ino: id.ino, gen, script: is_script(&p) });
         }
         // A process started before its executable was replaced (a package upgrade without a
         // restart) still runs the old file: it keeps its rights until it exits.

@@ -16,10 +16,14 @@ pub const RESOLVE_EVERY_SECS: u64 = 5;
 
 /// What each process selector of a policy resolves to: the selector as the kernel sees it and
 /// the executables (dev, inode) its `exe` matched, in policy order.
-pub type Fingerprint = Vec<(Selector, Vec<(u32, u64)>)>;
+pub type Fingerprint = Vec<(Selector, Vec<(u32, u64, Option<u32>)>)>;
 
-pub(super) fn fingerprint_entry(s: &Selector, files: &[super::resolve::ExeFile]) -> (Selector, Vec<(u32, u64)>) {
-    (*s, files.iter().map(|f| (f.dev, f.ino)).collect())
+pub(super) fn fingerprint_entry(
+    s: &Selector,
+    files: &[super::resolve::ExeFile],
+) -> (Selector, Vec<(u32, u64, Option<u32>)>) {
+    // The generation too: a reused inode number is another file, and must be compiled again.
+    (*s, files.iter().map(|f| (f.dev, f.ino, f.gen)).collect())
 }
 
 /// A task name as the kernel stores it: at most 15 bytes, NUL-padded.
