@@ -54,6 +54,18 @@ pub(super) const HOOKS: [(&str, &str); 4] = [
 /// inherits it) and exits (its entry goes). Each program is named for its tracepoint.
 pub(super) const TRACEPOINTS: [&str; 4] = [progs::EXEC, progs::FORK, progs::EXIT, progs::SWITCH];
 
+/// What the verifier walked for each program (`name=instructions`): how close each is to its
+/// budget of one million, which every program added to the hooks spends from.
+fn verified_insns(ebpf: &Ebpf) -> String {
+    ebpf.programs()
+        .map(|(name, p)| {
+            let n = p.info().ok().and_then(|i| i.verified_instruction_count());
+            format!("{name}={}", n.map_or_else(|| "?".to_owned(), |n| n.to_string()))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// Program `program` of the object as its type `T`; errors name the program and its hook.
 pub(super) fn program<'a, T>(
     ebpf: &'a mut Ebpf,
@@ -144,6 +156,7 @@ impl Datapath {
         for (m, path) in &paths {
             loader.map_pin_path(m, path.as_path());
         }
+        let started = std::time::Instant::now();
         let mut ebpf = loader.load(OBJECT)?;
         for (name, hook, _) in SKB_HOOKS {
             let prog: &mut CgroupSkb = program(&mut ebpf, name, hook)?;
@@ -161,6 +174,11 @@ impl Datapath {
             let prog: &mut RawTracePoint = program(&mut ebpf, tp, tp)?;
             prog.load().map_err(|source| DatapathError::Program { program: tp, hook: tp, source })?;
         }
+        tracing::info!(
+            load_ms = started.elapsed().as_millis() as u64,
+            verified_insns = %verified_insns(&ebpf),
+            "programs loaded"
+        );
         let mut dp = Self {
             ebpf,
             active_slot: 0,
