@@ -150,6 +150,8 @@ pub mod event_flags2 {
     pub const LOADER_ENV: u8 = 8;
     /// The process was traced since its exec ([`crate::tamper::TRACED`]).
     pub const TRACED: u8 = 16;
+    /// An MPTCP subflow a kernel worker opened: the identity is the connection owner's.
+    pub const MPTCP_SUBFLOW: u8 = 32;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).

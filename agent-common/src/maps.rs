@@ -48,6 +48,8 @@ pub const VENDOR_NAMES: &str = "VENDOR_NAMES";
 pub const SROUTE_SEEN: &str = "SROUTE_SEEN";
 /// The file each process executed (see `ExecId`).
 pub const EXEC_IDS: &str = "EXEC_IDS";
+/// Who connected each MPTCP connection (agent-ebpf `mptcp`), for the subflows the kernel opens.
+pub const MPTCP_OWNERS: &str = "MPTCP_OWNERS";
 
 /// The maps kept in bpffs with the datapath (all that hold state; the programs' scratch
 /// space is not).
@@ -82,4 +84,5 @@ pub const PINNED: &[&str] = &[
     DOMAIN_NAMES,
     VENDOR_NAMES,
     EXEC_IDS,
+    MPTCP_OWNERS,
 ];

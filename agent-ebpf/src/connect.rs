@@ -21,8 +21,7 @@ use agent_common::{
 use aya_ebpf::{
     bindings::bpf_sock_addr,
     helpers::generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie,
-        bpf_ktime_get_ns, bpf_loop,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_loop,
     },
     maps::lpm_trie::Key,
     programs::SockAddrContext,
@@ -142,7 +141,8 @@ impl Decision {
 
 #[inline(always)]
 fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
-    let proc = current_proc();
+    let mut proc = current_proc();
+    crate::mptcp::resolve(ctx, &mut proc);
     let kill = kill::now();
     // The kill switch first, in a walk of its own (only while a kill is in force): a killed
     // vendor's address is refused whichever rule would have allowed it.
@@ -480,8 +480,12 @@ fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
         return false;
     }
     if f & selector_flags::CGROUP != 0 {
-        // SAFETY: plain helper; an out-of-range level yields 0, which is never a cgroup id.
-        let ancestor = unsafe { bpf_get_current_ancestor_cgroup_id(sel.cgroup_level as i32) };
+        let ancestor = if proc.subflow != 0 {
+            crate::mptcp::ancestor(proc.subflow, sel.cgroup_level)
+        } else {
+            // SAFETY: plain helper; an out-of-range level yields 0, which is never a cgroup id.
+            unsafe { bpf_get_current_ancestor_cgroup_id(sel.cgroup_level as i32) }
+        };
         if ancestor != sel.cgroup_id {
             return false;
         }
@@ -514,8 +518,8 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         flags |= event_flags::EXE_UNKNOWN;
     }
     // SAFETY: plain helpers without pointer arguments, or with the program's own context.
-    let (ts_ns, cgroup_id, cookie) =
-        unsafe { (bpf_ktime_get_ns(), bpf_get_current_cgroup_id(), bpf_get_socket_cookie(ctx.as_ptr())) };
+    let (ts_ns, cookie) = unsafe { (bpf_ktime_get_ns(), bpf_get_socket_cookie(ctx.as_ptr())) };
+    let cgroup_id = proc.cgroup_id;
     entry.write(Event {
         kind: record::CONNECT,
         pid: (pid_tgid >> 32) as u32,

@@ -13,7 +13,7 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes,
-        generated::{bpf_get_current_task, bpf_ktime_get_ns},
+        generated::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_ktime_get_ns},
     },
     programs::RawTracePointContext,
 };
@@ -24,6 +24,8 @@ use crate::{
 };
 
 /// The calling task, read once per attempt: the verdict and the event both use it.
+#[repr(C)]
+#[derive(Clone, Copy)]
 pub struct Proc {
     /// The process's name: its thread-group leader's comm (what selectors match).
     pub pcomm: [u8; 16],
@@ -40,6 +42,11 @@ pub struct Proc {
     pub exe_gen: u32,
     /// [`tamper`] bits of the process: its exec record's, or [`tamper::UNRECORDED`].
     pub tamper: u32,
+    /// The process's cgroup.
+    pub cgroup_id: u64,
+    /// Non-zero when this is the owner of the MPTCP connection whose subflow a kernel worker is
+    /// opening (see `mptcp`): the connection's key, whose record has the owner's cgroups.
+    pub subflow: u64,
 }
 
 /// Marks [`Proc::exe_ino`] of a process whose executable was pointed elsewhere. Inode numbers
@@ -85,17 +92,20 @@ pub fn current_proc() -> Proc {
         exe_ino,
         exe_gen,
         tamper: tampered,
+        // SAFETY: plain helper.
+        cgroup_id: unsafe { bpf_get_current_cgroup_id() },
+        subflow: 0,
     }
 }
 
 /// The [`agent_common::event_flags2`] bits an event of `proc` carries for its identity.
 #[inline(always)]
 pub fn flags2_of(proc: &Proc) -> u8 {
-    use agent_common::event_flags2::{EXE_REPLACED, LOADER_ENV, TRACED};
+    use agent_common::event_flags2::{EXE_REPLACED, LOADER_ENV, MPTCP_SUBFLOW, TRACED};
     // Branchless: tamper's LOADER_ENV and TRACED bits (1, 2) shift onto the event's (8, 16).
     let tampered = ((proc.tamper & (tamper::LOADER_ENV | tamper::TRACED)) << 3) as u8;
     const _: () = assert!(tamper::LOADER_ENV << 3 == LOADER_ENV as u32 && tamper::TRACED << 3 == TRACED as u32);
-    (u8::from(proc.replaced()) * EXE_REPLACED) | tampered
+    (u8::from(proc.replaced()) * EXE_REPLACED) | tampered | (u8::from(proc.subflow != 0) * MPTCP_SUBFLOW)
 }
 
 /// A connect record of `proc` that no rule decided (`RULE_DEFAULT`, no flow, no destination):

@@ -21,6 +21,7 @@ mod flows;
 mod identity;
 mod kill;
 mod maps;
+mod mptcp;
 mod ring;
 mod sockets;
 mod sroute;
@@ -103,6 +104,7 @@ pub fn skb_ingress(ctx: SkBuffContext) -> i32 {
 
 #[cgroup_sock(sock_release)]
 pub fn flow_release(ctx: SockContext) -> i32 {
+    mptcp::release(&ctx);
     flows::release(&ctx)
 }
 

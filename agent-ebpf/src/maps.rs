@@ -155,6 +155,15 @@ pub static SROUTE_SEEN: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096,
 pub static EXEC_IDS: HashMap<u32, agent_common::ExecId> =
     HashMap::with_max_entries(agent_common::MAX_EXEC_IDS, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
+/// The process that connected each MPTCP connection, by its `mptcp_sock` address (see `mptcp`).
+/// Removed when the socket is released; an LRU, so that a missed release costs nothing.
+#[map(name = "MPTCP_OWNERS")]
+pub static MPTCP_OWNERS: LruHashMap<u64, crate::mptcp::Owner> = LruHashMap::with_max_entries(1 << 14, 0);
+
+/// Where an [`crate::mptcp::Owner`] is built (too large for the stack).
+#[map(name = "MPTCP_SCRATCH")]
+pub static MPTCP_SCRATCH: PerCpuArray<crate::mptcp::Owner> = PerCpuArray::with_max_entries(1, 0);
+
 #[map(name = "FLOW_COUNTERS")]
 pub static FLOW_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(agent_common::flow_counter::COUNT, 0);
 

@@ -394,3 +394,64 @@ fn code_injected_into_an_allowed_binary_does_not_get_its_vendor() {
         "{ev}"
     );
 }
+
+/// MPTCP: the server announces another address of its own (ADD_ADDR) and the client's path
+/// manager opens a subflow to it from a kernel worker. The subflow is the connection owner's:
+/// decided with the owner's identity (the vendor reserved to python gets it) and reported as
+/// the owner's, and an announced address no rule allows is refused (the subflow is not opened).
+#[test]
+fn mptcp_subflows_the_kernel_opens_are_decided_and_reported_as_the_owner_s() {
+    const MP: u16 = 9300;
+    let mut env = TestEnv::new("mptcp");
+    env.sysctl("net.mptcp.enabled", "1");
+    env.ip(&["mptcp", "limits", "set", "subflow", "2", "add_addr_accepted", "2"]);
+    env.ip(&["mptcp", "endpoint", "add", ADDR4_OTHER, "signal"]);
+    let log = env.path("mptcp-server.log");
+    let server = Command::new("ip")
+        .args(["netns", "exec", &env.netns, "python3", &py("mptcp.py"), "server", &MP.to_string()])
+        .arg(&log)
+        .spawn()
+        .expect("mptcp server");
+    env.adopt(server);
+    wait_for(
+        Duration::from_secs(5),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")),
+        || "the MPTCP server did not start".into(),
+    );
+    let python = egress_agent_tests::realpath_of("/usr/bin/python3").display().to_string();
+    let client = |env: &TestEnv| -> Value {
+        let out = env
+            .in_cgroup("/usr/bin/python3", &[&py("mptcp.py"), "client", ADDR4, &MP.to_string()])
+            .output()
+            .expect("client");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{out:?}: {e}"))
+    };
+    // By executable, and by cgroup (the owner's, recorded with it: the worker is in the root).
+    let cgroup = format!(
+        "/{}",
+        env.cgroup.strip_prefix(egress_agent_tests::cgroup2_mount()).expect("under the mount").display()
+    );
+    let both = format!("{ADDR4}, {ADDR4_OTHER}");
+    let cases = [
+        (true, both.clone(), format!("{{exe: {python}}}")),
+        (false, ADDR4.to_owned(), format!("{{exe: {python}}}")),
+        (true, both, format!("{{cgroup: {cgroup}}}")),
+    ];
+    for (allowed, dests, selector) in cases {
+        let agent = env.agent(&policy(&format!(
+            "  mode: enforce\n  default: deny\n  vendors:\n    - name: mp\n      destinations: [{}]\n      ports: [{MP}]\n      processes: [{selector}]\n",
+            dests.split(", ").map(|d| format!("{{cidr: {d}}}")).collect::<Vec<_>>().join(", ")
+        )));
+        let r = client(&env);
+        assert_eq!(r["ok"], true, "the first subflow: {r}\n{}", agent.log());
+        let pid = r["pid"].as_u64().expect("pid");
+        let ev = agent.wait_event("the announced address's subflow", |e| e["dst"] == ADDR4_OTHER && e["dport"] == MP);
+        assert_eq!(
+            (ev["pid"].as_u64(), ev["exe"].as_str(), ev["verdict"].as_str(), ev["mptcp_subflow"].as_bool()),
+            (Some(pid), Some(python.as_str()), Some(if allowed { "allow" } else { "deny" }), Some(true)),
+            "the subflow is the owner's: {ev}"
+        );
+        assert_eq!(ev["cgroup"], agent.event_of(pid, ADDR4, MP)["cgroup"], "the owner's cgroup: {ev}");
+        assert_eq!(r["subflows"].as_u64(), Some(u64::from(allowed)), "subflows opened: {r}");
+    }
+}

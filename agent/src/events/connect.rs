@@ -112,6 +112,9 @@ pub struct Record<'a> {
     pub loader_env: bool,
     /// The process was traced (ptrace) since its exec: it fails `untampered: true` selectors.
     pub traced: bool,
+    /// An MPTCP subflow the kernel's path manager opened (from a kernel worker) for this
+    /// process's connection: decided and reported as the process's.
+    pub mptcp_subflow: bool,
     /// A packet of this socket carried a source route (IPv6 routing header, IPv4 source-route
     /// option): `dst` is the hop it was sent to first. Dropped in enforce mode.
     pub source_route: bool,
@@ -212,6 +215,7 @@ pub fn record<'a>(
             .map(|p| p.to_string_lossy().into_owned()),
         loader_env: ev.flags2 & event_flags2::LOADER_ENV != 0,
         traced: ev.flags2 & event_flags2::TRACED != 0,
+        mptcp_subflow: ev.flags2 & event_flags2::MPTCP_SUBFLOW != 0,
         source_route: ev.flags2 & event_flags2::SOURCE_ROUTED != 0,
         socket_type: (ev.flags2 & event_flags2::UNDECIDABLE_SOCKET != 0).then(|| socket_type(ev.sock_type)),
         flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,
