@@ -38,11 +38,13 @@ pub struct Owner {
 /// MPTCP socket.
 ///
 /// Whatever the path, `proc` is read back from this CPU's scratch entry at the end: the
-/// verifier then holds the same (unknown) values for it on every path, and walks the decision
-/// after it once, not once per path here (which took connect6 past its budget).
+/// verifier then holds the same (unknown) values for it on every path — whether the process
+/// has an exec record, whether this is a subflow — and walks the decision after it once, not
+/// once per path (which took connect6 past its budget). None only if the scratch entry is
+/// missing, which a per-CPU array never is.
 #[inline(always)]
-pub fn resolve(ctx: &SockAddrContext, proc: &mut Proc) {
-    let Some(scratch) = MPTCP_SCRATCH.get_ptr_mut(0) else { return };
+pub fn resolve(ctx: &SockAddrContext, proc: &mut Proc) -> Option<()> {
+    let scratch = MPTCP_SCRATCH.get_ptr_mut(0)?;
     // SAFETY: this CPU's scratch entry, used only here and with preemption off.
     let owner = unsafe { &mut *scratch };
     owner.proc = *proc;
@@ -76,7 +78,20 @@ pub fn resolve(ctx: &SockAddrContext, proc: &mut Proc) {
             let _ = MPTCP_OWNERS.insert(&key, &*owner, 0);
         }
     }
-    *proc = owner.proc;
+    // Word by word and volatile: the compiler would otherwise hand back what it stored above on
+    // the paths that touch no map (and the verifier would see the values it knew), or build a
+    // copy on the stack, which has no room for one.
+    const WORDS: usize = core::mem::size_of::<Proc>() / 8;
+    const _: () = assert!(core::mem::size_of::<Proc>() % 8 == 0);
+    let src = &owner.proc as *const Proc as *const u64;
+    let dst = proc as *mut Proc as *mut u64;
+    let mut i = 0;
+    while i < WORDS {
+        // SAFETY: both point at a whole, 8-aligned `Proc`; `i` stays within it.
+        unsafe { dst.add(i).write(src.add(i).read_volatile()) };
+        i += 1;
+    }
+    Some(())
 }
 
 /// The owner's cgroup ancestor at `level`, for a subflow `proc` stands for (0 if unknown, which
