@@ -5,7 +5,9 @@
 //! The client runs inside a private namespace and a child cgroup (see the tests' harness), and
 //! connects to a listener on the namespace's loopback. Two operations are timed:
 //! - TCP connect + close: what an application pays per new connection;
-//! - UDP connect(): a syscall that sends no packet, so the hook's share is seen undiluted.
+//! - UDP connect(): a syscall that sends no packet, so the hook's share is seen undiluted;
+//! - a one-byte round trip between two threads (two context switches at least): what the
+//!   agent's host-wide `sched_switch` program (ptrace stops, for `untampered`) costs everything.
 //!
 //! Configurations are interleaved round by round, and the median of the rounds is reported, so
 //! drift on the machine affects all three alike.
@@ -257,6 +259,7 @@ fn connect(agent_bin: &Path, rounds: u32, tcp: u32, udp: u32) -> Result<()> {
     };
     let configs = ["none", "monitor", "enforce"];
     let mut results: Vec<Vec<(f64, f64)>> = vec![Vec::new(); configs.len()];
+    let mut switches: Vec<Vec<(f64, f64)>> = vec![Vec::new(); configs.len()];
     for round in 0..rounds {
         for (i, cfg) in configs.iter().enumerate() {
             let agent = if *cfg == "none" {
@@ -288,24 +291,43 @@ fn connect(agent_bin: &Path, rounds: u32, tcp: u32, udp: u32) -> Result<()> {
             }
             let text = String::from_utf8_lossy(&out.stdout);
             let mut it = text.split_whitespace().map(str::parse::<f64>);
-            let (Some(Ok(t)), Some(Ok(u))) = (it.next(), it.next()) else { bail!("bench client printed {text:?}") };
+            let (Some(Ok(t)), Some(Ok(u)), Some(Ok(s))) = (it.next(), it.next(), it.next()) else {
+                bail!("bench client printed {text:?}")
+            };
             if let Some(a) = &agent {
                 let events = std::fs::read_to_string(&a.events).unwrap_or_default().lines().count();
-                eprintln!("round {round} {cfg}: tcp {t:.0} ns, udp {u:.0} ns, {events} events written");
+                eprintln!("round {round} {cfg}: tcp {t:.0} ns, udp {u:.0} ns, switch {s:.0} ns, {events} events written");
             } else {
-                eprintln!("round {round} {cfg}: tcp {t:.0} ns, udp {u:.0} ns");
+                eprintln!("round {round} {cfg}: tcp {t:.0} ns, udp {u:.0} ns, switch {s:.0} ns");
             }
             results[i].push((t, u));
+            switches[i].push((s, s));
             drop(agent);
             // Removing the events file keeps later rounds from paying for a growing file.
             let _ = Command::new("sh").arg("-c").arg(format!("rm -f {}/events-*.jsonl", env.dir.display())).status();
         }
     }
     let med = medians(&results);
-    println!("\nconnect() cost, median of {rounds} rounds ({tcp} TCP connect+close, {udp} UDP connect per round)");
-    println!("{:<10} {:>14} {:>10} {:>14} {:>10}", "agent", "tcp ns/op", "tcp ratio", "udp ns/op", "udp ratio");
-    for (cfg, (t, u)) in configs.iter().zip(&med) {
-        println!("{:<10} {:>14.0} {:>10.3} {:>14.0} {:>10.3}", cfg, t, t / med[0].0, u, u / med[0].1);
+    let sw = medians(&switches);
+    println!(
+        "\nconnect() cost, median of {rounds} rounds ({tcp} TCP connect+close, {udp} UDP connect, {} thread round trips per round)",
+        udp / 2
+    );
+    println!(
+        "{:<10} {:>14} {:>10} {:>14} {:>10} {:>14} {:>12}",
+        "agent", "tcp ns/op", "tcp ratio", "udp ns/op", "udp ratio", "switch ns/rt", "switch ratio"
+    );
+    for ((cfg, (t, u)), (s, _)) in configs.iter().zip(&med).zip(&sw) {
+        println!(
+            "{:<10} {:>14.0} {:>10.3} {:>14.0} {:>10.3} {:>14.0} {:>12.3}",
+            cfg,
+            t,
+            t / med[0].0,
+            u,
+            u / med[0].1,
+            s,
+            s / sw[0].0
+        );
     }
     Ok(())
 }
@@ -342,8 +364,45 @@ pub fn client(args: &ClientArgs) -> Result<()> {
         sock.connect(target).context("udp connect")?;
     }
     let udp_ns = t0.elapsed().as_nanos() as f64 / f64::from(args.udp.max(1));
-    println!("{tcp_ns} {udp_ns}");
+    println!("{tcp_ns} {udp_ns} {}", switch_round_trip_ns(args.udp / 2)?);
     Ok(())
+}
+
+/// Nanoseconds per round trip of one byte between two threads over a socket pair: each blocking
+/// read puts a thread to sleep, so every round trip is (at least) two context switches — what
+/// the agent's host-wide `sched_switch` program costs everything on the host.
+fn switch_round_trip_ns(trips: u32) -> Result<f64> {
+    use std::{
+        io::{Read as _, Write as _},
+        os::unix::net::UnixStream,
+    };
+    let (mut a, mut b) = UnixStream::pair().context("socket pair")?;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut byte = [0u8; 1];
+        loop {
+            if b.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            b.write_all(&byte)?;
+        }
+    });
+    let mut byte = [7u8; 1];
+    let mut trip = |a: &mut UnixStream| -> Result<()> {
+        a.write_all(&byte).context("ping")?;
+        a.read_exact(&mut byte).context("pong")?;
+        Ok(())
+    };
+    for _ in 0..1000 {
+        trip(&mut a)?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..trips {
+        trip(&mut a)?;
+    }
+    let ns = t0.elapsed().as_nanos() as f64 / f64::from(trips.max(1));
+    drop(a);
+    echo.join().map_err(|_| anyhow::anyhow!("echo thread panicked"))?.context("echo")?;
+    Ok(ns)
 }
 
 /// Closes with RST (SO_LINGER 0) so no TIME_WAIT piles up: thousands of connections per round
