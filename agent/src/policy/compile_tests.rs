@@ -146,6 +146,29 @@ fn v4_mapped_is_matched_as_v4() {
 }
 
 #[test]
+fn nat64_forms_are_matched_as_v4() {
+    let scoped = "  mode: enforce\n  default: allow\n  nat64Prefixes: [\"64:ff9b:1::/96\"]\n  vendors:\n    - {name: s, destinations: [{cidr: 192.0.2.7}], processes: [{uid: 4242}]}\n";
+    let (p, _) = compiled(scoped);
+    let (other, owner) = (ProcIdentity::default(), ProcIdentity { uid: 4242, ..ProcIdentity::default() });
+    for a in ["192.0.2.7", "64:ff9b::c000:207", "64:ff9b:1::192.0.2.7"] {
+        let d = p.decide(ip(a), 443, Protocol::Tcp, &other);
+        assert_eq!((d.verdict, d.flags), (verdict::DENY, event_flags::PROCESS_NOT_ALLOWED), "{a}");
+        assert_eq!(p.decide(ip(a), 443, Protocol::Tcp, &owner).verdict, verdict::ALLOW, "{a}");
+    }
+    // Not translated: another /96, IPv4-compatible, 6to4.
+    for a in ["64:ff9b:2::c000:207", "::192.0.2.7", "2002:c000:207::1"] {
+        assert_eq!(p.decide(ip(a), 443, Protocol::Tcp, &other).verdict, verdict::ALLOW, "{a}");
+    }
+    let wk = p.nat64("64:ff9b::c000:207".parse().expect("addr")).expect("well-known");
+    assert_eq!((wk.0.to_string(), wk.1.to_string(), wk.2), ("192.0.2.7".to_owned(), "64:ff9b::/96".to_owned(), None));
+    let listed = p.nat64("64:ff9b:1::c000:207".parse().expect("addr")).expect("listed");
+    assert_eq!(listed.2.map(|at| at.field.as_str()), Some("spec.nat64Prefixes[0]"));
+    let (p, _) = compiled("  mode: enforce\n  allow:\n    - {cidr: 192.0.2.0/24}\n");
+    assert_eq!(p.decide(ip("64:ff9b::c000:207"), 80, Protocol::Tcp, &other).verdict, verdict::ALLOW);
+    assert_eq!(p.decide(ip("64:ff9b:1::c000:207"), 80, Protocol::Tcp, &other).verdict, verdict::DENY);
+}
+
+#[test]
 fn monitor_turns_deny_into_alert_and_default_allow_allows() {
     let any = ProcIdentity::default();
     let (p, _) = compiled("  mode: monitor\n");
@@ -416,7 +439,11 @@ mod property {
         tcp: bool,
         is_api: bool,
     ) -> (u8, u8) {
+        // IPv4-mapped and well-known NAT64 forms are their IPv4 address.
         let a = match a {
+            IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+                IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
+            }
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
             v4 => v4,
         };
@@ -517,7 +544,8 @@ fn pod_and_container_selectors_name_their_cgroups() {
 #[test]
 fn pod_metadata_selectors_name_the_cgroups_of_the_pods_they_match() {
     let in_cgroup = |ancestors: Vec<u64>| ProcIdentity { cgroup_ancestors: ancestors, ..curl() };
-    let (a, b, c) = (in_cgroup(vec![1, 20, 21, 300, 301]), in_cgroup(vec![1, 20, 21, 300, 302]), in_cgroup(vec![1, 22, 303]));
+    let (a, b, c) =
+        (in_cgroup(vec![1, 20, 21, 300, 301]), in_cgroup(vec![1, 20, 21, 300, 302]), in_cgroup(vec![1, 22, 303]));
     let d = |p: &CompiledPolicy, who: &ProcIdentity| {
         p.decide("192.0.2.1".parse().expect("ip"), 443, Protocol::Tcp, who).verdict
     };
@@ -532,7 +560,11 @@ fn pod_metadata_selectors_name_the_cgroups_of_the_pods_they_match() {
     ] {
         let (p, w) = compiled(&spec(sel));
         assert!(w.is_empty(), "{sel}: {w:?}");
-        assert_eq!((p.tables.selectors[1].cgroup_id, p.tables.selectors[1].cgroup_level), (300, 3), "{sel}: the pod's cgroup");
+        assert_eq!(
+            (p.tables.selectors[1].cgroup_id, p.tables.selectors[1].cgroup_level),
+            (300, 3),
+            "{sel}: the pod's cgroup"
+        );
         assert_eq!([d(&p, &a), d(&p, &b), d(&p, &c)], [verdict::ALLOW, verdict::ALLOW, verdict::DENY], "{sel}");
     }
     // Within the pods matched, one container.
@@ -551,7 +583,10 @@ fn pod_metadata_selectors_name_the_cgroups_of_the_pods_they_match() {
         assert!(w.iter().any(|w| w.message.contains("no pod with")), "{sel}: {w:?}");
     }
     // No pod list: nothing matches, and the warning says how to get one.
-    let text = format!("apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n{}", spec("{pod_namespace: payments}"));
+    let text = format!(
+        "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {{name: t}}\nspec:\n{}",
+        spec("{pod_namespace: payments}")
+    );
     let (m, _) = merge(&parse("t.yaml", &text).expect("parse")).expect("merge");
     let (p, w) = compile(&m, &NoPodList, time::macros::datetime!(2026-11-23 12:00 UTC)).expect("compile");
     assert_eq!(d(&p, &a), verdict::DENY);
