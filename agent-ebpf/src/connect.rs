@@ -7,7 +7,8 @@
 //!   `pre_connect` path).
 //! - sendmsg4/sendmsg6 run for every datagram sent with an explicit address on an unconnected UDP
 //!   socket. An IPv4-mapped destination on an IPv6 UDP socket is handed to the IPv4 path by the
-//!   kernel and arrives at sendmsg4; on connect6 we unmap it ourselves.
+//!   kernel and arrives at sendmsg4; on connect6 we unmap it ourselves. A NAT64 destination
+//!   (IPv6 on the wire) reaches connect6/sendmsg6, which decide it as the IPv4 address it embeds.
 //! - The hooks are inherited by every descendant cgroup and every process, so children after
 //!   fork/exec are covered without tracking them.
 
