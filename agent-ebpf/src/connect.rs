@@ -149,7 +149,7 @@ fn words(p: [u8; 12]) -> [u32; 3] {
 /// All ones when the policy in force lists the /96 prefix `w0 w1 w2` in `nat64Prefixes`:
 /// one hash lookup in that slot's entries (a reload fills the new slot's before it switches).
 #[inline(always)]
-pub fn listed_nat64(w0: u32, w1: u32, w2: u32) -> u32 {
+fn listed_nat64(w0: u32, w1: u32, w2: u32) -> u32 {
     let slot = match ACTIVE_SLOT.get(0) {
         Some(&s) if s < 2 => s,
         _ => 0,

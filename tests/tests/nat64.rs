@@ -245,4 +245,24 @@ fn explain_decides_a_nat64_form_as_its_ipv4_address() {
     assert!(out.contains("deny: vendor/web reserves this destination"), "{out}");
     let out = explain(&format!("[{COMPAT}]:{WEB}"));
     assert!(out.starts_with("allow: no rule allows it"), "{out}");
+    // `check` says which prefixes are decided as IPv4, and refuses a prefix it cannot read with
+    // its place.
+    let check =
+        |path: &Path| Command::new(egress_agent_tests::agent_bin()).arg("check").arg(path).output().expect("check");
+    let out = check(&path);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text.contains(&format!("  nat64: addresses under 64:ff9b::/96 (always) and {LISTED_PREFIX} decided as")),
+        "{text}"
+    );
+    let bad = env.path("bad.yaml");
+    fs::write(&bad, web_policy("allow", "  nat64Prefixes: [\"64:ff9b:1::/64\"]\n", "")).expect("write");
+    let out = check(&bad);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        text.contains("bad.yaml:7:19: error: spec.nat64Prefixes[0]: NAT64 prefix `64:ff9b:1::/64` is /64: only /96 prefixes are supported"),
+        "{text}"
+    );
 }
