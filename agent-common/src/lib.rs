@@ -130,6 +130,10 @@ pub mod event_flags {
     /// Refused by the operator's kill switch (`egress-agent block`), whatever the policy and its
     /// mode said; `rule_id` names the killed vendor's rule, or the rule that would have decided.
     pub const KILLED: u8 = 64;
+    /// The destination was an IPv6 address under a NAT64 prefix (`64:ff9b::/96`, or one of the
+    /// slot's [`super::Nat64Key`]s) and was decided as the IPv4 address it embeds, its last four
+    /// bytes. `family` and `daddr` stay the IPv6 address on the wire.
+    pub const NAT64: u8 = 128;
 }
 
 /// Bits of [`Event::flags2`].
@@ -320,6 +324,12 @@ pub const MAX_LEARNT: u32 = 1 << 15;
 pub const LEARNT_SLOTS: usize = 8;
 /// Trusted resolver addresses, both slots together.
 pub const MAX_RESOLVERS: u32 = 256;
+/// NAT64 prefixes a policy may list (`nat64Prefixes`), per slot.
+pub const MAX_NAT64_PREFIXES: u32 = 64;
+/// The NAT64 well-known prefix `64:ff9b::/96` (RFC 6052), its 12 bytes: always decided as IPv4.
+pub const NAT64_WELL_KNOWN: [u8; 12] = [0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0];
+/// Value of a `NAT64_PREFIXES` entry: all ones, the mask the hooks select IPv4 bytes with.
+pub const NAT64_LISTED: u32 = u32::MAX;
 /// A TTL above this (one day) is taken as this: an answer cannot allow an address for longer.
 pub const MAX_TTL_S: u32 = 86_400;
 
@@ -354,6 +364,15 @@ pub struct ResolverKey {
     /// `AF_INET` or `AF_INET6`; IPv4 uses the first 4 bytes of `addr`.
     pub family: u32,
     pub addr: [u8; 16],
+}
+
+/// Key of `NAT64_PREFIXES`: a /96 NAT64 prefix the policy of `slot` lists, its top 12 bytes
+/// (only /96 prefixes: RFC 6052's shorter ones split the IPv4 address around a zero octet).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Nat64Key {
+    pub slot: u32,
+    pub prefix: [u8; 12],
 }
 
 /// An outstanding query: who asked, whom, for what, and the verdict of the lookup. Recorded on
@@ -559,6 +578,7 @@ mod pod {
     unsafe impl aya::Pod for super::DnsEvent {}
     unsafe impl aya::Pod for super::DomainValue {}
     unsafe impl aya::Pod for super::ResolverKey {}
+    unsafe impl aya::Pod for super::Nat64Key {}
     unsafe impl aya::Pod for super::Pending {}
     unsafe impl aya::Pod for super::Learnt {}
     unsafe impl aya::Pod for super::LearntSlot {}
@@ -581,6 +601,7 @@ const _: () = assert!(core::mem::size_of::<ExecId>() == 24);
 const _: () = assert!(core::mem::size_of::<SlotMeta>() == 16);
 const _: () = assert!(core::mem::size_of::<DomainValue>() == 16);
 const _: () = assert!(core::mem::size_of::<ResolverKey>() == 24);
+const _: () = assert!(core::mem::size_of::<Nat64Key>() == 16);
 const _: () = assert!(core::mem::size_of::<Pending>() == 112 + dns::NAME_BUF);
 const _: () = assert!(core::mem::size_of::<Learnt>() == 16 * LEARNT_SLOTS);
 const _: () = assert!(core::mem::size_of::<DnsEvent>() == 152 + 16 * DNS_EVENT_ADDRS + dns::NAME_BUF + DNS_EVENT_MSG);

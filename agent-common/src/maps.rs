@@ -19,6 +19,8 @@ pub const DOMAINS: [&str; 2] = ["DOMAINS_0", "DOMAINS_1"];
 pub const DOMAIN_RULES: &str = "DOMAIN_RULES";
 /// Trusted resolver addresses per slot (`spec.dns.resolvers`).
 pub const RESOLVERS: &str = "RESOLVERS";
+/// NAT64 prefixes the policy lists, per slot (`nat64Prefixes`; see [`crate::Nat64Key`]).
+pub const NAT64_PREFIXES: &str = "NAT64_PREFIXES";
 /// Outstanding DNS queries, in each socket's local storage.
 pub const SK_PENDING: &str = "SK_PENDING";
 /// Per-CPU parser state (index 0: egress, 1: ingress).
@@ -85,4 +87,5 @@ pub const PINNED: &[&str] = &[
     VENDOR_NAMES,
     EXEC_IDS,
     MPTCP_OWNERS,
+    NAT64_PREFIXES,
 ];

@@ -7,16 +7,17 @@
 //!   `pre_connect` path).
 //! - sendmsg4/sendmsg6 run for every datagram sent with an explicit address on an unconnected UDP
 //!   socket. An IPv4-mapped destination on an IPv6 UDP socket is handed to the IPv4 path by the
-//!   kernel and arrives at sendmsg4; on connect6 we unmap it ourselves.
+//!   kernel and arrives at sendmsg4; on connect6 we unmap it ourselves. A NAT64 destination
+//!   (IPv6 on the wire) reaches connect6/sendmsg6, which decide it as the IPv4 address it embeds.
 //! - The hooks are inherited by every descendant cgroup and every process, so children after
 //!   fork/exec are covered without tracking them.
 
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
-    Learnt, LearntKeyV4, LearntKeyV6, SlotMeta, GEN_ANY, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX,
-    MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+    event_flags, event_flags2, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue,
+    Event, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Nat64Key, SlotMeta, GEN_ANY, LEARNT_SLOTS, MAX_DOMAIN_IDS,
+    MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, NAT64_WELL_KNOWN, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -35,7 +36,7 @@ use crate::{
     maps::FLOW_COUNTERS,
     maps::{
         ACTIVE_SLOT, DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, EVENTS, EXE_SET, LEARNT_V4,
-        LEARNT_V6, RULES, SELECTORS, SLOT_META,
+        LEARNT_V6, NAT64_PREFIXES, RULES, SELECTORS, SLOT_META,
     },
     ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
@@ -47,10 +48,15 @@ const REFUSE: i32 = 0; // the syscall fails with EPERM
 
 /// The destination of one attempt, as it will be matched.
 pub struct Dest {
+    /// The address decided: IPv4 in the first four bytes when `family` is `AF_INET`.
     pub addr: [u8; 16],
+    /// The address on the wire, as flows count it and events report it: `addr`, except for a
+    /// NAT64 destination (decided as IPv4, sent as IPv6).
+    pub wire: [u8; 16],
     /// Network namespace of the socket (addresses learnt from DNS are per namespace).
     pub netns: u64,
     pub family: u8,
+    pub wire_family: u8,
     pub port: u16,
     pub proto: u8,
     pub flags: u8,
@@ -71,7 +77,8 @@ pub fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
     let ip4 = sa.user_ip4.to_ne_bytes();
     addr[..4].copy_from_slice(&ip4);
     let netns = netns_of(ctx);
-    let dest = Dest { addr, netns, family: AF_INET, port: u16::from_be(sa.user_port as u16), proto, flags: 0 };
+    let port = u16::from_be(sa.user_port as u16);
+    let dest = Dest { addr, wire: addr, netns, family: AF_INET, wire_family: AF_INET, port, proto, flags: 0 };
     handle(ctx, hook, &dest)
 }
 
@@ -79,27 +86,81 @@ pub fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
 pub fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
     let sa = sock_addr(ctx);
     let proto = protocol(sa);
-    // The verifier only allows 4-byte loads of user_ip6, one word at a time.
-    let w0 = sa.user_ip6[0].to_ne_bytes();
-    let w1 = sa.user_ip6[1].to_ne_bytes();
-    let w2 = sa.user_ip6[2].to_ne_bytes();
-    let w3 = sa.user_ip6[3].to_ne_bytes();
+    // The verifier only allows 4-byte loads of user_ip6, one word at a time. Each word's native
+    // value has the address bytes in memory order.
+    let (w0, w1, w2, w3) = (sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]);
     let port = u16::from_be(sa.user_port as u16);
-    let mut addr = [0u8; 16];
-    // ::ffff:a.b.c.d is IPv4 on the wire: match it against the IPv4 rules, or it would bypass them.
-    let mapped = w0 == [0; 4] && w1 == [0; 4] && w2 == [0, 0, 0xff, 0xff];
-    let netns = netns_of(ctx);
-    let dest = if mapped {
-        addr[..4].copy_from_slice(&w3);
-        Dest { addr, netns, family: AF_INET, port, proto, flags: event_flags::V4_MAPPED }
-    } else {
-        addr[0..4].copy_from_slice(&w0);
-        addr[4..8].copy_from_slice(&w1);
-        addr[8..12].copy_from_slice(&w2);
-        addr[12..16].copy_from_slice(&w3);
-        Dest { addr, netns, family: AF_INET6, port, proto, flags: 0 }
+    // Two IPv6 forms are decided as the IPv4 address in their last word, or they would bypass
+    // the IPv4 rules: ::ffff:a.b.c.d, which is IPv4 on the wire too, and an address under a
+    // NAT64 prefix (64:ff9b::/96 or one the policy lists), IPv6 on the wire. Masks, not
+    // branches: a branch here is a second walk of everything below for the verifier, which the
+    // connect programs have no room for.
+    let mapped = zero_mask(w0 | w1 | (w2 ^ u32::from_ne_bytes([0, 0, 0xff, 0xff])));
+    let [k0, k1, k2] = words(NAT64_WELL_KNOWN);
+    let nat64 = !mapped & (zero_mask((w0 ^ k0) | (w1 ^ k1) | (w2 ^ k2)) | listed_nat64(w0, w1, w2));
+    let v4 = mapped | nat64;
+    let addr = select_v4(v4, [w0, w1, w2, w3]);
+    let wire = select_v4(mapped, [w0, w1, w2, w3]);
+    let dest = Dest {
+        addr,
+        wire,
+        netns: netns_of(ctx),
+        family: AF_INET6 ^ ((AF_INET6 ^ AF_INET) & v4 as u8),
+        wire_family: AF_INET6 ^ ((AF_INET6 ^ AF_INET) & mapped as u8),
+        port,
+        proto,
+        flags: (event_flags::V4_MAPPED & mapped as u8) | (event_flags::NAT64 & nat64 as u8),
     };
     handle(ctx, hook, &dest)
+}
+
+/// All ones when `x` is zero, else zero, without a branch: the top bit of `x | -x` is set
+/// exactly when `x` is not zero.
+#[inline(always)]
+fn zero_mask(x: u32) -> u32 {
+    let x = u64::from(x);
+    (((x | x.wrapping_neg()) >> 63) as u32).wrapping_sub(1)
+}
+
+/// The address `w`, or (where `v4` is all ones) the IPv4 address in its last word, in the
+/// first four bytes.
+#[inline(always)]
+fn select_v4(v4: u32, w: [u32; 4]) -> [u8; 16] {
+    let keep = !v4;
+    let mut a = [0u8; 16];
+    a[0..4].copy_from_slice(&((w[3] & v4) | (w[0] & keep)).to_ne_bytes());
+    a[4..8].copy_from_slice(&(w[1] & keep).to_ne_bytes());
+    a[8..12].copy_from_slice(&(w[2] & keep).to_ne_bytes());
+    a[12..16].copy_from_slice(&(w[3] & keep).to_ne_bytes());
+    a
+}
+
+/// The three words of a 96-bit prefix, as `on_v6` reads an address's.
+#[inline(always)]
+fn words(p: [u8; 12]) -> [u32; 3] {
+    [
+        u32::from_ne_bytes([p[0], p[1], p[2], p[3]]),
+        u32::from_ne_bytes([p[4], p[5], p[6], p[7]]),
+        u32::from_ne_bytes([p[8], p[9], p[10], p[11]]),
+    ]
+}
+
+/// All ones when the policy in force lists the /96 prefix `w0 w1 w2` in `nat64Prefixes`:
+/// one hash lookup in that slot's entries (a reload fills the new slot's before it switches).
+#[inline(always)]
+fn listed_nat64(w0: u32, w1: u32, w2: u32) -> u32 {
+    let slot = match ACTIVE_SLOT.get(0) {
+        Some(&s) if s < 2 => s,
+        _ => 0,
+    };
+    let mut prefix = [0u8; 12];
+    prefix[0..4].copy_from_slice(&w0.to_ne_bytes());
+    prefix[4..8].copy_from_slice(&w1.to_ne_bytes());
+    prefix[8..12].copy_from_slice(&w2.to_ne_bytes());
+    NAT64_PREFIXES.get_ptr(&Nat64Key { slot, prefix }).map_or(0, |v| {
+        // SAFETY: a live map value.
+        unsafe { *v }
+    })
 }
 
 #[inline(always)]
@@ -172,7 +233,8 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
         decision.flags |= event_flags::BLOCKED;
     }
     let sendmsg = hook == agent_common::hook::SENDMSG4 || hook == agent_common::hook::SENDMSG6;
-    let key = flows::key(ctx, &dest.addr, dest.port, dest.family, dest.proto);
+    // Flows are counted from packets, which carry the address on the wire.
+    let key = flows::key(ctx, &dest.wire, dest.port, dest.wire_family, dest.proto);
     let live = flows::live(&key);
     if sendmsg && live != flows::NO_FLOW {
         // A datagram of a flow already reported: its verdict is taken again (the policy may have
@@ -537,10 +599,10 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
         cgroup_id,
         exe_ino,
         start_ns: proc.start_ns,
-        daddr: dest.addr,
+        daddr: dest.wire,
         comm: proc.comm,
         dport: dest.port,
-        family: dest.family,
+        family: dest.wire_family,
         proto: dest.proto,
         verdict: decision.verdict,
         hook,

@@ -66,6 +66,11 @@ pub static DOMAINS_1: LpmTrie<[u8; 256], DomainValue> = LpmTrie::with_max_entrie
 #[map(name = "DOMAIN_RULES")]
 pub static DOMAIN_RULES: Array<DestValue> = Array::with_max_entries(2 * MAX_DOMAIN_IDS, 0);
 
+/// NAT64 prefixes the policy of each slot lists (`NAT64_LISTED` for each).
+#[map(name = "NAT64_PREFIXES")]
+pub static NAT64_PREFIXES: HashMap<agent_common::Nat64Key, u32> =
+    HashMap::with_max_entries(2 * agent_common::MAX_NAT64_PREFIXES, 0);
+
 #[map(name = "RESOLVERS")]
 pub static RESOLVERS: HashMap<ResolverKey, u8> = HashMap::with_max_entries(MAX_RESOLVERS, 0);
 
@@ -110,10 +115,12 @@ pub struct Scratch {
     pub netns: u64,
     /// Which of its socket's slots the answer being judged matched.
     pub pending_slot: u32,
-    pub _pad2: u32,
+    /// The policy slot in force when the answer arrived (its NAT64 prefixes apply).
+    pub slot: u32,
     /// Learnt-table keys being looked up or inserted (kept off the stack).
     pub k4: agent_common::LearntKeyV4,
     pub k6: agent_common::LearntKeyV6,
+    pub k64: agent_common::Nat64Key,
 
     /// `dns_flags` gathered while learning.
     pub flags: u16,

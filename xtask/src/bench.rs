@@ -296,7 +296,9 @@ fn connect(agent_bin: &Path, rounds: u32, tcp: u32, udp: u32) -> Result<()> {
             };
             if let Some(a) = &agent {
                 let events = std::fs::read_to_string(&a.events).unwrap_or_default().lines().count();
-                eprintln!("round {round} {cfg}: tcp {t:.0} ns, udp {u:.0} ns, switch {s:.0} ns, {events} events written");
+                eprintln!(
+                    "round {round} {cfg}: tcp {t:.0} ns, udp {u:.0} ns, switch {s:.0} ns, {events} events written"
+                );
             } else {
                 eprintln!("round {round} {cfg}: tcp {t:.0} ns, udp {u:.0} ns, switch {s:.0} ns");
             }

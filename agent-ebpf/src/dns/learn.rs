@@ -1,14 +1,14 @@
 //! Learning an answer's addresses: (network namespace, address) -> pattern ids with expiries.
 
 use agent_common::{
-    dns_counter, dns_flags, Learnt, LearntKeyV4, LearntKeyV6, LearntSlot, DNS_EVENT_ADDRS, LEARNT_SLOTS,
-    MAX_DOMAIN_IDS, MAX_TTL_S,
+    dns_counter, dns_flags, Learnt, LearntKeyV4, LearntKeyV6, LearntSlot, Nat64Key, DNS_EVENT_ADDRS, LEARNT_SLOTS,
+    MAX_DOMAIN_IDS, MAX_TTL_S, NAT64_WELL_KNOWN,
 };
 use aya_ebpf::bindings::BPF_NOEXIST;
 
 use super::report::copy;
 use crate::{
-    maps::{Scratch, DNS_COUNTERS, LEARNT_V4, LEARNT_V6},
+    maps::{Scratch, DNS_COUNTERS, LEARNT_V4, LEARNT_V6, NAT64_PREFIXES},
     ring::add,
     AF_INET, AF_INET6,
 };
@@ -27,12 +27,15 @@ pub(super) fn learn(s: &mut Scratch, family: u8, ttl: u32) {
     s.k6 = LearntKeyV6 { netns: s.netns, addr: [0; 16] };
     s.k6.addr.copy_from_slice(&s.st.tmp[..16]);
     let a = &s.k6.addr;
-    // An IPv4-mapped AAAA is IPv4 on the wire, and connect matches it as such.
+    // An IPv4-mapped AAAA is IPv4 on the wire, and connect matches it as such; so is a DNS64
+    // answer under a NAT64 prefix (the well-known one, or one the policy lists), which connect
+    // decides as the IPv4 address it embeds.
     let mapped = family == AF_INET6 && a[..10] == [0; 10] && a[10] == 0xff && a[11] == 0xff;
-    let v4 = family == AF_INET || mapped;
+    let nat64 = family == AF_INET6 && !mapped && (a[..12] == NAT64_WELL_KNOWN || listed_nat64(s));
+    let v4 = family == AF_INET || mapped || nat64;
     if family == AF_INET {
         s.k4.addr.copy_from_slice(&s.st.tmp[..4]);
-    } else if mapped {
+    } else if v4 {
         s.k4.addr.copy_from_slice(&s.st.tmp[12..16]);
     }
     let (k4, k6) = (&s.k4 as *const LearntKeyV4, &s.k6 as *const LearntKeyV6);
@@ -89,6 +92,16 @@ pub(super) fn learn(s: &mut Scratch, family: u8, ttl: u32) {
     if ttl < s.ttl_min {
         s.ttl_min = ttl;
     }
+}
+
+/// Whether the slot in force lists the /96 prefix of the address in `s.k6` (`nat64Prefixes`).
+#[inline(always)]
+fn listed_nat64(s: &mut Scratch) -> bool {
+    s.k64.slot = s.slot;
+    s.k64.prefix.copy_from_slice(&s.k6.addr[..12]);
+    let k = &s.k64 as *const Nat64Key;
+    // SAFETY: points into the live scratch, which outlives this function.
+    NAT64_PREFIXES.get_ptr(unsafe { &*k }).is_some()
 }
 
 #[inline(always)]

@@ -267,6 +267,7 @@ pub fn ingress(ctx: &SkBuffContext) -> i32 {
     s.flags = 0;
     s.domain_id = s.pending.domain_id;
     s.grace_s = grace_s;
+    s.slot = slot;
     // SAFETY: the helper takes the program's own context.
     s.netns = unsafe { bpf_get_netns_cookie(skb.0 as *mut c_void) };
     // SAFETY: plain helper.

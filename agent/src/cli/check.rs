@@ -86,6 +86,14 @@ fn summary(m: &Merged, c: &CompiledPolicy) -> String {
         format!("{:?}", dns.unlisted).to_lowercase(),
         if resolvers.is_empty() { "wherever the query went".to_owned() } else { resolvers.join(", ") }
     );
+    if !c.tables.nat64.is_empty() {
+        let listed: Vec<String> = c.tables.nat64.iter().map(|(n, _)| n.to_string()).collect();
+        let _ = writeln!(
+            s,
+            "  nat64: addresses under 64:ff9b::/96 (always) and {} decided as the IPv4 address they embed",
+            listed.join(", ")
+        );
+    }
     let baselines = BaselineSettings::from_merged(m);
     let off = baselines.utc_offset;
     let _ = writeln!(

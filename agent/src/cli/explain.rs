@@ -64,6 +64,14 @@ pub fn explain(a: &ExplainArgs) -> ExitCode {
         print!("connection to an address from its answer, port {}: ", a.port);
         d
     } else if let Some(dst) = a.dst {
+        if let std::net::IpAddr::V6(v6) = dst.ip() {
+            // Said first: the rules below are the IPv4 address's.
+            match compiled.nat64(v6) {
+                Some((v4, prefix, Some(at))) => println!("{v6} is {v4} (NAT64 prefix {prefix}, listed at {at})"),
+                Some((v4, prefix, None)) => println!("{v6} is {v4} (NAT64 prefix {prefix})"),
+                None => {}
+            }
+        }
         compiled.decide(dst.ip(), dst.port(), proto, &proc)
     } else {
         eprintln!("give --dst or --domain");

@@ -85,6 +85,10 @@ pub struct Record<'a> {
     pub cookie: u64,
     /// The application asked for an IPv4-mapped IPv6 address; `dst` is the IPv4 address matched.
     pub v4_mapped: bool,
+    /// `dst` is under a NAT64 prefix (64:ff9b::/96 or one of the policy's `nat64Prefixes`) and
+    /// was decided as this IPv4 address, the one it embeds; `dst` stays the address on the wire.
+    /// Null otherwise.
+    pub nat64: Option<String>,
     /// Why: `rule` (a rule allowed it), `process` (a vendor's destination, from a process the
     /// vendor does not allow; `vendor` and `rule` name that vendor), `default` (no rule), or
     /// `kill_switch` (refused by `egress-agent block`; `rule` names the killed vendor's rule, or
@@ -190,6 +194,10 @@ pub fn record<'a>(
         hook: events::hook(ev),
         cookie: ev.cookie,
         v4_mapped: ev.flags & event_flags::V4_MAPPED != 0,
+        nat64: (ev.flags & event_flags::NAT64 != 0).then(|| {
+            let a = &ev.daddr;
+            std::net::Ipv4Addr::new(a[12], a[13], a[14], a[15]).to_string()
+        }),
         reason: if ev.flags2 & event_flags2::SOURCE_ROUTED != 0 {
             "source_route"
         } else if ev.flags2 & event_flags2::UNDECIDABLE_SOCKET != 0 {

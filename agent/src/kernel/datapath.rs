@@ -11,8 +11,8 @@ use std::net::IpAddr;
 
 use agent_common::{
     dns_counter, domain_kind, maps, programs as progs, AddrV4, AddrV6, Config, DestValue, DomainValue, ExeKey,
-    KernelOffsets, Learnt, LearntKeyV4, LearntKeyV6, ResolverKey, RuleEntry, Selector, SlotMeta, MAX_DOMAIN_IDS,
-    MAX_RULE_ENTRIES, MAX_SELECTORS,
+    KernelOffsets, Learnt, LearntKeyV4, LearntKeyV6, Nat64Key, ResolverKey, RuleEntry, Selector, SlotMeta,
+    MAX_DOMAIN_IDS, MAX_RULE_ENTRIES, MAX_SELECTORS, NAT64_LISTED,
 };
 use aya::{
     maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
@@ -314,6 +314,7 @@ impl Datapath {
             }
         }
         self.install_domains(policy, slot)?;
+        self.install_nat64(policy, slot)?;
         // Before the slot is in force: an id the kernel can use is always named.
         self.save_names()?;
         {
@@ -390,6 +391,22 @@ impl Datapath {
                 };
                 res.insert(ResolverKey { slot, family, addr }, 1, 0).map_err(map_err(maps::RESOLVERS))?;
             }
+        }
+        Ok(())
+    }
+
+    /// Fills the inactive slot's NAT64 prefixes (`nat64Prefixes`): the hooks look the active
+    /// slot's up, so they switch with the rest of the policy.
+    fn install_nat64(&mut self, policy: &CompiledPolicy, slot: u32) -> Result<(), DatapathError> {
+        let mut map: HashMap<_, Nat64Key, u32> = self.map_mut(maps::NAT64_PREFIXES)?;
+        let keys: Vec<Nat64Key> = map.keys().collect::<Result<_, _>>().map_err(map_err(maps::NAT64_PREFIXES))?;
+        for k in keys.into_iter().filter(|k| k.slot == slot) {
+            map.remove(&k).map_err(map_err(maps::NAT64_PREFIXES))?;
+        }
+        for (net, _) in &policy.tables.nat64 {
+            let mut prefix = [0u8; 12];
+            prefix.copy_from_slice(&net.network().octets()[..12]);
+            map.insert(Nat64Key { slot, prefix }, NAT64_LISTED, 0).map_err(map_err(maps::NAT64_PREFIXES))?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@
 
 use agent_common::{
     maps, BlockKey, ExeKey, ResolverKey, MAX_BLOCKS, MAX_DOMAINS, MAX_DOMAIN_IDS, MAX_EXE_KEYS, MAX_KILLS, MAX_LEARNT,
-    MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
+    MAX_NAT64_PREFIXES, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULE_ENTRIES, MAX_SELECTORS,
 };
 use aya::maps::HashMap;
 use serde::Serialize;
@@ -55,6 +55,7 @@ impl Datapath {
             fill("selectors", t.selectors.len(), MAX_SELECTORS),
             fill("domains", t.domains.len(), MAX_DOMAINS),
             fill("domain_ids", self.domain_ids().iter().count(), MAX_DOMAIN_IDS),
+            fill("nat64_prefixes", t.nat64.len(), MAX_NAT64_PREFIXES),
         ];
         out.push(TableFill {
             table: "exe_set",

@@ -9,12 +9,13 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    net::IpAddr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
 use agent_common::{
     event_flags, proto_bits, rule_flags, selector_flags, verdict, DestValue, RuleEntry, Selector, MAX_DOMAINS,
-    MAX_EXE_KEYS, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, RULE_DEFAULT,
+    MAX_EXE_KEYS, MAX_PREFIXES, MAX_RESOLVERS, MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, NAT64_WELL_KNOWN,
+    RULE_DEFAULT,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use time::OffsetDateTime;
@@ -51,6 +52,9 @@ pub struct Tables {
     pub domains: Vec<DomainEntry>,
     /// `spec.dns` (the kernel reads grace, unlisted and resolvers from the slot).
     pub dns: DnsSettings,
+    /// `spec.nat64Prefixes` (/96 each), with where each was listed; 64:ff9b::/96 is not among
+    /// them unless listed: the kernel knows it.
+    pub nat64: Vec<(Ipv6Net, Place)>,
 }
 
 #[derive(Debug, Clone)]
@@ -138,11 +142,25 @@ impl CompiledPolicy {
         self.rules.get(id as usize)
     }
 
-    /// What the kernel decides for an attempt (IPv4-mapped IPv6 is matched as IPv4).
+    /// The NAT64 prefix `a` is under — the well-known `64:ff9b::/96` (no place), or one the
+    /// policy lists (with its place) — and the IPv4 address it embeds, as the kernel reads it.
+    pub fn nat64(&self, a: Ipv6Addr) -> Option<(Ipv4Addr, Ipv6Net, Option<&Place>)> {
+        let v4 = Ipv4Addr::from(u128::from(a) as u32);
+        let top = Ipv6Net::new(a, 96).ok()?.trunc();
+        if top.network().octets()[..12] == NAT64_WELL_KNOWN {
+            return Some((v4, top, None));
+        }
+        self.tables.nat64.iter().find(|(n, _)| *n == top).map(|(n, at)| (v4, *n, Some(at)))
+    }
+
+    /// What the kernel decides for an attempt (IPv4-mapped IPv6, and IPv6 under a NAT64 prefix,
+    /// are matched as the IPv4 address they carry).
     pub fn decide(&self, addr: IpAddr, port: u16, proto: Protocol, proc: &ProcIdentity) -> Decision {
         let t = &self.tables;
         let addr = match addr {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            IpAddr::V6(v6) => {
+                v6.to_ipv4_mapped().or_else(|| self.nat64(v6).map(|n| n.0)).map_or(IpAddr::V6(v6), IpAddr::V4)
+            }
             v4 => v4,
         };
         let value = match addr {
@@ -477,7 +495,7 @@ pub fn compile(
         mode: m.mode,
         default: m.default,
         rules,
-        tables: Tables { entries, v4, v6, selectors, exe_keys, domains, dns: m.dns.clone() },
+        tables: Tables { entries, v4, v6, selectors, exe_keys, domains, dns: m.dns.clone(), nat64: m.nat64.clone() },
         next_expiry,
         vendor_exes,
         fingerprint,

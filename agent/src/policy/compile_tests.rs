@@ -146,6 +146,29 @@ fn v4_mapped_is_matched_as_v4() {
 }
 
 #[test]
+fn nat64_forms_are_matched_as_v4() {
+    let scoped = "  mode: enforce\n  default: allow\n  nat64Prefixes: [\"64:ff9b:1::/96\"]\n  vendors:\n    - {name: s, destinations: [{cidr: 192.0.2.7}], processes: [{uid: 4242}]}\n";
+    let (p, _) = compiled(scoped);
+    let (other, owner) = (ProcIdentity::default(), ProcIdentity { uid: 4242, ..ProcIdentity::default() });
+    for a in ["192.0.2.7", "64:ff9b::c000:207", "64:ff9b:1::192.0.2.7"] {
+        let d = p.decide(ip(a), 443, Protocol::Tcp, &other);
+        assert_eq!((d.verdict, d.flags), (verdict::DENY, event_flags::PROCESS_NOT_ALLOWED), "{a}");
+        assert_eq!(p.decide(ip(a), 443, Protocol::Tcp, &owner).verdict, verdict::ALLOW, "{a}");
+    }
+    // Not translated: another /96, IPv4-compatible, 6to4.
+    for a in ["64:ff9b:2::c000:207", "::192.0.2.7", "2002:c000:207::1"] {
+        assert_eq!(p.decide(ip(a), 443, Protocol::Tcp, &other).verdict, verdict::ALLOW, "{a}");
+    }
+    let wk = p.nat64("64:ff9b::c000:207".parse().expect("addr")).expect("well-known");
+    assert_eq!((wk.0.to_string(), wk.1.to_string(), wk.2), ("192.0.2.7".to_owned(), "64:ff9b::/96".to_owned(), None));
+    let listed = p.nat64("64:ff9b:1::c000:207".parse().expect("addr")).expect("listed");
+    assert_eq!(listed.2.map(|at| at.field.as_str()), Some("spec.nat64Prefixes[0]"));
+    let (p, _) = compiled("  mode: enforce\n  allow:\n    - {cidr: 192.0.2.0/24}\n");
+    assert_eq!(p.decide(ip("64:ff9b::c000:207"), 80, Protocol::Tcp, &other).verdict, verdict::ALLOW);
+    assert_eq!(p.decide(ip("64:ff9b:1::c000:207"), 80, Protocol::Tcp, &other).verdict, verdict::DENY);
+}
+
+#[test]
 fn monitor_turns_deny_into_alert_and_default_allow_allows() {
     let any = ProcIdentity::default();
     let (p, _) = compiled("  mode: monitor\n");
@@ -431,7 +454,11 @@ mod property {
         tcp: bool,
         is_api: bool,
     ) -> (u8, u8) {
+        // IPv4-mapped and well-known NAT64 forms are their IPv4 address.
         let a = match a {
+            IpAddr::V6(v6) if v6.segments()[..6] == [0x64, 0xff9b, 0, 0, 0, 0] => {
+                IpAddr::V4(Ipv4Addr::from(u128::from(v6) as u32))
+            }
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(a, IpAddr::V4),
             v4 => v4,
         };

@@ -3,6 +3,9 @@
 
 use std::fmt;
 
+use agent_common::MAX_NAT64_PREFIXES;
+use ipnet::Ipv6Net;
+
 use super::{
     model::{self, AllowRule, DefaultAction, Mode, Vendor},
     Document, Place, PolicyError, Problem,
@@ -20,6 +23,8 @@ pub struct Merged {
     pub baseline: model::BaselineSpec,
     pub allow: Vec<(AllowRule, Place)>,
     pub vendors: Vec<(Vendor, VendorPlaces)>,
+    /// `spec.nat64Prefixes` of every document, each once, with where it was first listed.
+    pub nat64: Vec<(Ipv6Net, Place)>,
     /// SHA-256 of the policy text this was merged from, as read (see `policy::load`); empty
     /// when merged from documents alone.
     pub sha256: String,
@@ -60,6 +65,7 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
     let mut baseline: Option<(model::BaselineSpec, Place)> = None;
     let mut allow = Vec::new();
     let mut vendors: Vec<(Vendor, VendorPlaces)> = Vec::new();
+    let mut nat64: Vec<(Ipv6Net, Place)> = Vec::new();
     for d in docs {
         let spec = &d.doc.spec;
         if !names.contains(&d.doc.metadata.name.0) {
@@ -88,6 +94,22 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
                 Some(_) => {}
                 None => baseline = Some((*spec_baseline, here)),
             }
+        }
+        for (i, p) in spec.nat64_prefixes.iter().enumerate() {
+            let here = d.place(&format!("spec.nat64Prefixes[{i}]"));
+            if nat64.iter().any(|(n, _)| *n == p.0) {
+                continue;
+            }
+            if nat64.len() == MAX_NAT64_PREFIXES as usize {
+                errors.push(Problem::error(
+                    here,
+                    format!(
+                        "more than {MAX_NAT64_PREFIXES} NAT64 prefixes: the kernel holds at most {MAX_NAT64_PREFIXES}"
+                    ),
+                ));
+                continue;
+            }
+            nat64.push((p.0, here));
         }
         for (i, a) in spec.allow.iter().enumerate() {
             if let Err(msg) = a.dest() {
@@ -185,6 +207,7 @@ pub fn merge(docs: &[Document]) -> Result<(Merged, Vec<Problem>), PolicyError> {
         baseline: baseline.map(|(b, _)| b).unwrap_or_default(),
         allow,
         vendors,
+        nat64,
     };
     Ok((merged, warnings))
 }

@@ -5,7 +5,7 @@
 
 use std::{fmt, net::IpAddr, str::FromStr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 
 use super::from_str_de::deserialize_from_str;
 pub use super::process_model::{Comm, ExePattern, ProcessSelector};
@@ -65,6 +65,10 @@ pub struct Spec {
     /// What counts as a departure from each integration's learned rhythm and volume.
     #[serde(default)]
     pub baseline: Option<BaselineSpec>,
+    /// The /96 prefixes of this network's NAT64 gateways (RFC 6052) besides the well-known
+    /// `64:ff9b::/96`: an address under one is decided as the IPv4 address in its last 32 bits.
+    #[serde(default, rename = "nat64Prefixes")]
+    pub nat64_prefixes: Vec<Nat64Prefix>,
 }
 
 /// `spec.dns`: how answers teach addresses, and what a lookup of an unlisted name gets.
@@ -339,6 +343,49 @@ impl FromStr for Cidr {
     }
 }
 
+/// A NAT64 prefix (RFC 6052) the policy lists: IPv6, exactly /96, no host bits, and neither the
+/// IPv4-mapped nor the IPv4-compatible prefix (the kernel sends those as IPv4, or not at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Nat64Prefix(pub Ipv6Net);
+
+impl FromStr for Nat64Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let net: Ipv6Net = match s.parse::<IpNet>() {
+            Ok(IpNet::V6(n)) => n,
+            Ok(IpNet::V4(_)) => {
+                return Err(format!("NAT64 prefix `{s}` is IPv4: write the IPv6 /96 the gateway translates"))
+            }
+            Err(_) => return Err(format!("invalid NAT64 prefix `{s}`: expected an IPv6 /96 such as 64:ff9b:1::/96")),
+        };
+        // RFC 6052's /32 to /64 prefixes split the IPv4 address around the reserved octet at
+        // bits 64-71; the kernel reads it from the last 32 bits only.
+        if net.prefix_len() != 96 {
+            return Err(format!(
+                "NAT64 prefix `{s}` is /{}: only /96 prefixes are supported (the IPv4 address in the last 32 bits); write the /96 your DNS64 synthesizes",
+                net.prefix_len()
+            ));
+        }
+        if net.trunc() != net {
+            return Err(format!(
+                "NAT64 prefix `{s}` has host bits set under its /96 mask; did you mean `{}`?",
+                net.trunc()
+            ));
+        }
+        let top = net.network().segments();
+        if top[..6] == [0, 0, 0, 0, 0, 0xffff] {
+            return Err(format!("NAT64 prefix `{s}` is the IPv4-mapped prefix: those addresses are IPv4 already"));
+        }
+        if top[..6] == [0; 6] {
+            return Err(format!(
+                "NAT64 prefix `{s}` is the IPv4-compatible prefix (deprecated, RFC 4291), which no NAT64 gateway uses"
+            ));
+        }
+        Ok(Nat64Prefix(net))
+    }
+}
+
 /// An inclusive port range. In YAML: `443` or `"8000-8100"`. Port 0 is not a destination port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PortRange {
@@ -391,6 +438,7 @@ deserialize_from_str!(Expiry, "a date or an RFC 3339 time");
 deserialize_from_str!(DomainPattern, "a domain name (api.example.com) or wildcard (*.example.com)");
 deserialize_from_str!(Grace, "a duration such as 30s, 2m or 1h");
 deserialize_from_str!(ResolverAddr, "a resolver address");
+deserialize_from_str!(Nat64Prefix, "an IPv6 /96 prefix such as 64:ff9b:1::/96");
 deserialize_from_str!(Interval, "a duration such as 30s, 5m or 1h");
 deserialize_from_str!(Warmup, "a duration such as 0s, 12h or 7d");
 deserialize_from_str!(Cooldown, "a duration such as 10m or 1h");
@@ -429,6 +477,41 @@ mod tests {
             },
         };
         found.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn nat64_prefixes_parse_and_bad_ones_name_their_place() {
+        let s = spec("  nat64Prefixes: [\"64:ff9b:1::/96\", \"2001:db8:64::/96\"]\n");
+        let want: Vec<Nat64Prefix> =
+            ["64:ff9b:1::/96", "2001:db8:64::/96"].iter().map(|p| Nat64Prefix(p.parse().expect("net"))).collect();
+        assert_eq!(s.nat64_prefixes, want);
+        for (value, words) in [
+            ("64:ff9b:1::/64", "is /64: only /96 prefixes are supported"),
+            ("64:ff9b::/32", "is /32: only /96 prefixes are supported"),
+            ("64:ff9b::1/96", "has host bits set under its /96 mask; did you mean `64:ff9b::/96`?"),
+            ("192.0.2.0/24", "is IPv4"),
+            ("::ffff:0:0/96", "is the IPv4-mapped prefix"),
+            ("::/96", "is the IPv4-compatible prefix"),
+            ("nat64.example", "invalid NAT64 prefix"),
+        ] {
+            let p = problems(&format!("{HEAD}spec:\n  nat64Prefixes: [\"64:ff9b:2::/96\", \"{value}\"]\n"));
+            assert!(p.starts_with("p.yaml:5:37: error: spec.nat64Prefixes[1]: "), "{value}: {p}");
+            assert!(p.contains(words), "{value}: {p}");
+        }
+    }
+
+    #[test]
+    fn nat64_prefixes_merge_once_each_and_are_bounded() {
+        let doc = |prefixes: &str| format!("{HEAD}spec:\n  nat64Prefixes: [{prefixes}]\n");
+        let text = format!("{}---\n{}", doc("\"64:ff9b:1::/96\""), doc("\"64:ff9b:1::/96\", \"64:ff9b:2::/96\""));
+        let (m, _) = merge(&parse("p.yaml", &text).expect("parse")).expect("merge");
+        let nets: Vec<String> = m.nat64.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(nets, ["64:ff9b:1::/96", "64:ff9b:2::/96"]);
+        assert_eq!(m.nat64[0].1.field, "spec.nat64Prefixes[0]");
+        let many: Vec<String> =
+            (0..=agent_common::MAX_NAT64_PREFIXES).map(|i| format!("\"64:ff9b:{i:x}::/96\"")).collect();
+        let p = problems(&doc(&many.join(", ")));
+        assert!(p.contains("error: spec.nat64Prefixes[64]: more than 64 NAT64 prefixes"), "{p}");
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! * `shared`: always A `198.18.200.1` / AAAA `2001:db8:2::1`.
 //! * `alias`: `alias.X` CNAME `hop.X`, `hop.X` CNAME `real.X`, then the address record of `real.X`.
 //! * `manyN` (N in 1..=500): N address records.
+//! * `dns64…` (any label starting so): a DNS64 resolver's answers: A a fresh IPv4 address, AAAA
+//!   that address under the NAT64 well-known prefix (`64:ff9b::a.b.c.d`, RFC 6052).
 //! * `dual` and anything else: one address record of the asked type (A or AAAA); other types get
 //!   NOERROR without answers.
 //!
@@ -50,6 +52,8 @@ const USAGE: &str = "usage: ea-dns-server --listen ADDR:PORT [--listen ADDR:PORT
 /// The fixed answers of `shared.*` names.
 const SHARED4: Ipv4Addr = Ipv4Addr::new(198, 18, 200, 1);
 const SHARED6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 2, 0, 0, 0, 0, 1);
+/// 64:ff9b::/96, the NAT64 well-known prefix (RFC 6052), as the top 96 bits.
+const NAT64_WELL_KNOWN: u128 = 0x0064_ff9b_u128 << 96;
 /// Largest N accepted in `manyN`.
 const MAX_MANY: u32 = 500;
 /// Fresh IPv4 addresses cycle through this many values above base4 (fits the /17 above it).
@@ -120,6 +124,7 @@ enum Behaviour {
     Shared,
     Alias,
     Many(u32),
+    Dns64,
     Fresh,
 }
 
@@ -130,6 +135,7 @@ fn behaviour(first_label: &[u8]) -> Behaviour {
         b"silent" => Behaviour::Silent,
         b"shared" => Behaviour::Shared,
         b"alias" => Behaviour::Alias,
+        l if l.starts_with(b"dns64") => Behaviour::Dns64,
         _ => label
             .strip_prefix(b"many")
             .and_then(|digits| std::str::from_utf8(digits).ok())
@@ -183,6 +189,17 @@ fn answer(query: &Query, counter: &AtomicU32, cfg: &Config) -> Result<(ResponseC
         Behaviour::Shared => (ResponseCode::NoError, address_records(name, qtype, 1, true, counter, cfg)),
         Behaviour::Many(n) => (ResponseCode::NoError, address_records(name, qtype, n, false, counter, cfg)),
         Behaviour::Fresh => (ResponseCode::NoError, address_records(name, qtype, 1, false, counter, cfg)),
+        Behaviour::Dns64 => {
+            let v4 = fresh4(next_n(counter), cfg);
+            let data = match qtype {
+                RecordType::A => Some(RData::A(A(v4))),
+                RecordType::AAAA => {
+                    Some(RData::AAAA(AAAA(Ipv6Addr::from(NAT64_WELL_KNOWN | u128::from(u32::from(v4))))))
+                }
+                _ => None,
+            };
+            (ResponseCode::NoError, data.map(|d| Record::from_rdata(name.clone(), cfg.ttl, d)).into_iter().collect())
+        }
         Behaviour::Alias => {
             let base = name.base_name();
             let hop = base.prepend_label("hop")?;
@@ -528,6 +545,16 @@ mod tests {
         let cfg = Config::default();
         assert_eq!(fresh4(31999, &cfg), Ipv4Addr::new(198, 18, 253, 0));
         assert_eq!(fresh4(32000, &cfg), Ipv4Addr::new(198, 18, 128, 1));
+    }
+
+    #[test]
+    fn dns64_answers_aaaa_under_the_well_known_prefix() {
+        let counter = AtomicU32::new(0);
+        assert_eq!(addresses(&ask("dns64-1.example.test.", RecordType::A, false, None, &counter).0), ["198.18.128.2"]);
+        assert_eq!(
+            addresses(&ask("dns64-2.example.test.", RecordType::AAAA, false, None, &counter).0),
+            ["64:ff9b::c612:8003"]
+        );
     }
 
     #[test]
