@@ -132,21 +132,22 @@ pub fn run(agent_bin: &Path, minutes: u32, rate: u32) -> Result<()> {
         let listed = Command::new("ip").args(["netns", "list"]).output().map(|o| o.stdout).unwrap_or_default();
         let ns_left = String::from_utf8_lossy(&listed).lines().any(|l| l.split_whitespace().next() == Some(&netns));
         if ns_left || cgroup.exists() {
-            eprintln!("soak: clean-up incomplete: namespace {netns} left: {ns_left}; {} left: {}", cgroup.display(), cgroup.exists());
+            eprintln!(
+                "soak: clean-up incomplete: namespace {netns} left: {ns_left}; {} left: {}",
+                cgroup.display(),
+                cgroup.exists()
+            );
         } else {
-            eprintln!("soak: cleaned up (agent stopped, cgroup {} removed, namespace {netns} deleted)", cgroup.display());
+            eprintln!(
+                "soak: cleaned up (agent stopped, cgroup {} removed, namespace {netns} deleted)",
+                cgroup.display()
+            );
         }
     }
     result
 }
 
-fn soak(
-    agent_bin: &Path,
-    dns_bin: &Path,
-    minutes: u32,
-    rate: u32,
-    made: &mut Option<(String, PathBuf)>,
-) -> Result<()> {
+fn soak(agent_bin: &Path, dns_bin: &Path, minutes: u32, rate: u32, made: &mut Option<(String, PathBuf)>) -> Result<()> {
     // Declared first, dropped last: everything below is stopped before the namespace and the
     // cgroup go.
     let mut env = TestEnv::new("soak");
@@ -187,7 +188,11 @@ fn soak(
             bail!("soak: interrupted after {:.0} s", t0.elapsed().as_secs_f64());
         }
         if let Some(status) = agent.exited() {
-            bail!("soak: the agent exited ({status}) after {:.0} s:\n{}", t0.elapsed().as_secs_f64(), tail(&agent.log(), 40));
+            bail!(
+                "soak: the agent exited ({status}) after {:.0} s:\n{}",
+                t0.elapsed().as_secs_f64(),
+                tail(&agent.log(), 40)
+            );
         }
         if let Some(status) = client.exited() {
             bail!("soak: the client exited early ({status}): {}", client.stderr());
@@ -536,9 +541,8 @@ impl Probe<'_> {
     }
 
     fn status(&self) -> Result<Value> {
-        let out = crate::util::output(
-            Command::new(self.agent_bin).args(["status", "--json", "--admin"]).arg(&self.admin),
-        )?;
+        let out =
+            crate::util::output(Command::new(self.agent_bin).args(["status", "--json", "--admin"]).arg(&self.admin))?;
         serde_json::from_slice(&out.stdout).context("`status --json` is not JSON")
     }
 
@@ -622,7 +626,8 @@ fn metric_sum(text: &str, name: &str, with: &[&str]) -> f64 {
         .filter_map(|l| {
             let (series, value) = l.rsplit_once(' ')?;
             let (n, labels) = series.split_once('{').map_or((series, ""), |(n, rest)| (n, rest.trim_end_matches('}')));
-            (n == name && with.iter().all(|w| labels.split(',').any(|kv| kv == *w))).then(|| value.parse::<f64>().ok())?
+            (n == name && with.iter().all(|w| labels.split(',').any(|kv| kv == *w)))
+                .then(|| value.parse::<f64>().ok())?
         })
         .sum()
 }

@@ -198,9 +198,8 @@ pub fn client(args: &ClientArgs) -> Result<()> {
                 return;
             }
             let id = (i & 0xffff) as u16;
-            let answer = encode_query(&format!("n{i}-{tag}.soak.test."), id)
-                .ok()
-                .and_then(|q| exchange(&s, &q, id, &mut buf));
+            let answer =
+                encode_query(&format!("n{i}-{tag}.soak.test."), id).ok().and_then(|q| exchange(&s, &q, id, &mut buf));
             let Some(addr) = answer else {
                 c.unanswered.fetch_add(1, Ordering::Relaxed);
                 return;
