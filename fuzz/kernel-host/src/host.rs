@@ -252,6 +252,10 @@ fn skb(pkt: &[u8], sk: &mut bpf_sock, o: &Options, gso: bool) -> __sk_buff {
 /// Sends `query` from the client socket and then `answer` to it (and, with `spoof`, `answer`
 /// from a raw socket first).
 pub fn run(o: &Options, query: &[u8], answer: &[u8]) -> Outcome {
+    // The maps are process-wide and unsynchronised (see the shim): one run at a time, also when
+    // the test harness runs tests on several threads.
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     setup(o);
     // SOCK_STREAM / SOCK_DGRAM / SOCK_RAW.
     let mut client = Box::new(bpf_sock { type_: if o.tcp { 1 } else { 2 } });
