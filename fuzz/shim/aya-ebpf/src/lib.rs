@@ -322,10 +322,13 @@ pub mod maps {
         }
     }
 
+    /// (prefix length in bits, key data, value).
+    type Prefix<V> = (u32, Vec<u8>, Box<V>);
+
     /// Longest-prefix match as the kernel's trie does it: an entry of prefix length p matches a
     /// key whose prefix length is at least p and whose first p bits are the entry's.
     pub struct LpmTrie<K, V> {
-        entries: Cell<Vec<(u32, Vec<u8>, Box<V>)>>,
+        entries: Cell<Vec<Prefix<V>>>,
         _k: PhantomData<K>,
     }
 
