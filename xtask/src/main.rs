@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask setup | build | run | test | bench | soak`.
+//! Project tasks: `cargo xtask setup | build | run | test | fuzz | bench | soak`.
 //! Every task that needs the kernel toolchain provisions it first, so a fresh machine needs
 //! nothing but these commands.
 
 mod bench;
 mod deploy;
+mod fuzz;
 mod setup;
 mod soak;
 mod util;
@@ -41,10 +42,20 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Unit tests, then the kernel tests (root; real programs, real kernel, real clients).
+    /// Unit tests, each fuzz target briefly, then the kernel tests (root; real programs, real
+    /// kernel, real clients).
     Test {
         /// Only the tests whose name contains this.
         filter: Option<String>,
+    },
+    /// Fuzz targets (cargo-fuzz, libFuzzer): the policy loader and compiler, the kernel's DNS
+    /// parser built for the host, the event decoder, the configuration. Fails on a crash.
+    Fuzz {
+        /// One target (policy, dns, event, config); all of them without.
+        target: Option<String>,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
     },
     /// Check deploy/: the systemd unit, the Kubernetes manifests and the configurations (part of
     /// `test`).
@@ -108,6 +119,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Cmd::Test { filter } => test(filter.as_deref()),
+        Cmd::Fuzz { target, seconds } => fuzz::run_targets(target.as_deref(), seconds),
         Cmd::CheckDeploy => {
             setup::kernel_toolchain()?;
             deploy::check(&build_agent(false)?)
@@ -188,6 +200,10 @@ fn test(filter: Option<&str>) -> Result<()> {
         unit.arg(f);
     }
     run(&mut unit)?;
+    // Each fuzz target briefly (its seeds and a few hundred thousand mutations): a crash fails.
+    if filter.is_none() {
+        fuzz::run_targets(None, fuzz::TEST_SECONDS)?;
+    }
     let bin = build_agent(false)?;
     // The unit file, the manifests and the configurations in deploy/.
     deploy::check(&bin)?;

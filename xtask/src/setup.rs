@@ -15,7 +15,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 
 use crate::util::{output, run};
 
-const TOOLCHAIN: &str = "nightly";
+/// The kernel programs and the fuzz targets are built with it.
+pub const TOOLCHAIN: &str = "nightly";
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The LLVM versions bpf-linker 0.13.0 can be built against (its `llvm-<major>` features).
 const BPF_LINKER_LLVM: [&str; 3] = ["21", "22", "23"];
