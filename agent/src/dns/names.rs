@@ -1,7 +1,10 @@
 //! The names each process resolved, from the kernel's DNS events: a connect event names the
 //! domain its address came from. Bounded (LRU): the oldest resolutions are forgotten first.
+//!
+//! At its bound (65,536 entries in each table) this is the largest thing the agent keeps, so an
+//! answer's name is stored once, shared by both tables and every address of the answer.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use lru::LruCache;
 
@@ -10,9 +13,9 @@ const CAPACITY: usize = 65_536;
 
 pub struct ResolvedNames {
     /// (pid, process start time, address) -> name.
-    by_process: LruCache<(u32, u64, IpAddr), String>,
+    by_process: LruCache<(u32, u64, IpAddr), Arc<str>>,
     /// address -> the latest name any watched process resolved to it.
-    by_addr: LruCache<IpAddr, String>,
+    by_addr: LruCache<IpAddr, Arc<str>>,
 }
 
 impl Default for ResolvedNames {
@@ -32,9 +35,18 @@ fn put_bounded<K: std::hash::Hash + Eq, V>(cache: &mut LruCache<K, V>, k: K, v: 
 }
 
 impl ResolvedNames {
-    pub fn record(&mut self, pid: u32, start_ns: u64, addr: IpAddr, name: &str) {
-        put_bounded(&mut self.by_process, (pid, start_ns, addr), name.to_owned());
-        put_bounded(&mut self.by_addr, addr, name.to_owned());
+    pub fn record(&mut self, pid: u32, start_ns: u64, addr: IpAddr, name: &Arc<str>) {
+        put_bounded(&mut self.by_process, (pid, start_ns, addr), name.clone());
+        put_bounded(&mut self.by_addr, addr, name.clone());
+    }
+
+    /// The fill of both tables.
+    pub fn fill(&self) -> [crate::memory::CacheFill; 2] {
+        use crate::memory::CacheFill;
+        [
+            CacheFill::new("dns_names_by_process", self.by_process.len(), CAPACITY),
+            CacheFill::new("dns_names_by_address", self.by_addr.len(), CAPACITY),
+        ]
     }
 
     /// The name `pid` resolved to `addr`; else, when the kernel allowed the address as learnt
@@ -42,10 +54,10 @@ impl ResolvedNames {
     /// parent resolved); else none.
     pub fn name(&mut self, pid: u32, start_ns: u64, addr: IpAddr, learnt: bool) -> Option<String> {
         if let Some(n) = self.by_process.get(&(pid, start_ns, addr)) {
-            return Some(n.clone());
+            return Some(n.to_string());
         }
         if learnt {
-            return self.by_addr.get(&addr).cloned();
+            return self.by_addr.get(&addr).map(ToString::to_string);
         }
         None
     }
@@ -59,9 +71,30 @@ mod tests {
     fn per_process_first_then_by_address_only_when_learnt() {
         let mut n = ResolvedNames::default();
         let a: IpAddr = "192.0.2.7".parse().expect("addr");
-        n.record(10, 1, a, "api.stripe.com");
+        n.record(10, 1, a, &Arc::from("api.stripe.com"));
         assert_eq!(n.name(10, 1, a, false).as_deref(), Some("api.stripe.com"));
         assert_eq!(n.name(11, 1, a, false), None);
         assert_eq!(n.name(11, 1, a, true).as_deref(), Some("api.stripe.com"));
+    }
+
+    /// What the tables cost at their bound, one name per answer (the soak's churn, the worst
+    /// case): `cargo test -p agent --release -- --ignored --nocapture names_at_the_bound`.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn names_at_the_bound() {
+        let before = crate::memory::heap().expect("glibc's mallinfo2");
+        let mut n = ResolvedNames::default();
+        for i in 0..CAPACITY as u128 {
+            let name: Arc<str> = Arc::from(format!("n{i}-123456.soak.test"));
+            n.record(4242, 1, IpAddr::V6(std::net::Ipv6Addr::from(0x2001_0db8_u128 << 96 | i)), &name);
+        }
+        let after = crate::memory::heap().expect("glibc's mallinfo2");
+        let bytes = after.allocated - before.allocated;
+        println!(
+            "{CAPACITY} resolutions in both tables: {:.1} MiB allocated, {} bytes each",
+            bytes as f64 / 1048576.0,
+            bytes / CAPACITY as u64
+        );
+        assert_eq!(n.fill().map(|f| f.entries), [CAPACITY, CAPACITY]);
     }
 }
