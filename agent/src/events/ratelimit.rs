@@ -211,6 +211,28 @@ mod tests {
         assert!(!r.admit(&ev(1_022, 53), &who, &None, &None).0);
     }
 
+    /// What a full table costs (keys that folded nothing, as most do): `cargo test -p agent
+    /// --release -- --ignored --nocapture keys_at_the_bound`.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn keys_at_the_bound() {
+        let before = crate::memory::heap().expect("glibc's mallinfo2");
+        let mut r = RateLimiter::new(1_000_000_000, 2);
+        let who = Arc::new(Enriched::default());
+        for i in 0..CAPACITY as u32 {
+            let mut e = ev(1, 443);
+            e.daddr[..4].copy_from_slice(&i.to_be_bytes());
+            r.admit(&e, &who, &None, &None);
+        }
+        let bytes = crate::memory::heap().expect("glibc's mallinfo2").allocated - before.allocated;
+        println!(
+            "{CAPACITY} keys: {:.1} MiB allocated, {} bytes each",
+            bytes as f64 / 1048576.0,
+            bytes / CAPACITY as u64
+        );
+        assert_eq!(r.fill().entries, CAPACITY);
+    }
+
     #[test]
     fn burst_zero_writes_everything() {
         let mut r = RateLimiter::new(1_000, 0);
