@@ -10,7 +10,7 @@
 //!
 //! Besides the lookups it connects after, it asks for [`NAMES_PER_ANSWER`] fresh IPv6 addresses
 //! of a fresh name, [`NAMES_PER_S`] per allowed connection: the agent remembers the name of
-//! every address answered (`dns::names`, 65,536 entries), and this fills it to its bound within
+//! every address answered (`dns::names`, 57,344 entries a table), and this fills it to its bound within
 //! the first minutes, so the warm-up sample holds its full cost. (The resolver's IPv4 addresses
 //! repeat after 32,000; its IPv6 ones do not.)
 
