@@ -107,6 +107,10 @@ impl CgroupNames {
         Self { mount, by_id: HashMap::new(), last_scan: None, min_rescan: Duration::from_secs(1) }
     }
 
+    pub fn fill(&self) -> crate::memory::CacheFill {
+        crate::memory::CacheFill::new("cgroup_paths", self.by_id.len(), MAX_CGROUPS)
+    }
+
     pub fn mount(&self) -> &Path {
         &self.mount
     }

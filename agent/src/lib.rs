@@ -20,6 +20,7 @@ mod in_force;
 mod kernel;
 mod kube;
 mod logging;
+mod memory;
 mod pipeline;
 mod policy;
 mod run;

@@ -56,7 +56,8 @@ pub struct Pipeline {
     limiter: RateLimiter,
     /// Every sink records go to; `sinks.health()` says how each is doing.
     pub sinks: Sinks,
-    /// Rule names by (generation, rule id, domain id), shared by the flows they name.
+    /// Rule names by (generation, rule id), shared by the flows they name. Only generations
+    /// still in `PolicyView::by_gen` are kept (see `forget_generations`).
     rule_names: LruCache<(u32, u32), Arc<RuleNames>>,
     /// Inventory, baselines and automated responses.
     pub watch: Watch,
@@ -135,6 +136,17 @@ impl Pipeline {
         }
     }
 
+    /// The fill of every in-memory table that grows with what the agent sees, for `status`.
+    pub fn caches(&self) -> Vec<crate::memory::CacheFill> {
+        let mut out = self.enricher.fill().to_vec();
+        out.extend(self.names.fill());
+        out.push(self.limiter.fill());
+        out.extend(self.flows.fill());
+        out.push(crate::memory::CacheFill::new("rule_names", self.rule_names.len(), self.rule_names.cap().get()));
+        out.extend(self.watch.fill());
+        out
+    }
+
     /// Writes a record the agent made itself (kill switch), at once.
     pub fn emit(&mut self, rec: &serde_json::Value) {
         self.write(rec);
@@ -175,7 +187,7 @@ impl Pipeline {
     fn on_dns(&mut self, d: &agent_common::DnsEvent, view: &PolicyView<'_>, ts_offset: i128) {
         let pattern = view.domain_ids.pattern(d.domain_id).map(ToString::to_string);
         if d.phase == dns_phase::ANSWER {
-            let name = dns::event::query_name(d);
+            let name: Arc<str> = Arc::from(dns::event::query_name(d));
             for a in dns::event::answer_addrs(d) {
                 self.names.record(d.pid, d.start_ns, a, &name);
             }
@@ -269,6 +281,7 @@ impl Pipeline {
         let outs = self.watch.tick(dp);
         self.write_all(&outs);
         self.flush();
+        self.forget_generations(view);
         let m = &self.metrics;
         m.flows_open.set(self.flows.open_count() as i64);
         m.flows_inherited.set(self.flows.inherited_count() as i64);
@@ -279,6 +292,17 @@ impl Pipeline {
         m.blocks_active.set(self.watch.blocks_active() as i64);
         self.pods.sweep(m);
         self.sinks.publish(m);
+    }
+
+    /// Drops the rule names of generations no longer kept: no event can be named from them again
+    /// (an event of a generation not kept names its rule `unknown`), and a reload every few
+    /// seconds would otherwise fill the cache to its bound with dead names.
+    fn forget_generations(&mut self, view: &PolicyView<'_>) {
+        let Some(&oldest) = view.by_gen.keys().next() else { return };
+        let stale: Vec<(u32, u32)> = self.rule_names.iter().map(|(k, _)| *k).filter(|(g, _)| *g < oldest).collect();
+        for k in &stale {
+            self.rule_names.pop(k);
+        }
     }
 
     /// Removes flows the kernel has and the agent never heard of (see `FlowTracker::sweep`).

@@ -10,17 +10,21 @@
 //! a syslog sink to a unix socket the soak binds and unbinds: up 20 s, gone 10 s, over and over.
 //!
 //! Churn, for the whole run: the client (module [`client`]) in the cgroup makes short TCP
-//! connections and sends UDP datagrams to allowed and denied destinations, and looks names up
-//! and connects to the learnt addresses; the driver replaces the policy file with the other of
+//! connections and sends UDP datagrams to allowed and denied destinations, looks names up and
+//! connects to the learnt addresses, and looks up names of 16 fresh addresses each (filling the
+//! agent's cache of resolved names to its bound in the first minutes); the driver replaces the policy file with the other of
 //! two valid texts every second and asks for a reload over the admin socket (each text differs
 //! from the other, so each reload installs a new generation), and removes the events file every
 //! minute (the agent reopens it, as after logrotate).
 //!
-//! Every minute it prints the agent's VmRSS, its open fds, the kernel tables' fill (`status
-//! --json`) and its counters (`/metrics`). It fails if, from the warm-up sample (the first
-//! minute, or the first 20 % of the run if later) to the last, VmRSS or the fd count grew by more
-//! than 10 %; if the client saw a wrong verdict; if the sink never recovered; or if the
-//! attempts do not add up. With, read from `/metrics` once the agent has drained,
+//! Every minute it prints the agent's VmRSS (and its parts), its open fds, the C heap's figures,
+//! the fill of the agent's caches and of the kernel tables (`status --json`) and its counters
+//! (`/metrics`). The warm-up sample is the first, from 20 % of the run on, at which every cache
+//! has settled: is at its bound, or grew by less than 1 % of it in the minute before (until
+//! then, memory that grows may be a cache filling up to its bound); it must come by half the run.
+//! It fails if, from the warm-up sample to the last, VmRSS or the fd count grew by more than
+//! 10 %; if the caches did not settle by half the run; if the client saw a wrong verdict; if the
+//! sink never recovered; or if the attempts do not add up. With, read from `/metrics` once the agent has drained,
 //!   A = Σ egress_connections_total{verdict="allow"|"alert"},
 //!   R = Σ egress_connections_total{verdict="deny"},
 //!   D = egress_events_dropped_total (records the kernel lost: each may have been an attempt),
@@ -63,6 +67,9 @@ const SINK_UP: Duration = Duration::from_secs(20);
 const SINK_DOWN: Duration = Duration::from_secs(10);
 /// Growth of VmRSS or of the fd count, from the warm-up sample to the last, that fails the soak.
 const MAX_GROWTH: f64 = 0.10;
+/// A cache of the agent has settled once it is at its bound or grew by less than this share of
+/// its bound over the minute before.
+const SETTLED: f64 = 0.01;
 
 /// Set by SIGINT/SIGTERM: the main loop returns an error, and the drops clean up.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -117,8 +124,8 @@ pub fn run(agent_bin: &Path, minutes: u32, rate: u32) -> Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         bail!("the soak loads eBPF programs and creates a network namespace: run it as root");
     }
-    if minutes < 2 {
-        bail!("--minutes {minutes}: at least 2 (the first minute is the warm-up)");
+    if minutes < 4 {
+        bail!("--minutes {minutes}: at least 4 (the warm-up ends at minute 2 at the earliest, and the run must go on as long again)");
     }
     for sig in [libc::SIGINT, libc::SIGTERM] {
         // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
@@ -171,10 +178,14 @@ fn soak(agent_bin: &Path, dns_bin: &Path, minutes: u32, rate: u32, made: &mut Op
     let pid = agent.pid().context("the agent's pid")?;
     let probe = Probe { agent_bin, admin: agent.admin.clone(), metrics: metrics.clone(), pid };
     let mut client = Client::start(&env, &xtask, rate)?;
-    let warmup = minutes.div_ceil(5); // the first 20 % of the run, at least a minute
+    // The first 20 % of the run at least; then until every cache has settled (see `warm_up`).
+    let earliest = minutes.div_ceil(5).max(2);
+    let latest = minutes.div_ceil(2);
     eprintln!(
-        "soak: {minutes} min, agent pid {pid}, metrics {metrics}; warm-up sample at minute {warmup}; \
-         RSS and fds may grow by at most {:.0} % after it",
+        "soak: {minutes} min, agent pid {pid}, metrics {metrics}; warm-up sample: the first from minute \
+         {earliest} at which every cache of the agent is at its bound or grew by less than {:.0} % of it in a \
+         minute (minute {latest} at the latest); RSS and fds may grow by at most {:.0} % after it",
+        SETTLED * 100.0,
         MAX_GROWTH * 100.0
     );
 
@@ -236,8 +247,22 @@ fn soak(agent_bin: &Path, dns_bin: &Path, minutes: u32, rate: u32, made: &mut Op
     let end = probe.sample(minutes, Some(counts.clone()), &receiver)?;
     let mut failures = Vec::new();
 
-    // Leaks: the last sample against the warm-up one.
-    let (first, last) = (&samples[warmup as usize - 1], &samples[samples.len() - 1]);
+    // Leaks: the last sample against the warm-up one, once the caches hold all they will hold.
+    let settled = warm_up(&samples, earliest as usize - 1);
+    let latest_i = latest as usize - 1;
+    let warm = match &settled {
+        Some((i, _)) if *i <= latest_i => *i,
+        _ => {
+            failures.push(format!(
+                "the agent's caches had not settled by minute {latest} (half the run), so growth after it \
+                 could be a cache still filling: {} (run longer, or at a higher --rate)",
+                unsettled(&samples[latest_i - 1], &samples[latest_i])
+            ));
+            latest_i
+        }
+    };
+    let warmup = warm as u32 + 1;
+    let (first, last) = (&samples[warm], &samples[samples.len() - 1]);
     let growth = |from: f64, to: f64| (to - from) / from.max(1.0);
     let rss_g = growth(first.rss_kib as f64, last.rss_kib as f64);
     let fds_g = growth(first.fds as f64, last.fds as f64);
@@ -302,6 +327,11 @@ fn soak(agent_bin: &Path, dns_bin: &Path, minutes: u32, rate: u32, made: &mut Op
     }
 
     println!("\nsoak: {minutes} min, client rate {rate} allowed TCP connections/s (and the rest in proportion)");
+    match &settled {
+        Some((i, why)) => println!("  warm-up      minute {}: {why}", i + 1),
+        None => println!("  warm-up      never: caches still filling at the end"),
+    }
+    println!("  caches       minute {warmup} → minute {minutes}: {}", cache_change(first, last));
     println!(
         "  VmRSS        minute {warmup} (warm-up) {:.1} MiB → minute {minutes} {:.1} MiB ({:+.1} %)",
         first.rss_kib as f64 / 1024.0,
@@ -485,8 +515,13 @@ struct Probe<'a> {
 struct Sample {
     minute: u32,
     rss_kib: u64,
+    /// VmRSS in parts: anonymous (the heap, the stacks), file-backed, shared (the ring buffer).
+    rss_parts: [u64; 3],
     fds: usize,
     tables: String,
+    /// The C heap's figures and the agent's caches' fill, from `status --json` (`memory`).
+    heap: String,
+    caches: Vec<Fill>,
     allowed: u64,
     denied: u64,
     dropped: u64,
@@ -525,6 +560,20 @@ impl Sample {
             self.sink_failed,
             self.receiver_restarts,
         );
+        println!(
+            "  memory: RSS anon {:.1} MiB, file {:.1} MiB, shmem {:.1} MiB; heap {}",
+            self.rss_parts[0] as f64 / 1024.0,
+            self.rss_parts[1] as f64 / 1024.0,
+            self.rss_parts[2] as f64 / 1024.0,
+            self.heap
+        );
+        let caches: Vec<String> = self
+            .caches
+            .iter()
+            .filter(|c| c.entries > 0)
+            .map(|c| format!("{} {}/{}", c.cache, c.entries, c.capacity))
+            .collect();
+        println!("  caches {}", caches.join(", "));
         println!("  tables {}", self.tables);
     }
 }
@@ -549,12 +598,16 @@ impl Probe<'_> {
     fn sample(&self, minute: u32, counts: Option<Value>, receiver: &Receiver) -> Result<Sample> {
         // The process's own figures first: a scrape or a status request holds an fd meanwhile.
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).context("the agent's status")?;
-        let rss_kib = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .context("no VmRSS")?;
+        let kib = |field: &str| -> Result<u64> {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .with_context(|| format!("no {field} in /proc/{}/status", self.pid))
+        };
+        let rss_kib = kib("VmRSS:")?;
+        let rss_parts = [kib("RssAnon:")?, kib("RssFile:")?, kib("RssShmem:")?];
         let fds = std::fs::read_dir(format!("/proc/{}/fd", self.pid))?.count();
         let st = self.status()?;
         let tables = st["tables"]
@@ -564,6 +617,25 @@ impl Probe<'_> {
             .map(|t| format!("{} {}/{}", t["table"].as_str().unwrap_or("?"), t["entries"], t["capacity"]))
             .collect::<Vec<_>>()
             .join(", ");
+        let mib = |v: &Value| v.as_f64().map_or_else(|| "?".to_owned(), |b| format!("{:.1} MiB", b / 1048576.0));
+        let h = &st["memory"]["heap"];
+        let heap = format!(
+            "allocated {}, free {}, arenas {}, mapped {}",
+            mib(&h["allocated"]),
+            mib(&h["free"]),
+            mib(&h["arenas"]),
+            mib(&h["mapped"])
+        );
+        let caches = st["memory"]["caches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| Fill {
+                cache: c["cache"].as_str().unwrap_or("?").to_owned(),
+                entries: c["entries"].as_u64().unwrap_or(0),
+                capacity: c["capacity"].as_u64().unwrap_or(0),
+            })
+            .collect();
         let m = self.scrape()?;
         let get = |name: &str, with: &[&str]| metric_sum(&m, name, with) as u64;
         let sink = r#"sink="syslog""#;
@@ -573,8 +645,11 @@ impl Probe<'_> {
         Ok(Sample {
             minute,
             rss_kib,
+            rss_parts,
             fds,
             tables,
+            heap,
+            caches,
             allowed: get("egress_connections_total", &[r#"verdict="allow""#])
                 + get("egress_connections_total", &[r#"verdict="alert""#]),
             denied: get("egress_connections_total", &[r#"verdict="deny""#]),
@@ -619,6 +694,86 @@ impl Probe<'_> {
     }
 }
 
+/// One of the agent's caches, as `status --json` gives it (`memory.caches`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fill {
+    cache: String,
+    entries: u64,
+    capacity: u64,
+}
+
+impl Fill {
+    fn full(&self) -> bool {
+        self.entries >= self.capacity
+    }
+
+    /// At its bound, or grew by less than [`SETTLED`] of it since `before`.
+    fn settled(&self, before: Option<&Fill>) -> bool {
+        let grew = self.entries.saturating_sub(before.map_or(0, |b| b.entries));
+        self.full() || (grew as f64) < SETTLED * self.capacity as f64
+    }
+}
+
+fn fill_of<'a>(s: &'a Sample, cache: &str) -> Option<&'a Fill> {
+    s.caches.iter().find(|c| c.cache == cache)
+}
+
+/// The warm-up sample: the first from index `from` on at which every cache of the agent has
+/// settled (see [`Fill::settled`]). The caches are what grows with the destinations, names,
+/// processes and flows the agent sees; once each is at its bound or its steady state, the agent
+/// holds all it will hold, and memory that grows after is a leak. Returns its index, and why.
+fn warm_up(samples: &[Sample], from: usize) -> Option<(usize, String)> {
+    (from.max(1)..samples.len()).find_map(|i| {
+        let (before, now) = (&samples[i - 1], &samples[i]);
+        if !now.caches.iter().all(|c| c.settled(fill_of(before, &c.cache))) {
+            return None;
+        }
+        let full: Vec<String> = now
+            .caches
+            .iter()
+            .filter(|c| c.full())
+            .map(|c| format!("{} {}/{}", c.cache, c.entries, c.capacity))
+            .collect();
+        let full = if full.is_empty() { "none".to_owned() } else { full.join(", ") };
+        Some((
+            i,
+            format!(
+                "every cache settled — at its bound: {full}; each other grew by less than {:.0} % of its bound in \
+                 the minute before",
+                SETTLED * 100.0
+            ),
+        ))
+    })
+}
+
+/// The caches that had not settled at `now`, with their fill then and a minute before.
+fn unsettled(before: &Sample, now: &Sample) -> String {
+    let v: Vec<String> = now
+        .caches
+        .iter()
+        .filter(|c| !c.settled(fill_of(before, &c.cache)))
+        .map(|c| {
+            let b = fill_of(before, &c.cache).map_or(0, |b| b.entries);
+            format!("{} {b} → {} of {}", c.cache, c.entries, c.capacity)
+        })
+        .collect();
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// How the caches' fill changed from one sample to another (those that held anything).
+fn cache_change(from: &Sample, to: &Sample) -> String {
+    to.caches
+        .iter()
+        .filter(|c| c.entries > 0 || fill_of(from, &c.cache).is_some_and(|f| f.entries > 0))
+        .map(|c| format!("{} {} → {}", c.cache, fill_of(from, &c.cache).map_or(0, |f| f.entries), c.entries))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The sum of the samples of metric `name` whose labels include every `label="value"` of `with`.
 fn metric_sum(text: &str, name: &str, with: &[&str]) -> f64 {
     text.lines()
@@ -634,7 +789,57 @@ fn metric_sum(text: &str, name: &str, with: &[&str]) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::metric_sum;
+    use super::{metric_sum, warm_up, Fill, Sample};
+
+    fn sample(minute: u32, caches: &[(&str, u64, u64)]) -> Sample {
+        Sample {
+            minute,
+            rss_kib: 0,
+            rss_parts: [0; 3],
+            fds: 0,
+            tables: String::new(),
+            heap: String::new(),
+            caches: caches
+                .iter()
+                .map(|&(c, entries, capacity)| Fill { cache: c.to_owned(), entries, capacity })
+                .collect(),
+            allowed: 0,
+            denied: 0,
+            dropped: 0,
+            suppressed: 0,
+            sink_written: 0,
+            sink_dropped: 0,
+            sink_failed: 0,
+            reloads_installed: 0,
+            reloads_refused: 0,
+            generation: 0,
+            client_attempts: 0,
+            client_refused: 0,
+            receiver_restarts: 0,
+        }
+    }
+
+    #[test]
+    fn the_warm_up_waits_for_every_cache_to_settle() {
+        let samples = [
+            sample(1, &[("names", 20_000, 65_536), ("flows", 700, 131_072)]),
+            sample(2, &[("names", 40_000, 65_536), ("flows", 690, 131_072)]),
+            sample(3, &[("names", 60_000, 65_536), ("flows", 720, 131_072)]),
+            // Full: settled, whatever it grew by.
+            sample(4, &[("names", 65_536, 65_536), ("flows", 705, 131_072)]),
+            sample(5, &[("names", 65_536, 65_536), ("flows", 710, 131_072)]),
+        ];
+        let (i, why) = warm_up(&samples, 1).expect("settled");
+        assert_eq!(i, 3);
+        assert!(why.contains("names 65536/65536"), "{why}");
+        // Not before the earliest minute asked for.
+        assert_eq!(warm_up(&samples, 4).map(|w| w.0), Some(4));
+        // Growth under 1 % of the bound is a steady state; more is not.
+        let slow = [sample(1, &[("keys", 100, 16_384)]), sample(2, &[("keys", 250, 16_384)])];
+        assert_eq!(warm_up(&slow, 1).map(|w| w.0), Some(1));
+        let filling = [sample(1, &[("keys", 100, 16_384)]), sample(2, &[("keys", 1_300, 16_384)])];
+        assert_eq!(warm_up(&filling, 1), None);
+    }
 
     #[test]
     fn sums_the_matching_series() {

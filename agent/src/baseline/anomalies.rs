@@ -418,6 +418,16 @@ impl Baselines {
         }
     }
 
+    /// The fill of its tables.
+    pub fn fill(&self) -> [crate::memory::CacheFill; 3] {
+        use crate::memory::CacheFill;
+        [
+            CacheFill::new("baseline_keys", self.keys.len(), self.keys.cap().get()),
+            CacheFill::new("baseline_processes", self.processes.len(), self.processes.cap().get()),
+            CacheFill::new("baseline_parties", self.parties.len(), self.parties.cap().get()),
+        ]
+    }
+
     /// New settings after a policy reload. What was learnt is kept; a key whose interval length
     /// changed starts its rate and volume statistics again at its next observation.
     pub fn set_settings(&mut self, s: BaselineSettings) {

@@ -310,6 +310,16 @@ fn bounded_entry<K: Ord>(map: &mut BTreeMap<K, Usage>, key: K, max: usize, t: i6
 
 impl Inventory {
     /// A connection attempt.
+    /// The fill of the party table, and of the names and addresses of all parties.
+    pub fn fill(&self) -> [crate::memory::CacheFill; 2] {
+        use crate::memory::CacheFill;
+        let kept: usize = self.parties.values().map(|p| p.names.len() + p.addrs.len()).sum();
+        [
+            CacheFill::new("inventory_parties", self.parties.len(), MAX_PARTIES),
+            CacheFill::new("inventory_names_addresses", kept, MAX_PARTIES * (MAX_NAMES + MAX_ADDRS)),
+        ]
+    }
+
     pub fn record_connect(&mut self, now: OffsetDateTime, c: &Contact) {
         self.record(now, c, 1, 0, 0);
     }

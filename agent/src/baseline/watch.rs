@@ -306,6 +306,13 @@ impl Watch {
         std::mem::take(&mut self.audit_out)
     }
 
+    /// The fill of the inventory and of the baselines (when kept).
+    pub fn fill(&self) -> Vec<crate::memory::CacheFill> {
+        let mut out = self.inventory.fill().to_vec();
+        out.extend(self.baselines.iter().flat_map(Baselines::fill));
+        out
+    }
+
     /// Automated blocks in force.
     pub fn blocks_active(&self) -> usize {
         self.blocks.len()

@@ -90,6 +90,18 @@ fn render(v: &Value) -> String {
         out.push_str(&format!(" {} {}/{}", s(&t["table"]), s(&t["entries"]), s(&t["capacity"])));
     }
     out.push('\n');
+    let m = &v["memory"];
+    if let Some(h) = m["heap"].as_object() {
+        let mib = |k: &str| h.get(k).and_then(Value::as_f64).unwrap_or(0.0) / 1_048_576.0;
+        out.push_str(&format!("memory   heap {:.1} MiB allocated, {:.1} MiB free;", mib("allocated"), mib("free")));
+    } else {
+        out.push_str("memory  ");
+    }
+    // The caches holding anything: an idle agent's list stays short.
+    for c in m["caches"].as_array().into_iter().flatten().filter(|c| c["entries"].as_u64().unwrap_or(0) > 0) {
+        out.push_str(&format!(" {} {}/{}", s(&c["cache"]), s(&c["entries"]), s(&c["capacity"])));
+    }
+    out.push('\n');
     let e = &v["events"];
     out.push_str(&format!(
         "events   {} lost in the kernel, {} folded, ring lag {}s\n",

@@ -189,6 +189,10 @@ fn status(c: &mut Ctx<'_>) -> Value {
             "ring_lag_s": m.ring_lag.get(),
         },
         "sinks": c.pipe.sinks.health(),
+        "memory": {
+            "heap": crate::memory::heap(),
+            "caches": c.pipe.caches(),
+        },
         "pod_list": c.info.pods.as_ref().map(crate::kube::Pods::status),
         "kill_switch": c.kills.active().collect::<Vec<_>>(),
         "blocks": c.pipe.watch.blocks(),

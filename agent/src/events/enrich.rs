@@ -69,6 +69,17 @@ impl Enricher {
         self
     }
 
+    /// The fill of its caches.
+    pub fn fill(&self) -> [crate::memory::CacheFill; 4] {
+        use crate::memory::CacheFill;
+        [
+            CacheFill::new("processes", self.procs.len(), self.procs.cap().get()),
+            CacheFill::new("executables", self.exes.len(), self.exes.cap().get()),
+            CacheFill::new("cgroup_identities", self.identities.len(), self.identities.cap().get()),
+            self.cgroups.fill(),
+        ]
+    }
+
     /// The cgroup2 mount the cgroup paths are relative to.
     pub fn mount(&self) -> &std::path::Path {
         self.cgroups.mount()

@@ -223,6 +223,16 @@ impl FlowTracker {
         }
     }
 
+    /// The fill of its tables (open flows are bounded by the kernel's table, see `tick`).
+    pub fn fill(&self) -> [crate::memory::CacheFill; 3] {
+        use crate::memory::CacheFill;
+        [
+            CacheFill::new("flows_open", self.open.len() + self.inherited.len(), self.capacity),
+            CacheFill::new("flows_released", self.released.len(), self.capacity),
+            CacheFill::new("flow_processes", self.procs.len(), self.procs.cap().get()),
+        ]
+    }
+
     /// Flows tracked now.
     pub fn open_count(&self) -> usize {
         self.open.len()

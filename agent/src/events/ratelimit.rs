@@ -5,8 +5,10 @@
 //!
 //! A key (process, destination, port, protocol, verdict, rule) may write `burst` records per
 //! window. Further attempts in the window are folded: the last one is kept, and when the window
-//! ends it is written once with `suppressed` = how many were folded, so nothing disappears. The
-//! table is bounded; a key pushed out with folded attempts is written out first.
+//! ends it is written once with `suppressed` = how many were folded, so nothing disappears. A key
+//! whose window ended is forgotten then (its next attempt opens a new window, as it would have),
+//! so the table holds the keys of the last window only, not every destination ever seen. It is
+//! bounded too; a key pushed out with folded attempts is written out first.
 
 use std::sync::Arc;
 
@@ -121,15 +123,26 @@ impl RateLimiter {
         (true, pushed.and_then(|(_, w)| w.folded))
     }
 
-    /// Folded attempts of windows that ended before `now_ns` (CLOCK_MONOTONIC).
+    /// The fill of the key table.
+    pub fn fill(&self) -> crate::memory::CacheFill {
+        crate::memory::CacheFill::new("rate_limit_keys", self.keys.len(), CAPACITY)
+    }
+
+    /// Folded attempts of windows that ended before `now_ns` (CLOCK_MONOTONIC). Their keys are
+    /// removed: a key kept after its window would only wait for the LRU bound, and a host that
+    /// reaches many destinations (learnt addresses change with every answer) would fill the
+    /// table to [`CAPACITY`] — about 5 MB — in minutes and keep it full.
     pub fn expired(&mut self, now_ns: u64) -> Vec<Folded> {
         let mut out = Vec::new();
-        for (_, w) in self.keys.iter_mut() {
+        let mut ended = Vec::new();
+        for (k, w) in self.keys.iter_mut() {
             if now_ns.saturating_sub(w.start_ns) >= self.window_ns {
-                if let Some(f) = w.folded.take() {
-                    out.push(f);
-                }
+                out.extend(w.folded.take());
+                ended.push(*k);
             }
+        }
+        for k in &ended {
+            self.keys.pop(k);
         }
         out.sort_by_key(|f| f.event.ts_ns);
         out
@@ -173,6 +186,51 @@ mod tests {
         assert_eq!(written as u64 + folded[0].suppressed, 10, "nothing lost");
         assert!(r.expired(2_000).is_empty(), "written once");
         assert_eq!(r.total_suppressed, 8);
+    }
+
+    #[test]
+    fn keys_are_forgotten_when_their_window_ends() {
+        let mut r = RateLimiter::new(1_000, 2);
+        let who = Arc::new(Enriched::default());
+        // 100 destinations, one attempt each, and one key folding.
+        for port in 0..100 {
+            assert!(r.admit(&ev(10, port), &who, &None, &None).0);
+        }
+        for i in 0..5 {
+            r.admit(&ev(20 + i, 53), &who, &None, &None);
+        }
+        assert_eq!(r.fill().entries, 100);
+        assert!(r.expired(999).is_empty());
+        assert_eq!(r.fill().entries, 100, "windows still open");
+        let folded = r.expired(1_010);
+        assert_eq!((folded.len(), folded[0].suppressed), (1, 4), "what was folded is still written");
+        assert_eq!(r.fill().entries, 0);
+        // The next attempt opens a new window, as it would have with the key kept.
+        assert!(r.admit(&ev(1_020, 53), &who, &None, &None).0);
+        assert!(r.admit(&ev(1_021, 53), &who, &None, &None).0);
+        assert!(!r.admit(&ev(1_022, 53), &who, &None, &None).0);
+    }
+
+    /// What a full table costs (keys that folded nothing, as most do): `cargo test -p agent
+    /// --release -- --ignored --nocapture keys_at_the_bound`.
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn keys_at_the_bound() {
+        let before = crate::memory::heap().expect("glibc's mallinfo2");
+        let mut r = RateLimiter::new(1_000_000_000, 2);
+        let who = Arc::new(Enriched::default());
+        for i in 0..CAPACITY as u32 {
+            let mut e = ev(1, 443);
+            e.daddr[..4].copy_from_slice(&i.to_be_bytes());
+            r.admit(&e, &who, &None, &None);
+        }
+        let bytes = crate::memory::heap().expect("glibc's mallinfo2").allocated - before.allocated;
+        println!(
+            "{CAPACITY} keys: {:.1} MiB allocated, {} bytes each",
+            bytes as f64 / 1048576.0,
+            bytes / CAPACITY as u64
+        );
+        assert_eq!(r.fill().entries, CAPACITY);
     }
 
     #[test]

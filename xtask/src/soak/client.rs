@@ -7,6 +7,12 @@
 //! agent's counters against, so a call that never reached the kernel (a failed `bind`) is not
 //! counted. Every allowed datagram goes out on a fresh socket: further datagrams of a flow
 //! already reported are counted in the flow, not as attempts (agent-ebpf/src/connect.rs).
+//!
+//! Besides the lookups it connects after, it asks for [`NAMES_PER_ANSWER`] fresh IPv6 addresses
+//! of a fresh name, [`NAMES_PER_S`] per allowed connection: the agent remembers the name of
+//! every address answered (`dns::names`, 57,344 entries a table), and this fills it to its bound within
+//! the first minutes, so the warm-up sample holds its full cost. (The resolver's IPv4 addresses
+//! repeat after 32,000; its IPv6 ones do not.)
 
 use std::{
     io::{Read as _, Write as _},
@@ -23,13 +29,13 @@ use anyhow::{Context as _, Result};
 use clap::Args;
 use egress_agent_tests::{ADDR4, ADDR4_OTHER, ADDR6_OTHER, DNS4};
 use hickory_proto::{
-    op::{Message, MessageType},
-    rr::RData,
+    op::{Message, MessageType, OpCode, Query},
+    rr::{Name, RData, RecordType},
 };
 
 use crate::bench::{
     close_with_reset,
-    dns::{encode_query, CONNECT_TIMEOUT, UNANSWERED},
+    dns::{CONNECT_TIMEOUT, UNANSWERED},
     events::{STATSD_PORT as UDP_PORT, TCP_PORT},
 };
 
@@ -44,14 +50,21 @@ pub struct ClientArgs {
 }
 
 /// The workloads, and whether the policy allows their attempts.
-pub const KINDS: [(&str, bool); 6] = [
+pub const KINDS: [(&str, bool); 7] = [
     ("tcp_allowed", true),
     ("tcp_denied", false),
     ("udp_allowed", true),
     ("udp_denied", false),
     ("dns_query", true),
     ("dns_connect", true),
+    ("dns_names", true),
 ];
+
+/// Addresses in each answer of the `dns_names` workload (`manyN`, its AAAA records fit in 512
+/// bytes: no truncation, and the kernel's record has room for them all).
+pub const NAMES_PER_ANSWER: u32 = 16;
+/// `dns_names` lookups per allowed TCP connection.
+pub const NAMES_PER_S: f64 = 0.2;
 
 /// One workload's attempt, given the counts and the attempt's index.
 type Op = Box<dyn FnMut(&Counts, u64) + Send>;
@@ -198,8 +211,10 @@ pub fn client(args: &ClientArgs) -> Result<()> {
                 return;
             }
             let id = (i & 0xffff) as u16;
-            let answer =
-                encode_query(&format!("n{i}-{tag}.soak.test."), id).ok().and_then(|q| exchange(&s, &q, id, &mut buf));
+            let answer = encode(&format!("n{i}-{tag}.soak.test."), RecordType::A, id)
+                .ok()
+                .and_then(|q| exchange(&s, &q, id, &mut buf))
+                .and_then(|m| first_a(&m));
             let Some(addr) = answer else {
                 c.unanswered.fetch_add(1, Ordering::Relaxed);
                 return;
@@ -208,6 +223,24 @@ pub fn client(args: &ClientArgs) -> Result<()> {
             c.get("dns_connect").record("connect to a learnt address", &r);
             if let Ok(s) = r {
                 close_with_reset(s);
+            }
+        }),
+    );
+
+    spawn(
+        "dns_names",
+        rate * NAMES_PER_S,
+        Box::new(move |c, i| {
+            let mut buf = [0u8; 2048];
+            let Ok(s) = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)) else { return };
+            if !c.get("dns_names").record("dns names query", &s.connect(resolver)) {
+                return;
+            }
+            let id = (i & 0xffff) as u16;
+            let name = format!("many{NAMES_PER_ANSWER}.n{i}-{tag}.soak.test.");
+            let answered = encode(&name, RecordType::AAAA, id).ok().and_then(|q| exchange(&s, &q, id, &mut buf));
+            if answered.is_none_or(|m| m.answers.len() < NAMES_PER_ANSWER as usize) {
+                c.unanswered.fetch_add(1, Ordering::Relaxed);
             }
         }),
     );
@@ -249,8 +282,23 @@ fn paced(per_s: f64, stop: &AtomicBool, mut op: impl FnMut(u64)) {
     }
 }
 
-/// Sends a query on a connected socket and returns the first A record of its answer.
-fn exchange(s: &UdpSocket, query: &[u8], id: u16, buf: &mut [u8]) -> Option<Ipv4Addr> {
+/// A query for `name`'s records of type `qtype`.
+fn encode(name: &str, qtype: RecordType, id: u16) -> Result<Vec<u8>> {
+    let mut msg = Message::new(id, MessageType::Query, OpCode::Query);
+    msg.metadata.recursion_desired = true;
+    msg.add_query(Query::query(Name::from_ascii(name)?, qtype));
+    Ok(msg.to_vec()?)
+}
+
+fn first_a(msg: &Message) -> Option<Ipv4Addr> {
+    msg.answers.iter().find_map(|r| match &r.data {
+        RData::A(a) => Some(a.0),
+        _ => None,
+    })
+}
+
+/// Sends a query on a connected socket and returns its answer.
+fn exchange(s: &UdpSocket, query: &[u8], id: u16, buf: &mut [u8]) -> Option<Message> {
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     s.send(query).ok()?;
     loop {
@@ -259,9 +307,6 @@ fn exchange(s: &UdpSocket, query: &[u8], id: u16, buf: &mut [u8]) -> Option<Ipv4
         if msg.metadata.id != id || msg.metadata.message_type != MessageType::Response {
             continue;
         }
-        return msg.answers.iter().find_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        });
+        return Some(msg);
     }
 }
