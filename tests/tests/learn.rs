@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use egress_agent_tests::{agent_bin, policy, py, wait_for, TestEnv, ADDR4, DNS4};
+use egress_agent_tests::{agent_bin, policy, wait_for, TestEnv, ADDR4, DNS4};
 use serde_json::Value;
 
 const PORT: u16 = 443;
@@ -21,21 +21,12 @@ fn dns_server_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ea-dns-server"))
 }
 
-fn dns_client(env: &TestEnv, args: &[&str]) -> Value {
-    let script = py("dns_client.py");
-    let mut all = vec![script.as_str()];
-    all.extend_from_slice(args);
-    let out = env.in_cgroup("python3", &all).output().expect("run dns_client.py");
-    assert!(out.status.success(), "dns_client {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("dns_client output: {e}"))
-}
-
 /// The traffic of the service being learnt: two Stripe names, an address without a name.
 fn service_traffic(env: &TestEnv) -> Vec<Value> {
     vec![
-        dns_client(env, &["rounds", "api.stripe.com", "3", "443", "4"]),
-        dns_client(env, &["rounds", "files.stripe.com", "2", "443", "4"]),
-        dns_client(env, &["connect", ADDR4, "443"]),
+        env.py_client("dns_client.py", &["rounds", "api.stripe.com", "3", "443", "4"]),
+        env.py_client("dns_client.py", &["rounds", "files.stripe.com", "2", "443", "4"]),
+        env.py_client("dns_client.py", &["connect", ADDR4, "443"]),
     ]
 }
 
@@ -103,7 +94,7 @@ fn learn_proposes_a_policy_check_accepts_and_enforcing_it_passes_the_same_traffi
     assert_eq!(stripe["vendor"], "stripe-com", "{stripe}");
     let bare = agent.wait_event("the connection without a name", |e| e["kind"] == "connect" && e["dst"] == ADDR4);
     assert_eq!(bare["verdict"], "allow", "{bare}\n{text}");
-    let r = dns_client(&env, &["rounds", "api.newvendor.io", "1", "443", "4"]);
+    let r = env.py_client("dns_client.py", &["rounds", "api.newvendor.io", "1", "443", "4"]);
     assert_eq!(r["ok"], 1, "{r}");
     let new = agent.wait_event("the new destination", |e| e["kind"] == "connect" && e["domain"] == "api.newvendor.io");
     assert_eq!(new["verdict"], "alert", "{new}");
@@ -154,7 +145,7 @@ fn state_keeps_the_inventory_across_restarts_and_inventory_prints_it() {
 
     // Restarted on the same state: what was known is still there, and grows.
     let agent = env.agent_with(&text, &["--state", &state_arg]);
-    dns_client(&env, &["rounds", "api.github.com", "1", "443", "4"]);
+    env.py_client("dns_client.py", &["rounds", "api.github.com", "1", "443", "4"]);
     agent.wait_event("a flow", |e| e["kind"] == "flow" && e["domain"] == "api.github.com");
     drop(agent);
     wait_for(

@@ -8,7 +8,7 @@
 
 use std::{fs, path::Path, process::Command, time::Duration};
 
-use egress_agent_tests::{policy, py, realpath_of, wait_for, write_atomic, TestEnv, ADDR4, DNS4};
+use egress_agent_tests::{policy, realpath_of, wait_for, write_atomic, TestEnv, ADDR4, DNS4};
 use serde_json::Value;
 
 const WEB: u16 = 8080;
@@ -178,16 +178,6 @@ fn dns_server_bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_ea-dns-server"))
 }
 
-fn dns_client(env: &TestEnv, args: &[&str]) -> Value {
-    let script = py("dns_client.py");
-    let mut all = vec![script.as_str()];
-    all.extend_from_slice(args);
-    let out = env.in_cgroup("python3", &all).output().expect("run dns_client.py");
-    assert!(out.status.success(), "dns_client {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("dns_client output {:?}: {e}", String::from_utf8_lossy(&out.stdout)))
-}
-
 /// A DNS64 resolver answers AAAA with the vendor's IPv4 address under 64:ff9b::/96: the answer
 /// is learnt as that IPv4 address, so the vendor is reachable through its NAT64 form, and the
 /// IPv4 address itself is the vendor's too.
@@ -200,7 +190,7 @@ fn a_dns64_answer_for_a_domain_vendor_is_learnt_as_its_ipv4_address() {
     let agent = env.agent(&policy(&format!(
         "  mode: enforce\n  default: deny\n  dns: {{unlisted: deny}}\n  allow:\n    - {{name: resolver, cidr: {DNS4}/32, ports: [53], protocols: [udp, tcp]}}\n  vendors:\n    - name: fx\n      destinations: [{{domain: \"*.fx.test\"}}]\n      ports: [443]\n      protocols: [tcp]\n"
     )));
-    let r = dns_client(&env, &["rounds", "dns64-{}.fx.test", "3", "443", "6"]);
+    let r = env.py_client("dns_client.py", &["rounds", "dns64-{}.fx.test", "3", "443", "6"]);
     assert_eq!((r["ok"].as_u64(), r["failed"].clone()), (Some(3), Value::Array(vec![])), "{r}\n{}", agent.log());
     let ev = agent.wait_event("a connect to a DNS64 address", |e| {
         e["kind"] == "connect" && e["pid"] == pid(&r) && e["dport"] == 443
@@ -214,7 +204,7 @@ fn a_dns64_answer_for_a_domain_vendor_is_learnt_as_its_ipv4_address() {
         "{ev}"
     );
     // The embedded IPv4 address was learnt for the vendor too.
-    let r = dns_client(&env, &["connect", &v4, "443"]);
+    let r = env.py_client("dns_client.py", &["connect", &v4, "443"]);
     assert_eq!(r["errno"], 0, "{v4}: {r}\n{}", agent.log());
 }
 
