@@ -98,8 +98,10 @@ pub mod tamper {
     /// registers. Set when any of its threads stops for a tracer, or is traced at exec; kept
     /// until the next exec.
     pub const TRACED: u32 = 2;
-    /// Never in the map: what the hooks use for a process without an entry, whose exec the
-    /// agent did not see (it joined the watched cgroup since): its history is unknown.
+    /// The agent did not see the process's exec, so its history is unknown: what the hooks use
+    /// for a process without an entry (it joined the watched cgroup since), the mark of the
+    /// entries the agent makes from /proc at start (what /proc shows can be rewritten by the
+    /// process: `PR_SET_MM_MAP` moves its environment), and inherited at fork.
     pub const UNRECORDED: u32 = 4;
 }
 

@@ -156,6 +156,8 @@ pub mod event_flags2 {
     pub const TRACED: u8 = 16;
     /// An MPTCP subflow a kernel worker opened: the identity is the connection owner's.
     pub const MPTCP_SUBFLOW: u8 = 32;
+    /// The agent did not see the process's exec ([`crate::tamper::UNRECORDED`]).
+    pub const EXEC_UNSEEN: u8 = 64;
 }
 
 /// Bits of [`Selector::flags`]: which fields must match (all of them).

@@ -204,8 +204,14 @@ impl Decision {
 fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
     let mut proc = current_proc();
     if crate::mptcp::resolve(ctx, &mut proc).is_none() {
-        // Unreachable (see `resolve`); a path that stops here costs the verifier nothing.
-        return PASS;
+        // Preempted by another hook on this CPU while the identity was built (see `resolve`):
+        // it may be another process's, so nothing is decided on it — refused in enforce mode
+        // (the caller sees EPERM, as for any refusal), let through in monitor mode. Rare, and a
+        // path that stops here costs the verifier nothing.
+        return match active_slot() {
+            Some((_, m)) if m.mode == mode::ENFORCE => REFUSE,
+            _ => PASS,
+        };
     }
     let kill = kill::now();
     // The kill switch first, in a walk of its own (only while a kill is in force): a killed

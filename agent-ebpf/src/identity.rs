@@ -101,11 +101,14 @@ pub fn current_proc() -> Proc {
 /// The [`agent_common::event_flags2`] bits an event of `proc` carries for its identity.
 #[inline(always)]
 pub fn flags2_of(proc: &Proc) -> u8 {
-    use agent_common::event_flags2::{EXE_REPLACED, LOADER_ENV, MPTCP_SUBFLOW, TRACED};
+    use agent_common::event_flags2::{EXEC_UNSEEN, EXE_REPLACED, LOADER_ENV, MPTCP_SUBFLOW, TRACED};
     // Branchless: tamper's LOADER_ENV and TRACED bits (1, 2) shift onto the event's (8, 16).
     let tampered = ((proc.tamper & (tamper::LOADER_ENV | tamper::TRACED)) << 3) as u8;
     const _: () = assert!(tamper::LOADER_ENV << 3 == LOADER_ENV as u32 && tamper::TRACED << 3 == TRACED as u32);
-    (u8::from(proc.replaced()) * EXE_REPLACED) | tampered | (u8::from(proc.subflow != 0) * MPTCP_SUBFLOW)
+    (u8::from(proc.replaced()) * EXE_REPLACED)
+        | tampered
+        | (u8::from(proc.subflow != 0) * MPTCP_SUBFLOW)
+        | (u8::from(proc.tamper & tamper::UNRECORDED != 0) * EXEC_UNSEEN)
 }
 
 /// A connect record of `proc` that no rule decided (`RULE_DEFAULT`, no flow, no destination):

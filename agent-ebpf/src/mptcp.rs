@@ -9,7 +9,10 @@
 //! process's, to the subflow's own destination.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_ancestor_cgroup_id, bpf_skc_to_mptcp_sock},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_skc_to_mptcp_sock},
+    },
     programs::{SockAddrContext, SockContext},
 };
 use core::ffi::c_void;
@@ -28,6 +31,9 @@ pub const ANCESTORS: usize = 16;
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Owner {
+    /// `pid_tgid` of the task that last wrote this scratch entry: tells a task that was
+    /// preempted between writing and reading back (see [`resolve`]) that another wrote it since.
+    pub writer: u64,
     pub proc: Proc,
     /// `bpf_get_current_ancestor_cgroup_id(level)` of the owner, by level.
     pub ancestors: [u64; ANCESTORS],
@@ -40,13 +46,20 @@ pub struct Owner {
 /// Whatever the path, `proc` is read back from this CPU's scratch entry at the end: the
 /// verifier then holds the same (unknown) values for it on every path — whether the process
 /// has an exec record, whether this is a subflow — and walks the decision after it once, not
-/// once per path (which took connect6 past its budget). None only if the scratch entry is
-/// missing, which a per-CPU array never is.
+/// once per path (which took connect6 past its budget).
+///
+/// The programs run with migration off but not always preemption (full or lazy preemption):
+/// another task's hook on this CPU may write the entry between this task's write and its read.
+/// Then None, and nothing may be decided on what was read (it may be another process's
+/// identity). None also if the entry is missing, which a per-CPU array's never is.
 #[inline(always)]
 pub fn resolve(ctx: &SockAddrContext, proc: &mut Proc) -> Option<()> {
     let scratch = MPTCP_SCRATCH.get_ptr_mut(0)?;
-    // SAFETY: this CPU's scratch entry, used only here and with preemption off.
+    // SAFETY: this CPU's scratch entry; see above for who else may write it.
     let owner = unsafe { &mut *scratch };
+    let me = bpf_get_current_pid_tgid();
+    // SAFETY: a valid, aligned map value; volatile keeps this store first.
+    unsafe { core::ptr::write_volatile(&mut owner.writer, me) };
     owner.proc = *proc;
     // SAFETY: the kernel hands every sock_addr program a valid context; `sk` is its socket.
     let (sk, protocol) = unsafe { ((*ctx.sock_addr).__bindgen_anon_1.sk, (*ctx.sock_addr).protocol) };
@@ -81,6 +94,10 @@ pub fn resolve(ctx: &SockAddrContext, proc: &mut Proc) -> Option<()> {
     // Word by word and volatile: the compiler would otherwise hand back what it stored above on
     // the paths that touch no map (and the verifier would see the values it knew), or build a
     // copy on the stack, which has no room for one.
+    // SAFETY: a valid, aligned map value.
+    if unsafe { core::ptr::read_volatile(&owner.writer) } != me {
+        return None;
+    }
     const WORDS: usize = core::mem::size_of::<Proc>() / 8;
     const _: () = assert!(core::mem::size_of::<Proc>() % 8 == 0);
     let src = &owner.proc as *const Proc as *const u64;
@@ -90,6 +107,11 @@ pub fn resolve(ctx: &SockAddrContext, proc: &mut Proc) -> Option<()> {
         // SAFETY: both point at a whole, 8-aligned `Proc`; `i` stays within it.
         unsafe { dst.add(i).write(src.add(i).read_volatile()) };
         i += 1;
+    }
+    // Written by another task during the copy: what was read is not this task's.
+    // SAFETY: as above.
+    if unsafe { core::ptr::read_volatile(&owner.writer) } != me {
+        return None;
     }
     Some(())
 }

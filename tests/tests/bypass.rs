@@ -351,6 +351,10 @@ fn code_injected_into_an_allowed_binary_does_not_get_its_vendor() {
     let mut hidden: Vec<(&str, String)> = vec![("BIG", big)];
     let names: Vec<String> = (0..4000).map(|i| format!("V{i}")).collect();
     hidden.extend(names.iter().map(|n| (n.as_str(), "y".repeat(40))));
+    // The control: the same 300 KB alone is read whole, and allowed (a scan that gave up would
+    // refuse it, and the case below would pass for the wrong reason).
+    let o = run(&hidden, &fetch(ADDR4).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(connected(&o), "300 KB of environment without a loader variable was refused: {o:?}");
     hidden.push(("LD_PRELOAD", inject.clone()));
     let cases: [(&str, Vec<(&str, String)>); 3] = [
         ("LD_AUDIT", injected("LD_AUDIT")),
@@ -363,7 +367,9 @@ fn code_injected_into_an_allowed_binary_does_not_get_its_vendor() {
     }
     // Only a variable's name counts: a value that spells one (where a 64-byte read of a long
     // string would restart) does not.
-    let decoy = format!("{}LD_PRELOAD={inject}", "z".repeat(61));
+    // `DECOY=` and 57 bytes: `LD_PRELOAD=` starts at byte 63, where the second 64-byte read of
+    // the string begins.
+    let decoy = format!("{}LD_PRELOAD={inject}", "z".repeat(57));
     let o = run(&[("DECOY", decoy)], &fetch(ADDR4).iter().map(String::as_str).collect::<Vec<_>>());
     assert!(connected(&o), "a value spelling LD_PRELOAD= was taken for the variable: {o:?}");
 

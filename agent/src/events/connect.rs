@@ -119,6 +119,9 @@ pub struct Record<'a> {
     /// An MPTCP subflow the kernel's path manager opened (from a kernel worker) for this
     /// process's connection: decided and reported as the process's.
     pub mptcp_subflow: bool,
+    /// The agent did not see the process's exec (it ran before the agent started, or joined the
+    /// watched cgroup since): it fails `untampered: true` selectors until it execs again.
+    pub exec_unseen: bool,
     /// A packet of this socket carried a source route (IPv6 routing header, IPv4 source-route
     /// option): `dst` is the hop it was sent to first. Dropped in enforce mode.
     pub source_route: bool,
@@ -224,6 +227,7 @@ pub fn record<'a>(
         loader_env: ev.flags2 & event_flags2::LOADER_ENV != 0,
         traced: ev.flags2 & event_flags2::TRACED != 0,
         mptcp_subflow: ev.flags2 & event_flags2::MPTCP_SUBFLOW != 0,
+        exec_unseen: ev.flags2 & event_flags2::EXEC_UNSEEN != 0,
         source_route: ev.flags2 & event_flags2::SOURCE_ROUTED != 0,
         socket_type: (ev.flags2 & event_flags2::UNDECIDABLE_SOCKET != 0).then(|| socket_type(ev.sock_type)),
         flow: ev.verdict != agent_common::verdict::DENY && ev.flags & event_flags::NO_FLOW == 0,

@@ -31,7 +31,9 @@ impl Datapath {
             }
             // Kernel threads and processes gone meanwhile have no exe.
             let Ok(id) = crate::fileid::file_id(&base.join("exe")) else { continue };
-            let value = ExecId { start_ns: 0, ino: id.ino, dev: id.dev, tamper: tamper_of(&base) };
+            // Its exec was not seen, and what /proc says of it the process can rewrite: it is
+            // never `untampered` (until it execs again); the bits /proc shows are kept for events.
+            let value = ExecId { start_ns: 0, ino: id.ino, dev: id.dev, tamper: tamper::UNRECORDED | tamper_of(&base) };
             match ids.insert(pid, value, 1 /* BPF_NOEXIST */) {
                 Ok(()) => n += 1,
                 // Recorded by the tracepoints already (an exec or fork since they attached).
