@@ -31,6 +31,9 @@ pub mod programs {
     /// cgroup_skb ingress: counts the bytes of tracked flows; parses DNS answers before the
     /// socket can read them.
     pub const SKB_INGRESS: &str = "skb_ingress";
+    /// cgroup_skb egress: decides each datagram of an ICMP ping or UDP-Lite socket by its
+    /// destination (no sock_addr hook sees them all).
+    pub const SKB_DGRAM: &str = "skb_dgram";
     /// cgroup/sock_release: reports the end of a socket that has flows.
     pub const FLOW_RELEASE: &str = "flow_release";
     /// cgroup/sock_create: refuses (enforce mode) sockets whose sends no hook decides.
@@ -83,7 +86,8 @@ pub mod hook {
     pub const CONNECT6: u8 = 2;
     pub const SENDMSG4: u8 = 3;
     pub const SENDMSG6: u8 = 4;
-    /// A packet on its way out (cgroup_skb egress), decided there: a source-routed packet.
+    /// A packet on its way out (cgroup_skb egress), decided there: a source-routed packet, or a
+    /// datagram no sock_addr hook sees (an ICMP ping socket's, a connected UDP-Lite socket's).
     pub const EGRESS4: u8 = 5;
     pub const EGRESS6: u8 = 6;
     /// A socket being created (cgroup/sock_create): one whose sends no hook decides.
@@ -109,6 +113,8 @@ pub mod mode {
 pub mod proto_bits {
     pub const TCP: u8 = 1;
     pub const UDP: u8 = 2;
+    /// ICMP and ICMPv6 from ping sockets (echo requests): ports do not apply.
+    pub const ICMP: u8 = 4;
 }
 
 /// Bits of [`Event::flags`].

@@ -52,6 +52,9 @@ pub const SROUTE_SEEN: &str = "SROUTE_SEEN";
 pub const EXEC_IDS: &str = "EXEC_IDS";
 /// Who connected each MPTCP connection (agent-ebpf `mptcp`), for the subflows the kernel opens.
 pub const MPTCP_OWNERS: &str = "MPTCP_OWNERS";
+/// Who created each ICMP ping and UDP-Lite socket (agent-ebpf `dgram`), in the socket's local
+/// storage: their datagrams are decided on the way out, where no task identity is at hand.
+pub const SK_OWNERS: &str = "SK_OWNERS";
 
 /// The maps kept in bpffs with the datapath (all that hold state; the programs' scratch
 /// space is not).
@@ -88,4 +91,5 @@ pub const PINNED: &[&str] = &[
     EXEC_IDS,
     MPTCP_OWNERS,
     NAT64_PREFIXES,
+    SK_OWNERS,
 ];

@@ -15,7 +15,7 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, event_flags2, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue,
+    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue,
     Event, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Nat64Key, SlotMeta, GEN_ANY, LEARNT_SLOTS, MAX_DOMAIN_IDS,
     MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, NAT64_WELL_KNOWN, RULE_DEFAULT,
 };
@@ -33,13 +33,13 @@ use crate::{
     flows,
     identity::{current_proc, Proc},
     kill,
-    maps::FLOW_COUNTERS,
+    maps::{FLOW_COUNTERS, SK_FLOWS},
     maps::{
         ACTIVE_SLOT, DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, EVENTS, EXE_SET, LEARNT_V4,
         LEARNT_V6, NAT64_PREFIXES, RULES, SELECTORS, SLOT_META,
     },
     ring::{add, count_drop, wakeup_flags},
-    AF_INET, AF_INET6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
+    AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
 
 /// Return values of a cgroup sock_addr program.
@@ -88,8 +88,17 @@ pub fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
     let proto = protocol(sa);
     // The verifier only allows 4-byte loads of user_ip6, one word at a time. Each word's native
     // value has the address bytes in memory order.
-    let (w0, w1, w2, w3) = (sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]);
+    let w = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
     let port = u16::from_be(sa.user_port as u16);
+    let dest = dest_v6(w, port, proto, netns_of(ctx));
+    handle(ctx, hook, &dest)
+}
+
+/// The destination an IPv6 address `w` (four words, each with the address bytes in memory
+/// order) stands for.
+#[inline(always)]
+pub fn dest_v6(w: [u32; 4], port: u16, proto: u8, netns: u64) -> Dest {
+    let [w0, w1, w2, w3] = w;
     // Two IPv6 forms are decided as the IPv4 address in their last word, or they would bypass
     // the IPv4 rules: ::ffff:a.b.c.d, which is IPv4 on the wire too, and an address under a
     // NAT64 prefix (64:ff9b::/96 or one the policy lists), IPv6 on the wire. Masks, not
@@ -101,17 +110,16 @@ pub fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
     let v4 = mapped | nat64;
     let addr = select_v4(v4, [w0, w1, w2, w3]);
     let wire = select_v4(mapped, [w0, w1, w2, w3]);
-    let dest = Dest {
+    Dest {
         addr,
         wire,
-        netns: netns_of(ctx),
+        netns,
         family: AF_INET6 ^ ((AF_INET6 ^ AF_INET) & v4 as u8),
         wire_family: AF_INET6 ^ ((AF_INET6 ^ AF_INET) & mapped as u8),
         port,
         proto,
         flags: (event_flags::V4_MAPPED & mapped as u8) | (event_flags::NAT64 & nat64 as u8),
-    };
-    handle(ctx, hook, &dest)
+    }
 }
 
 /// All ones when `x` is zero, else zero, without a branch: the top bit of `x | -x` is set
@@ -170,9 +178,7 @@ fn netns_of(ctx: &SockAddrContext) -> u64 {
 }
 
 /// The IPPROTO number to match and report. UDP-Lite sockets take the UDP paths and are UDP to
-/// the policy. Anything else that reaches these hooks (ICMP ping sockets connect through
-/// connect4/6) is decided and reported too: no rule can allow it, so `default` decides, and
-/// nothing passes unseen.
+/// the policy. ICMP ping sockets connect through connect4/6 and are matched by `icmp` rules.
 #[inline(always)]
 fn protocol(sa: &bpf_sock_addr) -> u8 {
     match sa.protocol {
@@ -200,6 +206,20 @@ impl Decision {
     }
 }
 
+impl flows::Sock for SockAddrContext {
+    #[inline(always)]
+    fn cookie(&self) -> u64 {
+        // SAFETY: the helper takes the program's own context.
+        unsafe { bpf_get_socket_cookie(self.as_ptr()) }
+    }
+
+    #[inline(always)]
+    fn mark(&self) -> bool {
+        // SAFETY: the socket of a sock_addr program is a full socket.
+        !unsafe { SK_FLOWS.get_or_insert_ptr_mut(self, None) }.is_null()
+    }
+}
+
 #[inline(always)]
 fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
     let mut proc = current_proc();
@@ -213,6 +233,14 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
             _ => PASS,
         };
     }
+    attempt(ctx, hook, dest, &proc, core::ptr::null())
+}
+
+/// Decides one attempt of `proc` on socket `sock` towards `dest`, keeps its flow and reports
+/// it: PASS or REFUSE. `ancestors`: the cgroup ancestors of `proc` by level when it is not the
+/// current task (a datagram decided on its way out), else null.
+#[inline(always)]
+pub fn attempt<S: flows::Sock>(sock: &S, hook: u8, dest: &Dest, proc: &Proc, ancestors: *const u64) -> i32 {
     let kill = kill::now();
     // The kill switch first, in a walk of its own (only while a kill is in force): a killed
     // vendor's address is refused whichever rule would have allowed it.
@@ -228,19 +256,26 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
             vendor: 0,
         }
     } else {
-        decide(dest, &proc)
+        decide(dest, proc, ancestors)
     };
     if kill.all && decision.flags & event_flags::KILLED == 0 && !decision.infra() {
         decision.verdict = verdict::DENY;
         decision.flags |= event_flags::KILLED;
     }
-    if decision.verdict == verdict::ALLOW && decision.vendor != 0 && flows::blocked(decision.vendor, &proc) {
+    if decision.verdict == verdict::ALLOW && decision.vendor != 0 && flows::blocked(decision.vendor, proc) {
         decision.verdict = verdict::DENY;
         decision.flags |= event_flags::BLOCKED;
     }
-    let sendmsg = hook == agent_common::hook::SENDMSG4 || hook == agent_common::hook::SENDMSG6;
+    // One datagram of many (a sendmsg, or a datagram seen on its way out), not a connect.
+    let sendmsg = matches!(
+        hook,
+        agent_common::hook::SENDMSG4
+            | agent_common::hook::SENDMSG6
+            | agent_common::hook::EGRESS4
+            | agent_common::hook::EGRESS6
+    );
     // Flows are counted from packets, which carry the address on the wire.
-    let key = flows::key(ctx, &dest.wire, dest.port, dest.wire_family, dest.proto);
+    let key = flows::key(sock.cookie(), &dest.wire, dest.port, dest.wire_family, dest.proto);
     let live = flows::live(&key);
     if sendmsg && live != flows::NO_FLOW {
         // A datagram of a flow already reported: its verdict is taken again (the policy may have
@@ -266,11 +301,11 @@ fn handle(ctx: &SockAddrContext, hook: u8, dest: &Dest) -> i32 {
             add(&FLOW_COUNTERS, flow_counter::BLOCKED);
         }
     } else if live == flows::NO_FLOW
-        && !flows::create(ctx, &key, decision.verdict, flow_vendor(dest, &decision), decision.infra())
+        && !flows::create(sock, &key, decision.verdict, flow_vendor(dest, &decision), decision.infra())
     {
         decision.flags |= event_flags::NO_FLOW;
     }
-    emit(ctx, hook, dest, &proc, &decision);
+    emit(sock, hook, dest, proc, &decision);
     if decision.verdict == verdict::DENY {
         REFUSE
     } else {
@@ -300,7 +335,7 @@ pub fn active_slot() -> Option<(u32, &'static SlotMeta)> {
 }
 
 #[inline(always)]
-fn decide(dest: &Dest, proc: &Proc) -> Decision {
+fn decide(dest: &Dest, proc: &Proc, ancestors: *const u64) -> Decision {
     let Some((slot, meta)) = active_slot() else {
         // Unreachable with a loaded agent (array maps always have their entries); never refuse
         // on an internal fault.
@@ -326,7 +361,7 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
     let generation = meta.generation;
     let mut scoped: Option<(u32, u8, u32)> = None;
     if let Some(value) = value {
-        match match_rules(slot, &value, dest, proc) {
+        match match_rules(slot, &value, dest, proc, ancestors) {
             Match::Allowed(rule_id, vendor) => {
                 return Decision { verdict: verdict::ALLOW, rule_id, generation, flags: 0, domain_id: 0, vendor };
             }
@@ -351,6 +386,7 @@ fn decide(dest: &Dest, proc: &Proc) -> Decision {
             learnt,
             dest,
             proc,
+            ancestors,
             slot,
             _pad: 0,
             // SAFETY: plain helper.
@@ -420,6 +456,7 @@ struct SlotsCtx {
     learnt: *const Learnt,
     dest: *const Dest,
     proc: *const Proc,
+    ancestors: *const u64,
     slot: u32,
     _pad: u32,
     now: u64,
@@ -446,7 +483,7 @@ unsafe extern "C" fn slot_cb(index: u64, ctx: *mut c_void) -> i64 {
         return 0;
     }
     // SAFETY: as above.
-    match match_rules(c.slot, &value, unsafe { &*c.dest }, unsafe { &*c.proc }) {
+    match match_rules(c.slot, &value, unsafe { &*c.dest }, unsafe { &*c.proc }, c.ancestors) {
         Match::Allowed(rule_id, vendor) => {
             c.allowed = (1 << 40) | (u64::from(vendor) << 48) | u64::from(rule_id);
             c.allowed_domain = s.domain_id;
@@ -468,6 +505,7 @@ unsafe extern "C" fn slot_cb(index: u64, ctx: *mut c_void) -> i64 {
 struct RulesCtx {
     dest: *const Dest,
     proc: *const Proc,
+    ancestors: *const u64,
     slot: u32,
     first: u32,
     count: u32,
@@ -495,12 +533,15 @@ unsafe extern "C" fn rule_cb(index: u64, ctx: *mut c_void) -> i64 {
     let bit = match dest.proto as u32 {
         IPPROTO_TCP => proto_bits::TCP,
         IPPROTO_UDP => proto_bits::UDP,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => proto_bits::ICMP,
         _ => return 1,
     };
-    if rule.protocols & bit == 0 || dest.port < rule.port_lo || dest.port > rule.port_hi {
+    // Ports do not apply to ICMP (an echo request has none).
+    let port_ok = bit == proto_bits::ICMP || (dest.port >= rule.port_lo && dest.port <= rule.port_hi);
+    if rule.protocols & bit == 0 || !port_ok {
         return 0;
     }
-    if rule.selector == 0 || selector_matches(c.slot, rule.selector, proc) {
+    if rule.selector == 0 || selector_matches(c.slot, rule.selector, proc, c.ancestors) {
         c.allowed = (u64::from(rule.vendor) << 48) | (1 << 40) | u64::from(rule.rule_id);
         return 1;
     }
@@ -511,8 +552,8 @@ unsafe extern "C" fn rule_cb(index: u64, ctx: *mut c_void) -> i64 {
 }
 
 #[inline(always)]
-fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match {
-    let mut c = RulesCtx { dest, proc, slot, first: value.first, count: value.count, _pad: 0, allowed: 0, wrong: 0 };
+fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc, ancestors: *const u64) -> Match {
+    let mut c = RulesCtx { dest, proc, ancestors, slot, first: value.first, count: value.count, _pad: 0, allowed: 0, wrong: 0 };
     let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
     // SAFETY: the callback receives `c` back; every pointer in it outlives the loop.
     unsafe {
@@ -528,7 +569,7 @@ fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc) -> Match 
 }
 
 #[inline(always)]
-fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
+fn selector_matches(slot: u32, index: u32, proc: &Proc, ancestors: *const u64) -> bool {
     if index >= MAX_SELECTORS {
         return false;
     }
@@ -551,7 +592,16 @@ fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
         return false;
     }
     if f & selector_flags::CGROUP != 0 {
-        let ancestor = if proc.subflow != 0 {
+        let ancestor = if !ancestors.is_null() {
+            let level = sel.cgroup_level as usize;
+            if level < crate::mptcp::ANCESTORS {
+                // SAFETY: `ancestors` points at `ANCESTORS` words of a live map value (see
+                // `attempt`); the index is bounded by the check and the mask.
+                unsafe { *ancestors.add(level & (crate::mptcp::ANCESTORS - 1)) }
+            } else {
+                0
+            }
+        } else if proc.subflow != 0 {
             crate::mptcp::ancestor(proc.subflow, sel.cgroup_level)
         } else {
             // SAFETY: plain helper; an out-of-range level yields 0, which is never a cgroup id.
@@ -578,7 +628,7 @@ fn selector_matches(slot: u32, index: u32, proc: &Proc) -> bool {
 }
 
 #[inline(always)]
-fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &Decision) {
+fn emit<S: flows::Sock>(sock: &S, hook: u8, dest: &Dest, proc: &Proc, decision: &Decision) {
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_drop();
         return;
@@ -588,8 +638,9 @@ fn emit(ctx: &SockAddrContext, hook: u8, dest: &Dest, proc: &Proc, decision: &De
     if exe_ino == 0 {
         flags |= event_flags::EXE_UNKNOWN;
     }
-    // SAFETY: plain helpers without pointer arguments, or with the program's own context.
-    let (ts_ns, cookie) = unsafe { (bpf_ktime_get_ns(), bpf_get_socket_cookie(ctx.as_ptr())) };
+    // SAFETY: plain helper.
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let cookie = sock.cookie();
     let cgroup_id = proc.cgroup_id;
     entry.write(Event {
         kind: record::CONNECT,

@@ -17,7 +17,7 @@ use agent_common::{record, BlockKey, FlowEnd, FlowKey, FlowStats};
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::generated::{bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_sk_storage_get},
-    programs::{SkBuffContext, SockAddrContext, SockContext},
+    programs::{SkBuffContext, SockContext},
     EbpfContext as _,
 };
 
@@ -39,11 +39,16 @@ pub(crate) const IPV6_DSTOPTS: u8 = 60;
 /// Extension headers skipped before giving up on a packet (uncounted).
 const IPV6_EXT_MAX: u32 = 4;
 
-/// The flow key of an attempt seen by a connect hook.
+/// The socket an attempt is made on, as the program deciding it reaches it.
+pub trait Sock {
+    fn cookie(&self) -> u64;
+    /// Marks it in `SK_FLOWS`, so that its release is reported; false if it cannot be.
+    fn mark(&self) -> bool;
+}
+
+/// The flow key of an attempt on the socket `cookie`.
 #[inline(always)]
-pub fn key(ctx: &SockAddrContext, addr: &[u8; 16], port: u16, family: u8, proto: u8) -> FlowKey {
-    // SAFETY: the helper takes the program's own context.
-    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+pub fn key(cookie: u64, addr: &[u8; 16], port: u16, family: u8, proto: u8) -> FlowKey {
     // Ports mean nothing to ICMP (ping sockets): the packets carry none either.
     let port = if proto as u32 == IPPROTO_TCP || proto as u32 == IPPROTO_UDP { port } else { 0 };
     FlowKey { cookie, addr: *addr, port, family, proto, _pad: 0 }
@@ -74,7 +79,7 @@ pub fn set_verdict(key: &FlowKey, verdict: u8) {
 /// Starts tracking a flow, and marks its socket so that its release is reported. False when the
 /// table is full (counted): the attempt is still decided and reported, only not counted.
 #[inline(always)]
-pub fn create(ctx: &SockAddrContext, key: &FlowKey, verdict: u8, vendor: u16, infra: bool) -> bool {
+pub fn create<S: Sock>(sock: &S, key: &FlowKey, verdict: u8, vendor: u16, infra: bool) -> bool {
     // SAFETY: plain helper.
     let now = unsafe { bpf_ktime_get_ns() };
     let stats = FlowStats {
@@ -85,9 +90,7 @@ pub fn create(ctx: &SockAddrContext, key: &FlowKey, verdict: u8, vendor: u16, in
         ..FlowStats::default()
     };
     // The mark first: a flow without one would never be reported as ended.
-    // SAFETY: the socket of a sock_addr program is a full socket.
-    let mark = unsafe { SK_FLOWS.get_or_insert_ptr_mut(ctx, None) };
-    if mark.is_null() {
+    if !sock.mark() {
         add(&FLOW_COUNTERS, agent_common::flow_counter::FULL);
         return false;
     }

@@ -7,6 +7,8 @@
 //! - `flows`: cgroup_skb and sock_release hooks that count each flow's bytes and report its end;
 //! - `identity`: who is calling, and the exec tracepoint that names short-lived processes;
 //! - `sroute`: packets carrying a source route, dropped (enforce) or reported (monitor);
+//! - `dgram`: datagrams of ICMP ping and UDP-Lite sockets, decided on their way out by the
+//!   process that created the socket;
 //! - `sockets`: sockets no hook can decide, refused at creation (enforce) or reported (monitor).
 #![no_std]
 #![no_main]
@@ -16,6 +18,7 @@
 #![allow(internal_features)]
 
 mod connect;
+mod dgram;
 mod dns;
 mod flows;
 mod identity;
@@ -35,6 +38,8 @@ use aya_ebpf::{
 
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
+const IPPROTO_ICMP: u32 = 1;
+const IPPROTO_ICMPV6: u32 = 58;
 const IPPROTO_TCP: u32 = 6;
 const IPPROTO_UDP: u32 = 17;
 const IPPROTO_UDPLITE: u32 = 136;
@@ -78,6 +83,13 @@ pub fn skb_egress(ctx: SkBuffContext) -> i32 {
         return 1;
     }
     dns_egress(&ctx)
+}
+
+/// cgroup_skb egress, beside `skb_egress`: the datagrams of ICMP ping and UDP-Lite sockets,
+/// decided by destination (see `dgram`).
+#[cgroup_skb(egress)]
+pub fn skb_dgram(ctx: SkBuffContext) -> i32 {
+    dgram::egress(&ctx)
 }
 
 // The DNS code in functions of their own, like the flow accounting: each then has the 512-byte

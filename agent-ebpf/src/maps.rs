@@ -167,6 +167,10 @@ pub static EXEC_IDS: HashMap<u32, agent_common::ExecId> =
 #[map(name = "MPTCP_OWNERS")]
 pub static MPTCP_OWNERS: LruHashMap<u64, crate::mptcp::Owner> = LruHashMap::with_max_entries(1 << 14, 0);
 
+/// Who created each ICMP ping and UDP-Lite socket, in the socket's storage (see `dgram`).
+#[btf_map]
+pub static SK_OWNERS: SkStorage<crate::mptcp::Owner> = SkStorage::new();
+
 /// Where an [`crate::mptcp::Owner`] is built (too large for the stack).
 #[map(name = "MPTCP_SCRATCH")]
 pub static MPTCP_SCRATCH: PerCpuArray<crate::mptcp::Owner> = PerCpuArray::with_max_entries(1, 0);

@@ -1,8 +1,8 @@
 //! Sockets no hook can decide. The connect and sendmsg hooks decide TCP (and MPTCP) and UDP;
-//! an unprivileged process can create other IPv4/IPv6 sockets whose sends they never see: a
-//! connected UDP-Lite socket (its connect runs no hook, and the sendmsg hooks skip connected
-//! sockets), an ICMP ping socket's unconnected `sendto`, SCTP, L2TP over IP, DCCP and whatever
-//! else a kernel autoloads on `socket()`. So they are refused when created, in enforce mode,
+//! the `skb_dgram` program decides ICMP ping and UDP-Lite datagrams, once this hook has
+//! recorded who created the socket (`dgram`). An unprivileged process can create other
+//! IPv4/IPv6 sockets whose sends nothing sees: SCTP, L2TP over IP, DCCP and whatever else a
+//! kernel autoloads on `socket()`. So they are refused when created, in enforce mode,
 //! and reported in monitor mode: by construction, not by a list of what this kernel has. Raw
 //! sockets need CAP_NET_RAW and stay outside (README "What is covered").
 
@@ -33,6 +33,11 @@ pub fn on_create(ctx: &SockContext) -> i32 {
     let sk = unsafe { &*ctx.sock };
     let (family, ty, proto) = (sk.family, sk.type_, sk.protocol);
     if decidable(ty, proto) {
+        return 1;
+    }
+    // Ping and UDP-Lite sockets: their datagrams are decided on the way out, as the process
+    // that creates them now (see `dgram`).
+    if crate::dgram::owned(ty, proto) && crate::dgram::record(ctx) {
         return 1;
     }
     let (generation, enforce) = match active_slot() {

@@ -1,7 +1,7 @@
 """Test server: logs every TCP connection, HTTP request or UDP datagram it receives, one line
 each, so a test can assert that a refused attempt never reached it.
 `lines` keeps each TCP connection open and logs every line it carries ("line PEER TEXT").
-Usage: server.py tcp|udp|http|lines ADDR PORT LOG"""
+Usage: server.py tcp|udp|udplite|http|lines ADDR PORT LOG"""
 import http.server
 import socket
 import sys
@@ -64,7 +64,8 @@ elif proto == "tcp":
         log.write("conn %s %s\n" % (peer[0], data.decode(errors="replace")))
         c.close()
 else:
-    s = socket.socket(family, socket.SOCK_DGRAM)
+    # udp, or udplite (IPPROTO_UDPLITE, 136)
+    s = socket.socket(family, socket.SOCK_DGRAM, 136 if proto == "udplite" else 0)
     s.bind((addr, port))
     log.write("ready\n")
     while True:

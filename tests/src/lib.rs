@@ -444,6 +444,29 @@ impl ServerLog {
     }
 }
 
+/// A capture of the packets to `addr` on the namespace's loopback while `run` runs; returns
+/// what `run` returned and how many packets went to `addr`.
+pub fn captured<T>(env: &TestEnv, addr: &str, run: impl FnOnce() -> T) -> (T, u64) {
+    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let log = env.path(&format!("sniff-{n}.log"));
+    let mut sniffer = Command::new("ip")
+        .args(["netns", "exec", &env.netns, "python3", &py("sniff.py"), addr, "3"])
+        .arg(&log)
+        .spawn()
+        .expect("sniff.py");
+    wait_for(
+        Duration::from_secs(5),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")),
+        || "the capture did not start".into(),
+    );
+    let out = run();
+    sniffer.wait().expect("sniff.py");
+    let text = std::fs::read_to_string(&log).expect("sniff log");
+    let last: Value = serde_json::from_str(text.lines().last().expect("count")).expect("count JSON");
+    (out, last["count"].as_u64().expect("count"))
+}
+
 pub fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool, what: impl Fn() -> String) {
     let deadline = Instant::now() + limit;
     while !ok() {

@@ -5,7 +5,7 @@
 
 use std::{process::Command, time::Duration};
 
-use egress_agent_tests::{policy, py, wait_for, TestEnv, ADDR4, ADDR4_OTHER, ADDR6, ADDR6_OTHER};
+use egress_agent_tests::{captured, policy, py, wait_for, TestEnv, ADDR4, ADDR4_OTHER, ADDR6, ADDR6_OTHER};
 use serde_json::Value;
 
 const PORT: u16 = 9000;
@@ -15,29 +15,6 @@ fn allowed_only(mode: &str) -> String {
     policy(&format!(
         "  mode: {mode}\n  default: deny\n  allow:\n    - {{name: ok4, cidr: {ADDR4}/32, ports: [{PORT}], protocols: [udp, tcp]}}\n    - {{name: ok6, cidr: {ADDR6}/128, ports: [{PORT}], protocols: [udp, tcp]}}\n"
     ))
-}
-
-/// A capture of the packets to `addr` on the namespace's loopback while `run` runs; returns
-/// what `run` returned and how many packets went to `addr`.
-fn captured<T>(env: &TestEnv, addr: &str, run: impl FnOnce() -> T) -> (T, u64) {
-    static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let log = env.path(&format!("sniff-{n}.log"));
-    let mut sniffer = Command::new("ip")
-        .args(["netns", "exec", &env.netns, "python3", &py("sniff.py"), addr, "3"])
-        .arg(&log)
-        .spawn()
-        .expect("sniff.py");
-    wait_for(
-        Duration::from_secs(5),
-        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("ready")),
-        || "the capture did not start".into(),
-    );
-    let out = run();
-    sniffer.wait().expect("sniff.py");
-    let text = std::fs::read_to_string(&log).expect("sniff log");
-    let last: Value = serde_json::from_str(text.lines().last().expect("count")).expect("count JSON");
-    (out, last["count"].as_u64().expect("count"))
 }
 
 /// Runs tests/py/sroute_client.py in the watched cgroup, as uid 65534 (no capabilities) unless
@@ -115,8 +92,8 @@ fn source_routed_packets_are_reported_in_monitor_mode() {
 /// the watched cgroup with ping sockets open to every group (as systemd sets it): through each
 /// socket it gets, a marker goes to a denied address (connect then send, and sendto). In
 /// enforce mode nothing reaches the denied addresses on the wire, and the only sockets created
-/// are the ones the connect and sendmsg hooks decide (TCP, MPTCP, UDP); the others (UDP-Lite,
-/// ICMP ping, and whatever else this kernel has) are refused at creation, and reported.
+/// are the ones a hook decides: TCP, MPTCP and UDP (the sock_addr hooks), ICMP ping and UDP-Lite
+/// (on the way out); whatever else this kernel has is refused at creation, and reported.
 #[test]
 fn every_socket_an_unprivileged_process_can_create_is_decided_or_refused() {
     let env = TestEnv::new("sockets");
@@ -145,45 +122,26 @@ fn every_socket_an_unprivileged_process_can_create_is_decided_or_refused() {
     let created: Vec<&Value> = tried.iter().filter(|t| t["errno"] == 0).collect();
     let sent: Vec<&Value> = created.iter().copied().filter(|t| !t["sent"].is_null()).collect();
     assert_eq!((v4_packets, v6_packets), (0, 0), "markers reached a denied address; sent through {sent:?}");
+    // TCP and MPTCP streams, UDP datagrams (the sock_addr hooks); ICMP ping and UDP-Lite
+    // datagrams (decided on the way out, tests/tests/dgram.rs). Anything else is refused.
     for t in &created {
         let (ty, proto) = (t["type"].as_u64(), t["proto"].as_u64());
-        let decided = matches!((ty, proto), (Some(1), Some(0 | 6 | 262)) | (Some(2), Some(0 | 17)));
+        let decided = matches!((ty, proto), (Some(1), Some(0 | 6 | 262)) | (Some(2), Some(0 | 1 | 17 | 58 | 136)));
         assert!(decided, "a socket no hook decides was created: {t}");
     }
-    let refused: Vec<&Value> = tried.iter().filter(|t| t["errno"] == libc::EPERM).collect();
     for (ty, proto, what) in [(2, 136, "UDP-Lite"), (2, 1, "ICMP ping")] {
         assert!(
-            refused.iter().any(|t| t["type"] == ty && t["proto"] == proto && t["family"] == libc::AF_INET),
-            "{what} sockets were not refused: {tried:?}"
+            created.iter().any(|t| t["type"] == ty && t["proto"] == proto && t["family"] == libc::AF_INET),
+            "{what} sockets were not tried: {tried:?}"
         );
     }
-    let ev = agent.wait_event("a refused UDP-Lite socket", |e| e["reason"] == "socket" && e["proto"] == "udplite");
-    assert_eq!(
-        (ev["verdict"].as_str(), ev["socket_type"].as_str(), ev["hook"].as_str(), ev["uid"].as_u64()),
-        (Some("deny"), Some("dgram"), Some("sock_create"), Some(65534)),
-        "{ev}"
-    );
-}
-
-/// Monitor mode refuses no socket: a UDP-Lite socket is created, and reported as an alert.
-#[test]
-fn undecidable_sockets_are_reported_in_monitor_mode() {
-    let env = TestEnv::new("sockets-mon");
-    let agent = env.agent(&allowed_only("monitor"));
-    let out = env
-        .in_cgroup(
-            "python3",
-            &["-c", "import socket; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM, 136); print('created')"],
-        )
-        .output()
-        .expect("python3");
-    assert!(String::from_utf8_lossy(&out.stdout).contains("created"), "{out:?}");
-    let ev = agent.wait_event("a reported UDP-Lite socket", |e| e["reason"] == "socket");
-    assert_eq!(
-        (ev["verdict"].as_str(), ev["proto"].as_str(), ev["family"].as_str()),
-        (Some("alert"), Some("udplite"), Some("ipv6")),
-        "{ev}"
-    );
+    // Their markers were refused on the way out, and reported as the sender's.
+    for (proto, hook) in [("icmp", "egress4"), ("udp", "egress6")] {
+        let ev = agent.wait_event(&format!("a refused {proto} marker"), |e| {
+            e["kind"] == "connect" && e["proto"] == proto && e["hook"] == hook && e["verdict"] == "deny"
+        });
+        assert_eq!(ev["uid"], 65534, "{ev}");
+    }
 }
 
 /// Builds tests/c/masq.c (a library, so that its code keeps running once the executable is

@@ -115,6 +115,7 @@ fn protocols(u: &Usage) -> Vec<Protocol> {
         .filter_map(|p| match p.as_str() {
             "tcp" => Some(Protocol::Tcp),
             "udp" => Some(Protocol::Udp),
+            "icmp" => Some(Protocol::Icmp),
             _ => None,
         })
         .collect()
@@ -368,7 +369,7 @@ fn vendor(out: &mut String, taken: &mut HashSet<String>, party: &str, g: &Group,
         let _ = writeln!(out, "      ports: {port_text}");
     }
     let _ = writeln!(out, "      protocols: [{}]", proto_list(&protos));
-    if total.protocols.iter().any(|p| p != "tcp" && p != "udp") {
+    if total.protocols.iter().any(|p| p != "tcp" && p != "udp" && p != "icmp") {
         let _ = writeln!(out, "      # also seen: {}, which a policy cannot allow", clean(&total.protocols.join(", ")));
     }
     if selectors.len() > ENTRY_BUDGET {
@@ -399,7 +400,7 @@ fn vendor(out: &mut String, taken: &mut HashSet<String>, party: &str, g: &Group,
 }
 
 fn proto_list(ps: &[Protocol]) -> String {
-    ps.iter().map(|p| if *p == Protocol::Tcp { "tcp" } else { "udp" }).collect::<Vec<_>>().join(", ")
+    ps.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ")
 }
 
 fn stats(u: &Usage) -> String {

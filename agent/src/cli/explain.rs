@@ -39,6 +39,7 @@ pub fn explain(a: &ExplainArgs) -> ExitCode {
     let proto = match a.proto {
         ProtoArg::Tcp => Protocol::Tcp,
         ProtoArg::Udp => Protocol::Udp,
+        ProtoArg::Icmp => Protocol::Icmp,
     };
     let d = if let Some(name) = &a.domain {
         let name = match canonical_name(name) {

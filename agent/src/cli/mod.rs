@@ -326,6 +326,8 @@ impl FlowArgs {
 pub enum ProtoArg {
     Tcp,
     Udp,
+    /// An echo request from a ping socket (`--port` does not apply).
+    Icmp,
 }
 
 /// Where metrics are served: an address, or nowhere.

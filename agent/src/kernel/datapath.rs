@@ -28,8 +28,11 @@ use crate::{
     policy::CompiledPolicy,
 };
 
-/// The cgroup_skb programs (flow accounting, then DNS) and the direction each attaches to.
-pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
+/// The cgroup_skb programs and the direction each attaches to: the datagrams of ping and
+/// UDP-Lite sockets, decided (first, so that a flow it starts counts that packet), then flow
+/// accounting and DNS each way.
+pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 3] = [
+    (progs::SKB_DGRAM, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
     (progs::SKB_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
     (progs::SKB_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
 ];

@@ -219,7 +219,9 @@ impl CompiledPolicy {
         let mut wrong: Option<&RuleEntry> = None;
         let entries = self.tables.entries.get(v.first as usize..(v.first + v.count) as usize).unwrap_or_default();
         for e in entries {
-            if e.protocols & bit == 0 || port < e.port_lo || port > e.port_hi {
+            // Ports do not apply to ICMP, as in the kernel.
+            let port_ok = proto == Protocol::Icmp || (port >= e.port_lo && port <= e.port_hi);
+            if e.protocols & bit == 0 || !port_ok {
                 continue;
             }
             if e.selector == 0 || self.selector_matches(e.selector, proc) {
@@ -285,6 +287,7 @@ fn proto_bit(p: Protocol) -> u8 {
     match p {
         Protocol::Tcp => proto_bits::TCP,
         Protocol::Udp => proto_bits::UDP,
+        Protocol::Icmp => proto_bits::ICMP,
     }
 }
 

@@ -281,6 +281,19 @@ fn dest_of(cidr: Option<Cidr>, domain: Option<&DomainPattern>) -> Result<Dest, &
 pub enum Protocol {
     Tcp,
     Udp,
+    /// ICMP and ICMPv6 echo requests from ping sockets; ports do not apply.
+    Icmp,
+}
+
+impl Protocol {
+    /// As the policy writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        }
+    }
 }
 
 /// A name: 1 to 63 characters of `[a-z0-9._-]`, starting with a letter or digit, so that it is

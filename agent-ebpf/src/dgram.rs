@@ -1,0 +1,247 @@
+//! Datagrams no sock_addr hook sees, decided on their way out.
+//!
+//! An unprivileged process can send from two kinds of datagram socket whose sends the
+//! sock_addr hooks do not all see:
+//! - an ICMP ping socket (`SOCK_DGRAM`, `IPPROTO_ICMP`/`ICMPV6`, open to the groups in
+//!   `net.ipv4.ping_group_range`): its `connect()` runs connect4/6, but its `sendto()` runs no
+//!   hook;
+//! - a UDP-Lite socket: its unconnected `sendto()` runs sendmsg4/6, but its `connect()` runs no
+//!   hook, and the sendmsg hooks skip connected sockets.
+//!
+//! So every packet such a socket sends is decided here, per destination, like a datagram at
+//! sendmsg: `icmp` rules for ICMP, `udp` rules for UDP-Lite, with the same flows (one event per
+//! socket and destination) and the same kill switch, blocks and modes. A packet runs in softirq
+//! or in any task's context here, so the identity is not the current task's: it is the process
+//! that created the socket, recorded with its cgroup ancestors in the socket's storage by the
+//! sock_create hook ([`record`]). A program of its own, attached beside `skb_egress`: the
+//! decision has the verifier budget of a connect program, and every other packet pays one
+//! socket lookup here.
+
+use core::ffi::c_void;
+
+use agent_common::{event_flags, event_flags2, hook, mode, tamper, verdict, Event};
+use aya_ebpf::{
+    bindings::{bpf_sock, BPF_SK_STORAGE_GET_F_CREATE},
+    helpers::{
+        bpf_get_current_pid_tgid,
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_sk_fullsock,
+            bpf_sk_storage_get, bpf_skb_cgroup_id,
+        },
+    },
+    programs::{SkBuffContext, SockContext},
+    EbpfContext as _,
+};
+
+use crate::{
+    connect::{self, active_slot, Dest},
+    flows::{self, ETH_P_IP, ETH_P_IPV6},
+    identity::{self, Proc},
+    maps::{EVENTS, EXEC_IDS, SK_FLOWS, SK_OWNERS},
+    mptcp::{Owner, ANCESTORS},
+    ring::{count_drop, wakeup_flags},
+    AF_INET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, IPPROTO_UDPLITE,
+};
+
+const SOCK_DGRAM: u32 = 2;
+/// Return values of a cgroup_skb program.
+const PASS: i32 = 1;
+const DROP: i32 = 0;
+
+/// Sockets whose datagrams are decided here (and whose creator [`record`] keeps).
+#[inline(always)]
+pub fn owned(ty: u32, proto: u32) -> bool {
+    ty == SOCK_DGRAM && matches!(proto, IPPROTO_ICMP | IPPROTO_ICMPV6 | IPPROTO_UDPLITE)
+}
+
+/// cgroup/sock_create of an [`owned`] socket: records the creating process (its identity as
+/// the connect hooks see it, and its cgroup ancestors) in the socket's storage. False when the
+/// storage cannot be had (memory): the socket is then one no hook can decide.
+#[inline(always)]
+pub fn record(ctx: &SockContext) -> bool {
+    let map = &SK_OWNERS as *const _ as *mut c_void;
+    // SAFETY: a cgroup/sock program's context is its socket, which the helper takes as is.
+    let p = unsafe {
+        bpf_sk_storage_get(map, ctx.as_ptr(), core::ptr::null_mut(), u64::from(BPF_SK_STORAGE_GET_F_CREATE))
+    } as *mut Owner;
+    if p.is_null() {
+        return false;
+    }
+    // SAFETY: a live storage value of this socket, which only this program writes (at creation,
+    // before any other task can reach the socket).
+    let owner = unsafe { &mut *p };
+    owner.writer = bpf_get_current_pid_tgid();
+    owner.proc = identity::current_proc();
+    let mut level = 0;
+    while level < ANCESTORS {
+        // SAFETY: plain helper; a level below the task's depth yields 0.
+        owner.ancestors[level] = unsafe { bpf_get_current_ancestor_cgroup_id(level as i32) };
+        level += 1;
+    }
+    true
+}
+
+/// The socket of a packet, as the flow code reaches it.
+struct PacketSock<'a> {
+    ctx: &'a SkBuffContext,
+    sk: *mut bpf_sock,
+}
+
+impl flows::Sock for PacketSock<'_> {
+    #[inline(always)]
+    fn cookie(&self) -> u64 {
+        // SAFETY: the helper takes the program's own context.
+        unsafe { bpf_get_socket_cookie(self.ctx.as_ptr()) }
+    }
+
+    #[inline(always)]
+    fn mark(&self) -> bool {
+        let map = &SK_FLOWS as *const _ as *mut c_void;
+        // SAFETY: `sk` is the packet's full socket (checked by `bpf_sk_fullsock`).
+        let p = unsafe {
+            bpf_sk_storage_get(
+                map,
+                self.sk as *mut c_void,
+                core::ptr::null_mut(),
+                u64::from(BPF_SK_STORAGE_GET_F_CREATE),
+            )
+        };
+        !p.is_null()
+    }
+}
+
+/// The program: 1 lets the packet go, 0 drops it (the sender sees EPERM).
+#[inline(always)]
+pub fn egress(ctx: &SkBuffContext) -> i32 {
+    // SAFETY: the kernel hands the program a valid __sk_buff; `sk` is readable by cgroup_skb
+    // programs, and the helper checks what it points at.
+    let full = unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return PASS;
+        }
+        bpf_sk_fullsock(sk)
+    };
+    if full.is_null() {
+        return PASS;
+    }
+    // SAFETY: a full socket: these fields are readable.
+    let (ty, protocol) = unsafe { ((*full).type_, (*full).protocol) };
+    if !owned(ty, protocol) {
+        return PASS;
+    }
+    let enforce = matches!(active_slot(), Some((_, m)) if m.mode == mode::ENFORCE);
+    let Some(dest) = destination(ctx) else {
+        // Headers that cannot be read (an IPv6 extension header before ICMPv6: a routing header,
+        // which the source-route check reports): not decided, so not let through in enforce
+        // mode.
+        return if enforce { DROP } else { PASS };
+    };
+    let map = &SK_OWNERS as *const _ as *mut c_void;
+    // SAFETY: `full` is a full socket.
+    let owner = unsafe { bpf_sk_storage_get(map, full as *mut c_void, core::ptr::null_mut(), 0) } as *const Owner;
+    let hook = if dest.wire_family == AF_INET { hook::EGRESS4 } else { hook::EGRESS6 };
+    if owner.is_null() {
+        // Created before the agent's sock_create hook was attached: whose it is is unknown, so
+        // nothing is allowed on it in enforce mode.
+        unowned(ctx, &dest, hook, enforce);
+        return if enforce { DROP } else { PASS };
+    }
+    // SAFETY: a live storage value of the packet's socket (freed with it, after this run).
+    let owner = unsafe { &*owner };
+    let mut proc: Proc = owner.proc;
+    // A mark the creator got since (a tracer attached): its exec record has it.
+    if let Some(id) = EXEC_IDS.get_ptr(&((proc.pid_tgid >> 32) as u32)) {
+        // SAFETY: a live map value.
+        let (start, marks) = unsafe { ((*id).start_ns, (*id).tamper) };
+        if start == proc.start_ns || start == 0 {
+            proc.tamper |= marks & (tamper::LOADER_ENV | tamper::TRACED);
+        }
+    }
+    connect::attempt(&PacketSock { ctx, sk: full }, hook, &dest, &proc, owner.ancestors.as_ptr())
+}
+
+/// Where the packet goes, as the connect hooks would decide it: ICMP as itself, UDP-Lite as
+/// UDP; None for anything else.
+#[inline(always)]
+fn destination(ctx: &SkBuffContext) -> Option<Dest> {
+    // SAFETY: the kernel hands the program a valid __sk_buff.
+    let skb_proto = unsafe { (*ctx.skb.skb).protocol };
+    // SAFETY: the helper takes the program's own context.
+    let netns = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
+    match u16::from_be(skb_proto as u16) {
+        ETH_P_IP => {
+            let vihl: u8 = ctx.load(0).ok()?;
+            let p: u8 = ctx.load(9).ok()?;
+            let a: [u8; 4] = ctx.load(16).ok()?;
+            let (proto, port) = match u32::from(p) {
+                IPPROTO_ICMP => (p, 0),
+                IPPROTO_UDPLITE => {
+                    // IP options (timestamps, which need no capability) move the header.
+                    let l4 = usize::from(vihl & 0x0f) * 4;
+                    let d: [u8; 2] = ctx.load(l4 + 2).ok()?;
+                    (IPPROTO_UDP as u8, u16::from_be_bytes(d))
+                }
+                _ => return None,
+            };
+            let mut addr = [0u8; 16];
+            addr[..4].copy_from_slice(&a);
+            Some(Dest { addr, wire: addr, netns, family: AF_INET, wire_family: AF_INET, port, proto, flags: 0 })
+        }
+        ETH_P_IPV6 => {
+            let next: u8 = ctx.load(6).ok()?;
+            let (proto, port) = match u32::from(next) {
+                IPPROTO_ICMPV6 => (next, 0),
+                IPPROTO_UDPLITE => {
+                    let d: [u8; 2] = ctx.load(42).ok()?;
+                    (IPPROTO_UDP as u8, u16::from_be_bytes(d))
+                }
+                _ => return None,
+            };
+            let a: [u8; 16] = ctx.load(24).ok()?;
+            let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+            Some(connect::dest_v6([w(0), w(4), w(8), w(12)], port, proto, netns))
+        }
+        _ => None,
+    }
+}
+
+/// Reports a packet of a socket nobody recorded: no process, no rule (`default`'s record with
+/// the destination), `exec_unseen`.
+#[inline(always)]
+fn unowned(ctx: &SkBuffContext, dest: &Dest, hook: u8, enforce: bool) {
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_drop();
+        return;
+    };
+    let generation = active_slot().map_or(0, |(_, m)| m.generation);
+    // SAFETY: plain helpers taking the program's own context.
+    let (cookie, cgroup_id) = unsafe { (bpf_get_socket_cookie(ctx.as_ptr()), bpf_skb_cgroup_id(ctx.skb.skb)) };
+    let v = if enforce { verdict::DENY } else { verdict::ALERT };
+    let nobody = Proc {
+        pcomm: [0; 16],
+        start_ns: 0,
+        pid_tgid: 0,
+        uid_gid: u64::MAX,
+        comm: [0; 16],
+        exe_dev: 0,
+        exe_ino: 0,
+        exe_gen: 0,
+        tamper: tamper::UNRECORDED,
+        cgroup_id: 0,
+        subflow: 0,
+    };
+    let base = identity::report_of(&nobody, generation, v, event_flags2::EXEC_UNSEEN);
+    entry.write(Event {
+        cookie,
+        daddr: dest.wire,
+        dport: dest.port,
+        family: dest.wire_family,
+        proto: dest.proto,
+        hook,
+        cgroup_id,
+        flags: base.flags | dest.flags | event_flags::NO_FLOW,
+        ..base
+    });
+    entry.submit(wakeup_flags());
+}
