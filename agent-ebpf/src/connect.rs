@@ -77,7 +77,7 @@ pub fn on_v4(ctx: &SockAddrContext, hook: u8) -> i32 {
     let ip4 = sa.user_ip4.to_ne_bytes();
     addr[..4].copy_from_slice(&ip4);
     let netns = netns_of(ctx);
-    let port = u16::from_be(sa.user_port as u16);
+    let port = port_of(u16::from_be(sa.user_port as u16), proto);
     let dest = Dest { addr, wire: addr, netns, family: AF_INET, wire_family: AF_INET, port, proto, flags: 0 };
     handle(ctx, hook, &dest)
 }
@@ -89,7 +89,7 @@ pub fn on_v6(ctx: &SockAddrContext, hook: u8) -> i32 {
     // The verifier only allows 4-byte loads of user_ip6, one word at a time. Each word's native
     // value has the address bytes in memory order.
     let w = [sa.user_ip6[0], sa.user_ip6[1], sa.user_ip6[2], sa.user_ip6[3]];
-    let port = u16::from_be(sa.user_port as u16);
+    let port = port_of(u16::from_be(sa.user_port as u16), proto);
     let dest = dest_v6(w, port, proto, netns_of(ctx));
     handle(ctx, hook, &dest)
 }
@@ -120,6 +120,15 @@ pub fn dest_v6(w: [u32; 4], port: u16, proto: u8, netns: u64) -> Dest {
         proto,
         flags: (event_flags::V4_MAPPED & mapped as u8) | (event_flags::NAT64 & nat64 as u8),
     }
+}
+
+/// The port as decided and reported: 0 for ICMP, whose packets carry none (a ping socket's
+/// `connect()` takes any). A mask, not a branch (see `on_v6`).
+#[inline(always)]
+fn port_of(port: u16, proto: u8) -> u16 {
+    let p = u32::from(proto);
+    // Zero exactly for ICMP or ICMPv6 (both factors are below 256, so the product is exact).
+    port & !(zero_mask((p ^ IPPROTO_ICMP) * (p ^ IPPROTO_ICMPV6)) as u16)
 }
 
 /// All ones when `x` is zero, else zero, without a branch: the top bit of `x | -x` is set

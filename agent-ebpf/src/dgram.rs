@@ -37,7 +37,7 @@ use crate::{
     connect::{self, active_slot, Dest},
     flows::{self, ETH_P_IP, ETH_P_IPV6},
     identity::{self, Proc},
-    maps::{EVENTS, EXEC_IDS, SK_FLOWS, SK_OWNERS},
+    maps::{DGRAM_UNOWNED, EVENTS, SK_FLOWS, SK_OWNERS},
     mptcp::{Owner, ANCESTORS},
     ring::{count_drop, wakeup_flags},
     AF_INET, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_UDP, IPPROTO_UDPLITE,
@@ -131,11 +131,16 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
         return PASS;
     }
     let enforce = matches!(active_slot(), Some((_, m)) if m.mode == mode::ENFORCE);
-    let Some(dest) = destination(ctx) else {
-        // Headers that cannot be read (an IPv6 extension header before ICMPv6: a routing header,
-        // which the source-route check reports): not decided, so not let through in enforce
-        // mode.
-        return if enforce { DROP } else { PASS };
+    let dest = match destination(ctx, protocol) {
+        Headers::Dest(d) => d,
+        // Another protocol than the socket's: a packet the kernel made of one already decided
+        // (IPsec's ESP or AH, or its UDP encapsulation, after the inner packet came through
+        // here), or one behind an IPv6 extension header, which only a routing header can put
+        // there without CAP_NET_RAW — and the source-route check drops those (enforce) or
+        // reports them (monitor).
+        Headers::Other => return PASS,
+        // Headers that cannot be read: not decided, so not let through in enforce mode.
+        Headers::Unreadable => return if enforce { DROP } else { PASS },
     };
     let map = &SK_OWNERS as *const _ as *mut c_void;
     // SAFETY: `full` is a full socket.
@@ -150,21 +155,39 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
     // SAFETY: a live storage value of the packet's socket (freed with it, after this run).
     let owner = unsafe { &*owner };
     let mut proc: Proc = owner.proc;
-    // A mark the creator got since (a tracer attached): its exec record has it.
-    if let Some(id) = EXEC_IDS.get_ptr(&((proc.pid_tgid >> 32) as u32)) {
-        // SAFETY: a live map value.
-        let (start, marks) = unsafe { ((*id).start_ns, (*id).tamper) };
-        if start == proc.start_ns || start == 0 {
-            proc.tamper |= marks & (tamper::LOADER_ENV | tamper::TRACED);
-        }
-    }
+    // The sender must be what the creator was: a socket handed to another process
+    // (`pidfd_getfd`, `SCM_RIGHTS`, inherited across an exec) is not a way to borrow the
+    // creator's vendors. Another executable matches no `exe` selector (as a replaced one), and
+    // the sender's own marks (a tracer attached since, a steered loader, no exec record) count.
+    // Without branches, like `current_proc`: the decision below is walked once.
+    let (dev, ino, marks) = identity::sender();
+    let differs = u64::from(dev ^ proc.exe_dev) | (ino ^ proc.exe_ino);
+    proc.exe_ino |= (differs | differs.wrapping_neg()) & identity::REPLACED;
+    proc.tamper |= marks;
     connect::attempt(&PacketSock { ctx, sk: full }, hook, &dest, &proc, owner.ancestors.as_ptr())
 }
 
-/// Where the packet goes, as the connect hooks would decide it: ICMP as itself, UDP-Lite as
-/// UDP; None for anything else.
+enum Headers {
+    Dest(Dest),
+    /// The IP header names another protocol than the socket's.
+    Other,
+    Unreadable,
+}
+
+/// Where the packet of a `protocol` socket goes, as the connect hooks would decide it: ICMP as
+/// itself, UDP-Lite as UDP.
 #[inline(always)]
-fn destination(ctx: &SkBuffContext) -> Option<Dest> {
+fn destination(ctx: &SkBuffContext, protocol: u32) -> Headers {
+    match read_destination(ctx, protocol) {
+        Some(Some(d)) => Headers::Dest(d),
+        Some(None) => Headers::Other,
+        None => Headers::Unreadable,
+    }
+}
+
+/// Some(None): another protocol than `protocol`'s; None: unreadable.
+#[inline(always)]
+fn read_destination(ctx: &SkBuffContext, protocol: u32) -> Option<Option<Dest>> {
     // SAFETY: the kernel hands the program a valid __sk_buff.
     let skb_proto = unsafe { (*ctx.skb.skb).protocol };
     // SAFETY: the helper takes the program's own context.
@@ -174,6 +197,9 @@ fn destination(ctx: &SkBuffContext) -> Option<Dest> {
             let vihl: u8 = ctx.load(0).ok()?;
             let p: u8 = ctx.load(9).ok()?;
             let a: [u8; 4] = ctx.load(16).ok()?;
+            if u32::from(p) != protocol {
+                return Some(None);
+            }
             let (proto, port) = match u32::from(p) {
                 IPPROTO_ICMP => (p, 0),
                 IPPROTO_UDPLITE => {
@@ -182,34 +208,43 @@ fn destination(ctx: &SkBuffContext) -> Option<Dest> {
                     let d: [u8; 2] = ctx.load(l4 + 2).ok()?;
                     (IPPROTO_UDP as u8, u16::from_be_bytes(d))
                 }
-                _ => return None,
+                _ => return Some(None),
             };
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&a);
-            Some(Dest { addr, wire: addr, netns, family: AF_INET, wire_family: AF_INET, port, proto, flags: 0 })
+            Some(Some(Dest { addr, wire: addr, netns, family: AF_INET, wire_family: AF_INET, port, proto, flags: 0 }))
         }
         ETH_P_IPV6 => {
             let next: u8 = ctx.load(6).ok()?;
+            if u32::from(next) != protocol {
+                return Some(None);
+            }
             let (proto, port) = match u32::from(next) {
                 IPPROTO_ICMPV6 => (next, 0),
                 IPPROTO_UDPLITE => {
                     let d: [u8; 2] = ctx.load(42).ok()?;
                     (IPPROTO_UDP as u8, u16::from_be_bytes(d))
                 }
-                _ => return None,
+                _ => return Some(None),
             };
             let a: [u8; 16] = ctx.load(24).ok()?;
             let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-            Some(connect::dest_v6([w(0), w(4), w(8), w(12)], port, proto, netns))
+            Some(Some(connect::dest_v6([w(0), w(4), w(8), w(12)], port, proto, netns)))
         }
-        _ => None,
+        _ => Some(None),
     }
 }
 
 /// Reports a packet of a socket nobody recorded: no process, no rule (`default`'s record with
-/// the destination), `exec_unseen`.
+/// the destination), `exec_unseen`. Once per socket and verdict, as source routes are.
 #[inline(always)]
 fn unowned(ctx: &SkBuffContext, dest: &Dest, hook: u8, enforce: bool) {
+    // SAFETY: the helper takes the program's own context.
+    let seen_key = (unsafe { bpf_get_socket_cookie(ctx.as_ptr()) } << 1) | u64::from(enforce);
+    if DGRAM_UNOWNED.get_ptr(&seen_key).is_some() {
+        return;
+    }
+    let _ = DGRAM_UNOWNED.insert(&seen_key, &1, 0);
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_drop();
         return;

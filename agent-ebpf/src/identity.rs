@@ -98,6 +98,35 @@ pub fn current_proc() -> Proc {
     }
 }
 
+/// What a cgroup_skb program can tell of the task sending a packet, without the task helpers
+/// (which that program type does not have): its process's executable — its exec record's, with
+/// [`REPLACED`] as in [`current_proc`] — and [`tamper`] bits. Packets of datagram sockets leave
+/// in the sending syscall, so this is the sender.
+#[inline(always)]
+pub fn sender() -> (u32, u64, u32) {
+    let (mut exe_dev, mut exe_ino, _) = current_exe();
+    let tgid = match CONFIG.get(0) {
+        Some(cfg) if cfg.offsets.valid != 0 => {
+            // SAFETY: bpf_probe_read_kernel validates the address; a fault returns Err.
+            unsafe {
+                let task = bpf_get_current_task() as *const u8;
+                bpf_probe_read_kernel(task.add(cfg.offsets.task_tgid as usize) as *const u32).unwrap_or(0)
+            }
+        }
+        _ => 0,
+    };
+    let mut tampered = tamper::UNRECORDED;
+    if let Some(id) = EXEC_IDS.get_ptr(&tgid) {
+        // SAFETY: a live map value.
+        let (id_dev, id_ino, marks) = unsafe { ((*id).dev, (*id).ino, (*id).tamper) };
+        tampered = marks;
+        let differs = u64::from(id_dev ^ exe_dev) | (id_ino ^ exe_ino);
+        let mark = (differs | differs.wrapping_neg()) & REPLACED;
+        (exe_dev, exe_ino) = (id_dev, id_ino | mark);
+    }
+    (exe_dev, exe_ino, tampered)
+}
+
 /// The [`agent_common::event_flags2`] bits an event of `proc` carries for its identity.
 #[inline(always)]
 pub fn flags2_of(proc: &Proc) -> u8 {

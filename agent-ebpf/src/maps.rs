@@ -171,6 +171,11 @@ pub static MPTCP_OWNERS: LruHashMap<u64, crate::mptcp::Owner> = LruHashMap::with
 #[btf_map]
 pub static SK_OWNERS: SkStorage<crate::mptcp::Owner> = SkStorage::new();
 
+/// Sockets (by cookie, its low bit the mode) with no recorded creator whose packets were
+/// reported: one event per socket.
+#[map(name = "DGRAM_UNOWNED")]
+pub static DGRAM_UNOWNED: LruHashMap<u64, u8> = LruHashMap::with_max_entries(4096, 0);
+
 /// Where an [`crate::mptcp::Owner`] is built (too large for the stack).
 #[map(name = "MPTCP_SCRATCH")]
 pub static MPTCP_SCRATCH: PerCpuArray<crate::mptcp::Owner> = PerCpuArray::with_max_entries(1, 0);

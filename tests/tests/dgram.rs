@@ -126,7 +126,7 @@ fn icmp_and_port_rules_do_not_stand_in_for_each_other() {
     let r = dgram(&env, &python, "ping-sendto", ADDR6, 1);
     assert_eq!(r["ok"], true, "ICMPv6 under an icmp rule: {r}");
     let udp6 = env.client("udp-sendto", ADDR6, PORT);
-    assert_eq!(udp6["ok"], false, "UDP under an icmp rule: {udp6}");
+    assert_eq!(udp6["errno"], libc::EPERM, "UDP under an icmp rule: {udp6}");
 }
 
 /// UDP-Lite gets the verdict a `udp` rule gives it, connected (`connect` runs no hook, the
@@ -243,4 +243,41 @@ fn a_ping_socket_opened_before_the_agent_is_not_a_way_around_it() {
     // A socket the same process line opens now is recorded, and allowed.
     let r = dgram(&env, &python(), "ping-sendto", ADDR4, 1);
     assert_eq!(r["ok"], true, "a new socket: {r}");
+}
+
+/// Creates a ping socket as python, then execs `exe` with the socket inherited; `exe` (a
+/// python) sends one echo request on it to `addr`. Returns {"pid", "errno", "replies"}.
+fn handed_over(env: &TestEnv, exe: &str, addr: &str) -> Value {
+    const SEND: &str = "import json, os, socket, sys\ns = socket.socket(fileno=int(sys.argv[1]))\ns.settimeout(1)\nout = {'pid': os.getpid(), 'errno': 0, 'replies': 0}\ntry:\n    s.sendto(bytes([8, 0, 0, 0, 0, 0, 0, 1]) + b'egress-agent', (sys.argv[2], 0))\n    s.recv(1500)\n    out['replies'] = 1\nexcept OSError as e:\n    out['errno'] = e.errno or -1\nprint(json.dumps(out))\n";
+    let create = format!(
+        "import os, socket, sys\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)\nos.set_inheritable(s.fileno(), True)\nos.execv(sys.argv[1], [sys.argv[1], '-c', {SEND:?}, str(s.fileno()), sys.argv[2]])\n"
+    );
+    let args = ["--reuid", "65534", "--regid", "65534", "--clear-groups", "/usr/bin/python3", "-c", &create, exe, addr];
+    let out = env.in_cgroup("setpriv", &args).output().expect("python3");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{exe}: {out:?}: {e}"))
+}
+
+/// A socket is decided as its creator, but only for a sender running the creator's executable:
+/// handed to another executable (here across an exec; `pidfd_getfd` and `SCM_RIGHTS` alike),
+/// the vendor reserved to the creator's is refused to it.
+#[test]
+fn a_ping_socket_handed_to_another_executable_does_not_lend_its_vendor() {
+    let env = ping_env("ping-handed");
+    let python = python();
+    let copy = env.path("python-copy");
+    fs::copy(&python, &copy).expect("copy python");
+    let copy = copy.display().to_string();
+    let agent = env.agent(&policy(&format!(
+        "  mode: enforce\n  default: deny\n  vendors:\n    - name: pinger\n      destinations: [{{cidr: {ADDR4}}}]\n      protocols: [icmp]\n      processes: [{{exe: {python}}}]\n"
+    )));
+    let same = handed_over(&env, &python, ADDR4);
+    assert_eq!((same["errno"].as_i64(), same["replies"].as_u64()), (Some(0), Some(1)), "python to python: {same}\n{}", agent.log());
+    let (other, packets) = captured(&env, ADDR4, || handed_over(&env, &copy, ADDR4));
+    assert_eq!(
+        (other["errno"].as_i64(), packets),
+        (Some(i64::from(libc::EPERM)), 0),
+        "the socket lent python's vendor to another executable: {other}"
+    );
+    let ev = event(&agent, &other["pid"], ADDR4);
+    assert_eq!((ev["verdict"].as_str(), ev["reason"].as_str()), (Some("deny"), Some("process")), "{ev}");
 }

@@ -223,7 +223,13 @@ fn prune(g: &mut Group, b: &Base, dest: impl Fn(&str) -> Dest) {
         let mut needed = false;
         for (process, uid) in g.processes.keys() {
             let id = b.identity(process, *uid);
-            let allowed = u.ports.iter().all(|port| protocols(u).iter().all(|pr| b.allows(&target, *port, *pr, &id)));
+            let protos = protocols(u);
+            // ICMP has no ports: it is asked about once, whatever ports other protocols used.
+            let allowed = u
+                .ports
+                .iter()
+                .all(|port| protos.iter().filter(|p| **p != Protocol::Icmp).all(|pr| b.allows(&target, *port, *pr, &id)))
+                && (!protos.contains(&Protocol::Icmp) || b.allows(&target, 0, Protocol::Icmp, &id));
             if !allowed {
                 needed_procs.insert((process.clone(), *uid));
                 needed = true;
@@ -538,6 +544,27 @@ mod tests {
         assert!(stripe.contains("- {exe: \"/usr/lib/systemd/systemd-resolved\"}"), "{text}");
         assert!(!stripe.contains("/opt/billing/bin/api"), "{text}");
         assert!(text.contains("base policy already allows"), "{text}");
+    }
+
+    /// ICMP is proposed as `icmp` (no ports), and a base that allows the address for TCP only
+    /// does not take the ping out of the proposal.
+    #[test]
+    fn icmp_is_proposed_unless_the_base_allows_it() {
+        let mut inv = Inventory::default();
+        inv.record_connect(T0, &contact("/opt/billing/bin/api", None, "192.0.2.9", 0, "icmp"));
+        let text = generate(&inv, "p", None);
+        let (c, _) = checked(&text);
+        assert!(text.contains("protocols: [icmp]") && !text.contains("ports:"), "{text}");
+        let api = ProcIdentity { exe: Some((7, 100)), uid: 1000, ..Default::default() };
+        assert_eq!(c.decide("192.0.2.9".parse().unwrap(), 0, Protocol::Icmp, &api).verdict, verdict::ALLOW);
+        let tcp_only = "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: base}\nspec:\n  allow:\n    - {cidr: 192.0.2.0/24}\n";
+        let (base, _) = checked(tcp_only);
+        let text = generate(&inv, "p", Some(&Base::new(&base, &FakeHost)));
+        assert!(text.contains("protocols: [icmp]"), "the ping was taken out: {text}");
+        let icmp_too = "apiVersion: egress-agent/v1\nkind: EgressPolicy\nmetadata: {name: base}\nspec:\n  allow:\n    - {cidr: 192.0.2.0/24, protocols: [icmp]}\n";
+        let (base, _) = checked(icmp_too);
+        let text = generate(&inv, "p", Some(&Base::new(&base, &FakeHost)));
+        assert!(!text.contains("protocols: [icmp]"), "allowed by the base: {text}");
     }
 
     #[test]

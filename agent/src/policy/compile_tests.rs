@@ -513,3 +513,19 @@ mod property {
 
 #[path = "compile_pod_tests.rs"]
 mod pods;
+
+/// `icmp` must be named (the default protocols are tcp and udp), and its ports do not apply.
+#[test]
+fn icmp_is_allowed_only_where_named_and_ports_do_not_apply() {
+    let (p, _) = compiled(
+        "  mode: enforce\n  allow:\n    - {name: web, cidr: 192.0.2.0/24, ports: [443]}\n  vendors:\n    - {name: probe, destinations: [{cidr: 198.51.100.0/24}], ports: [443], protocols: [tcp, icmp]}\n",
+    );
+    let any = ProcIdentity::default();
+    assert_eq!(p.decide(ip("192.0.2.1"), 443, Protocol::Tcp, &any).verdict, verdict::ALLOW);
+    assert_eq!(p.decide(ip("192.0.2.1"), 0, Protocol::Icmp, &any).verdict, verdict::DENY);
+    for port in [0, 7, 443] {
+        assert_eq!(p.decide(ip("198.51.100.9"), port, Protocol::Icmp, &any).verdict, verdict::ALLOW, "{port}");
+    }
+    assert_eq!(p.decide(ip("198.51.100.9"), 7, Protocol::Tcp, &any).verdict, verdict::DENY);
+    assert_eq!(p.decide(ip("198.51.100.9"), 443, Protocol::Udp, &any).verdict, verdict::DENY);
+}

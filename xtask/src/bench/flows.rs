@@ -86,6 +86,7 @@ pub fn run(agent_bin: &Path, rounds: u32, mib: u64, flows: u32) -> Result<()> {
     let stats = BpfStats::enable()?;
     let pid = agent_pid(&agent.events)?;
     let before = skb_prog_time(pid);
+    let before_each = skb_prog_times();
     let mut watched_secs = 0.0;
     for round in 0..rounds {
         let order: [usize; 2] = if round % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -122,6 +123,7 @@ pub fn run(agent_bin: &Path, rounds: u32, mib: u64, flows: u32) -> Result<()> {
         }
     }
     let after = skb_prog_time(pid);
+    let after_each = skb_prog_times();
     drop(stats);
     drop(agent);
     drop(free);
@@ -158,6 +160,16 @@ pub fn run(agent_bin: &Path, rounds: u32, mib: u64, flows: u32) -> Result<()> {
         share * 100.0,
         1.0 / (1.0 + share)
     );
+    for (name, (t, n)) in &after_each {
+        let (t0, n0) = before_each.get(name).copied().unwrap_or_default();
+        let (t, n) = (t.saturating_sub(t0), n.saturating_sub(n0));
+        println!(
+            "  {name}: {n} runs, {:.0} ns each, {:.1} ms = {:.2} % of the transfers' time",
+            t as f64 / n.max(1) as f64,
+            t as f64 / 1e6,
+            t as f64 / 1e9 / watched_secs * 100.0
+        );
+    }
 
     // 2. Memory.
     memory(&env, agent_bin, &path, flows)?;
@@ -197,6 +209,22 @@ fn skb_prog_time(pid: u32) -> (u64, u64) {
         }
     }
     total
+}
+
+/// (run time in ns, runs) of each cgroup_skb program named `skb_*` (the agent's: no other runs
+/// on a bench machine), by name.
+fn skb_prog_times() -> std::collections::BTreeMap<String, (u64, u64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for info in aya::programs::loaded_programs().flatten() {
+        let Some(name) = info.name_as_str().filter(|n| n.starts_with("skb_")).map(str::to_owned) else { continue };
+        if info.program_type() as u32 != 8 {
+            continue;
+        }
+        let e = out.entry(name).or_insert((0, 0));
+        e.0 += info.run_time().as_nanos() as u64;
+        e.1 += info.run_count();
+    }
+    out
 }
 
 /// A sibling of the test's cgroup that the agent does not watch (removed when dropped).
