@@ -31,8 +31,8 @@ pub mod programs {
     /// cgroup_skb ingress: counts the bytes of tracked flows; parses DNS answers before the
     /// socket can read them.
     pub const SKB_INGRESS: &str = "skb_ingress";
-    /// cgroup_skb egress: decides each datagram of an ICMP ping or UDP-Lite socket by its
-    /// destination (no sock_addr hook sees them all).
+    /// cgroup_skb egress, tail-called by `skb_egress` (not attached): decides each datagram of
+    /// an ICMP ping or UDP-Lite socket by its destination (no sock_addr hook sees them all).
     pub const SKB_DGRAM: &str = "skb_dgram";
     /// cgroup/sock_release: reports the end of a socket that has flows.
     pub const FLOW_RELEASE: &str = "flow_release";

@@ -55,6 +55,9 @@ pub const MPTCP_OWNERS: &str = "MPTCP_OWNERS";
 /// Who created each ICMP ping and UDP-Lite socket (agent-ebpf `dgram`), in the socket's local
 /// storage: their datagrams are decided on the way out, where no task identity is at hand.
 pub const SK_OWNERS: &str = "SK_OWNERS";
+/// Program array: entry 0 is `skb_dgram`, which `skb_egress` tail-calls for ping and UDP-Lite
+/// sockets (pinned: its entries would be cleared once no agent held it).
+pub const DGRAM_PROG: &str = "DGRAM_PROG";
 
 /// The maps kept in bpffs with the datapath (all that hold state; the programs' scratch
 /// space is not).
@@ -92,4 +95,5 @@ pub const PINNED: &[&str] = &[
     MPTCP_OWNERS,
     NAT64_PREFIXES,
     SK_OWNERS,
+    DGRAM_PROG,
 ];

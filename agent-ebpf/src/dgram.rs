@@ -13,9 +13,9 @@
 //! socket and destination) and the same kill switch, blocks and modes. A packet runs in softirq
 //! or in any task's context here, so the identity is not the current task's: it is the process
 //! that created the socket, recorded with its cgroup ancestors in the socket's storage by the
-//! sock_create hook ([`record`]). A program of its own, attached beside `skb_egress`: the
-//! decision has the verifier budget of a connect program, and every other packet pays one
-//! socket lookup here.
+//! sock_create hook ([`record`]). A program of its own, which `skb_egress` tail-calls for these
+//! sockets only: the decision has the verifier budget of a connect program, and every other
+//! packet pays one socket lookup ([`owned_packet`]).
 
 use core::ffi::c_void;
 
@@ -110,7 +110,33 @@ impl flows::Sock for PacketSock<'_> {
     }
 }
 
-/// The program: 1 lets the packet go, 0 drops it (the sender sees EPERM).
+/// Whether the packet is a ping or UDP-Lite socket's: what `skb_egress` hands to `skb_dgram`.
+/// A socket load, one helper call and two compares for every other packet.
+#[inline(always)]
+pub fn owned_packet(ctx: &SkBuffContext) -> bool {
+    // SAFETY: as in `egress`.
+    let full = unsafe {
+        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
+        if sk.is_null() {
+            return false;
+        }
+        bpf_sk_fullsock(sk)
+    };
+    // SAFETY: a full socket: these fields are readable.
+    !full.is_null() && owned(unsafe { (*full).type_ }, unsafe { (*full).protocol })
+}
+
+/// A ping or UDP-Lite packet `skb_dgram` could not be handed (the agent sets it before it
+/// attaches, so never while it runs): refused in enforce mode, let through in monitor mode.
+#[inline(always)]
+pub fn undecided() -> i32 {
+    match active_slot() {
+        Some((_, m)) if m.mode == mode::ENFORCE => DROP,
+        _ => PASS,
+    }
+}
+
+/// The decision: 1 lets the packet go, 0 drops it (the sender sees EPERM).
 #[inline(always)]
 pub fn egress(ctx: &SkBuffContext) -> i32 {
     // SAFETY: the kernel hands the program a valid __sk_buff; `sk` is readable by cgroup_skb

@@ -9,7 +9,7 @@ use agent_common::{
 use aya_ebpf::{
     btf_maps::SkStorage,
     macros::{btf_map, map},
-    maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, CgroupArray, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, RingBuf},
 };
 
 #[map(name = "EVENTS")]
@@ -170,6 +170,12 @@ pub static MPTCP_OWNERS: LruHashMap<u64, crate::mptcp::Owner> = LruHashMap::with
 /// Who created each ICMP ping and UDP-Lite socket, in the socket's storage (see `dgram`).
 #[btf_map]
 pub static SK_OWNERS: SkStorage<crate::mptcp::Owner> = SkStorage::new();
+
+/// Entry 0: the `skb_dgram` program, which `skb_egress` hands the packets of ping and UDP-Lite
+/// sockets to (a tail call). Pinned: a program array's entries are cleared once no descriptor or
+/// pin holds it, and the datapath must go on deciding those packets while no agent runs.
+#[map(name = "DGRAM_PROG")]
+pub static DGRAM_PROG: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Sockets (by cookie, its low bit the mode) with no recorded creator whose packets were
 /// reported: one event per socket.

@@ -15,7 +15,9 @@ use agent_common::{
     MAX_DOMAIN_IDS, MAX_RULE_ENTRIES, MAX_SELECTORS, NAT64_LISTED,
 };
 use aya::{
-    maps::{lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, RingBuf},
+    maps::{
+        lpm_trie::Key, Array, CgroupArray, HashMap, LpmTrie, MapData, MapError, PerCpuArray, ProgramArray, RingBuf,
+    },
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSock, CgroupSockAddr, ProgramError, RawTracePoint,
     },
@@ -28,11 +30,8 @@ use crate::{
     policy::CompiledPolicy,
 };
 
-/// The cgroup_skb programs and the direction each attaches to: the datagrams of ping and
-/// UDP-Lite sockets, decided (first, so that a flow it starts counts that packet), then flow
-/// accounting and DNS each way.
-pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 3] = [
-    (progs::SKB_DGRAM, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
+/// The cgroup_skb programs (flow accounting, then DNS) and the direction each attaches to.
+pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
     (progs::SKB_EGRESS, "cgroup_skb/egress", CgroupSkbAttachType::Egress),
     (progs::SKB_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
 ];
@@ -165,6 +164,12 @@ impl Datapath {
             let prog: &mut CgroupSkb = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
+        {
+            // Not attached: `skb_egress` tail-calls it through `DGRAM_PROG`, set below.
+            let (name, hook) = (progs::SKB_DGRAM, "cgroup_skb/egress (tail call)");
+            let prog: &mut CgroupSkb = program(&mut ebpf, name, hook)?;
+            prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
+        }
         for (name, hook) in HOOKS {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
@@ -202,6 +207,7 @@ impl Datapath {
             }
             None => {}
         }
+        dp.set_tail_calls()?;
         let mut config: Array<_, Config> = dp.map_mut(maps::CONFIG)?;
         let config_value = Config { offsets, wakeup_bytes: ring_bytes / 8, _pad: 0 };
         config.set(0, config_value, 0).map_err(map_err(maps::CONFIG))?;
@@ -259,6 +265,17 @@ impl Datapath {
             })?;
         }
         Ok(())
+    }
+
+    /// Puts this agent's `skb_dgram` into `DGRAM_PROG`, before anything is attached (an adopted
+    /// array then hands the running `skb_egress`'s packets to it at once: both use these maps).
+    fn set_tail_calls(&mut self) -> Result<(), DatapathError> {
+        let (name, hook) = (progs::SKB_DGRAM, "cgroup_skb/egress (tail call)");
+        let err = |source| DatapathError::Program { program: name, hook, source };
+        let prog = self.ebpf.program(name).ok_or(err(ProgramError::NotLoaded))?;
+        let fd = prog.fd().map_err(err)?.try_clone().map_err(|e| err(ProgramError::IOError(e)))?;
+        let mut array: ProgramArray<_> = self.map_mut(maps::DGRAM_PROG)?;
+        array.set(0, &fd, 0).map_err(map_err(maps::DGRAM_PROG))
     }
 
     pub(super) fn map_mut<'a, T>(&'a mut self, map: &'static str) -> Result<T, DatapathError>

@@ -228,6 +228,15 @@ pub mod maps {
 
     pub struct CgroupArray;
 
+    /// Declared by maps.rs for a program the fuzzer does not build.
+    pub struct ProgramArray;
+
+    impl ProgramArray {
+        pub const fn with_max_entries(_max_entries: u32, _flags: u32) -> Self {
+            Self
+        }
+    }
+
     impl CgroupArray {
         pub const fn with_max_entries(_max_entries: u32, _flags: u32) -> Self {
             Self
