@@ -15,9 +15,9 @@
 use core::ffi::c_void;
 
 use agent_common::{
-    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue,
-    Event, ExeKey, Learnt, LearntKeyV4, LearntKeyV6, Nat64Key, SlotMeta, GEN_ANY, LEARNT_SLOTS, MAX_DOMAIN_IDS,
-    MAX_RULES_PER_PREFIX, MAX_RULE_ENTRIES, MAX_SELECTORS, NAT64_WELL_KNOWN, RULE_DEFAULT,
+    event_flags, flow_counter, mode, proto_bits, record, rule_flags, selector_flags, verdict, DestValue, Event, ExeKey,
+    Learnt, LearntKeyV4, LearntKeyV6, Nat64Key, SlotMeta, GEN_ANY, LEARNT_SLOTS, MAX_DOMAIN_IDS, MAX_RULES_PER_PREFIX,
+    MAX_RULE_ENTRIES, MAX_SELECTORS, NAT64_WELL_KNOWN, RULE_DEFAULT,
 };
 use aya_ebpf::{
     bindings::bpf_sock_addr,
@@ -33,11 +33,11 @@ use crate::{
     flows,
     identity::{current_proc, Proc},
     kill,
-    maps::{FLOW_COUNTERS, SK_FLOWS},
     maps::{
         ACTIVE_SLOT, DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, EVENTS, EXE_SET, LEARNT_V4,
         LEARNT_V6, NAT64_PREFIXES, RULES, SELECTORS, SLOT_META,
     },
+    maps::{FLOW_COUNTERS, SK_FLOWS},
     ring::{add, count_drop, wakeup_flags},
     AF_INET, AF_INET6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_UDPLITE,
 };
@@ -562,7 +562,8 @@ unsafe extern "C" fn rule_cb(index: u64, ctx: *mut c_void) -> i64 {
 
 #[inline(always)]
 fn match_rules(slot: u32, value: &DestValue, dest: &Dest, proc: &Proc, ancestors: *const u64) -> Match {
-    let mut c = RulesCtx { dest, proc, ancestors, slot, first: value.first, count: value.count, _pad: 0, allowed: 0, wrong: 0 };
+    let mut c =
+        RulesCtx { dest, proc, ancestors, slot, first: value.first, count: value.count, _pad: 0, allowed: 0, wrong: 0 };
     let n = if value.count > MAX_RULES_PER_PREFIX { MAX_RULES_PER_PREFIX } else { value.count };
     // SAFETY: the callback receives `c` back; every pointer in it outlives the loop.
     unsafe {

@@ -61,9 +61,9 @@ pub fn owned(ty: u32, proto: u32) -> bool {
 pub fn record(ctx: &SockContext) -> bool {
     let map = &SK_OWNERS as *const _ as *mut c_void;
     // SAFETY: a cgroup/sock program's context is its socket, which the helper takes as is.
-    let p = unsafe {
-        bpf_sk_storage_get(map, ctx.as_ptr(), core::ptr::null_mut(), u64::from(BPF_SK_STORAGE_GET_F_CREATE))
-    } as *mut Owner;
+    let p =
+        unsafe { bpf_sk_storage_get(map, ctx.as_ptr(), core::ptr::null_mut(), u64::from(BPF_SK_STORAGE_GET_F_CREATE)) }
+            as *mut Owner;
     if p.is_null() {
         return false;
     }
@@ -157,8 +157,8 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
         return PASS;
     }
     let enforce = matches!(active_slot(), Some((_, m)) if m.mode == mode::ENFORCE);
-    let dest = match destination(ctx, protocol) {
-        Headers::Dest(d) => d,
+    let (dest, payload) = match destination(ctx, protocol) {
+        Headers::Dest(d, payload) => (d, payload),
         // Another protocol than the socket's: a packet the kernel made of one already decided
         // (IPsec's ESP or AH, or its UDP encapsulation, after the inner packet came through
         // here), or one behind an IPv6 extension header, which only a routing header can put
@@ -190,11 +190,26 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
     let differs = u64::from(dev ^ proc.exe_dev) | (ino ^ proc.exe_ino);
     proc.exe_ino |= (differs | differs.wrapping_neg()) & identity::REPLACED;
     proc.tamper |= marks;
-    connect::attempt(&PacketSock { ctx, sk: full }, hook, &dest, &proc, owner.ancestors.as_ptr())
+    let sock = PacketSock { ctx, sk: full };
+    let verdict = connect::attempt(&sock, hook, &dest, &proc, owner.ancestors.as_ptr());
+    if verdict == PASS {
+        count_first(flows::Sock::cookie(&sock), &dest, payload);
+    }
+    verdict
+}
+
+/// `skb_egress` counted the packet before handing it here, into its flow if it had one; a flow
+/// this decision started has none of its packets yet, and this is its first. A function of its
+/// own: the key would take stack the rule walks below `attempt` need.
+#[inline(never)]
+fn count_first(cookie: u64, dest: &Dest, payload: u64) {
+    let key = flows::key(cookie, &dest.wire, dest.port, dest.wire_family, dest.proto);
+    flows::first_packet(&key, payload);
 }
 
 enum Headers {
-    Dest(Dest),
+    /// The destination, and the packet's transport payload in bytes.
+    Dest(Dest, u64),
     /// The IP header names another protocol than the socket's.
     Other,
     Unreadable,
@@ -204,16 +219,20 @@ enum Headers {
 /// itself, UDP-Lite as UDP.
 #[inline(always)]
 fn destination(ctx: &SkBuffContext, protocol: u32) -> Headers {
+    // SAFETY: the kernel hands the program a valid __sk_buff.
+    let len = u64::from(unsafe { (*ctx.skb.skb).len });
     match read_destination(ctx, protocol) {
-        Some(Some(d)) => Headers::Dest(d),
+        // Both transport headers (ICMP's, UDP-Lite's) are 8 bytes.
+        Some(Some((d, l3))) => Headers::Dest(d, len.saturating_sub(l3 + 8)),
         Some(None) => Headers::Other,
         None => Headers::Unreadable,
     }
 }
 
-/// Some(None): another protocol than `protocol`'s; None: unreadable.
+/// The destination and the IP header's length; Some(None): another protocol than
+/// `protocol`'s; None: unreadable.
 #[inline(always)]
-fn read_destination(ctx: &SkBuffContext, protocol: u32) -> Option<Option<Dest>> {
+fn read_destination(ctx: &SkBuffContext, protocol: u32) -> Option<Option<(Dest, u64)>> {
     // SAFETY: the kernel hands the program a valid __sk_buff.
     let skb_proto = unsafe { (*ctx.skb.skb).protocol };
     // SAFETY: the helper takes the program's own context.
@@ -238,7 +257,8 @@ fn read_destination(ctx: &SkBuffContext, protocol: u32) -> Option<Option<Dest>> 
             };
             let mut addr = [0u8; 16];
             addr[..4].copy_from_slice(&a);
-            Some(Some(Dest { addr, wire: addr, netns, family: AF_INET, wire_family: AF_INET, port, proto, flags: 0 }))
+            let dest = Dest { addr, wire: addr, netns, family: AF_INET, wire_family: AF_INET, port, proto, flags: 0 };
+            Some(Some((dest, u64::from(vihl & 0x0f) * 4)))
         }
         ETH_P_IPV6 => {
             let next: u8 = ctx.load(6).ok()?;
@@ -255,7 +275,7 @@ fn read_destination(ctx: &SkBuffContext, protocol: u32) -> Option<Option<Dest>> 
             };
             let a: [u8; 16] = ctx.load(24).ok()?;
             let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-            Some(Some(connect::dest_v6([w(0), w(4), w(8), w(12)], port, proto, netns)))
+            Some(Some((connect::dest_v6([w(0), w(4), w(8), w(12)], port, proto, netns), 40)))
         }
         _ => Some(None),
     }

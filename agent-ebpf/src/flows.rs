@@ -67,6 +67,27 @@ pub fn live(key: &FlowKey) -> u32 {
     }
 }
 
+/// Adds a packet of `payload` bytes to the flow `key` if it has none yet (a flow started by the
+/// decision of this very packet, after the packet was counted).
+#[inline(always)]
+pub fn first_packet(key: &FlowKey, payload: u64) {
+    if let Some(f) = FLOWS.get_ptr_mut(key) {
+        // SAFETY: a live map value; updated atomically, as `count` does.
+        unsafe {
+            if (*f).packets_out == 0 {
+                core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                    &raw mut (*f).bytes_out,
+                    payload,
+                );
+                core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                    &raw mut (*f).packets_out,
+                    1,
+                );
+            }
+        }
+    }
+}
+
 /// Records that the flow's datagrams are now reported with `verdict` (the policy changed).
 #[inline(always)]
 pub fn set_verdict(key: &FlowKey, verdict: u8) {

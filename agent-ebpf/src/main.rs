@@ -70,14 +70,6 @@ pub fn sendmsg6(ctx: SockAddrContext) -> i32 {
 /// few hundred nanoseconds per packet, which a bulk transfer feels.
 #[cgroup_skb(egress)]
 pub fn skb_egress(ctx: SkBuffContext) -> i32 {
-    // The datagrams of ping and UDP-Lite sockets are decided by a program of their own (see
-    // `dgram`), which has a verifier budget of its own; every other packet pays this check.
-    if dgram::owned_packet(&ctx) {
-        // SAFETY: the map holds programs of this type, set by the agent before it attaches.
-        unsafe { maps::DGRAM_PROG.tail_call(&ctx, 0) };
-        // Only when the program is missing: nothing decided the packet.
-        return dgram::undecided();
-    }
     // The connect hooks decided where the socket goes; a source route would send its packets
     // elsewhere first (see `sroute`).
     if sroute::suspect(&ctx) && sroute::egress(&ctx) == 0 {
@@ -87,28 +79,26 @@ pub fn skb_egress(ctx: SkBuffContext) -> i32 {
     if p.drop {
         return 0;
     }
+    // The datagrams of ping and UDP-Lite sockets are decided by a program of their own (see
+    // `dgram`), with a verifier budget of its own; every other packet pays this check.
+    if dgram::owned_packet(&ctx) {
+        // SAFETY: the map holds programs of this type, set by the agent before it attaches.
+        unsafe { maps::DGRAM_PROG.tail_call(&ctx, 0) };
+        // Only when the program is missing: nothing decided the packet.
+        return dgram::undecided();
+    }
     if p.known && p.sport != DNS_PORT && p.dport != DNS_PORT {
         return 1;
     }
     dns_egress(&ctx)
 }
 
-/// cgroup_skb egress, tail-called by `skb_egress` (never attached): the datagrams of ICMP ping
-/// and UDP-Lite sockets, decided by destination (see `dgram`), then what `skb_egress` does for
-/// any packet (source routes, flow accounting, the kill switch). Not the DNS code: these
-/// sockets send no DNS the agent learns from.
+/// cgroup_skb egress, tail-called by `skb_egress` (never attached) once it has done what it
+/// does for any packet (source routes, flow accounting, the kill switch): the datagrams of ICMP
+/// ping and UDP-Lite sockets, decided by destination (see `dgram`).
 #[cgroup_skb(egress)]
 pub fn skb_dgram(ctx: SkBuffContext) -> i32 {
-    if dgram::egress(&ctx) == 0 {
-        return 0;
-    }
-    if sroute::suspect(&ctx) && sroute::egress(&ctx) == 0 {
-        return 0;
-    }
-    if flows::count(&ctx, true).drop {
-        return 0;
-    }
-    1
+    dgram::egress(&ctx)
 }
 
 // The DNS code in functions of their own, like the flow accounting: each then has the 512-byte

@@ -54,7 +54,12 @@ fn ping_is_decided_per_destination_by_icmp_rules() {
     for (ok, other) in [(ADDR4, ADDR4_OTHER), (ADDR6, ADDR6_OTHER)] {
         for mode in ["ping-sendto", "ping-connect"] {
             let r = dgram(&env, &python, mode, ok, 3);
-            assert_eq!((r["ok"].as_bool(), r["replies"].as_u64()), (Some(true), Some(3)), "{mode} {ok}: {r}\n{}", agent.log());
+            assert_eq!(
+                (r["ok"].as_bool(), r["replies"].as_u64()),
+                (Some(true), Some(3)),
+                "{mode} {ok}: {r}\n{}",
+                agent.log()
+            );
             let ev = event(&agent, &r["pid"], ok);
             assert_eq!(
                 (ev["verdict"].as_str(), ev["proto"].as_str(), ev["vendor"].as_str(), ev["uid"].as_u64()),
@@ -174,7 +179,8 @@ fn udplite_datagrams_get_the_verdict_of_udp_rules() {
 }
 
 /// Monitor mode refuses nothing: the echo requests to an address no rule allows are answered,
-/// and reported once (one flow per socket and destination), as an alert.
+/// and reported once (one flow per socket and destination, which counts them all), as an
+/// alert.
 #[test]
 fn ping_is_reported_once_per_destination_in_monitor_mode() {
     let env = ping_env("ping-mon");
@@ -190,7 +196,11 @@ fn ping_is_reported_once_per_destination_in_monitor_mode() {
     );
     // The flow's end comes when the socket closes (the process has exited): then every record
     // of the process is in.
-    agent.wait_event("the ping flow's end", |e| e["kind"] == "flow" && e["pid"] == r["pid"] && e["state"] == "end");
+    let end =
+        agent.wait_event("the ping flow's end", |e| e["kind"] == "flow" && e["pid"] == r["pid"] && e["state"] == "end");
+    // Every request counted, the first (which started the flow) too: 12 bytes after the ICMP
+    // header each.
+    assert_eq!((end["packets_out"].as_u64(), end["bytes_out"].as_u64()), (Some(5), Some(60)), "{end}");
     let reports = agent.events().into_iter().filter(|e| e["kind"] == "connect" && e["pid"] == r["pid"]).count();
     assert_eq!(reports, 1, "five echo requests, one report: {}", agent.log());
 }
@@ -271,7 +281,12 @@ fn a_ping_socket_handed_to_another_executable_does_not_lend_its_vendor() {
         "  mode: enforce\n  default: deny\n  vendors:\n    - name: pinger\n      destinations: [{{cidr: {ADDR4}}}]\n      protocols: [icmp]\n      processes: [{{exe: {python}}}]\n"
     )));
     let same = handed_over(&env, &python, ADDR4);
-    assert_eq!((same["errno"].as_i64(), same["replies"].as_u64()), (Some(0), Some(1)), "python to python: {same}\n{}", agent.log());
+    assert_eq!(
+        (same["errno"].as_i64(), same["replies"].as_u64()),
+        (Some(0), Some(1)),
+        "python to python: {same}\n{}",
+        agent.log()
+    );
     let (other, packets) = captured(&env, ADDR4, || handed_over(&env, &copy, ADDR4));
     assert_eq!(
         (other["errno"].as_i64(), packets),

@@ -334,3 +334,58 @@ fn open_flows_continue_across_a_restart_and_the_kill_switch_still_cuts_them() {
     assert!(end["bytes_out"].as_u64() > stopped["bytes_out"].as_u64(), "{end}\n{stopped}");
     assert_eq!((end["vendor"].as_str(), end["verdict"].as_str()), (Some("web"), Some("allow")), "{end}");
 }
+
+/// Ping sockets stay decided while no agent runs and after the next one adopts the datapath:
+/// `skb_egress` hands their packets to `skb_dgram` through a program array, whose entries the
+/// kernel clears once nothing holds it (it is pinned), and their creators are in pinned socket
+/// storage. A socket opened under the first agent keeps its creator for the second.
+#[test]
+fn ping_sockets_stay_decided_while_no_agent_runs_and_across_an_adoption() {
+    use egress_agent_tests::ADDR4_OTHER;
+    let env = setup("pin-ping");
+    env.sysctl("net.ipv4.ping_group_range", "0 2147483647");
+    let python = egress_agent_tests::realpath_of("/usr/bin/python3").display().to_string();
+    let spec = policy(&format!(
+        "  mode: enforce\n  default: deny\n  vendors:\n    - name: probe\n      owner: test\n      destinations: [{{cidr: {ADDR4}}}]\n      protocols: [icmp]\n      processes: [{{exe: {python}}}]\n"
+    ));
+    let py_path = py("dgram.py");
+    let ping = |addr: &str, hold: Option<&str>| {
+        let mut args = vec![python.as_str(), &py_path, "ping-sendto", addr, "0", "1"];
+        if let Some(h) = hold {
+            args.push(h);
+        }
+        env.in_cgroup(args[0], &args[1..]).stdout(std::process::Stdio::piped()).spawn().expect("dgram.py")
+    };
+    let result = |child: std::process::Child| -> Value {
+        let out = child.wait_with_output().expect("dgram.py");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{out:?}: {e}"))
+    };
+    let mut first = env.agent(&spec);
+    // Opened under the first agent, used under the second.
+    let holds = [env.path("hold-ok"), env.path("hold-other")];
+    let held: Vec<_> = [ADDR4, ADDR4_OTHER]
+        .iter()
+        .zip(&holds)
+        .map(|(addr, h)| {
+            let child = ping(addr, Some(&h.display().to_string()));
+            wait_for(Duration::from_secs(10), || h.exists(), || "the held socket was not created".into());
+            child
+        })
+        .collect();
+    first.signal(libc::SIGKILL);
+    first.stop();
+    // No agent: the pinned programs decide, new sockets are recorded.
+    let r = result(ping(ADDR4, None));
+    assert_eq!(r["ok"], true, "allowed ping with no agent running: {r}");
+    let r = result(ping(ADDR4_OTHER, None));
+    assert_eq!(r["errno"], libc::EPERM, "denied ping with no agent running: {r}");
+    let second = env.agent(&spec);
+    assert!(second.log().contains("adopting the pinned datapath"), "{}", second.log());
+    for h in &holds {
+        std::fs::write(format!("{}.go", h.display()), "").expect("go");
+    }
+    let mut held = held.into_iter();
+    let (ok, other) = (result(held.next().expect("ok")), result(held.next().expect("other")));
+    assert_eq!(ok["ok"], true, "a socket opened under the first agent, allowed: {ok}\n{}", second.log());
+    assert_eq!(other["errno"], libc::EPERM, "a socket opened under the first agent, denied: {other}");
+}

@@ -225,11 +225,9 @@ fn prune(g: &mut Group, b: &Base, dest: impl Fn(&str) -> Dest) {
             let id = b.identity(process, *uid);
             let protos = protocols(u);
             // ICMP has no ports: it is asked about once, whatever ports other protocols used.
-            let allowed = u
-                .ports
-                .iter()
-                .all(|port| protos.iter().filter(|p| **p != Protocol::Icmp).all(|pr| b.allows(&target, *port, *pr, &id)))
-                && (!protos.contains(&Protocol::Icmp) || b.allows(&target, 0, Protocol::Icmp, &id));
+            let allowed = u.ports.iter().all(|port| {
+                protos.iter().filter(|p| **p != Protocol::Icmp).all(|pr| b.allows(&target, *port, *pr, &id))
+            }) && (!protos.contains(&Protocol::Icmp) || b.allows(&target, 0, Protocol::Icmp, &id));
             if !allowed {
                 needed_procs.insert((process.clone(), *uid));
                 needed = true;
