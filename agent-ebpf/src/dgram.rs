@@ -34,7 +34,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    connect::{self, active_slot, Dest},
+    connect::{self, active_slot},
+    dest::{self, Dest},
     flows::{self, ETH_P_IP, ETH_P_IPV6},
     identity::{self, Proc},
     maps::{DGRAM_UNOWNED, EVENTS, SK_FLOWS, SK_OWNERS},
@@ -275,7 +276,7 @@ fn read_destination(ctx: &SkBuffContext, protocol: u32) -> Option<Option<(Dest, 
             };
             let a: [u8; 16] = ctx.load(24).ok()?;
             let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
-            Some(Some((connect::dest_v6([w(0), w(4), w(8), w(12)], port, proto, netns), 40)))
+            Some(Some((dest::dest_v6([w(0), w(4), w(8), w(12)], port, proto, netns), 40)))
         }
         _ => Some(None),
     }

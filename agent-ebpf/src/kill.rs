@@ -14,7 +14,8 @@ use aya_ebpf::{
 };
 
 use crate::{
-    connect::{active_slot, Dest},
+    connect::active_slot,
+    dest::Dest,
     maps::{
         DESTS_V4_0, DESTS_V4_1, DESTS_V6_0, DESTS_V6_1, DOMAIN_RULES, KILLS, KILL_STATE, LEARNT_V4, LEARNT_V6, RULES,
     },

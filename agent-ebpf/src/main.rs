@@ -1,6 +1,7 @@
 //! Kernel side of egress-agent. One module per hook family:
 //! - `connect`: cgroup sock_addr hooks that attribute every outbound TCP/UDP attempt to its
-//!   process, decide it against the destination tries and the addresses learnt from DNS, and
+//!   process, decide it (`rules`: the destination tries, the addresses learnt from DNS, the
+//!   rules' ports, protocols and selectors; `dest`: the IPv6 forms of IPv4 addresses), and
 //!   report it through the ring buffer;
 //! - `dns`: cgroup_skb hooks that record DNS queries and learn the addresses of their answers
 //!   before the application reads them;
@@ -18,6 +19,7 @@
 #![allow(internal_features)]
 
 mod connect;
+mod dest;
 mod dgram;
 mod dns;
 mod flows;
@@ -26,6 +28,7 @@ mod kill;
 mod maps;
 mod mptcp;
 mod ring;
+mod rules;
 mod sockets;
 mod sroute;
 mod tamper;
