@@ -111,20 +111,30 @@ impl flows::Sock for PacketSock<'_> {
     }
 }
 
-/// Whether the packet is a ping or UDP-Lite socket's: what `skb_egress` hands to `skb_dgram`.
-/// A socket load, one helper call and two compares for every other packet.
+/// The packet's socket when it is a ping or UDP-Lite socket (a full one), else null.
 #[inline(always)]
-pub fn owned_packet(ctx: &SkBuffContext) -> bool {
-    // SAFETY: as in `egress`.
+fn owned_sock(ctx: &SkBuffContext) -> *mut bpf_sock {
+    // SAFETY: the kernel hands the program a valid __sk_buff; `sk` is readable by cgroup_skb
+    // programs, and the helper checks what it points at.
     let full = unsafe {
         let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
         if sk.is_null() {
-            return false;
+            return core::ptr::null_mut();
         }
         bpf_sk_fullsock(sk)
     };
     // SAFETY: a full socket: these fields are readable.
-    !full.is_null() && owned(unsafe { (*full).type_ }, unsafe { (*full).protocol })
+    if full.is_null() || !owned(unsafe { (*full).type_ }, unsafe { (*full).protocol }) {
+        return core::ptr::null_mut();
+    }
+    full
+}
+
+/// Whether the packet is a ping or UDP-Lite socket's: what `skb_egress` hands to `skb_dgram`.
+/// A socket load, one helper call and two compares for every other packet.
+#[inline(always)]
+pub fn owned_packet(ctx: &SkBuffContext) -> bool {
+    !owned_sock(ctx).is_null()
 }
 
 /// A ping or UDP-Lite packet `skb_dgram` could not be handed (the agent sets it before it
@@ -140,23 +150,12 @@ pub fn undecided() -> i32 {
 /// The decision: 1 lets the packet go, 0 drops it (the sender sees EPERM).
 #[inline(always)]
 pub fn egress(ctx: &SkBuffContext) -> i32 {
-    // SAFETY: the kernel hands the program a valid __sk_buff; `sk` is readable by cgroup_skb
-    // programs, and the helper checks what it points at.
-    let full = unsafe {
-        let sk = (*ctx.skb.skb).__bindgen_anon_2.sk;
-        if sk.is_null() {
-            return PASS;
-        }
-        bpf_sk_fullsock(sk)
-    };
+    let full = owned_sock(ctx);
     if full.is_null() {
         return PASS;
     }
-    // SAFETY: a full socket: these fields are readable.
-    let (ty, protocol) = unsafe { ((*full).type_, (*full).protocol) };
-    if !owned(ty, protocol) {
-        return PASS;
-    }
+    // SAFETY: a full socket (checked by `owned_sock`): readable.
+    let protocol = unsafe { (*full).protocol };
     let enforce = matches!(active_slot(), Some((_, m)) if m.mode == mode::ENFORCE);
     let (dest, payload) = match destination(ctx, protocol) {
         Headers::Dest(d, payload) => (d, payload),
