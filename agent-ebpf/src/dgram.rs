@@ -10,10 +10,11 @@
 //!
 //! So every packet such a socket sends is decided here, per destination, like a datagram at
 //! sendmsg: `icmp` rules for ICMP, `udp` rules for UDP-Lite, with the same flows (one event per
-//! socket and destination) and the same kill switch, blocks and modes. A packet runs in softirq
-//! or in any task's context here, so the identity is not the current task's: it is the process
-//! that created the socket, recorded with its cgroup ancestors in the socket's storage by the
-//! sock_create hook ([`record`]). A program of its own, which `skb_egress` tail-calls for these
+//! socket and destination) and the same kill switch, blocks and modes. A cgroup_skb program has
+//! no task helpers, so the identity decided is the process that created the socket, recorded
+//! with its cgroup ancestors in the socket's storage by the sock_create hook ([`record`]); the
+//! sender (the current task: these packets leave in its `sendmsg`) must run the same
+//! executable, its own marks counting ([`identity::sender`]). A program of its own, which `skb_egress` tail-calls for these
 //! sockets only: the decision has the verifier budget of a connect program, and every other
 //! packet pays one socket lookup ([`owned_packet`]).
 
@@ -285,8 +286,9 @@ fn read_destination(ctx: &SkBuffContext, protocol: u32) -> Option<Option<(Dest, 
 /// the destination), `exec_unseen`. Once per socket and verdict, as source routes are.
 #[inline(always)]
 fn unowned(ctx: &SkBuffContext, dest: &Dest, hook: u8, enforce: bool) {
-    // SAFETY: the helper takes the program's own context.
-    let seen_key = (unsafe { bpf_get_socket_cookie(ctx.as_ptr()) } << 1) | u64::from(enforce);
+    // SAFETY: plain helpers taking the program's own context.
+    let (cookie, cgroup_id) = unsafe { (bpf_get_socket_cookie(ctx.as_ptr()), bpf_skb_cgroup_id(ctx.skb.skb)) };
+    let seen_key = (cookie << 1) | u64::from(enforce);
     if DGRAM_UNOWNED.get_ptr(&seen_key).is_some() {
         return;
     }
@@ -296,8 +298,6 @@ fn unowned(ctx: &SkBuffContext, dest: &Dest, hook: u8, enforce: bool) {
         return;
     };
     let generation = active_slot().map_or(0, |(_, m)| m.generation);
-    // SAFETY: plain helpers taking the program's own context.
-    let (cookie, cgroup_id) = unsafe { (bpf_get_socket_cookie(ctx.as_ptr()), bpf_skb_cgroup_id(ctx.skb.skb)) };
     let v = if enforce { verdict::DENY } else { verdict::ALERT };
     let nobody = Proc {
         pcomm: [0; 16],

@@ -36,6 +36,10 @@ pub(super) const SKB_HOOKS: [(&str, &str, CgroupSkbAttachType); 2] = [
     (progs::SKB_INGRESS, "cgroup_skb/ingress", CgroupSkbAttachType::Ingress),
 ];
 
+/// The program `skb_egress` tail-calls (through `DGRAM_PROG`) for ping and UDP-Lite sockets:
+/// loaded, never attached.
+const TAIL_CALLED: (&str, &str) = (progs::SKB_DGRAM, "cgroup_skb/egress (tail call)");
+
 /// The socket hooks: the release hook that reports the end of sockets with flows, and the
 /// create hook that refuses sockets no other hook can decide.
 pub(super) const SOCK_HOOKS: [(&str, &str); 2] =
@@ -166,7 +170,7 @@ impl Datapath {
         }
         {
             // Not attached: `skb_egress` tail-calls it through `DGRAM_PROG`, set below.
-            let (name, hook) = (progs::SKB_DGRAM, "cgroup_skb/egress (tail call)");
+            let (name, hook) = TAIL_CALLED;
             let prog: &mut CgroupSkb = program(&mut ebpf, name, hook)?;
             prog.load().map_err(|source| DatapathError::Program { program: name, hook, source })?;
         }
@@ -270,7 +274,7 @@ impl Datapath {
     /// Puts this agent's `skb_dgram` into `DGRAM_PROG`, before anything is attached (an adopted
     /// array then hands the running `skb_egress`'s packets to it at once: both use these maps).
     fn set_tail_calls(&mut self) -> Result<(), DatapathError> {
-        let (name, hook) = (progs::SKB_DGRAM, "cgroup_skb/egress (tail call)");
+        let (name, hook) = TAIL_CALLED;
         let err = |source| DatapathError::Program { program: name, hook, source };
         let prog = self.ebpf.program(name).ok_or(err(ProgramError::NotLoaded))?;
         let fd = prog.fd().map_err(err)?.try_clone().map_err(|e| err(ProgramError::IOError(e)))?;
