@@ -142,10 +142,17 @@ pub fn owned_packet(ctx: &SkBuffContext) -> bool {
 /// attaches, so never while it runs): refused in enforce mode, let through in monitor mode.
 #[inline(always)]
 pub fn undecided() -> i32 {
-    match active_slot() {
-        Some((_, m)) if m.mode == mode::ENFORCE => DROP,
-        _ => PASS,
+    if enforcing() {
+        DROP
+    } else {
+        PASS
     }
+}
+
+/// The policy in force is in enforce mode.
+#[inline(always)]
+fn enforcing() -> bool {
+    matches!(active_slot(), Some((_, m)) if m.mode == mode::ENFORCE)
 }
 
 /// The decision: 1 lets the packet go, 0 drops it (the sender sees EPERM).
@@ -157,7 +164,7 @@ pub fn egress(ctx: &SkBuffContext) -> i32 {
     }
     // SAFETY: a full socket (checked by `owned_sock`): readable.
     let protocol = unsafe { (*full).protocol };
-    let enforce = matches!(active_slot(), Some((_, m)) if m.mode == mode::ENFORCE);
+    let enforce = enforcing();
     let (dest, payload) = match destination(ctx, protocol) {
         Headers::Dest(d, payload) => (d, payload),
         // Another protocol than the socket's: a packet the kernel made of one already decided

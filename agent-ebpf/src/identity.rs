@@ -68,20 +68,9 @@ impl Proc {
 
 #[inline(always)]
 pub fn current_proc() -> Proc {
-    let (mut exe_dev, mut exe_ino, exe_gen) = current_exe();
+    let (exe_dev, exe_ino, exe_gen) = current_exe();
     let pid_tgid = bpf_get_current_pid_tgid();
-    let mut tampered = tamper::UNRECORDED;
-    if let Some(id) = EXEC_IDS.get_ptr(&((pid_tgid >> 32) as u32)) {
-        // SAFETY: a live map value.
-        let (id_dev, id_ino) = unsafe { ((*id).dev, (*id).ino) };
-        // SAFETY: as above.
-        tampered = unsafe { (*id).tamper };
-        // Without a branch (each would double what the verifier walks in the hooks): the top
-        // bit of `differs | -differs` is set exactly when the executable differs.
-        let differs = u64::from(id_dev ^ exe_dev) | (id_ino ^ exe_ino);
-        let mark = (differs | differs.wrapping_neg()) & REPLACED;
-        (exe_dev, exe_ino) = (id_dev, id_ino | mark);
-    }
+    let (exe_dev, exe_ino, tampered) = executed((pid_tgid >> 32) as u32, exe_dev, exe_ino);
     Proc {
         pcomm: current_process_comm(),
         start_ns: current_start_ns(),
@@ -104,7 +93,7 @@ pub fn current_proc() -> Proc {
 /// in the sending syscall, so this is the sender.
 #[inline(always)]
 pub fn sender() -> (u32, u64, u32) {
-    let (mut exe_dev, mut exe_ino, _) = current_exe();
+    let (exe_dev, exe_ino, _) = current_exe();
     let tgid = match CONFIG.get(0) {
         Some(cfg) if cfg.offsets.valid != 0 => {
             // SAFETY: bpf_probe_read_kernel validates the address; a fault returns Err.
@@ -115,16 +104,21 @@ pub fn sender() -> (u32, u64, u32) {
         }
         _ => 0,
     };
-    let mut tampered = tamper::UNRECORDED;
-    if let Some(id) = EXEC_IDS.get_ptr(&tgid) {
-        // SAFETY: a live map value.
-        let (id_dev, id_ino, marks) = unsafe { ((*id).dev, (*id).ino, (*id).tamper) };
-        tampered = marks;
-        let differs = u64::from(id_dev ^ exe_dev) | (id_ino ^ exe_ino);
-        let mark = (differs | differs.wrapping_neg()) & REPLACED;
-        (exe_dev, exe_ino) = (id_dev, id_ino | mark);
-    }
-    (exe_dev, exe_ino, tampered)
+    executed(tgid, exe_dev, exe_ino)
+}
+
+/// The executable process `tgid` executed and its [`tamper`] bits, from its exec record, given
+/// what its `mm->exe_file` is now (`exe_dev`, `exe_ino`): the record's file, with [`REPLACED`]
+/// when the two differ; without a record, `exe_file`'s, [`tamper::UNRECORDED`].
+#[inline(always)]
+fn executed(tgid: u32, exe_dev: u32, exe_ino: u64) -> (u32, u64, u32) {
+    let Some(id) = EXEC_IDS.get_ptr(&tgid) else { return (exe_dev, exe_ino, tamper::UNRECORDED) };
+    // SAFETY: a live map value.
+    let (id_dev, id_ino, marks) = unsafe { ((*id).dev, (*id).ino, (*id).tamper) };
+    // Without a branch (each would double what the verifier walks in the hooks): the top bit of
+    // `differs | -differs` is set exactly when the executable differs.
+    let differs = u64::from(id_dev ^ exe_dev) | (id_ino ^ exe_ino);
+    (id_dev, id_ino | ((differs | differs.wrapping_neg()) & REPLACED), marks)
 }
 
 /// The [`agent_common::event_flags2`] bits an event of `proc` carries for its identity.
